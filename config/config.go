@@ -1,0 +1,301 @@
+// Package config holds pulsegate's configuration: one typed tree, its
+// defaults, the layered loader (defaults < YAML file < RESPONSIVENESS_*
+// environment), one-pass validation and redaction of secrets.
+//
+// It is a leaf package: it imports no other pulsegate package. Every other
+// package reads a *Config; nothing mutates one after Load or Patch returned it.
+//
+// Durations are numbers of seconds (fractions allowed), as the product's
+// config.py has them, and are typed Seconds.
+package config
+
+import (
+	"time"
+)
+
+// Seconds is a duration written as a number of seconds (0.5 = 500 ms).
+type Seconds float64
+
+// Duration converts s to a time.Duration.
+func (s Seconds) Duration() time.Duration { return time.Duration(float64(s) * float64(time.Second)) }
+
+// Config is the whole effective configuration.
+type Config struct {
+	// Responsiveness holds the 14 fields of the product's ResponsivenessConfig.
+	Responsiveness Responsiveness `koanf:"responsiveness" json:"responsiveness"`
+	// Proxy configures the in-path reverse proxy (the app's traffic).
+	Proxy Proxy `koanf:"proxy" json:"proxy"`
+	// Admin configures the admin listener, the admin API and its auth.
+	Admin Admin `koanf:"admin" json:"admin"`
+	// Thresholds holds the warning/critical pairs that are not part of the
+	// product's ResponsivenessConfig.
+	Thresholds Thresholds `koanf:"thresholds" json:"thresholds"`
+	// Database configures the database probe (database_manager).
+	Database Database `koanf:"database" json:"database"`
+	// Redis configures the Redis probe (session_monitoring, job queues).
+	Redis Redis `koanf:"redis" json:"redis"`
+	// System configures the host/container probe (system_optimizer).
+	System System `koanf:"system" json:"system"`
+	// Backpressure configures the limiters in front of the app.
+	Backpressure Backpressure `koanf:"backpressure" json:"backpressure"`
+	// Alerts configures alert rules' timing and the notification channels.
+	Alerts Alerts `koanf:"alerts" json:"alerts"`
+	// Actions configures the automated responses.
+	Actions Actions `koanf:"actions" json:"actions"`
+	// Log configures logging.
+	Log Log `koanf:"log" json:"log"`
+	// DataDir is where the embedded store (alert history, acknowledgements,
+	// audit log) lives. Default "./pulsegate-data".
+	DataDir string `koanf:"data_dir" json:"data_dir"`
+}
+
+// Responsiveness mirrors the product's ResponsivenessConfig dataclass,
+// field for field and with the same defaults.
+type Responsiveness struct {
+	// MonitoringEnabled turns the background probes on. Default true.
+	MonitoringEnabled bool `koanf:"monitoring_enabled" json:"monitoring_enabled"`
+	// MonitoringInterval is the probe interval. Default 30 s.
+	MonitoringInterval Seconds `koanf:"monitoring_interval" json:"monitoring_interval"`
+	// MemoryWarningThreshold is a fraction of the container (or host) memory limit. Default 0.8.
+	MemoryWarningThreshold float64 `koanf:"memory_warning_threshold" json:"memory_warning_threshold"`
+	// MemoryCriticalThreshold: default 0.9.
+	MemoryCriticalThreshold float64 `koanf:"memory_critical_threshold" json:"memory_critical_threshold"`
+	// CPUWarningThreshold is a fraction of the CPU quota (or host CPUs). Default 0.8.
+	CPUWarningThreshold float64 `koanf:"cpu_warning_threshold" json:"cpu_warning_threshold"`
+	// CPUCriticalThreshold: default 0.9.
+	CPUCriticalThreshold float64 `koanf:"cpu_critical_threshold" json:"cpu_critical_threshold"`
+	// DBConnectionWarningThreshold is connections in use ÷ max_connections. Default 0.8.
+	DBConnectionWarningThreshold float64 `koanf:"db_connection_warning_threshold" json:"db_connection_warning_threshold"`
+	// DBConnectionCriticalThreshold: default 0.9.
+	DBConnectionCriticalThreshold float64 `koanf:"db_connection_critical_threshold" json:"db_connection_critical_threshold"`
+	// CleanupEnabled turns the periodic cleanup hook on. Default true.
+	CleanupEnabled bool `koanf:"cleanup_enabled" json:"cleanup_enabled"`
+	// CleanupInterval is the period of the cleanup hook. Default 300 s.
+	CleanupInterval Seconds `koanf:"cleanup_interval" json:"cleanup_interval"`
+	// SlowRequestThreshold marks a request as slow (logged as slow_request). Default 5 s.
+	SlowRequestThreshold Seconds `koanf:"slow_request_threshold" json:"slow_request_threshold"`
+	// RequestTimeoutThreshold is the upstream response-header timeout (504 past it). Default 30 s.
+	RequestTimeoutThreshold Seconds `koanf:"request_timeout_threshold" json:"request_timeout_threshold"`
+	// TaskMonitoringEnabled turns background-task health tracking on. Default true.
+	TaskMonitoringEnabled bool `koanf:"task_monitoring_enabled" json:"task_monitoring_enabled"`
+	// TaskHealthCheckInterval is how often task health is evaluated. Default 60 s.
+	TaskHealthCheckInterval Seconds `koanf:"task_health_check_interval" json:"task_health_check_interval"`
+}
+
+// Proxy configures the data path.
+type Proxy struct {
+	// UpstreamURL is the Flask app. Default http://127.0.0.1:5000.
+	UpstreamURL string `koanf:"upstream_url" json:"upstream_url"`
+	// ListenAddr takes the app's traffic. Default ":8080".
+	ListenAddr string `koanf:"listen_addr" json:"listen_addr"`
+	// DrainDelay: after SIGTERM, /readyz is 503 and the proxy keeps serving
+	// this long before Shutdown starts (endpoint removal lags). Default 5 s.
+	DrainDelay Seconds `koanf:"drain_delay" json:"drain_delay"`
+	// ShutdownTimeout bounds Shutdown after the drain delay. Default 20 s.
+	ShutdownTimeout Seconds `koanf:"shutdown_timeout" json:"shutdown_timeout"`
+	// UpstreamIdleTimeout closes idle upstream connections; it must stay below
+	// the app server's keep-alive (gunicorn: 2 s). Default 1.5 s.
+	UpstreamIdleTimeout Seconds `koanf:"upstream_idle_timeout" json:"upstream_idle_timeout"`
+	// MaxIdleConnsPerHost sizes the upstream keep-alive pool. Default 256.
+	MaxIdleConnsPerHost int `koanf:"max_idle_conns_per_host" json:"max_idle_conns_per_host"`
+	// ReadHeaderTimeout bounds reading a client's request headers (Slowloris). Default 10 s.
+	ReadHeaderTimeout Seconds `koanf:"read_header_timeout" json:"read_header_timeout"`
+	// ClientIdleTimeout closes idle client keep-alive connections. Default 120 s.
+	ClientIdleTimeout Seconds `koanf:"client_idle_timeout" json:"client_idle_timeout"`
+	// MaxHeaderBytes caps request headers (431 past it). Default 65536.
+	MaxHeaderBytes int `koanf:"max_header_bytes" json:"max_header_bytes"`
+	// RoutePatterns are the app's own URL rules, e.g. "/users/<id>/posts",
+	// matched before automatic templating. Segments in <> or starting with
+	// ':' match any one segment.
+	RoutePatterns []string `koanf:"route_patterns" json:"route_patterns"`
+	// MaxRoutes caps distinct route labels; the rest go to "other". Default 200.
+	MaxRoutes int `koanf:"max_routes" json:"max_routes"`
+	// ApdexThreshold is Apdex T. Default 0.5 s.
+	ApdexThreshold Seconds `koanf:"apdex_threshold" json:"apdex_threshold"`
+	// SlowRequestRing is how many recent slow requests are kept. Default 100.
+	SlowRequestRing int `koanf:"slow_request_ring" json:"slow_request_ring"`
+}
+
+// Admin configures the admin surface.
+type Admin struct {
+	// Addr is the admin listener (health, readiness, metrics, admin API). Default 127.0.0.1:9901.
+	Addr string `koanf:"addr" json:"addr"`
+	// Token, when set, is required as "Authorization: Bearer <token>" on admin routes.
+	Token Secret `koanf:"token" json:"token"`
+	// AllowedHosts are extra Host header values accepted on the admin
+	// listener besides localhost, 127.0.0.1, [::1] and the listener's own address.
+	AllowedHosts []string `koanf:"allowed_hosts" json:"allowed_hosts"`
+	// AuthURL, when set, delegates admin auth to the app (like nginx
+	// auth_request): Cookie and Authorization are forwarded; 2xx allows.
+	AuthURL string `koanf:"auth_url" json:"auth_url"`
+	// AuthTimeout bounds the delegated auth call. Default 1 s.
+	AuthTimeout Seconds `koanf:"auth_timeout" json:"auth_timeout"`
+	// AuthCacheTTL caches delegated auth answers per credential. Default 5 s.
+	AuthCacheTTL Seconds `koanf:"auth_cache_ttl" json:"auth_cache_ttl"`
+}
+
+// Thresholds are the warning/critical pairs beyond the product's 14 fields.
+type Thresholds struct {
+	DiskWarning          float64 `koanf:"disk_warning" json:"disk_warning"`                   // fraction, default 0.85
+	DiskCritical         float64 `koanf:"disk_critical" json:"disk_critical"`                 // fraction, default 0.95
+	QueueWarning         int     `koanf:"queue_warning" json:"queue_warning"`                 // queued requests, default 50
+	QueueCritical        int     `koanf:"queue_critical" json:"queue_critical"`               // queued requests, default 100 (also the queue's bound)
+	ErrorRateWarning     float64 `koanf:"error_rate_warning" json:"error_rate_warning"`       // fraction, default 0.05
+	ErrorRateCritical    float64 `koanf:"error_rate_critical" json:"error_rate_critical"`     // fraction, default 0.10
+	ResponseTimeWarning  Seconds `koanf:"response_time_warning" json:"response_time_warning"` // average, default 5 s
+	ResponseTimeCritical Seconds `koanf:"response_time_critical" json:"response_time_critical"`
+	DBQueryWarning       Seconds `koanf:"db_query_warning" json:"db_query_warning"` // default 2 s
+	DBQueryCritical      Seconds `koanf:"db_query_critical" json:"db_query_critical"`
+}
+
+// Database configures the database probe.
+type Database struct {
+	// DSN is mysql://user:pass@host:3306/db or postgres://user:pass@host:5432/db. Unset disables the probe.
+	DSN Secret `koanf:"dsn" json:"dsn"`
+	// ProbeTimeout bounds one probe tick (connect, queries). Default 2 s.
+	ProbeTimeout Seconds `koanf:"probe_timeout" json:"probe_timeout"`
+	// LeakAge: connections idle longer than this are leak suspects. Default 300 s.
+	LeakAge Seconds `koanf:"leak_age" json:"leak_age"`
+	// IdleInTransactionWarning: a transaction idle this long is a warning. Default 30 s.
+	IdleInTransactionWarning Seconds `koanf:"idle_in_transaction_warning" json:"idle_in_transaction_warning"`
+	// AppPoolSize is the app's own pool size (SQLAlchemy pool_size +
+	// max_overflow); 0 = unknown. Used to warn before the app's pool is exhausted.
+	AppPoolSize int `koanf:"app_pool_size" json:"app_pool_size"`
+	// AppUser restricts the app's pool count to this DB user; empty = all users except the probe's.
+	AppUser string `koanf:"app_user" json:"app_user"`
+}
+
+// Redis configures the Redis probe.
+type Redis struct {
+	// URL is redis://[user:pass@]host:6379/0. Unset disables the probe.
+	URL Secret `koanf:"url" json:"url"`
+	// SessionPrefix selects session keys. Default "session:".
+	SessionPrefix string `koanf:"session_prefix" json:"session_prefix"`
+	// QueueKeys are job-queue list keys whose depth is watched (e.g. "rq:queue:default", "celery").
+	QueueKeys []string `koanf:"queue_keys" json:"queue_keys"`
+	// ScanBudget is the most keys SCAN visits per probe tick. Default 10000.
+	ScanBudget int `koanf:"scan_budget" json:"scan_budget"`
+	// ProbeTimeout bounds one probe tick. Default 2 s.
+	ProbeTimeout Seconds `koanf:"probe_timeout" json:"probe_timeout"`
+}
+
+// System configures the host/container probe.
+type System struct {
+	// DiskPaths are the mount points watched. Default ["/"].
+	DiskPaths []string `koanf:"disk_paths" json:"disk_paths"`
+	// CgroupRoot is where cgroupfs is mounted. Default /sys/fs/cgroup.
+	CgroupRoot string `koanf:"cgroup_root" json:"cgroup_root"`
+	// ProcRoot is where procfs is mounted. Default /proc.
+	ProcRoot string `koanf:"proc_root" json:"proc_root"`
+	// AppProcessNames are process names of the app (e.g. "gunicorn") whose RSS is reported
+	// when the pod shares its process namespace. Empty = off.
+	AppProcessNames []string `koanf:"app_process_names" json:"app_process_names"`
+	// AppPIDFile names a PID file of the app's master process. Empty = off.
+	AppPIDFile string `koanf:"app_pid_file" json:"app_pid_file"`
+}
+
+// Backpressure configures the limiters, in the order they run:
+// shed → rate limit → concurrency/queue → proxy.
+type Backpressure struct {
+	// MaxConcurrency caps requests in flight to the app; 0 = no fixed limit.
+	MaxConcurrency int `koanf:"max_concurrency" json:"max_concurrency"`
+	// QueueTimeout is the longest a request waits for a slot before 503. Default 10 s.
+	QueueTimeout Seconds `koanf:"queue_timeout" json:"queue_timeout"`
+	// RateLimitRPS is the global rate limit in requests per second; 0 = off.
+	RateLimitRPS float64 `koanf:"rate_limit_rps" json:"rate_limit_rps"`
+	// RateLimitBurst is the global bucket size; 0 = max(1, ceil(rps)).
+	RateLimitBurst int `koanf:"rate_limit_burst" json:"rate_limit_burst"`
+	// PerClientRPS limits each client (socket peer address); 0 = off.
+	PerClientRPS float64 `koanf:"per_client_rps" json:"per_client_rps"`
+	// PerClientBurst: 0 = max(1, ceil(per_client_rps)).
+	PerClientBurst int `koanf:"per_client_burst" json:"per_client_burst"`
+	// PerClientMaxClients caps the per-client limiter map. Default 10000.
+	PerClientMaxClients int `koanf:"per_client_max_clients" json:"per_client_max_clients"`
+	// Adaptive turns on the gradient concurrency limiter (opt-in).
+	Adaptive Adaptive `koanf:"adaptive" json:"adaptive"`
+	// SheddingEnabled turns pressure-driven shedding on. Default true.
+	SheddingEnabled bool `koanf:"shedding_enabled" json:"shedding_enabled"`
+	// ShedFraction is the fraction of new requests shed at saturation (critical). Default 0.5.
+	ShedFraction float64 `koanf:"shed_fraction" json:"shed_fraction"`
+	// ShedHold is how long pressure must stay below warning before shedding stops. Default 30 s.
+	ShedHold Seconds `koanf:"shed_hold" json:"shed_hold"`
+	// DryRun: limiters count would-have-rejected requests and log samples, but reject nothing.
+	DryRun bool `koanf:"dry_run" json:"dry_run"`
+	// CriticalRoutes are path prefixes never shed or rate limited.
+	CriticalRoutes []string `koanf:"critical_routes" json:"critical_routes"`
+	// LowPriorityRoutes are path prefixes shed first (at warning already).
+	LowPriorityRoutes []string `koanf:"low_priority_routes" json:"low_priority_routes"`
+}
+
+// Adaptive configures the gradient concurrency limiter.
+type Adaptive struct {
+	Enabled bool `koanf:"enabled" json:"enabled"`
+	// MinLimit and MaxLimit bound the computed limit. Defaults 4 and 512.
+	MinLimit int `koanf:"min_limit" json:"min_limit"`
+	MaxLimit int `koanf:"max_limit" json:"max_limit"`
+	// MinRTTInterval is how often the min-RTT is re-sampled (jittered). Default 60 s.
+	MinRTTInterval Seconds `koanf:"min_rtt_interval" json:"min_rtt_interval"`
+	// Headroom is the latency tolerated above the minimum RTT before the
+	// limit shrinks, as a fraction of min RTT. Default 0.1.
+	Headroom float64 `koanf:"headroom" json:"headroom"`
+}
+
+// Alerts configures alert evaluation and channels.
+type Alerts struct {
+	// MinDuration: a condition must hold this long before an alert fires. Default 0 (next evaluation).
+	MinDuration Seconds `koanf:"min_duration" json:"min_duration"`
+	// ResolveMargin: a firing alert resolves only below threshold*(1-margin). Default 0.05.
+	ResolveMargin float64 `koanf:"resolve_margin" json:"resolve_margin"`
+	// HistorySize bounds the persisted alert history. Default 1000.
+	HistorySize int `koanf:"history_size" json:"history_size"`
+	// Email sends alerts over SMTP when SMTPAddr is set.
+	Email Email `koanf:"email" json:"email"`
+	// WebhookURL receives alerts as JSON POSTs when set.
+	WebhookURL string `koanf:"webhook_url" json:"webhook_url"`
+	// AlertmanagerURL is an Alertmanager base URL (POST /api/v2/alerts) when set.
+	AlertmanagerURL string `koanf:"alertmanager_url" json:"alertmanager_url"`
+	// Timeout bounds one delivery attempt. Default 5 s.
+	Timeout Seconds `koanf:"timeout" json:"timeout"`
+	// Retries is how many times a failed delivery is retried with backoff. Default 3.
+	Retries int `koanf:"retries" json:"retries"`
+}
+
+// Email configures the SMTP channel.
+type Email struct {
+	SMTPAddr string   `koanf:"smtp_addr" json:"smtp_addr"` // host:port; empty = off
+	From     string   `koanf:"from" json:"from"`
+	To       []string `koanf:"to" json:"to"`
+	Username string   `koanf:"username" json:"username"`
+	Password Secret   `koanf:"password" json:"password"`
+	// MinSeverity is the lowest severity mailed: "warning" or "critical" (default).
+	MinSeverity string `koanf:"min_severity" json:"min_severity"`
+}
+
+// Actions configures automated responses. Each has a cooldown and honours DryRun.
+type Actions struct {
+	// DryRun logs what each action would do and does nothing.
+	DryRun bool `koanf:"dry_run" json:"dry_run"`
+	// CleanupURL is POSTed on memory warning/critical and every cleanup
+	// interval (when cleanup is enabled). Empty = off.
+	CleanupURL string `koanf:"cleanup_url" json:"cleanup_url"`
+	// CleanupTimeout bounds the cleanup POST. Default 10 s.
+	CleanupTimeout Seconds `koanf:"cleanup_timeout" json:"cleanup_timeout"`
+	// Cooldown is the least time between two runs of one action. Default 60 s.
+	Cooldown Seconds `koanf:"cooldown" json:"cooldown"`
+	// RecycleConnections closes idle upstream connections when errors spike. Default true.
+	RecycleConnections bool `koanf:"recycle_connections" json:"recycle_connections"`
+	// SessionTTLRepair gives TTL-less session keys SessionTTL (opt-in).
+	SessionTTLRepair bool    `koanf:"session_ttl_repair" json:"session_ttl_repair"`
+	SessionTTL       Seconds `koanf:"session_ttl" json:"session_ttl"`             // default 86400
+	SessionRepairMax int     `koanf:"session_repair_max" json:"session_repair_max"` // keys per tick, default 1000
+	// ReadinessOnOverload makes /readyz fail during sustained overload (opt-in).
+	ReadinessOnOverload bool `koanf:"readiness_on_overload" json:"readiness_on_overload"`
+}
+
+// Log configures logging.
+type Log struct {
+	// Level is debug, info, warn or error. Default info.
+	Level string `koanf:"level" json:"level"`
+	// Format is json (default) or console.
+	Format string `koanf:"format" json:"format"`
+}
