@@ -1,0 +1,189 @@
+// Package proxy is pulsegate's data path: an httputil.ReverseProxy in front
+// of the app, with a tuned Transport, error classification (502/504,
+// client_closed) and an Instrument middleware that times and counts every
+// request into rolling windows, per-route statistics and Prometheus series.
+//
+// The hot path takes no lock shared by all requests: counters are atomics,
+// per-route state is found in a copy-on-write map, and metric children are
+// bound once and cached.
+package proxy
+
+import (
+	"fmt"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/pulsegate/pulsegate/config"
+)
+
+// Proxy forwards requests to the app and measures them. Build it with New;
+// it must not be copied.
+type Proxy struct {
+	log      *zap.Logger
+	rp       *httputil.ReverseProxy
+	target   atomic.Pointer[url.URL]
+	rt       *swappableTransport
+	stats    *Stats
+	m        *metrics
+	slowNS   atomic.Int64
+	apdexNS  atomic.Int64
+	patterns atomic.Pointer[[]routePattern]
+	errLog   sampler
+}
+
+// New builds the proxy for cfg.Proxy.UpstreamURL. Metrics go to reg.
+func New(cfg *config.Config, log *zap.Logger, reg prometheus.Registerer) (*Proxy, error) {
+	target, err := parseUpstream(cfg.Proxy.UpstreamURL)
+	if err != nil {
+		return nil, err
+	}
+	p := &Proxy{
+		log:   log,
+		stats: newStats(time.Now(), cfg.Proxy.MaxRoutes, cfg.Proxy.SlowRequestRing),
+		rt:    &swappableTransport{},
+	}
+	p.target.Store(target)
+	p.rt.cur.Store(newTransport(cfg))
+	p.applyTunables(cfg)
+	if p.m, err = newMetrics(reg, p.stats); err != nil {
+		return nil, fmt.Errorf("registering proxy metrics: %w", err)
+	}
+	p.rp = &httputil.ReverseProxy{
+		Rewrite:      p.rewrite,
+		Transport:    p.rt,
+		BufferPool:   bufferPool{},
+		ErrorHandler: p.errorHandler,
+		ErrorLog:     zap.NewStdLog(log.Named("reverseproxy")),
+	}
+	return p, nil
+}
+
+func parseUpstream(raw string) (*url.URL, error) {
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("proxy.upstream_url (RESPONSIVENESS_UPSTREAM_URL): want an absolute http(s) URL, got %q", config.RedactURL(raw))
+	}
+	return u, nil
+}
+
+func (p *Proxy) applyTunables(cfg *config.Config) {
+	p.slowNS.Store(int64(cfg.Responsiveness.SlowRequestThreshold.Duration()))
+	p.apdexNS.Store(int64(cfg.Proxy.ApdexThreshold.Duration()))
+	pats := compilePatterns(cfg.Proxy.RoutePatterns)
+	p.patterns.Store(&pats)
+	p.stats.maxRoutes.Store(int64(cfg.Proxy.MaxRoutes))
+}
+
+// Apply takes a new configuration live: thresholds, route patterns and cap,
+// upstream URL and Transport settings (a new Transport is swapped in; the
+// old one's idle connections are closed, in-flight requests finish on it).
+func (p *Proxy) Apply(cfg *config.Config) error {
+	target, err := parseUpstream(cfg.Proxy.UpstreamURL)
+	if err != nil {
+		return err
+	}
+	p.applyTunables(cfg)
+	p.target.Store(target)
+	old := p.rt.cur.Swap(newTransport(cfg))
+	old.CloseIdleConnections()
+	return nil
+}
+
+// Stats returns the live request statistics.
+func (p *Proxy) Stats() *Stats { return p.stats }
+
+// CloseIdleConnections drops idle upstream connections (the "recycle
+// upstream connections" action).
+func (p *Proxy) CloseIdleConnections() { p.rt.cur.Load().CloseIdleConnections() }
+
+// Forwarder is the innermost handler: it sends the request to the app.
+func (p *Proxy) Forwarder() http.Handler { return forwarder{p} }
+
+type forwarder struct{ p *Proxy }
+
+func (f forwarder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if rec, ok := w.(*recorder); ok {
+		rec.fwdStart = time.Now()
+	}
+	f.p.rp.ServeHTTP(w, r)
+}
+
+// rewrite builds the outbound request. ReverseProxy has already removed
+// hop-by-hop headers and every client-sent Forwarded/X-Forwarded-*
+// header; SetXForwarded writes ours from the socket peer only.
+func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
+	pr.SetURL(p.target.Load())
+	// The app sees the Host the client asked for, as it would without the
+	// sidecar; X-Forwarded-Host carries it too.
+	pr.Out.Host = pr.In.Host
+	pr.SetXForwarded()
+	// h2c upgrades would tunnel HTTP/2 past the proxy (go#80416): drop them.
+	if up := pr.Out.Header.Get("Upgrade"); up != "" && strings.Contains(strings.ToLower(up), "h2c") {
+		pr.Out.Header.Del("Upgrade")
+		pr.Out.Header.Del("Connection")
+		pr.Out.Header.Del("Http2-Settings")
+	}
+}
+
+func (p *Proxy) errorHandler(w http.ResponseWriter, r *http.Request, err error) {
+	class, status := classifyError(r, err)
+	rec, _ := w.(*recorder)
+	if rec != nil {
+		rec.errClass = class
+	}
+	if class == errClientClosed {
+		return // nobody is listening; finish() counts it and logs at debug
+	}
+	// Go 1.26's ReverseProxy no longer closes the inbound body when the
+	// upstream fails (go#78973): a Transport goroutine can stay blocked
+	// reading a slow upload, and the handler with it. A read deadline in
+	// the past unblocks that read; the connection is not reused anyway.
+	if r.Body != nil && r.Body != http.NoBody {
+		_ = http.NewResponseController(w).SetReadDeadline(time.Now())
+	}
+	if n, ok := p.errLog.allow(time.Now()); ok {
+		p.log.Warn("upstream_error", zap.String("class", errClassNames[class]), zap.Int("status", status),
+			zap.String("method", r.Method), zap.String("path", truncate(r.URL.Path, maxLoggedPath)),
+			zap.Error(err), zap.Uint64("suppressed", n))
+	}
+	writeProxyError(w, r, class, status)
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "..."
+	}
+	return s
+}
+
+// sampler lets one log line through per second and counts the rest, so an
+// app outage under load does not flood the log.
+type sampler struct {
+	last       atomic.Int64
+	suppressed atomic.Uint64
+}
+
+func (s *sampler) allow(now time.Time) (suppressed uint64, ok bool) {
+	sec := now.Unix()
+	if last := s.last.Load(); last != sec && s.last.CompareAndSwap(last, sec) {
+		return s.suppressed.Swap(0), true
+	}
+	s.suppressed.Add(1)
+	return 0, false
+}
+
+// bufferPool recycles ReverseProxy's copy buffers.
+type bufferPool struct{}
+
+var copyBuffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+func (bufferPool) Get() []byte  { return *copyBuffers.Get().(*[]byte) }
+func (bufferPool) Put(b []byte) { copyBuffers.Put(&b) }
