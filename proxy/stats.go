@@ -41,7 +41,7 @@ type Stats struct {
 	global   *window
 	inFlight atomic.Int64
 
-	routesMu  sync.Mutex                         // serialises route creation
+	routesMu  sync.Mutex                        // serialises route creation
 	routes    atomic.Pointer[map[string]*route] // copy-on-write
 	maxRoutes atomic.Int64
 	overflow  atomic.Uint64
