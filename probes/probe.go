@@ -40,8 +40,15 @@ type Result struct {
 	Duration time.Duration `json:"duration_ns"`
 	// Figures are the named numbers of docs/ARCHITECTURE.md (fractions 0..1, seconds).
 	Figures map[string]float64 `json:"figures,omitempty"`
-	// Details is the probe's full, JSON-ready report.
+	// Details is the probe's full, JSON-ready report. Readers share it:
+	// a probe must not change a Details value after returning it.
 	Details any `json:"details,omitempty"`
+	// ConsecutiveDown counts Down results in a row, this one included
+	// (0 unless Down). Set by the Runner.
+	ConsecutiveDown int `json:"consecutive_down,omitempty"`
+	// NextRun is when the Runner will run this probe again (later than one
+	// interval while the target is down: backoff). Set by the Runner.
+	NextRun time.Time `json:"next_run,omitzero"`
 }
 
 // Prober is one probe. Probe must honour ctx's deadline and must not keep
