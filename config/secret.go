@@ -3,6 +3,7 @@ package config
 import (
 	"encoding/json"
 	"net/url"
+	"strings"
 )
 
 // Redacted is what a secret prints as.
@@ -41,18 +42,22 @@ func (s Secret) MarshalYAML() (any, error) { return s.String(), nil }
 func (s Secret) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
 
 // RedactURL returns raw with any password replaced by "xxxxx", keeping
-// scheme, user, host, path and query keys. A value that is not a URL with a
-// scheme and host is replaced whole by Redacted, so nothing of an
-// unparseable DSN (whose error text would quote it) ever prints.
+// scheme, user, host, path and query keys (query values named password,
+// pass, pwd, sslpassword or token are replaced too). A fragment is dropped:
+// an unencoded '#' in a password starts one. A value that is not a URL with
+// a scheme and a host (or, for unix:, a path) is replaced whole by
+// Redacted, so nothing of an unparseable DSN (whose parse error would quote
+// it) ever prints.
 func RedactURL(raw string) string {
 	u, err := url.Parse(raw)
-	if err != nil || u.Scheme == "" || u.Host == "" {
+	if err != nil || u.Scheme == "" || u.Opaque != "" || (u.Host == "" && (u.Scheme != "unix" || u.Path == "")) {
 		return Redacted
 	}
+	u.Fragment, u.RawFragment = "", ""
 	q := u.Query()
 	for k := range q {
-		switch k {
-		case "password", "pass", "pwd", "sslpassword", "token":
+		switch strings.ToLower(k) {
+		case "password", "pass", "pwd", "sslpassword", "token", "passwd", "secret":
 			q.Set(k, "xxxxx")
 		}
 	}
