@@ -30,9 +30,9 @@ func TestDataPath(t *testing.T) {
 			needBinary(t)
 			g := StartGunicorn(t, kind)
 			p := StartPulsegate(t, map[string]string{
-				"RESPONSIVENESS_UPSTREAM_URL":               g.URL(),
-				"RESPONSIVENESS_SLOW_REQUEST_THRESHOLD":     "0.3",
-				"RESPONSIVENESS_REQUEST_TIMEOUT_THRESHOLD":  "10",
+				"RESPONSIVENESS_UPSTREAM_URL":                g.URL(),
+				"RESPONSIVENESS_SLOW_REQUEST_THRESHOLD":      "0.3",
+				"RESPONSIVENESS_REQUEST_TIMEOUT_THRESHOLD":   "10",
 				"RESPONSIVENESS_PROXY_UPSTREAM_IDLE_TIMEOUT": "1.5",
 			})
 			t.Run("Transparency", func(t *testing.T) { testTransparency(t, g, p) })
