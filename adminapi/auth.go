@@ -20,8 +20,8 @@ import (
 
 // principal is who made an admin request, as far as auth could tell.
 type principal struct {
-	actor   string // for the audit log: "token:3f2a9c", "session:…", "peer:127.0.0.1"
-	canRead bool
+	actor    string // for the audit log: "token:3f2a9c", "session:…", "peer:127.0.0.1"
+	canRead  bool
 	canWrite bool
 }
 
