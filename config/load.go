@@ -142,6 +142,8 @@ func defaultsFlat(fields []field) map[string]any {
 		switch f.kind {
 		case kindSecret:
 			out[f.key] = v.String()
+		case kindSeconds:
+			out[f.key] = v.Float()
 		case kindList:
 			var l []any
 			for _, s := range v.Interface().([]string) {
@@ -222,7 +224,7 @@ func decodeFlat(cfg *Config, flat map[string]any, fields []field, sections map[s
 			}
 			continue
 		}
-		errs = append(errs, FieldError{Key: key, Problem: "unknown key" + suggestKey(key, fields) + sfx(key)})
+		errs = append(errs, FieldError{Key: key, Problem: "unknown key" + suggestKey(key, fields, sections) + sfx(key)})
 	}
 	return errs
 }
@@ -242,14 +244,22 @@ func leafPrefix(key string, byKey map[string]field) string {
 
 // suggestKey proposes the nearest known key for an unknown one: a close
 // spelling, or the same field name in another section.
-func suggestKey(key string, fields []field) string {
+func suggestKey(key string, fields []field, sections map[string]bool) string {
 	if len(key) > 200 {
 		return ""
 	}
-	best, bestD := "", 4
+	candidates := make([]string, 0, len(fields)+len(sections))
 	for _, f := range fields {
-		if d := editDistance(key, f.key, bestD); d < bestD {
-			best, bestD = f.key, d
+		candidates = append(candidates, f.key)
+	}
+	for s := range sections {
+		candidates = append(candidates, s)
+	}
+	slices.Sort(candidates)
+	best, bestD := "", 4
+	for _, c := range candidates {
+		if d := editDistance(key, c, bestD); d < bestD {
+			best, bestD = c, d
 		}
 	}
 	if best == "" {
