@@ -398,7 +398,7 @@ func (m *Manager) Evaluate(now time.Time, in Input) {
 			cur = tr.alert.Severity
 		}
 		lvl := l.level(v, cur, cfg.Alerts.ResolveMargin)
-		evs = m.step(evs, now, cfg, tr, lvl, v, l.threshold, r.figure, func(first float64) string { return r.message(v, first) }, r.recommendation)
+		evs = m.step(evs, now, cfg, tr, lvl, l.warnOn, v, l.threshold, r.figure, func(first float64) string { return r.message(v, first) }, r.recommendation)
 	}
 	for _, probe := range sortedKeys(in.ProbeStatus) {
 		key := RuleProbeDown + ":" + probe
@@ -420,7 +420,7 @@ func (m *Manager) Evaluate(now time.Time, in Input) {
 			v = 1
 		}
 		tr := m.track(key, RuleProbeDown, probe)
-		evs = m.step(evs, now, cfg, tr, lvl, v, one, "probe_down", func(float64) string { return probeMessage(probe) }, rec)
+		evs = m.step(evs, now, cfg, tr, lvl, false, v, one, "probe_down", func(float64) string { return probeMessage(probe) }, rec)
 	}
 	for _, task := range sortedKeys(in.Tasks) {
 		key := RuleTaskFailing + ":" + task
@@ -439,7 +439,7 @@ func (m *Manager) Evaluate(now time.Time, in Input) {
 			v = 1
 		}
 		tr := m.track(key, RuleTaskFailing, task)
-		evs = m.step(evs, now, cfg, tr, lvl, v, one, "task_failing", func(float64) string { return taskMessage(task, status) }, recTasks)
+		evs = m.step(evs, now, cfg, tr, lvl, false, v, one, "task_failing", func(float64) string { return taskMessage(task, status) }, recTasks)
 	}
 	if len(evs) == 0 {
 		return
@@ -482,8 +482,9 @@ func (m *Manager) unknown(key string) {
 }
 
 // step advances one key given this evaluation's level and appends the
-// resulting events.
-func (m *Manager) step(evs []Event, now time.Time, cfg *config.Config, tr *track, lvl string, v float64, thr func(sev string) float64,
+// resulting events. hasWarning: the rule has a warning level to fire at
+// while a critical condition has not yet held for min_duration.
+func (m *Manager) step(evs []Event, now time.Time, cfg *config.Config, tr *track, lvl string, hasWarning bool, v float64, thr func(sev string) float64,
 	metric string, message func(first float64) string, rec string) []Event {
 	minDur := cfg.Alerts.MinDuration.Duration()
 	if lvl == "" {
@@ -518,10 +519,12 @@ func (m *Manager) step(evs []Event, now time.Time, cfg *config.Config, tr *track
 		}
 		sev := store.SeverityWarning
 		if lvl == store.SeverityCritical {
-			if !critHeld {
+			switch {
+			case critHeld:
+				sev = store.SeverityCritical
+			case !hasWarning:
 				return evs // a critical-only rule that has not held long enough
 			}
-			sev = store.SeverityCritical
 		}
 		tr.first = v
 		a := &Alert{
