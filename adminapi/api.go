@@ -19,6 +19,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/pulsegate/pulsegate/config"
+	"github.com/pulsegate/pulsegate/events"
 	"github.com/pulsegate/pulsegate/proxy"
 	"github.com/pulsegate/pulsegate/store"
 )
@@ -88,15 +89,9 @@ var ErrUnknownAlert = errors.New("unknown alert id")
 // no longer be acknowledged, e.g. resolved (409).
 var ErrAlertConflict = errors.New("alert cannot be acknowledged")
 
-// Event is one live update on the stream.
-type Event struct {
-	Type string // e.g. "snapshot", "alert.firing"
-	Data any
-}
-
-// Events is a live event source.
+// Events is a live event source (an *events.Hub).
 type Events interface {
-	Subscribe(buf int) (<-chan Event, func())
+	Subscribe(buf int) (<-chan events.Event, func())
 }
 
 // Deps are the parts of pulsegate the API reads. Functions may be nil
