@@ -218,8 +218,13 @@ func testStreaming(t *testing.T, g *Gunicorn, p *Pulsegate) {
 	streamEnd := time.Duration(n * interval * float64(time.Second))
 	for _, path := range []string{"/sse", "/chunked"} {
 		q := fmt.Sprintf("%s?n=%d&interval=%g", path, n, interval)
-		direct := firstChunk(t, g.URL()+q, path == "/sse")
-		via := firstChunk(t, p.ProxyURL()+q, path == "/sse")
+		// Direct and through pulsegate at the same time.
+		var direct, via streamTiming
+		var wg sync.WaitGroup
+		wg.Add(1)
+		go func() { defer wg.Done(); direct = firstChunk(t, g.URL()+q, path == "/sse") }()
+		via = firstChunk(t, p.ProxyURL()+q, path == "/sse")
+		wg.Wait()
 		t.Logf("%s: first %s direct %v, through pulsegate %v; %d pieces through pulsegate", path,
 			map[bool]string{true: "event", false: "line"}[path == "/sse"], direct.first, via.first, via.pieces)
 		// Buffering would hold everything until the stream ends (n*interval);
@@ -250,11 +255,13 @@ func firstChunk(t *testing.T, url string, sse bool) streamTiming {
 	start := time.Now()
 	resp, err := c.Get(url)
 	if err != nil {
-		t.Fatalf("GET %s: %v", url, err)
+		t.Errorf("GET %s: %v", url, err)
+		return streamTiming{}
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != 200 {
-		t.Fatalf("GET %s: %d", url, resp.StatusCode)
+		t.Errorf("GET %s: %d", url, resp.StatusCode)
+		return streamTiming{}
 	}
 	if sse && !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
 		t.Errorf("SSE Content-Type: %q", resp.Header.Get("Content-Type"))
@@ -279,7 +286,7 @@ func firstChunk(t *testing.T, url string, sse bool) streamTiming {
 		}
 		if err != nil {
 			if err != io.EOF {
-				t.Fatalf("reading %s: %v", url, err)
+				t.Errorf("reading %s: %v", url, err)
 			}
 			return st
 		}
@@ -336,12 +343,13 @@ func testUpload(t *testing.T, p *Pulsegate, size int64) {
 // in the performance API's recent slow requests.
 func testTimingSplit(t *testing.T, p *Pulsegate) {
 	c := httpClient(t, 60*time.Second)
+	mark := p.Mark()
 	// Headers and the first line after 0.5 s, two more lines 0.5 s apart.
 	r := mustDo(t, c, "GET", p.ProxyURL()+"/chunked?n=3&interval=0.5&split=1", nil, nil)
 	if r.Status != 200 {
 		t.Fatalf("/chunked: %d", r.Status)
 	}
-	line := p.WaitLog(t, 30*time.Second, func(l LogLine) bool {
+	line := p.WaitLogAfter(t, mark, 30*time.Second, func(l LogLine) bool {
 		return l.Str("msg") == "slow_request" && l.Str("path") == "/chunked"
 	})
 	ttfb, _ := line["upstream_ttfb"].(float64)

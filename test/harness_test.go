@@ -6,7 +6,8 @@
 // Tests that need a feature the binary does not have yet skip with
 // "needs <feature>: <what is missing>"; PULSEGATE_STRICT=1 turns those skips
 // into failures. PULSEGATE_LONG=1 (or -long) runs the catalogue's full-size
-// figures instead of the bounded defaults.
+// figures instead of the bounded defaults. PULSEGATE_BIN=/path tests a
+// prebuilt binary instead of building the repo's.
 package test
 
 import (
@@ -69,7 +70,10 @@ func TestMain(m *testing.M) {
 	build := exec.Command("go", "build", "-o", binPath, ".")
 	build.Dir = repoRoot
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
+	if prebuilt := os.Getenv("PULSEGATE_BIN"); prebuilt != "" {
+		// Test a binary built elsewhere (e.g. a release artifact).
+		binPath = prebuilt
+	} else if err := build.Run(); err != nil {
 		// Without a binary every end-to-end test skips with this reason.
 		binPath = ""
 		buildErr = fmt.Sprintf("go build -o pulsegate . failed: %v", err)
@@ -530,8 +534,29 @@ func (p *Pulsegate) readLogs(r io.Reader) {
 
 // waitLine waits until a log line matches.
 func (p *Pulsegate) waitLine(timeout time.Duration, match func(LogLine) bool) (LogLine, error) {
+	return p.waitLineFrom(0, timeout, match)
+}
+
+// Mark is the number of log lines so far; pass it to WaitLogAfter to look
+// only at lines written after this point.
+func (p *Pulsegate) Mark() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.lines)
+}
+
+// WaitLogAfter is WaitLog over the lines after mark.
+func (p *Pulsegate) WaitLogAfter(t testing.TB, mark int, timeout time.Duration, match func(LogLine) bool) LogLine {
+	t.Helper()
+	l, err := p.waitLineFrom(mark, timeout, match)
+	if err != nil {
+		t.Fatalf("waiting for a log line: %v", err)
+	}
+	return l
+}
+
+func (p *Pulsegate) waitLineFrom(seen int, timeout time.Duration, match func(LogLine) bool) (LogLine, error) {
 	deadline := time.After(timeout)
-	seen := 0
 	for {
 		p.mu.Lock()
 		lines, notify := p.lines, p.notify
