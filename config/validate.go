@@ -224,7 +224,7 @@ func (v *validator) dsn(key string, s Secret) {
 	case err != nil:
 		v.add(key, "is not a valid URL like mysql://user:pass@host:3306/db (percent-encode @ # %% : / in the password as %%40 %%23 %%25 %%3A %%2F)")
 	case u.Scheme != "mysql" && u.Scheme != "postgres" && u.Scheme != "postgresql":
-		v.add(key, "scheme must be mysql, postgres or postgresql, got %s", safeScheme(u))
+		v.add(key, "scheme must be mysql, postgres or postgresql, got %s", safeScheme(u, raw))
 	case u.Opaque != "" || u.Host == "" || u.Hostname() == "":
 		v.add(key, "must name a host, like %s://user:pass@host/db", u.Scheme)
 	case u.Fragment != "" || strings.Contains(raw, "#"):
@@ -249,7 +249,7 @@ func (v *validator) redisURL(key string, s Secret) {
 			v.add(key, "must name a socket path, like unix:///run/redis.sock")
 		}
 	case u.Scheme != "redis" && u.Scheme != "rediss":
-		v.add(key, "scheme must be redis, rediss or unix, got %s", safeScheme(u))
+		v.add(key, "scheme must be redis, rediss or unix, got %s", safeScheme(u, raw))
 	case u.Opaque != "" || u.Host == "" || u.Hostname() == "":
 		v.add(key, "must name a host, like %s://host:6379/0", u.Scheme)
 	case u.Fragment != "" || strings.Contains(raw, "#"):
@@ -259,16 +259,16 @@ func (v *validator) redisURL(key string, s Secret) {
 	}
 }
 
-// safeScheme names a secret URL's scheme only when it looks like one
-// (letters, digits, + - . and short); anything else could be part of a
-// password typed without a scheme.
-func safeScheme(u *url.URL) string {
+// safeScheme names a secret URL's scheme only when it is written as one
+// ("scheme://", short, letters first); anything else, such as the user of
+// "user:pass@tcp(host)/db", could be part of the credentials.
+func safeScheme(u *url.URL, raw string) string {
 	s := u.Scheme
 	if s == "" {
 		return "(none)"
 	}
-	if len(s) > 16 {
-		return "(not a scheme)"
+	if len(s) > 16 || !strings.HasPrefix(raw, s+"://") {
+		return "(not a URL scheme)"
 	}
 	for i, r := range s {
 		if !(r >= 'a' && r <= 'z' || i > 0 && (r >= '0' && r <= '9' || r == '+' || r == '-' || r == '.')) {
