@@ -192,9 +192,11 @@ func (g *Gradient) median() time.Duration {
 // finished, and whether it was dropped (failed or abandoned: no latency
 // information).
 func (g *Gradient) OnSample(now time.Time, rtt time.Duration, inFlight int, dropped bool) {
+	// Close a finished window (or start a due measurement) first, so this
+	// sample lands in the window it belongs to.
+	g.Tick(now)
 	if dropped {
 		g.dropped++
-		g.Tick(now)
 		return
 	}
 	if inFlight > g.maxInFlight {
@@ -210,9 +212,7 @@ func (g *Gradient) OnSample(now time.Time, rtt time.Duration, inFlight int, drop
 			g.resetWindow(now)
 			g.scheduleNext(now)
 		}
-		return
 	}
-	g.Tick(now)
 }
 
 func (g *Gradient) resetWindow(now time.Time) {

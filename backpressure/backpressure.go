@@ -228,7 +228,7 @@ func (c *Chain) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 
-	res, wait := c.lim.acquire(r.Context(), s.queueTimeout)
+	res, wait, n := c.lim.acquire(r.Context(), s.queueTimeout)
 	if wait > 0 {
 		if rec, ok := w.(queueWaitSetter); ok {
 			rec.SetQueueWait(wait)
@@ -252,10 +252,9 @@ func (c *Chain) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if s.limitActive() && !s.dryRun {
 		c.queueWait.Observe(wait.Seconds())
 	}
-	if dl := c.dryLimit.Load(); dl > 0 && s.dryRun {
-		if over := c.lim.inFlight.Load() - dl; over > int64(s.queueBound) {
-			c.wouldReject(r, reasonQueueFull)
-		}
+	if dl := c.dryLimit.Load(); dl > 0 && s.dryRun && n-dl > int64(s.queueBound) {
+		// Beyond the limit plus a full queue: this one would have been refused.
+		c.wouldReject(r, reasonQueueFull)
 	}
 	c.serve(w, r, s.adaptive.Enabled)
 }

@@ -58,38 +58,44 @@ func newLimiter() *limiter {
 	return l
 }
 
-// tryFast takes a slot if one is free, without queueing.
-func (l *limiter) tryFast() bool {
+// tryFast takes a slot if one is free, without queueing, and returns the
+// number in flight including this one (0 when no slot was free).
+func (l *limiter) tryFast() int64 {
 	for {
 		lim := l.limit.Load()
 		if lim <= 0 {
-			l.inFlight.Add(1)
-			return true
+			return l.inFlight.Add(1)
 		}
 		n := l.inFlight.Load()
 		if n >= lim {
-			return false
+			return 0
 		}
 		if l.inFlight.CompareAndSwap(n, n+1) {
-			return true
+			return n + 1
 		}
 	}
 }
 
 // acquire takes a slot, waiting FIFO up to timeout. On admitted the caller
-// must call release exactly once. wait is the time spent queued.
-func (l *limiter) acquire(ctx context.Context, timeout time.Duration) (admitResult, time.Duration) {
-	if l.waiting.Load() == 0 && l.tryFast() {
-		return admitted, 0
+// must call release exactly once. wait is the time spent queued; n is the
+// number in flight including this request when it was admitted without
+// queueing (0 otherwise).
+func (l *limiter) acquire(ctx context.Context, timeout time.Duration) (res admitResult, wait time.Duration, n int64) {
+	if l.waiting.Load() == 0 {
+		if n := l.tryFast(); n > 0 {
+			return admitted, 0, n
+		}
 	}
 	l.mu.Lock()
-	if l.head == nil && l.tryFast() {
-		l.mu.Unlock()
-		return admitted, 0
+	if l.head == nil {
+		if n := l.tryFast(); n > 0 {
+			l.mu.Unlock()
+			return admitted, 0, n
+		}
 	}
 	if l.waiting.Load() >= l.bound.Load() {
 		l.mu.Unlock()
-		return rejectedFull, 0
+		return rejectedFull, 0, 0
 	}
 	start := time.Now()
 	w := l.pool.Get().(*waiter)
@@ -99,7 +105,6 @@ func (l *limiter) acquire(ctx context.Context, timeout time.Duration) (admitResu
 	l.mu.Unlock()
 
 	w.timer.Reset(timeout)
-	var res admitResult
 	select {
 	case <-w.ready:
 		res = admitted
@@ -127,7 +132,7 @@ func (l *limiter) acquire(ctx context.Context, timeout time.Duration) (admitResu
 		}
 	}
 	l.pool.Put(w)
-	return res, time.Since(start)
+	return res, time.Since(start), 0
 }
 
 // release frees a slot and hands it to the oldest waiter, if any.

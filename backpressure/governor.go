@@ -72,8 +72,8 @@ func parseLevel(s string) (level, bool) {
 type governor struct {
 	mu           sync.Mutex
 	levels       [nSignals]level
-	lastCritical [nSignals]time.Time // last time the signal was seen critical
-	lastWarning  [nSignals]time.Time // last time the signal was seen ≥ warning
+	leftCritical [nSignals]time.Time // when the signal last fell below critical
+	leftWarning  [nSignals]time.Time // when the signal last fell below warning
 	hold         time.Duration
 }
 
@@ -96,12 +96,13 @@ func (g *governor) setHold(d time.Duration) {
 func (g *governor) set(now time.Time, i int, lv level) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	prev := g.levels[i]
 	g.levels[i] = lv
-	if lv >= levelWarning {
-		g.lastWarning[i] = now
+	if prev >= levelWarning && lv < levelWarning {
+		g.leftWarning[i] = now
 	}
-	if lv == levelCritical {
-		g.lastCritical[i] = now
+	if prev == levelCritical && lv < levelCritical {
+		g.leftCritical[i] = now
 	}
 }
 
@@ -116,26 +117,26 @@ func (g *governor) current() [nSignals]level {
 func (g *governor) eval(now time.Time) decision {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if d, ok := g.evalLevel(now, levelCritical, &g.lastCritical); ok {
+	if d, ok := g.evalLevel(now, levelCritical, &g.leftCritical); ok {
 		return d
 	}
-	if d, ok := g.evalLevel(now, levelWarning, &g.lastWarning); ok {
+	if d, ok := g.evalLevel(now, levelWarning, &g.leftWarning); ok {
 		return d
 	}
 	return decision{level: levelOK, cause: -1}
 }
 
-func (g *governor) evalLevel(now time.Time, lv level, last *[nSignals]time.Time) (decision, bool) {
+func (g *governor) evalLevel(now time.Time, lv level, left *[nSignals]time.Time) (decision, bool) {
 	// A signal currently at (or above) lv holds the level.
 	for i := range g.levels {
 		if g.levels[i] >= lv {
 			return decision{level: lv, cause: i, clearAt: now.Add(g.hold)}, true
 		}
 	}
-	// Otherwise the most recent one within hold does.
+	// Otherwise the one that fell below it most recently, within hold, does.
 	cause := -1
 	var latest time.Time
-	for i, t := range last {
+	for i, t := range left {
 		if t.IsZero() {
 			continue
 		}
