@@ -257,8 +257,11 @@ func diffText(f field, c *Config) string {
 		if l == nil {
 			l = []string{}
 		}
-		b, _ := json.Marshal(l)
-		return string(b)
+		var buf bytes.Buffer
+		enc := json.NewEncoder(&buf)
+		enc.SetEscapeHTML(false)
+		_ = enc.Encode(l) // []string always encodes
+		return strings.TrimSuffix(buf.String(), "\n")
 	}
 	return f.format(c)
 }
