@@ -305,8 +305,8 @@ func validate(cfg *config.Config) error {
 	if t := float64(a.Timeout); math.IsNaN(t) || math.IsInf(t, 0) || t <= 0 {
 		errs = append(errs, fmt.Errorf("alerts.timeout: must be > 0 seconds, got %v", t))
 	}
-	if a.Retries < 0 || a.Retries > 10 {
-		errs = append(errs, fmt.Errorf("alerts.retries: must be in [0, 10], got %d", a.Retries))
+	if a.Retries < 0 || a.Retries > 100 {
+		errs = append(errs, fmt.Errorf("alerts.retries: must be in [0, 100], got %d", a.Retries))
 	}
 	if err := validateHTTPURL("alerts.webhook_url", a.WebhookURL); err != nil {
 		errs = append(errs, err)
@@ -623,8 +623,15 @@ func (m *Manager) List(f Filter) []Alert {
 // its first acknowledgement. If any id is unknown (ErrUnknownAlert) or
 // resolved (ErrResolved), or the store cannot record the change, nothing
 // changes for any id. Every change and every refused attempt is written
-// to the audit log (action alert.acknowledge).
+// to the audit log (action alert.acknowledge, source "admin_api"; use
+// AcknowledgeFrom to name the source).
 func (m *Manager) Acknowledge(ids []string, note, actor string) ([]Alert, error) {
+	return m.AcknowledgeFrom(ids, note, actor, "admin_api")
+}
+
+// AcknowledgeFrom is Acknowledge with the audit entry's source named (e.g.
+// "admin_api", "dashboard", or the caller's peer address).
+func (m *Manager) AcknowledgeFrom(ids []string, note, actor, source string) ([]Alert, error) {
 	ids = dedup(ids)
 	note = store.Truncate(note, MaxNoteLen)
 	if actor == "" {
@@ -633,7 +640,7 @@ func (m *Manager) Acknowledge(ids []string, note, actor string) ([]Alert, error)
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	now := m.now()
-	audit := store.AuditEntry{Time: now, Actor: actor, Source: "alerts", Action: store.ActionAlertAcknowledge, Target: strings.Join(ids, ",")}
+	audit := store.AuditEntry{Time: now, Actor: actor, Source: source, Action: store.ActionAlertAcknowledge, Target: strings.Join(ids, ",")}
 	if len(ids) == 0 {
 		return nil, m.refuse(audit, ErrNoAlertIDs)
 	}

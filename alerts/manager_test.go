@@ -496,7 +496,7 @@ func TestPersistenceAcrossRestart(t *testing.T) {
 	cpu := mustActive(t, h.m, RuleCPUUsage)
 	probe := mustActive(t, h.m, "probe_down:session_monitoring")
 	h.clk.set(t0.Add(time.Minute))
-	if _, err := h.m.Acknowledge([]string{cpu.ID}, "scaling up\nsee ticket 42", "token:3f2a9c"); err != nil {
+	if _, err := h.m.AcknowledgeFrom([]string{cpu.ID}, "scaling up\nsee ticket 42", "token:3f2a9c", "peer:10.0.0.7"); err != nil {
 		t.Fatal(err)
 	}
 	h.m.Evaluate(t0.Add(2*time.Minute), Input{Figures: map[string]float64{"memory_usage": 0.5, "cpu_usage": 0.85}})
@@ -535,7 +535,7 @@ func TestPersistenceAcrossRestart(t *testing.T) {
 		t.Errorf("resolved after restart = %v; want 3", got)
 	}
 	audit, _ := st2.Audit(10, time.Time{})
-	if len(audit) != 1 || audit[0].Action != store.ActionAlertAcknowledge || audit[0].Actor != "token:3f2a9c" {
+	if len(audit) != 1 || audit[0].Action != store.ActionAlertAcknowledge || audit[0].Actor != "token:3f2a9c" || audit[0].Source != "peer:10.0.0.7" {
 		t.Errorf("audit after restart = %+v", audit)
 	}
 }
