@@ -130,7 +130,7 @@ var (
 )
 
 // MaxNoteLen bounds an acknowledgement note (bytes); longer notes are cut.
-const MaxNoteLen = 1024
+const MaxNoteLen = store.MaxTextLen
 
 // track is the evaluation state of one key.
 type track struct {
@@ -618,32 +618,24 @@ func (m *Manager) List(f Filter) []Alert {
 	return out
 }
 
-// Acknowledge marks the active alerts ids acknowledged by actor with note,
-// and returns them. It is idempotent: an alert already acknowledged keeps
-// its first acknowledgement. If any id is unknown (ErrUnknownAlert) or
-// resolved (ErrResolved), or the store cannot record the change, nothing
-// changes for any id. Every change and every refused attempt is written
-// to the audit log (action alert.acknowledge, source "admin_api"; use
-// AcknowledgeFrom to name the source).
+// Acknowledge marks the active alerts ids acknowledged by actor with note
+// (cut to MaxNoteLen), and returns them. It is idempotent: an alert
+// already acknowledged keeps its first acknowledgement. If any id is
+// unknown (ErrUnknownAlert) or resolved (ErrResolved), or the store cannot
+// record the change, nothing changes for any id. The acknowledgement is
+// persisted with the alert; the audit log entry is the caller's (the admin
+// API records every attempt with the caller's identity and address).
 func (m *Manager) Acknowledge(ids []string, note, actor string) ([]Alert, error) {
-	return m.AcknowledgeFrom(ids, note, actor, "admin_api")
-}
-
-// AcknowledgeFrom is Acknowledge with the audit entry's source named (e.g.
-// "admin_api", "dashboard", or the caller's peer address).
-func (m *Manager) AcknowledgeFrom(ids []string, note, actor, source string) ([]Alert, error) {
 	ids = dedup(ids)
+	if len(ids) == 0 {
+		return nil, ErrNoAlertIDs
+	}
 	note = store.Truncate(note, MaxNoteLen)
 	if actor == "" {
 		actor = "unknown"
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	now := m.now()
-	audit := store.AuditEntry{Time: now, Actor: actor, Source: source, Action: store.ActionAlertAcknowledge, Target: strings.Join(ids, ",")}
-	if len(ids) == 0 {
-		return nil, m.refuse(audit, ErrNoAlertIDs)
-	}
 	var unknown, resolved []string
 	for _, id := range ids {
 		if _, ok := m.byID[id]; ok {
@@ -657,10 +649,11 @@ func (m *Manager) AcknowledgeFrom(ids []string, note, actor, source string) ([]A
 	}
 	switch {
 	case len(unknown) > 0:
-		return nil, m.refuse(audit, fmt.Errorf("acknowledging %s: %w", strings.Join(unknown, ", "), ErrUnknownAlert))
+		return nil, fmt.Errorf("acknowledging %s: %w", strings.Join(unknown, ", "), ErrUnknownAlert)
 	case len(resolved) > 0:
-		return nil, m.refuse(audit, fmt.Errorf("acknowledging %s: %w", strings.Join(resolved, ", "), ErrResolved))
+		return nil, fmt.Errorf("acknowledging %s: %w", strings.Join(resolved, ", "), ErrResolved)
 	}
+	now := m.now()
 	var changed []Alert
 	for _, id := range ids {
 		a := m.byID[id].alert
@@ -674,8 +667,7 @@ func (m *Manager) AcknowledgeFrom(ids []string, note, actor, source string) ([]A
 	}
 	if len(changed) > 0 && m.st != nil {
 		if err := m.st.SaveAlerts(changed...); err != nil {
-			audit.Outcome, audit.Error = store.OutcomeFailed, err.Error()
-			m.appendAudit(audit)
+			m.storeFailed("save", err)
 			return nil, fmt.Errorf("recording acknowledgement: %w", err)
 		}
 	}
@@ -684,34 +676,11 @@ func (m *Manager) AcknowledgeFrom(ids []string, note, actor, source string) ([]A
 		*m.byID[c.ID].alert = c
 		m.emit(cfg, Event{Type: EventAcknowledged, Time: now, Alert: c.Clone()})
 	}
-	if len(changed) > 0 {
-		audit.Outcome = store.OutcomeOK
-		audit.Changes = make([]store.Change, 0, len(changed))
-		for _, c := range changed {
-			audit.Changes = append(audit.Changes, store.Change{Key: c.ID + ".state", Old: store.StateFiring, New: store.StateAcknowledged})
-		}
-		m.appendAudit(audit)
-	}
 	out := make([]Alert, 0, len(ids))
 	for _, id := range ids {
 		out = append(out, m.byID[id].alert.Clone())
 	}
 	return out, nil
-}
-
-func (m *Manager) refuse(e store.AuditEntry, err error) error {
-	e.Outcome, e.Error = store.OutcomeRejected, err.Error()
-	m.appendAudit(e)
-	return err
-}
-
-func (m *Manager) appendAudit(e store.AuditEntry) {
-	if m.st == nil {
-		return
-	}
-	if err := m.st.AppendAudit(e); err != nil {
-		m.storeFailed("audit", err)
-	}
 }
 
 func (m *Manager) inHistory(id string) bool {
