@@ -199,7 +199,8 @@ func freeAddr(t testing.TB) string {
 }
 
 // StartGunicorn starts the fixture app with worker class kind ("sync": 4
-// workers; "gthread": 2 workers × 4 threads), --keep-alive 2, and stops it
+// workers; "gthread": 2 workers × 4 threads; "gthread-wide": 3 × 8),
+// --keep-alive 2, and stops it
 // (process group: SIGTERM, then SIGKILL) in t.Cleanup.
 func StartGunicorn(t testing.TB, kind string, env ...string) *Gunicorn {
 	t.Helper()
@@ -226,6 +227,10 @@ func (g *Gunicorn) start(t testing.TB) {
 		args = append(args, "-k", "sync", "-w", "4")
 	case "gthread":
 		args = append(args, "-k", "gthread", "--threads", "4", "-w", "2")
+	case "gthread-wide":
+		// More threads than any concurrency limit under test, so gunicorn is
+		// never the bottleneck the test measures.
+		args = append(args, "-k", "gthread", "--threads", "8", "-w", "3")
 	default:
 		t.Fatalf("unknown gunicorn kind %q", g.Kind)
 	}

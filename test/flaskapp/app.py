@@ -5,7 +5,8 @@ Run by Debian's gunicorn 20.1 (python3-flask 2.2):
 
 Routes (RELIABILITY.md section 0):
     /ok                      200 "ok"
-    /sleep?ms=N              sleeps N ms, then 200
+    /sleep?ms=N              sleeps N ms, then 200 (concurrent /sleeps are counted)
+    /internal/concurrency    GET {"current", "max"} of concurrent /sleeps; POST resets max
     /big?mb=N                N MiB streamed in 64 KiB chunks (generator)
     /sse?n=N&interval=S      text/event-stream, one event every S seconds
     /chunked?n=N&interval=S  plain streamed body, one line every S seconds
@@ -67,11 +68,41 @@ def ok():
     return "ok\n"
 
 
+def _concurrency(delta):
+    """Track /sleep requests running at once across all workers: (current, max)."""
+    path = os.path.join(STATE_DIR, "concurrency")
+    with open(path, "a+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        f.seek(0)
+        parts = (f.read().split() + ["0", "0"])[:2]
+        cur, peak = int(parts[0]), int(parts[1])
+        if delta == "reset":
+            peak = cur
+        else:
+            cur += delta
+            peak = max(peak, cur)
+        f.seek(0)
+        f.truncate()
+        f.write("%d %d" % (cur, peak))
+        return cur, peak
+
+
 @app.route("/sleep")
 def sleep():
     ms = float(request.args.get("ms", "0"))
-    time.sleep(ms / 1000.0)
+    _concurrency(1)
+    try:
+        time.sleep(ms / 1000.0)
+    finally:
+        _concurrency(-1)
     return "slept %g ms\n" % ms
+
+
+@app.route("/internal/concurrency", methods=["GET", "POST"])
+def concurrency():
+    """GET: /sleep requests running now and the most at once; POST: reset the peak."""
+    cur, peak = _concurrency("reset" if request.method == "POST" else 0)
+    return jsonify(current=cur, max=peak)
 
 
 @app.route("/big")
