@@ -41,7 +41,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"type"}),
 		storeErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "pulsegate_alert_store_errors_total",
-			Help: "Failed writes of alerts, acknowledgements or audit entries to the embedded store.",
+			Help: "Failed writes of alerts or acknowledgements to the embedded store.",
 		}),
 	}
 	if reg != nil {
