@@ -20,6 +20,8 @@ import (
 // after its request finished.
 type recorder struct {
 	http.ResponseWriter
+	p          *Proxy
+	websocket  bool // the client asked for a WebSocket upgrade
 	start      time.Time
 	fwdStart   time.Time // when the forwarder began (after any queueing)
 	headerAt   time.Time // when the response status was written
@@ -79,6 +81,9 @@ func (r *recorder) FlushError() error {
 // request as a stream.
 func (r *recorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	c, brw, err := http.NewResponseController(r.ResponseWriter).Hijack()
+	if err == nil && r.p != nil {
+		c = r.p.hijacked.track(c, r.websocket)
+	}
 	if err == nil {
 		r.hijacked, r.stream = true, true
 		if r.status == 0 {
@@ -112,7 +117,10 @@ type instrumented struct {
 
 func (h *instrumented) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	rec := recorderPool.Get().(*recorder)
-	*rec = recorder{ResponseWriter: w, start: time.Now()}
+	*rec = recorder{ResponseWriter: w, p: h.p, start: time.Now()}
+	if req.Header.Get("Upgrade") != "" {
+		rec.websocket = strings.EqualFold(req.Header.Get("Upgrade"), "websocket")
+	}
 	rec.admittedAt = h.p.stats.inFlight.Add(1)
 	defer func() {
 		v := recover()
@@ -156,6 +164,11 @@ func (p *Proxy) finish(rec *recorder, req *http.Request) {
 		}
 		x.isError = errClass != errNone
 		x.timed = !rec.stream && !rec.aborted
+		if errClass == errNone || errClass == errAppError {
+			if p.consecFail.Load() != 0 {
+				p.consecFail.Store(0) // the app answered
+			}
+		}
 	}
 	if x.timed {
 		if !rec.fwdStart.IsZero() && !rec.headerAt.IsZero() {

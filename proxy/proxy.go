@@ -37,6 +37,9 @@ type Proxy struct {
 	apdexNS  atomic.Int64
 	patterns atomic.Pointer[[]routePattern]
 	errLog   sampler
+	// consecFail counts upstream failures in a row (readiness).
+	consecFail atomic.Int64
+	hijacked   hijackedConns
 }
 
 // New builds the proxy for cfg.Proxy.UpstreamURL. Metrics go to reg.
@@ -142,6 +145,7 @@ func (p *Proxy) errorHandler(w http.ResponseWriter, r *http.Request, err error) 
 	if class == errClientClosed {
 		return // nobody is listening; finish() counts it and logs at debug
 	}
+	p.consecFail.Add(1)
 	// Go 1.26's ReverseProxy no longer closes the inbound body when the
 	// upstream fails (go#78973): a Transport goroutine can stay blocked
 	// reading a slow upload, and the handler with it. A read deadline in

@@ -1,0 +1,224 @@
+// Package demo is what `pulsegate demo` runs beside the real sidecar: a
+// sample app with fast, slow, failing and streaming routes, and a traffic
+// generator that sends it steady load through the proxy with periodic
+// bursts — slow requests that fill the queue and a wave of errors — so that
+// every figure, alert and dashboard widget moves within a minute.
+// Everything shown is measured by pulsegate's real code path.
+package demo
+
+import (
+	"context"
+	"fmt"
+	"html"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// App is the sample upstream. The zero value is not usable; use NewApp.
+type App struct {
+	mux      *http.ServeMux
+	burst    atomic.Bool
+	cleanups atomic.Int64
+}
+
+// NewApp returns the sample app.
+func NewApp() *App {
+	a := &App{mux: http.NewServeMux()}
+	a.mux.HandleFunc("GET /{$}", a.index)
+	a.mux.HandleFunc("GET /api/items/{id}", a.items)
+	a.mux.HandleFunc("GET /api/search", a.search)
+	a.mux.HandleFunc("GET /reports/{id}", a.report)
+	a.mux.HandleFunc("GET /api/flaky", a.flaky)
+	a.mux.HandleFunc("GET /events", a.events)
+	a.mux.HandleFunc("GET /admin/users", a.adminUsers)
+	a.mux.HandleFunc("POST /internal/cleanup", a.cleanup)
+	return a
+}
+
+// ServeHTTP serves the sample app.
+func (a *App) ServeHTTP(w http.ResponseWriter, r *http.Request) { a.mux.ServeHTTP(w, r) }
+
+// SetBurst switches the app into (or out of) its bad phase: slower reports
+// and many more failures.
+func (a *App) SetBurst(on bool) { a.burst.Store(on) }
+
+// Cleanups is how many times the cleanup hook was called.
+func (a *App) Cleanups() int64 { return a.cleanups.Load() }
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
+}
+
+func (a *App) index(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	io.WriteString(w, `<!doctype html><title>sample app</title><h1>The pulsegate demo's sample app</h1><ul>
+<li><a href="/api/items/42">/api/items/42</a> fast</li><li><a href="/api/search?q=x">/api/search</a> moderate</li>
+<li><a href="/reports/7">/reports/7</a> slow</li><li><a href="/api/flaky">/api/flaky</a> sometimes fails</li>
+<li><a href="/events">/events</a> server-sent events</li><li><a href="/admin/users">/admin/users</a> the app's own admin page, with a pulsegate widget</li></ul>`)
+}
+
+func (a *App) items(w http.ResponseWriter, r *http.Request) {
+	sleep(r.Context(), time.Duration(1+rand.IntN(10))*time.Millisecond)
+	w.Header().Set("Content-Type", "application/json")
+	fmt.Fprintf(w, `{"id":%q,"name":"item"}`, html.EscapeString(r.PathValue("id")))
+}
+
+func (a *App) search(w http.ResponseWriter, r *http.Request) {
+	sleep(r.Context(), time.Duration(20+rand.IntN(180))*time.Millisecond)
+	w.Header().Set("Content-Type", "application/json")
+	io.WriteString(w, `{"results":[]}`)
+}
+
+func (a *App) report(w http.ResponseWriter, r *http.Request) {
+	d := time.Duration(300+rand.IntN(900)) * time.Millisecond
+	if a.burst.Load() {
+		d = time.Duration(1500+rand.IntN(2500)) * time.Millisecond
+	}
+	sleep(r.Context(), d)
+	io.WriteString(w, "report ready\n")
+}
+
+func (a *App) flaky(w http.ResponseWriter, r *http.Request) {
+	failPct := 3
+	if a.burst.Load() {
+		failPct = 60
+	}
+	if rand.IntN(100) < failPct {
+		http.Error(w, "database error", http.StatusInternalServerError)
+		return
+	}
+	io.WriteString(w, "ok\n")
+}
+
+func (a *App) events(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/event-stream")
+	rc := http.NewResponseController(w)
+	for i := 0; i < 30; i++ {
+		fmt.Fprintf(w, "data: tick %d\n\n", i)
+		if rc.Flush() != nil {
+			return
+		}
+		sleep(r.Context(), time.Second)
+		if r.Context().Err() != nil {
+			return
+		}
+	}
+}
+
+func (a *App) adminUsers(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	io.WriteString(w, `<!doctype html><html><head><title>Admin · users</title></head><body>
+<h1>Users (the app's own admin page)</h1><p>Below, pulsegate widgets embedded with one script tag:</p>
+<pulsegate-widget kind="health"></pulsegate-widget>
+<pulsegate-widget kind="resources"></pulsegate-widget>
+<pulsegate-widget kind="performance"></pulsegate-widget>
+<script src="/admin/responsiveness/widget.js"></script>
+</body></html>`)
+}
+
+func (a *App) cleanup(w http.ResponseWriter, r *http.Request) {
+	a.cleanups.Add(1)
+	w.Header().Set("Content-Type", "application/json")
+	io.WriteString(w, `{"cleaned":true}`)
+}
+
+// Traffic sends load to base (the proxy) until ctx ends: about rps
+// requests per second over a mix of routes, and every period a burst
+// phase of burstFor during which app switches to its bad phase and extra
+// concurrent slow requests pile up in pulsegate's queue.
+type Traffic struct {
+	Base     string
+	App      *App
+	RPS      int
+	Period   time.Duration
+	BurstFor time.Duration
+	Client   *http.Client
+
+	sent atomic.Int64
+}
+
+// Sent is how many requests were sent.
+func (t *Traffic) Sent() int64 { return t.sent.Load() }
+
+var mix = []struct {
+	path   string
+	weight int
+}{{"/api/items/%d", 50}, {"/api/search?q=%d", 25}, {"/api/flaky?n=%d", 15}, {"/reports/%d", 10}}
+
+// Run generates traffic until ctx ends; it returns after every request it
+// started has finished.
+func (t *Traffic) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	tick := time.NewTicker(time.Second / time.Duration(max(t.RPS, 1)))
+	defer tick.Stop()
+	start := time.Now()
+	inBurst := false
+	for {
+		select {
+		case <-ctx.Done():
+			t.App.SetBurst(false)
+			return nil
+		case now := <-tick.C:
+			phase := now.Sub(start) % t.Period
+			burst := phase > t.Period-t.BurstFor
+			if burst != inBurst {
+				inBurst = burst
+				t.App.SetBurst(burst)
+			}
+			n := 1
+			if burst {
+				n = 4 // the burst: four times the load, heavy on slow reports
+			}
+			for i := 0; i < n; i++ {
+				path := t.pick(burst)
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					t.get(ctx, path)
+				}()
+			}
+		}
+	}
+}
+
+func (t *Traffic) pick(burst bool) string {
+	id := rand.IntN(1000)
+	if burst && rand.IntN(2) == 0 {
+		return fmt.Sprintf("/reports/%d", id)
+	}
+	r := rand.IntN(100)
+	for _, m := range mix {
+		if r < m.weight {
+			return fmt.Sprintf(m.path, id)
+		}
+		r -= m.weight
+	}
+	return "/api/items/1"
+}
+
+func (t *Traffic) get(ctx context.Context, path string) {
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(t.Base, "/")+path, nil)
+	if err != nil {
+		return
+	}
+	t.sent.Add(1)
+	resp, err := t.Client.Do(req)
+	if err != nil {
+		return
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+}

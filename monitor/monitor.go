@@ -1,0 +1,311 @@
+// Package monitor is the one place where measurements turn into
+// decisions. Every tick it reads the probes' latest results and the proxy's
+// request window, then:
+//
+//	figures + levels → health verdict (with hysteresis)
+//	                 → alerts (rules, lifecycle, channels)
+//	                 → backpressure pressure signals (shedding)
+//	                 → automated actions (cleanup hook, recycle, TTL repair)
+//	                 → a "snapshot" event for the dashboard and tick hooks
+//
+// It does no I/O of its own: probes run on their own loops, and every
+// reader (API, metrics, dashboard) reads what the last tick published.
+package monitor
+
+import (
+	"context"
+	"math"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/pulsegate/pulsegate/alerts"
+	"github.com/pulsegate/pulsegate/config"
+	"github.com/pulsegate/pulsegate/events"
+	"github.com/pulsegate/pulsegate/health"
+	"github.com/pulsegate/pulsegate/probes"
+	"github.com/pulsegate/pulsegate/proxy"
+)
+
+// Pressure receives shedding signals (backpressure.Chain).
+type Pressure interface {
+	SetPressure(signal, level string)
+	QueueDepth() int
+}
+
+// AlertSink evaluates alert rules (alerts.Manager).
+type AlertSink interface {
+	Evaluate(now time.Time, in alerts.Input)
+	Active() []alerts.Alert
+}
+
+// ActionSink runs automated responses (actions.Actions).
+type ActionSink interface {
+	Observe(figures map[string]float64, levels map[string]string)
+}
+
+// Deps are what the monitor reads and drives. Nil sinks are skipped.
+type Deps struct {
+	Log      *zap.Logger
+	Config   *config.Holder
+	Probes   *probes.Store
+	Tasks    *probes.Tasks
+	Requests *proxy.Stats
+	Pressure Pressure
+	Alerts   AlertSink
+	Actions  ActionSink
+	Health   *health.Evaluator
+	Hub      *events.Hub
+	// Backpressure returns the limiter state for snapshots; may be nil.
+	Backpressure func() any
+	Now          func() time.Time
+}
+
+// Tick is what one evaluation saw and decided.
+type Tick struct {
+	Time     time.Time          `json:"time"`
+	Figures  map[string]float64 `json:"figures"`
+	Levels   map[string]string  `json:"levels"`
+	Verdict  health.Verdict     `json:"health"`
+	Requests proxy.WindowStats  `json:"requests"`
+	// Backpressure is the limiter state (JSON-ready), if any.
+	Backpressure any `json:"backpressure,omitempty"`
+	// Tasks is background task health.
+	Tasks []probes.TaskStatus `json:"tasks"`
+}
+
+// Monitor runs the evaluation loop. Build it with New.
+type Monitor struct {
+	d     Deps
+	last  atomic.Pointer[Tick]
+	mu    sync.Mutex // serialises Tick
+	hooks []func(*Tick)
+}
+
+// New returns a Monitor over d.
+func New(d Deps) *Monitor {
+	if d.Now == nil {
+		d.Now = time.Now
+	}
+	if d.Log == nil {
+		d.Log = zap.NewNop()
+	}
+	return &Monitor{d: d}
+}
+
+// OnTick registers fn to run after every tick (e.g. the dashboard's
+// history ring). Register before Run.
+func (m *Monitor) OnTick(fn func(*Tick)) { m.hooks = append(m.hooks, fn) }
+
+// Last returns the latest tick, or nil before the first.
+func (m *Monitor) Last() *Tick { return m.last.Load() }
+
+// Verdict returns the latest health verdict (evaluating once if none yet).
+func (m *Monitor) Verdict() health.Verdict {
+	if t := m.last.Load(); t != nil {
+		return t.Verdict
+	}
+	return m.Tick().Verdict
+}
+
+// Interval is how often Run ticks: the monitoring interval, but at least
+// every 5 s so that request-side signals (error rate, response time)
+// reach shedding and alerts quickly and the dashboard stays live.
+func Interval(cfg *config.Config) time.Duration {
+	d := cfg.Responsiveness.MonitoringInterval.Duration()
+	if d <= 0 || d > 5*time.Second {
+		d = 5 * time.Second
+	}
+	return d
+}
+
+// Run ticks until ctx ends, forwarding alert events to the hub if
+// alertEvents is set.
+func (m *Monitor) Run(ctx context.Context, alertEvents func(int) (<-chan alerts.Event, func())) error {
+	var wg sync.WaitGroup
+	if alertEvents != nil && m.d.Hub != nil {
+		ch, cancel := alertEvents(64)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer cancel()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case ev, ok := <-ch:
+					if !ok {
+						return
+					}
+					m.d.Hub.Publish(events.Event{Type: ev.Type, Data: ev})
+				}
+			}
+		}()
+	}
+	defer wg.Wait()
+	cfg, _ := m.d.Config.Get()
+	t := time.NewTimer(0)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			m.Tick()
+			cfg, _ = m.d.Config.Get()
+			t.Reset(Interval(cfg))
+		}
+	}
+}
+
+// minRequestsForRates: below this many requests in the window, error rate
+// and response time are unknown (one failed request of one is not a 100 %
+// error rate worth shedding for).
+const minRequestsForRates = 10
+
+// Tick evaluates once, synchronously, and publishes the result.
+func (m *Monitor) Tick() *Tick {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now := m.d.Now()
+	cfg, _ := m.d.Config.Get()
+
+	var probeResults map[string]probes.Result
+	figures := map[string]float64{}
+	if m.d.Probes != nil {
+		probeResults = m.d.Probes.Snapshot()
+		for k, v := range m.d.Probes.Figures() {
+			figures[k] = v
+		}
+	}
+	tick := &Tick{Time: now}
+	sig := health.RequestSignals{}
+	if m.d.Requests != nil {
+		w := m.d.Requests.Window(now, "1m")
+		tick.Requests = w
+		sig.Valid = true
+		sig.Requests = int64(w.Requests)
+		sig.ErrorRate = w.ErrorRate
+		sig.ThroughputRPS = w.ThroughputRPS
+		figures["throughput_rps"] = w.ThroughputRPS
+		if w.AvgResponseTime != nil {
+			sig.AvgResponseTime = *w.AvgResponseTime
+		}
+		if w.P95 != nil {
+			sig.P95 = *w.P95
+		}
+		if w.Requests >= minRequestsForRates {
+			figures["error_rate"] = w.ErrorRate
+			if w.AvgResponseTime != nil {
+				figures["avg_response_time"] = *w.AvgResponseTime
+				figures["p95_response_time"] = *w.P95
+			}
+		}
+	}
+	if m.d.Pressure != nil {
+		q := m.d.Pressure.QueueDepth()
+		sig.QueueDepth = q
+		figures["queue_depth"] = float64(q)
+	}
+	var tasks health.TaskSignals
+	if m.d.Tasks != nil {
+		tasks = health.TaskSignalsFrom(m.d.Tasks, now)
+		tick.Tasks = tasks.Tasks
+	}
+	tick.Figures = figures
+	tick.Levels = Levels(cfg, figures)
+
+	if m.d.Alerts != nil {
+		in := alerts.Input{Figures: figures, ProbeStatus: map[string]string{}, Tasks: map[string]string{}}
+		for name, r := range probeResults {
+			in.ProbeStatus[name] = string(r.Status)
+		}
+		for _, t := range tasks.Tasks {
+			switch {
+			case t.Stuck:
+				in.Tasks[t.Name] = "stuck"
+			case t.ConsecutiveFailures >= 3:
+				in.Tasks[t.Name] = "failing"
+			default:
+				in.Tasks[t.Name] = "ok"
+			}
+		}
+		m.d.Alerts.Evaluate(now, in)
+	}
+	var active []any
+	if m.d.Alerts != nil {
+		for _, a := range m.d.Alerts.Active() {
+			active = append(active, a)
+		}
+	}
+	if m.d.Health != nil {
+		tick.Verdict = m.d.Health.Evaluate(health.Inputs{Probes: probeResults, Tasks: tasks, Request: sig, Alerts: active})
+	}
+	if m.d.Pressure != nil {
+		for _, s := range pressureSignals {
+			m.d.Pressure.SetPressure(s, tick.Levels[s])
+		}
+	}
+	if m.d.Actions != nil {
+		m.d.Actions.Observe(figures, tick.Levels)
+	}
+	if m.d.Backpressure != nil {
+		tick.Backpressure = m.d.Backpressure()
+	}
+	m.last.Store(tick)
+	for _, h := range m.hooks {
+		h(tick)
+	}
+	if m.d.Hub != nil {
+		m.d.Hub.Publish(events.Event{Type: "snapshot", Data: tick})
+	}
+	return tick
+}
+
+// pressureSignals are the shedding signals backpressure understands.
+var pressureSignals = []string{"memory", "cpu", "db_connections", "redis_evicting", "error_rate", "response_time"}
+
+// Levels maps figures to signal levels ("ok", "warning", "critical") by
+// the configured thresholds. A signal whose figure is unknown is "ok":
+// nothing is shed or cleaned up on a guess.
+func Levels(cfg *config.Config, f map[string]float64) map[string]string {
+	r := cfg.Responsiveness
+	t := cfg.Thresholds
+	lv := map[string]string{
+		"memory":         level(f, "memory_usage", r.MemoryWarningThreshold, r.MemoryCriticalThreshold),
+		"cpu":            level(f, "cpu_usage", r.CPUWarningThreshold, r.CPUCriticalThreshold),
+		"disk":           level(f, "disk_usage", t.DiskWarning, t.DiskCritical),
+		"db_connections": level(f, "connection_pool_utilization", r.DBConnectionWarningThreshold, r.DBConnectionCriticalThreshold),
+		"db_query":       level(f, "db_latency", float64(t.DBQueryWarning), float64(t.DBQueryCritical)),
+		"error_rate":     level(f, "error_rate", t.ErrorRateWarning, t.ErrorRateCritical),
+		"response_time":  level(f, "avg_response_time", float64(t.ResponseTimeWarning), float64(t.ResponseTimeCritical)),
+		"queue":          level(f, "queue_depth", float64(t.QueueWarning), float64(t.QueueCritical)),
+		"job_queue":      level(f, "job_queue_depth", float64(t.QueueWarning), float64(t.QueueCritical)),
+		"redis_memory":   level(f, "redis_memory_usage", r.MemoryWarningThreshold, r.MemoryCriticalThreshold),
+		"redis_evicting": "ok",
+	}
+	// Redis evicting keys means it is full and throwing data (sessions)
+	// away: a warning; critical when it is also at its memory limit.
+	if v, ok := f["redis_evicted_per_sec"]; ok && v > 0 && !math.IsNaN(v) {
+		lv["redis_evicting"] = "warning"
+		if lv["redis_memory"] == "critical" {
+			lv["redis_evicting"] = "critical"
+		}
+	}
+	return lv
+}
+
+func level(f map[string]float64, key string, warn, crit float64) string {
+	v, ok := f[key]
+	switch {
+	case !ok || math.IsNaN(v):
+		return "ok"
+	case v >= crit:
+		return "critical"
+	case v >= warn:
+		return "warning"
+	}
+	return "ok"
+}
