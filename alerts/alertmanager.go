@@ -15,11 +15,16 @@ import (
 // AlertmanagerAlert is one element of the body of Alertmanager's
 // POST /api/v2/alerts (the postableAlert of its OpenAPI spec).
 type AlertmanagerAlert struct {
-	Labels       map[string]string `json:"labels"`
-	Annotations  map[string]string `json:"annotations"`
-	StartsAt     string            `json:"startsAt"`
-	EndsAt       string            `json:"endsAt,omitempty"`
-	GeneratorURL string            `json:"generatorURL,omitempty"`
+	// Labels identify the alert: alertname, severity, instance, service, rule (and subject).
+	Labels map[string]string `json:"labels"`
+	// Annotations carry summary (the message), description (the recommendation) and the figures.
+	Annotations map[string]string `json:"annotations"`
+	// StartsAt is the alert's first_seen (RFC 3339).
+	StartsAt string `json:"startsAt"`
+	// EndsAt is resolved_at for a resolved alert, else four resend intervals ahead.
+	EndsAt string `json:"endsAt,omitempty"`
+	// GeneratorURL points at the alert list on the admin listener.
+	GeneratorURL string `json:"generatorURL,omitempty"`
 }
 
 // alertmanagerNotifier posts transitions to Alertmanager's v2 API and, as

@@ -53,10 +53,12 @@ type AlertRecord struct {
 	LastSeen time.Time `json:"last_seen"`
 	// ResolvedAt is set once the condition cleared.
 	ResolvedAt *time.Time `json:"resolved_at"`
-	// AcknowledgedAt, AcknowledgedBy and AckNote describe the acknowledgement.
+	// AcknowledgedAt is when the alert was acknowledged (null if not).
 	AcknowledgedAt *time.Time `json:"acknowledged_at"`
-	AcknowledgedBy string     `json:"acknowledged_by"`
-	AckNote        string     `json:"ack_note"`
+	// AcknowledgedBy is the acknowledging caller's identity (never a credential).
+	AcknowledgedBy string `json:"acknowledged_by"`
+	// AckNote is the note given with the acknowledgement, stored as written.
+	AckNote string `json:"ack_note"`
 }
 
 // Active reports whether the alert is firing or acknowledged.
@@ -78,16 +80,22 @@ func (a AlertRecord) Clone() AlertRecord {
 // Acknowledgement is who acknowledged which alert, when, and why. It is
 // kept in its own bucket (by alert id) beside the alert record.
 type Acknowledgement struct {
-	AlertID string    `json:"alert_id"`
-	Time    time.Time `json:"time"`
-	By      string    `json:"by"`
-	Note    string    `json:"note"`
+	// AlertID is the acknowledged alert.
+	AlertID string `json:"alert_id"`
+	// Time is when it was acknowledged.
+	Time time.Time `json:"time"`
+	// By is the caller's identity, e.g. "token:3f2a9c".
+	By string `json:"by"`
+	// Note is the caller's note.
+	Note string `json:"note"`
 }
 
 // Change is one configuration key's old and new value (secrets redacted by
 // the caller).
 type Change struct {
+	// Key is the configuration key, e.g. "responsiveness.slow_request_threshold".
 	Key string `json:"key"`
+	// Old and New are the values before and after, rendered as text.
 	Old string `json:"old"`
 	New string `json:"new"`
 }
