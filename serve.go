@@ -151,6 +151,10 @@ func build(cfg *config.Config, log *zap.Logger, level zap.AtomicLevel, dashboard
 		Backpressure: func() any { return a.chain.State() },
 	})
 
+	// The dashboard keeps its own history of ticks for the trend graphs.
+	if rec, ok := dashboard.(interface{ Record(*monitor.Tick) }); ok {
+		a.monitor.OnTick(rec.Record)
+	}
 	a.api = adminapi.New(adminapi.Deps{
 		Log: log.Named("admin"), Config: a.holder, Gatherer: a.reg, Requests: a.proxy.Stats(),
 		Resources:    a.resources,
