@@ -34,11 +34,11 @@ func redisFixture(t *testing.T) (*redis.Client, string) {
 		c.Close()
 		t.Skipf("Redis at %s unreachable (%v): start it to run this test", addr, err)
 	}
-	if err := c.FlushDB(ctxT(t, 30*time.Second)).Err(); err != nil {
+	if err := c.FlushDBAsync(ctxT(t, 30*time.Second)).Err(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		c.FlushDB(context.Background())
+		c.FlushDBAsync(context.Background())
 		c.Close()
 	})
 	return c, addr
