@@ -123,6 +123,7 @@ func (t *ttlRepairer) clientFor(cfg *config.Config) (*redis.Client, error) {
 	opt.MinIdleConns = 0
 	opt.DialTimeout, opt.ReadTimeout, opt.WriteTimeout = to, to, to
 	opt.ClientName = "pulsegate-actions"
+	opt.DialerRetries = 1 // one dial per tick against a down server; the next tick retries
 	t.client, t.url, t.cursor, t.noNX = redis.NewClient(opt), raw, 0, false
 	return t.client, nil
 }
