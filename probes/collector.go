@@ -136,7 +136,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(c.status, prometheus.GaugeValue, v, name, string(s))
 		}
 		if t, ok := c.store.LastSuccess(name); ok {
-			ch <- prometheus.MustNewConstMetric(c.lastSuccess, prometheus.GaugeValue, float64(t.UnixNano())/1e9, name)
+			ch <- prometheus.MustNewConstMetric(c.lastSuccess, prometheus.GaugeValue, float64(t.Unix())+float64(t.Nanosecond())/1e9, name)
 		}
 	}
 	for _, f := range slices.Sorted(maps.Keys(figures)) {
