@@ -136,16 +136,27 @@ type Admin struct {
 
 // Thresholds are the warning/critical pairs beyond the product's 14 fields.
 type Thresholds struct {
-	DiskWarning          float64 `koanf:"disk_warning" json:"disk_warning"`                   // fraction, default 0.85
-	DiskCritical         float64 `koanf:"disk_critical" json:"disk_critical"`                 // fraction, default 0.95
-	QueueWarning         int     `koanf:"queue_warning" json:"queue_warning"`                 // queued requests, default 50
-	QueueCritical        int     `koanf:"queue_critical" json:"queue_critical"`               // queued requests, default 100 (also the queue's bound)
-	ErrorRateWarning     float64 `koanf:"error_rate_warning" json:"error_rate_warning"`       // fraction, default 0.05
-	ErrorRateCritical    float64 `koanf:"error_rate_critical" json:"error_rate_critical"`     // fraction, default 0.10
-	ResponseTimeWarning  Seconds `koanf:"response_time_warning" json:"response_time_warning"` // average, default 5 s
+	// DiskWarning is the used fraction of the fullest watched path that is a warning. Default 0.85.
+	DiskWarning float64 `koanf:"disk_warning" json:"disk_warning"`
+	// DiskCritical is the used fraction that is critical. Default 0.95.
+	DiskCritical float64 `koanf:"disk_critical" json:"disk_critical"`
+	// QueueWarning is the number of queued requests that is a warning. Default 50.
+	QueueWarning int `koanf:"queue_warning" json:"queue_warning"`
+	// QueueCritical is the number of queued requests that is critical, and
+	// the queue's bound. Default 100.
+	QueueCritical int `koanf:"queue_critical" json:"queue_critical"`
+	// ErrorRateWarning is the 1-minute error-rate fraction that is a warning. Default 0.05.
+	ErrorRateWarning float64 `koanf:"error_rate_warning" json:"error_rate_warning"`
+	// ErrorRateCritical is the 1-minute error-rate fraction that is critical. Default 0.10.
+	ErrorRateCritical float64 `koanf:"error_rate_critical" json:"error_rate_critical"`
+	// ResponseTimeWarning is the 1-minute average response time that is a warning. Default 5 s.
+	ResponseTimeWarning Seconds `koanf:"response_time_warning" json:"response_time_warning"`
+	// ResponseTimeCritical is the 1-minute average response time that is critical. Default 10 s.
 	ResponseTimeCritical Seconds `koanf:"response_time_critical" json:"response_time_critical"`
-	DBQueryWarning       Seconds `koanf:"db_query_warning" json:"db_query_warning"` // default 2 s
-	DBQueryCritical      Seconds `koanf:"db_query_critical" json:"db_query_critical"`
+	// DBQueryWarning: a query running this long is a warning. Default 2 s.
+	DBQueryWarning Seconds `koanf:"db_query_warning" json:"db_query_warning"`
+	// DBQueryCritical: a query running this long is critical. Default 5 s.
+	DBQueryCritical Seconds `koanf:"db_query_critical" json:"db_query_critical"`
 }
 
 // Database configures the database probe.
@@ -204,10 +215,11 @@ type Backpressure struct {
 	// RateLimitRPS is the global rate limit in requests per second; 0 = off.
 	RateLimitRPS float64 `koanf:"rate_limit_rps" json:"rate_limit_rps"`
 	// RateLimitBurst is the global bucket size; 0 = max(1, ceil(rps)).
+	// Validate rejects a burst > 0 while RateLimitRPS is 0 (off).
 	RateLimitBurst int `koanf:"rate_limit_burst" json:"rate_limit_burst"`
 	// PerClientRPS limits each client (socket peer address); 0 = off.
 	PerClientRPS float64 `koanf:"per_client_rps" json:"per_client_rps"`
-	// PerClientBurst: 0 = max(1, ceil(per_client_rps)).
+	// PerClientBurst: 0 = max(1, ceil(per_client_rps)); must be 0 while PerClientRPS is 0.
 	PerClientBurst int `koanf:"per_client_burst" json:"per_client_burst"`
 	// PerClientMaxClients caps the per-client limiter map. Default 10000.
 	PerClientMaxClients int `koanf:"per_client_max_clients" json:"per_client_max_clients"`
@@ -229,6 +241,7 @@ type Backpressure struct {
 
 // Adaptive configures the gradient concurrency limiter.
 type Adaptive struct {
+	// Enabled turns the adaptive limiter on (opt-in). Default false.
 	Enabled bool `koanf:"enabled" json:"enabled"`
 	// MinLimit and MaxLimit bound the computed limit. Defaults 4 and 512.
 	MinLimit int `koanf:"min_limit" json:"min_limit"`
@@ -262,11 +275,16 @@ type Alerts struct {
 
 // Email configures the SMTP channel.
 type Email struct {
-	SMTPAddr string   `koanf:"smtp_addr" json:"smtp_addr"` // host:port; empty = off
-	From     string   `koanf:"from" json:"from"`
-	To       []string `koanf:"to" json:"to"`
-	Username string   `koanf:"username" json:"username"`
-	Password Secret   `koanf:"password" json:"password"`
+	// SMTPAddr is the SMTP server, host:port; empty turns email off.
+	SMTPAddr string `koanf:"smtp_addr" json:"smtp_addr"`
+	// From is the sender address; required when SMTPAddr is set.
+	From string `koanf:"from" json:"from"`
+	// To lists the recipients; at least one is required when SMTPAddr is set.
+	To []string `koanf:"to" json:"to"`
+	// Username enables SMTP PLAIN auth when set.
+	Username string `koanf:"username" json:"username"`
+	// Password is the SMTP password (redacted on output).
+	Password Secret `koanf:"password" json:"password"`
 	// MinSeverity is the lowest severity mailed: "warning" or "critical" (default).
 	MinSeverity string `koanf:"min_severity" json:"min_severity"`
 }
@@ -285,9 +303,11 @@ type Actions struct {
 	// RecycleConnections closes idle upstream connections when errors spike. Default true.
 	RecycleConnections bool `koanf:"recycle_connections" json:"recycle_connections"`
 	// SessionTTLRepair gives TTL-less session keys SessionTTL (opt-in).
-	SessionTTLRepair bool    `koanf:"session_ttl_repair" json:"session_ttl_repair"`
-	SessionTTL       Seconds `koanf:"session_ttl" json:"session_ttl"`             // default 86400
-	SessionRepairMax int     `koanf:"session_repair_max" json:"session_repair_max"` // keys per tick, default 1000
+	SessionTTLRepair bool `koanf:"session_ttl_repair" json:"session_ttl_repair"`
+	// SessionTTL is the TTL given to TTL-less session keys, whole seconds. Default 86400.
+	SessionTTL Seconds `koanf:"session_ttl" json:"session_ttl"`
+	// SessionRepairMax is the most keys repaired per probe tick. Default 1000.
+	SessionRepairMax int `koanf:"session_repair_max" json:"session_repair_max"`
 	// ReadinessOnOverload makes /readyz fail during sustained overload (opt-in).
 	ReadinessOnOverload bool `koanf:"readiness_on_overload" json:"readiness_on_overload"`
 }

@@ -280,3 +280,47 @@ func TestRenderYAMLRoundTrip(t *testing.T) {
 		}
 	}
 }
+
+// envMarkdown renders the settings table of docs/configuration.md.
+func envMarkdown() string {
+	var b strings.Builder
+	b.WriteString("| Variable | YAML key | Default | Meaning |\n|---|---|---|---|\n")
+	for _, e := range EnvVars() {
+		def := "`" + e.Default + "`"
+		switch {
+		case e.Secret:
+			def = "(unset; secret)"
+		case e.Default == "":
+			def = "(empty)"
+		}
+		doc := strings.ReplaceAll(e.Doc, "|", "\\|")
+		b.WriteString("| `" + e.Name + "` | `" + e.Key + "` | " + def + " | " + doc + " |\n")
+	}
+	return b.String()
+}
+
+// TestDocsTable keeps the settings table in docs/configuration.md generated
+// from EnvVars().
+func TestDocsTable(t *testing.T) {
+	const begin, end = "<!-- BEGIN GENERATED: config.EnvVars() -->\n", "<!-- END GENERATED -->"
+	path := filepath.Join("..", "docs", "configuration.md")
+	doc, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(doc)
+	i, j := strings.Index(s, begin), strings.Index(s, end)
+	if i < 0 || j < i {
+		t.Fatalf("%s lacks the generated-table markers", path)
+	}
+	want := s[:i+len(begin)] + envMarkdown() + s[j:]
+	if *update {
+		if err := os.WriteFile(path, []byte(want), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	if s != want {
+		t.Errorf("%s's settings table is out of date: run go test ./config -run TestDocsTable -update", path)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 // FieldError is one problem with one setting.
@@ -370,6 +371,26 @@ func (v *validator) rate(rpsKey, burstKey string, rps float64, burst int) {
 	}
 }
 
+// utf8 rejects text that is not valid UTF-8 in any string, list item or
+// secret: it could not be rendered as YAML or JSON faithfully.
+func (v *validator) utf8(c *Config) {
+	for _, f := range configFields() {
+		val := f.value(c)
+		switch f.kind {
+		case kindString, kindSecret:
+			if !utf8.ValidString(val.String()) {
+				v.add(f.key, "must be valid UTF-8 text")
+			}
+		case kindList:
+			for i, item := range val.Interface().([]string) {
+				if !utf8.ValidString(item) {
+					v.add(f.key, "item %d must be valid UTF-8 text", i+1)
+				}
+			}
+		}
+	}
+}
+
 func isControl(r rune) bool        { return r < 0x20 || r == 0x7f }
 func isSpaceOrControl(r rune) bool { return r == ' ' || isControl(r) }
 
@@ -539,6 +560,8 @@ func (c *Config) validate() []FieldError {
 
 	v.oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
 	v.oneOf("log.format", c.Log.Format, "json", "console")
+
+	v.utf8(c)
 
 	if strings.TrimSpace(c.DataDir) == "" {
 		v.add("data_dir", "must be set to a directory")

@@ -210,3 +210,46 @@ func BenchmarkValidate(b *testing.B) {
 		}
 	}
 }
+
+func TestEffectiveBurst(t *testing.T) {
+	tests := []struct {
+		desc  string
+		rps   float64
+		burst int
+		want  int
+	}{
+		{"off", 0, 0, 0},
+		{"set burst wins", 10, 3, 3},
+		{"default is ceil(rps)", 2.5, 0, 3},
+		{"at least 1", 0.1, 0, 1},
+		{"NaN is off", math.NaN(), 0, 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.desc, func(t *testing.T) {
+			if got := EffectiveBurst(tc.rps, tc.burst); got != tc.want {
+				t.Errorf("EffectiveBurst(%v, %d) = %d, want %d", tc.rps, tc.burst, got, tc.want)
+			}
+		})
+	}
+	b := Backpressure{RateLimitRPS: 4.2, PerClientRPS: 1, PerClientBurst: 7}
+	if b.GlobalBurst() != 5 || b.ClientBurst() != 7 {
+		t.Errorf("GlobalBurst %d ClientBurst %d, want 5 and 7", b.GlobalBurst(), b.ClientBurst())
+	}
+}
+
+func TestValidateRejectsInvalidUTF8(t *testing.T) {
+	c := Defaults()
+	c.Redis.SessionPrefix = "s\x80"
+	c.Admin.Token = "t\xff"
+	c.Backpressure.CriticalRoutes = []string{"/ok", "/\xc3"}
+	err := c.Validate()
+	for _, want := range []string{
+		"redis.session_prefix (RESPONSIVENESS_REDIS_SESSION_PREFIX): must be valid UTF-8 text",
+		"admin.token (RESPONSIVENESS_ADMIN_TOKEN): must be valid UTF-8 text",
+		"backpressure.critical_routes (RESPONSIVENESS_BACKPRESSURE_CRITICAL_ROUTES): item 2 must be valid UTF-8 text",
+	} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("want %q in %v", want, err)
+		}
+	}
+}
