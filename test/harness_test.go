@@ -435,14 +435,18 @@ func (l *lockedBuffer) String() string {
 
 // baseEnv is the environment every test starts from: the process env
 // without RESPONSIVENESS_*, loopback listeners on free ports, a private
-// data dir, a short drain delay.
+// data dir, no drain delay, debug logs. Pressure-driven shedding is off:
+// these tests produce 5xx on purpose, and a handful of them in a young
+// 1-minute window is a critical error rate that would shed the test's own
+// requests; the shedding tests turn it back on.
 func baseEnv(t testing.TB) map[string]string {
 	return map[string]string{
-		"RESPONSIVENESS_LISTEN_ADDR":       "127.0.0.1:0",
-		"RESPONSIVENESS_ADMIN_ADDR":        "127.0.0.1:0",
-		"RESPONSIVENESS_DATA_DIR":          t.TempDir(),
-		"RESPONSIVENESS_PROXY_DRAIN_DELAY": "0",
-		"RESPONSIVENESS_LOG_LEVEL":         "debug",
+		"RESPONSIVENESS_LISTEN_ADDR":                   "127.0.0.1:0",
+		"RESPONSIVENESS_ADMIN_ADDR":                    "127.0.0.1:0",
+		"RESPONSIVENESS_DATA_DIR":                      t.TempDir(),
+		"RESPONSIVENESS_PROXY_DRAIN_DELAY":             "0",
+		"RESPONSIVENESS_LOG_LEVEL":                     "debug",
+		"RESPONSIVENESS_BACKPRESSURE_SHEDDING_ENABLED": "false",
 	}
 }
 
