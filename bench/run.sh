@@ -15,7 +15,8 @@
 #   CONNS=64       connections of the peak / 16 KiB / open-loop runs
 #   PROXY_CPU=0 LOAD_CPU=1
 #   DB_DSN=mysql://root@127.0.0.1:3306/test  REDIS_URL=redis://127.0.0.1:6379/0  (pulsegate full's probes)
-#   MODES=compare,agree
+#   MODES=compare,agree   add ",profile" for perf CPU profiles of PROFILE_TARGETS
+#                         (default pulsegate,bare) under the peak load
 # Quick look: ROUNDS=1 DURATION=3 bench/run.sh   (~2 minutes; the full run ~15)
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -34,4 +35,5 @@ exec "$BIN/driver" -bin "$BIN" -out "$REPO/bench/results" \
 	-rounds "${ROUNDS:-3}" -duration "${DURATION:-10}s" \
 	-rate "${RATE:-6000}" -low-rate "${LOW_RATE:-200}" -conns "${CONNS:-64}" \
 	-proxy-cpu "${PROXY_CPU:-0}" -load-cpu "${LOAD_CPU:-1}" \
+	-profile-targets "${PROFILE_TARGETS:-pulsegate,bare}" \
 	-db-dsn "${DB_DSN-mysql://root@127.0.0.1:3306/test}" -redis-url "${REDIS_URL-redis://127.0.0.1:6379/0}"

@@ -16,6 +16,8 @@
 //     1, 64, 512, 4096 connections and with 10, 1 000, 100 000 distinct
 //     paths; plus pulsegate's idle CPU (probes and history at default
 //     intervals).
+//   - profile: a perf CPU profile of pulsegate and the bare proxy under the
+//     peak load (not used for any figure).
 //
 // CPU layout: the proxy and the upstream are pinned to -proxy-cpu (a sidecar
 // shares the app's CPU), the load generators to -load-cpu.
@@ -68,6 +70,8 @@ type options struct {
 	scaleRoutes  []int
 	scaleTargets []string
 	idle         time.Duration
+	// profileTargets are profiled with perf in the profile mode.
+	profileTargets []string
 }
 
 func main() {
@@ -101,8 +105,8 @@ func intList(flagName, s string) ([]int, error) {
 
 func parseOptions() (options, error) {
 	var o options
-	var modes, targets, scaleConns, scaleRoutes, scaleTargets string
-	flag.StringVar(&modes, "mode", "compare,agree", "comma-separated: compare, agree, scale")
+	var modes, targets, scaleConns, scaleRoutes, scaleTargets, profileTargets string
+	flag.StringVar(&modes, "mode", "compare,agree", "comma-separated: compare, agree, scale, profile")
 	flag.StringVar(&o.binDir, "bin", "", "directory holding pulsegate, upstream, bareproxy, loadgen")
 	flag.StringVar(&o.workDir, "work", "", "scratch directory for configs and logs (default: a new temp dir)")
 	flag.StringVar(&o.outDir, "out", "bench/results", "where the Markdown and JSON results are written")
@@ -119,18 +123,20 @@ func parseOptions() (options, error) {
 	flag.StringVar(&scaleConns, "scale-conns", "1,64,512,4096", "scale: connection counts")
 	flag.StringVar(&scaleRoutes, "scale-routes", "10,1000,100000", "scale: distinct path counts (at -conns connections)")
 	flag.StringVar(&scaleTargets, "scale-targets", tPulsegate+","+tBare, "scale: targets")
+	flag.StringVar(&profileTargets, "profile-targets", tPulsegate+","+tBare, "profile: targets recorded with perf under the peak load")
 	flag.DurationVar(&o.idle, "idle", 60*time.Second, "scale: idle window for pulsegate's background CPU (0 skips)")
 	flag.Parse()
 
 	o.modes = splitList(modes)
 	for _, m := range o.modes {
-		if m != "compare" && m != "agree" && m != "scale" {
-			return o, fmt.Errorf("-mode: unknown mode %q (compare, agree, scale)", m)
+		if m != "compare" && m != "agree" && m != "scale" && m != "profile" {
+			return o, fmt.Errorf("-mode: unknown mode %q (compare, agree, scale, profile)", m)
 		}
 	}
 	o.targets = splitList(targets)
 	o.scaleTargets = splitList(scaleTargets)
-	for _, t := range slices.Concat(o.targets, o.scaleTargets) {
+	o.profileTargets = splitList(profileTargets)
+	for _, t := range slices.Concat(o.targets, o.scaleTargets, o.profileTargets) {
 		if _, ok := targetLabel[t]; !ok {
 			return o, fmt.Errorf("-targets: unknown target %q (known: %s)", t, strings.Join(allTargets, ", "))
 		}
@@ -254,6 +260,8 @@ func run() error {
 			err = agree(ctx, o, e, m, rep)
 		case "scale":
 			err = scale(ctx, o, e, m, rep)
+		case "profile":
+			err = profile(ctx, o, e, m, rep)
 		}
 		if err != nil {
 			return err
