@@ -328,3 +328,14 @@ func TestTaskSignalsFrom(t *testing.T) {
 		t.Errorf("TaskSignalsFrom = %+v", s)
 	}
 }
+
+// BenchmarkEvaluate is one health verdict (pure, in memory).
+func BenchmarkEvaluate(b *testing.B) {
+	c := newClock()
+	e := New(configured(), c.Now)
+	in := healthyInputs(c)
+	b.ReportAllocs()
+	for b.Loop() {
+		e.Evaluate(in)
+	}
+}

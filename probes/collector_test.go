@@ -149,3 +149,24 @@ func TestFigureMetricFor(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkCollectorGather is one /metrics scrape of three probes and ten
+// tasks: no I/O, only the in-memory store (RELIABILITY.md case 41).
+func BenchmarkCollectorGather(b *testing.B) {
+	s := NewStore()
+	for _, p := range []string{"system_optimizer", "database_manager", "session_monitoring"} {
+		s.Set(Result{Probe: p, Status: StatusOK, Started: time.Now(), Figures: map[string]float64{p + "_a_usage": 0.5, p + "_b_latency": 0.01}})
+	}
+	tasks := NewTasks(nil)
+	for i := range 10 {
+		tasks.Begin("task"+string(rune('a'+i)), time.Second)(nil)
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(NewCollector(s, tasks))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := reg.Gather(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -404,3 +404,12 @@ func TestSystemProbeAppProcesses(t *testing.T) {
 		t.Errorf("missing PID file: status %s reasons %v; want warning naming it", r.Status, r.Reasons)
 	}
 }
+
+// BenchmarkSystemProbe is one system_optimizer run on this machine.
+func BenchmarkSystemProbe(b *testing.B) {
+	p := NewSystemProbe(config.Defaults(), nil, nil)
+	b.ReportAllocs()
+	for b.Loop() {
+		p.Probe(context.Background())
+	}
+}
