@@ -19,6 +19,7 @@ import (
 	"go.uber.org/zap/zapcore"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/pulsegate/pulsegate/actions"
 	"github.com/pulsegate/pulsegate/adminapi"
 	"github.com/pulsegate/pulsegate/alerts"
 	"github.com/pulsegate/pulsegate/backpressure"
@@ -84,6 +85,7 @@ type app struct {
 	runner   *probes.Runner
 	tasks    *probes.Tasks
 	alerts   *alerts.Manager
+	actions  *actions.Actions
 	monitor  *monitor.Monitor
 	hub      *events.Hub
 	api      *adminapi.API
@@ -144,9 +146,13 @@ func build(cfg *config.Config, log *zap.Logger, level zap.AtomicLevel, dashboard
 	if a.alerts, err = alerts.New(cfg, log.Named("alerts"), a.reg, a.st, time.Now); err != nil {
 		return nil, fmt.Errorf("alerts: %w", err)
 	}
+	if a.actions, err = actions.New(cfg, log.Named("actions"), a.reg, a.tasks,
+		actions.Deps{CloseIdleUpstream: a.proxy.CloseIdleConnections}); err != nil {
+		return nil, fmt.Errorf("actions: %w", err)
+	}
 	a.monitor = monitor.New(monitor.Deps{
 		Log: log.Named("monitor"), Config: a.holder, Probes: a.runner.Store(), Tasks: a.tasks,
-		Requests: a.proxy.Stats(), Pressure: a.chain, Alerts: a.alerts,
+		Requests: a.proxy.Stats(), Pressure: a.chain, Alerts: a.alerts, Actions: actionsWithMode{a.actions, a.chain},
 		Health: health.New(cfg, time.Now), Hub: a.hub,
 		Backpressure: func() any { return a.chain.State() },
 	})
@@ -174,6 +180,7 @@ func build(cfg *config.Config, log *zap.Logger, level zap.AtomicLevel, dashboard
 		level.SetLevel(mustLevel(c.Log.Level, level.Level()))
 		errs := []error{a.proxy.Apply(c), a.chain.Apply(c), a.alerts.Apply(c)}
 		a.runner.Apply(c)
+		a.actions.Apply(c)
 		a.tasks.SetEnabled(c.Responsiveness.TaskMonitoringEnabled)
 		a.tasks.SetCheckInterval(c.Responsiveness.TaskHealthCheckInterval.Duration())
 		if err := errors.Join(errs...); err != nil {
@@ -213,6 +220,7 @@ func build(cfg *config.Config, log *zap.Logger, level zap.AtomicLevel, dashboard
 		},
 		a.chain.Run,
 		a.alerts.Run,
+		a.actions.Run,
 		func(ctx context.Context) error { return a.monitor.Run(ctx, a.alerts.Subscribe) },
 	}
 	ok = true
@@ -245,6 +253,7 @@ func (a *app) extraSections() map[string]any {
 	return map[string]any{
 		"probes":           a.runner.Store().Snapshot(),
 		"background_tasks": a.tasks.Snapshot(),
+		"actions":          a.actions.Snapshot(),
 	}
 }
 
@@ -257,7 +266,21 @@ func (a *app) ready() (bool, string) {
 	if n := a.proxy.ConsecutiveUpstreamFailures(); n >= upstreamFailuresNotReady {
 		return false, fmt.Sprintf("the app failed %d requests in a row", n)
 	}
+	if a.actions.Overloaded() {
+		return false, "sustained overload (actions.readiness_on_overload)"
+	}
 	return true, ""
+}
+
+// actionsWithMode tells the actions whether backpressure is shedding.
+type actionsWithMode struct {
+	*actions.Actions
+	chain *backpressure.Chain
+}
+
+func (x actionsWithMode) Observe(figures map[string]float64, levels map[string]string) {
+	levels["backpressure"] = x.chain.State().Mode
+	x.Actions.Observe(figures, levels)
 }
 
 // upstreamFailuresNotReady: this many consecutive failures to reach the

@@ -229,7 +229,15 @@ type Backpressure struct {
 	SheddingEnabled bool `koanf:"shedding_enabled" json:"shedding_enabled"`
 	// ShedFraction is the fraction of new requests shed at saturation (critical). Default 0.5.
 	ShedFraction float64 `koanf:"shed_fraction" json:"shed_fraction"`
-	// ShedHold is how long pressure must stay below warning before shedding stops. Default 30 s.
+	// ShedSignals are the pressure signals that shed load when critical:
+	// any of memory, cpu, db_connections, redis_evicting, error_rate,
+	// response_time. Default memory, db_connections, response_time: the
+	// product's actions table throttles on the connection pool, and memory
+	// and latency are what overload looks like. CPU is left out by default
+	// because without a container quota it measures the whole host, and
+	// error_rate because shedding makes a buggy app fail more, not less.
+	ShedSignals []string `koanf:"shed_signals" json:"shed_signals"`
+	// ShedHold is how long pressure must stay below critical before shedding stops. Default 30 s.
 	ShedHold Seconds `koanf:"shed_hold" json:"shed_hold"`
 	// DryRun: limiters count would-have-rejected requests and log samples, but reject nothing.
 	DryRun bool `koanf:"dry_run" json:"dry_run"`

@@ -78,6 +78,7 @@ func Defaults() *Config {
 			},
 			SheddingEnabled: true,
 			ShedFraction:    0.5,
+			ShedSignals:     []string{"memory", "db_connections", "response_time"},
 			ShedHold:        30,
 		},
 		Alerts: Alerts{

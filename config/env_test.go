@@ -255,6 +255,7 @@ func changedValue(t *testing.T, f field, def *Config) string {
 		"thresholds.queue_warning":                        "40",
 		"backpressure.adaptive.min_limit":                 "5",
 		"backpressure.shed_fraction":                      "0.25",
+		"backpressure.shed_signals":                       "cpu,memory",
 		"alerts.resolve_margin":                           "0.1",
 		"backpressure.adaptive.headroom":                  "0.2",
 	}

@@ -244,8 +244,18 @@ func (m *Monitor) Tick() *Tick {
 		tick.Verdict = m.d.Health.Evaluate(health.Inputs{Probes: probeResults, Tasks: tasks, Request: sig, Alerts: active})
 	}
 	if m.d.Pressure != nil {
+		// Only the configured shed signals may shed; the others are
+		// reported as ok to the governor (they still alert).
+		shed := map[string]bool{}
+		for _, s := range cfg.Backpressure.ShedSignals {
+			shed[s] = true
+		}
 		for _, s := range pressureSignals {
-			m.d.Pressure.SetPressure(s, tick.Levels[s])
+			lvl := tick.Levels[s]
+			if !shed[s] {
+				lvl = "ok"
+			}
+			m.d.Pressure.SetPressure(s, lvl)
 		}
 	}
 	if m.d.Actions != nil {

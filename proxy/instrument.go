@@ -21,10 +21,9 @@ import (
 type recorder struct {
 	http.ResponseWriter
 	p          *Proxy
-	websocket  bool // the client asked for a WebSocket upgrade
-	start      time.Time
-	fwdStart   time.Time // when the forwarder began (after any queueing)
-	headerAt   time.Time // when the response status was written
+	websocket  bool          // the client asked for a WebSocket upgrade
+	start      time.Duration // monotonic offsets from Proxy.base (cheaper than time.Now)
+	headerAt   time.Duration // when the response status was written; 0 = not yet
 	status     int
 	bytes      int64
 	queueWait  time.Duration
@@ -47,8 +46,11 @@ func (r *recorder) WriteHeader(code int) {
 	}
 	if r.status == 0 {
 		r.status = code
-		r.headerAt = time.Now()
-		if ct := r.Header().Get("Content-Type"); strings.HasPrefix(ct, "text/event-stream") {
+		if r.p != nil {
+			r.headerAt = r.p.mono()
+		}
+		// Header() keys are canonical already: index the map, skip Get's canonicalisation.
+		if ct := r.Header()["Content-Type"]; len(ct) > 0 && strings.HasPrefix(ct[0], "text/event-stream") {
 			r.stream = true
 		}
 	}
@@ -88,7 +90,7 @@ func (r *recorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		r.hijacked, r.stream = true, true
 		if r.status == 0 {
 			r.status = http.StatusSwitchingProtocols
-			r.headerAt = time.Now()
+			r.headerAt = r.p.mono()
 		}
 	}
 	return c, brw, err
@@ -117,7 +119,7 @@ type instrumented struct {
 
 func (h *instrumented) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	rec := recorderPool.Get().(*recorder)
-	*rec = recorder{ResponseWriter: w, p: h.p, start: time.Now()}
+	*rec = recorder{ResponseWriter: w, p: h.p, start: h.p.mono()}
 	if req.Header.Get("Upgrade") != "" {
 		rec.websocket = strings.EqualFold(req.Header.Get("Upgrade"), "websocket")
 	}
@@ -141,8 +143,9 @@ func (h *instrumented) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 func (p *Proxy) finish(rec *recorder, req *http.Request) {
 	s := p.stats
 	s.inFlight.Add(-1)
-	end := time.Now()
-	x := sample{total: end.Sub(rec.start), queueWait: rec.queueWait, bytes: rec.bytes}
+	endMono := p.mono()
+	end := p.base.Add(endMono)
+	x := sample{total: endMono - rec.start, queueWait: rec.queueWait, bytes: rec.bytes}
 	status := rec.status
 	errClass := rec.errClass
 	clientGone := req.Context().Err() != nil
@@ -171,9 +174,10 @@ func (p *Proxy) finish(rec *recorder, req *http.Request) {
 		}
 	}
 	if x.timed {
-		if !rec.fwdStart.IsZero() && !rec.headerAt.IsZero() {
-			x.ttfb = rec.headerAt.Sub(rec.fwdStart)
-			x.transfer = end.Sub(rec.headerAt)
+		if rec.headerAt != 0 {
+			// The forwarder starts when the queue wait ends.
+			x.ttfb = rec.headerAt - rec.start - rec.queueWait
+			x.transfer = endMono - rec.headerAt
 		}
 		x.slow = x.total >= time.Duration(p.slowNS.Load())
 	}
@@ -229,7 +233,7 @@ func (p *Proxy) slowRequest(rec *recorder, req *http.Request, route string, stat
 		path = path[:maxLoggedPath] + "..."
 	}
 	e := SlowRequest{
-		Time: rec.start.UTC(), Method: req.Method, Route: route, Path: path, Status: status,
+		Time: p.base.Add(rec.start).UTC(), Method: req.Method, Route: route, Path: path, Status: status,
 		Duration: x.total.Seconds(), QueueWait: x.queueWait.Seconds(),
 		UpstreamTTFB: x.ttfb.Seconds(), Transfer: x.transfer.Seconds(),
 		InFlightAtAdmission: rec.admittedAt,
