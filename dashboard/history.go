@@ -1,0 +1,323 @@
+package dashboard
+
+import (
+	"errors"
+	"math"
+	"sync"
+	"time"
+
+	"github.com/pulsegate/pulsegate/backpressure"
+	"github.com/pulsegate/pulsegate/health"
+	"github.com/pulsegate/pulsegate/monitor"
+)
+
+// Series names the figures the history keeps, in the order of the JSON
+// "series" object. Fractions are 0..1, times in seconds.
+var Series = []string{
+	"memory_usage",
+	"cpu_usage",
+	"disk_usage",
+	"connection_pool_utilization",
+	"db_latency",
+	"redis_latency",
+	"redis_memory_usage",
+	"avg_response_time",
+	"p50_response_time",
+	"p95_response_time",
+	"p99_response_time",
+	"throughput_rps",
+	"error_rate",
+	"apdex",
+	"slow_requests",
+	"queue_depth",
+	"in_flight",
+}
+
+const nSeries = 17
+
+// Indexes into point.v, matching Series.
+const (
+	sMemory = iota
+	sCPU
+	sDisk
+	sDBPool
+	sDBLatency
+	sRedisLatency
+	sRedisMemory
+	sAvg
+	sP50
+	sP95
+	sP99
+	sRPS
+	sErrorRate
+	sApdex
+	sSlow
+	sQueue
+	sInFlight
+)
+
+// figureSeries maps a monitor figure to the series it feeds.
+var figureSeries = map[string]int{
+	"memory_usage":                sMemory,
+	"cpu_usage":                   sCPU,
+	"disk_usage":                  sDisk,
+	"connection_pool_utilization": sDBPool,
+	"db_latency":                  sDBLatency,
+	"redis_latency":               sRedisLatency,
+	"redis_memory_usage":          sRedisMemory,
+	"queue_depth":                 sQueue,
+}
+
+// Health levels as stored in a point; higher is worse.
+const (
+	healthUnknown uint8 = iota
+	healthHealthy
+	healthWarning
+	healthCritical
+)
+
+var healthNames = [...]string{"", "healthy", "warning", "critical"}
+
+// point is one step of history: the worst value of each figure over the
+// ticks that fell into the step (the highest; for Apdex the lowest).
+// NaN means not measured. 8 + 4 + 17×4 = 80 bytes.
+type point struct {
+	step   int64 // unix seconds ÷ resolution; 0 = empty slot
+	ticks  uint16
+	health uint8
+	v      [nSeries]float32
+}
+
+// History is a bounded in-memory ring of monitor ticks for the trend
+// graphs: one point per resolution step over the retention period
+// (24 h at 10 s = 8640 points, about 690 KB). It is safe for concurrent use.
+type History struct {
+	res  time.Duration
+	mu   sync.RWMutex
+	ring []point
+	last int64 // newest step recorded
+}
+
+// NewHistory returns an empty ring of retention ÷ resolution points.
+func NewHistory(resolution, retention time.Duration) (*History, error) {
+	if resolution < time.Second || resolution%time.Second != 0 {
+		return nil, errors.New("history resolution: want a whole number of seconds, at least 1")
+	}
+	if retention < resolution {
+		return nil, errors.New("history retention: want at least one resolution step")
+	}
+	n := int(retention / resolution)
+	if n > 1_000_000 {
+		return nil, errors.New("history retention: more than 1 000 000 points")
+	}
+	return &History{res: resolution, ring: make([]point, n)}, nil
+}
+
+// Resolution is the length of one step.
+func (h *History) Resolution() time.Duration { return h.res }
+
+// Capacity is the number of points the ring holds.
+func (h *History) Capacity() int { return len(h.ring) }
+
+func (h *History) stepOf(t time.Time) int64 { return t.Unix() / int64(h.res/time.Second) }
+
+// Record adds a tick (monitor.Monitor.OnTick calls it after every tick).
+func (h *History) Record(t *monitor.Tick) {
+	if t == nil || t.Time.IsZero() {
+		return
+	}
+	var v [nSeries]float32
+	for i := range v {
+		v[i] = float32(math.NaN())
+	}
+	for name, val := range t.Figures {
+		if i, ok := figureSeries[name]; ok && !math.IsNaN(val) && !math.IsInf(val, 0) {
+			v[i] = float32(val)
+		}
+	}
+	r := t.Requests
+	set := func(i int, p *float64) {
+		if p != nil {
+			v[i] = float32(*p)
+		}
+	}
+	set(sAvg, r.AvgResponseTime)
+	set(sP50, r.P50)
+	set(sP95, r.P95)
+	set(sP99, r.P99)
+	set(sApdex, r.Apdex)
+	if r.Window != "" {
+		v[sRPS] = float32(r.ThroughputRPS)
+		v[sErrorRate] = float32(r.ErrorRate)
+		v[sSlow] = float32(r.SlowRequests)
+	}
+	switch bp := t.Backpressure.(type) {
+	case backpressure.State:
+		v[sInFlight] = float32(bp.InFlight)
+		v[sQueue] = float32(bp.Queued)
+	case *backpressure.State:
+		if bp != nil {
+			v[sInFlight] = float32(bp.InFlight)
+			v[sQueue] = float32(bp.Queued)
+		}
+	}
+	hl := healthUnknown
+	switch t.Verdict.Status {
+	case health.Healthy:
+		hl = healthHealthy
+	case health.Warning:
+		hl = healthWarning
+	case health.Critical:
+		hl = healthCritical
+	}
+
+	step := h.stepOf(t.Time)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if step <= h.last-int64(len(h.ring)) {
+		return // older than the whole ring (a clock step backwards)
+	}
+	p := &h.ring[step%int64(len(h.ring))]
+	if p.step != step {
+		if p.step > step {
+			return // the slot already holds a newer step
+		}
+		*p = point{step: step, v: v, health: hl, ticks: 1}
+	} else {
+		p.merge(v, hl)
+	}
+	h.last = max(h.last, step)
+}
+
+func (p *point) merge(v [nSeries]float32, hl uint8) {
+	for i, x := range v {
+		p.v[i] = worst(i, p.v[i], x)
+	}
+	p.health = max(p.health, hl)
+	if p.ticks < math.MaxUint16 {
+		p.ticks++
+	}
+}
+
+// worst keeps the worse of two observations: the lower Apdex, the higher
+// anything else; a measured value beats NaN.
+func worst(i int, a, b float32) float32 {
+	switch {
+	case a != a:
+		return b
+	case b != b:
+		return a
+	case i == sApdex:
+		return min(a, b)
+	}
+	return max(a, b)
+}
+
+// Ranges are the time ranges the history endpoint serves.
+var Ranges = map[string]time.Duration{"15m": 15 * time.Minute, "1h": time.Hour, "24h": 24 * time.Hour}
+
+// MaxPoints bounds the points of one answer: longer ranges are merged into
+// coarser steps (the worst value per step, as the ring itself keeps).
+const MaxPoints = 720
+
+// HistoryView is the history endpoint's JSON: column arrays, one entry
+// per step that saw at least one tick, oldest first. Steps without ticks
+// are left out, so a gap in Time is a gap in the data.
+type HistoryView struct {
+	// Range is the requested range, e.g. "1h".
+	Range string `json:"range"`
+	// StepSeconds is the length of one returned step.
+	StepSeconds int64 `json:"step_seconds"`
+	// ResolutionSeconds is the ring's own step.
+	ResolutionSeconds int64 `json:"resolution_seconds"`
+	// From and To bound the range (unix seconds).
+	From int64 `json:"from"`
+	To   int64 `json:"to"`
+	// Time is each step's start (unix seconds).
+	Time []int64 `json:"time"`
+	// Health is the worst verdict in each step ("" before the first verdict).
+	Health []string `json:"health"`
+	// Series holds one column per name in Series; null = not measured.
+	Series map[string][]*float64 `json:"series"`
+}
+
+// Query returns the points of the last d before now, merged into steps of
+// at least the resolution so that at most MaxPoints are returned.
+func (h *History) Query(name string, d time.Duration, now time.Time) HistoryView {
+	resSec := int64(h.res / time.Second)
+	per := int64(1)
+	if n := int64(d / h.res); n > MaxPoints {
+		per = (n + MaxPoints - 1) / MaxPoints
+	}
+	stepSec := resSec * per
+	toStep := h.stepOf(now)
+	fromStep := toStep - int64(d/h.res) + 1
+	out := HistoryView{Range: name, StepSeconds: stepSec, ResolutionSeconds: resSec,
+		From: fromStep * resSec, To: (toStep + 1) * resSec, Series: make(map[string][]*float64, nSeries)}
+
+	h.mu.RLock()
+	var pts []point
+	if n := int64(len(h.ring)); toStep-fromStep+1 > n {
+		fromStep = toStep - n + 1
+	}
+	var cur point
+	for s := fromStep; s <= toStep; s++ {
+		p := h.ring[((s%int64(len(h.ring)))+int64(len(h.ring)))%int64(len(h.ring))]
+		if p.step != s || p.ticks == 0 {
+			continue
+		}
+		bucket := floorDiv(s, per) * per
+		if cur.ticks > 0 && cur.step != bucket {
+			pts = append(pts, cur)
+			cur = point{}
+		}
+		if cur.ticks == 0 {
+			cur = point{step: bucket, v: p.v, health: p.health, ticks: p.ticks}
+		} else {
+			cur.merge(p.v, p.health)
+		}
+	}
+	if cur.ticks > 0 {
+		pts = append(pts, cur)
+	}
+	h.mu.RUnlock()
+
+	out.Time = make([]int64, len(pts))
+	out.Health = make([]string, len(pts))
+	cols := make([][]*float64, nSeries)
+	vals := make([]float64, len(pts)*nSeries) // one allocation for every value
+	for i := range cols {
+		cols[i] = make([]*float64, len(pts))
+	}
+	for j, p := range pts {
+		out.Time[j] = p.step * resSec
+		out.Health[j] = healthNames[p.health]
+		for i, x := range p.v {
+			if x == x {
+				k := j*nSeries + i
+				vals[k] = round6(float64(x))
+				cols[i][j] = &vals[k]
+			}
+		}
+	}
+	for i, name := range Series {
+		out.Series[name] = cols[i]
+	}
+	return out
+}
+
+func floorDiv(a, b int64) int64 {
+	q := a / b
+	if (a%b != 0) && ((a < 0) != (b < 0)) {
+		q--
+	}
+	return q
+}
+
+// round6 trims float32 noise (0.1 stored as 0.10000000149) for the JSON.
+func round6(x float64) float64 {
+	if math.Abs(x) >= 1e9 {
+		return x
+	}
+	return math.Round(x*1e6) / 1e6
+}
