@@ -94,6 +94,12 @@ func TestEnvTableCoversEveryFieldExactlyOnce(t *testing.T) {
 	if len(EnvVars()) != len(leaves) {
 		t.Errorf("%d variables for %d fields", len(EnvVars()), len(leaves))
 	}
+	for i, e := range EnvVars() {
+		if i < len(leaves) && e.Key != leaves[i] {
+			t.Errorf("EnvVars()[%d] is %s, want %s: the table must follow the struct order", i, e.Key, leaves[i])
+			break
+		}
+	}
 }
 
 func TestEnvNamesFollowTheProductOrTheRule(t *testing.T) {
