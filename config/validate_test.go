@@ -97,6 +97,8 @@ func TestValidateRules(t *testing.T) {
 		{"adaptive min 0", func(c *Config) { c.Backpressure.Adaptive.MinLimit = 0 }, "backpressure.adaptive.min_limit", "must be between 1"},
 		{"headroom 0", func(c *Config) { c.Backpressure.Adaptive.Headroom = 0 }, "backpressure.adaptive.headroom", "must be in (0,10]"},
 		{"shed fraction 0", func(c *Config) { c.Backpressure.ShedFraction = 0 }, "backpressure.shed_fraction", "must be in (0,1]"},
+		{"shed signal unknown", func(c *Config) { c.Backpressure.ShedSignals = []string{"memory", "disk"} }, "backpressure.shed_signals", `must be one of memory, cpu, db_connections, redis_evicting, error_rate, response_time, got "disk"`},
+		{"shed signals empty fine", func(c *Config) { c.Backpressure.ShedSignals = nil }, "", ""},
 		{"shed fraction 1 fine", func(c *Config) { c.Backpressure.ShedFraction = 1 }, "", ""},
 		{"critical route without slash", func(c *Config) { c.Backpressure.CriticalRoutes = []string{"checkout"} }, "backpressure.critical_routes", `item 1 must start with "/", got "checkout"`},
 		{"route in both lists", func(c *Config) {
