@@ -14,6 +14,9 @@
 #   RATE=6000      open-loop rate, req/s;  LOW_RATE=200  single-connection rate
 #   CONNS=64       connections of the peak / 16 KiB / open-loop runs
 #   PROXY_CPU=0 LOAD_CPU=1
+#   NICE=0         e.g. -19 on a machine shared with other work: the processes under
+#                  test and the load generators get the CPU first (needs root);
+#                  every run reports how much of each core other processes still took
 #   DB_DSN=mysql://root@127.0.0.1:3306/test  REDIS_URL=redis://127.0.0.1:6379/0  (pulsegate full's probes)
 #   MODES=compare,agree   add ",profile" for perf CPU profiles of PROFILE_TARGETS
 #                         (default pulsegate,bare) under the peak load
@@ -34,6 +37,6 @@ exec "$BIN/driver" -bin "$BIN" -out "$REPO/bench/results" \
 	-targets "$TARGETS" \
 	-rounds "${ROUNDS:-3}" -duration "${DURATION:-10}s" \
 	-rate "${RATE:-6000}" -low-rate "${LOW_RATE:-200}" -conns "${CONNS:-64}" \
-	-proxy-cpu "${PROXY_CPU:-0}" -load-cpu "${LOAD_CPU:-1}" \
+	-proxy-cpu "${PROXY_CPU:-0}" -load-cpu "${LOAD_CPU:-1}" -nice "${NICE:-0}" \
 	-profile-targets "${PROFILE_TARGETS:-pulsegate,bare}" \
 	-db-dsn "${DB_DSN-mysql://root@127.0.0.1:3306/test}" -redis-url "${REDIS_URL-redis://127.0.0.1:6379/0}"

@@ -8,7 +8,7 @@
 #   ROUNDS=1  DURATION=10  CONNS=64 (for the path-count points)
 #   SCALE_CONNS=1,64,512,4096  SCALE_ROUTES=10,1000,100000
 #   SCALE_TARGETS=pulsegate,bare   IDLE=60 (seconds; 0 skips)
-#   PROXY_CPU=0 LOAD_CPU=1  DB_DSN=...  REDIS_URL=...
+#   PROXY_CPU=0 LOAD_CPU=1  NICE=0 (see run.sh)  DB_DSN=...  REDIS_URL=...
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 install_tools
@@ -27,5 +27,5 @@ exec "$BIN/driver" -bin "$BIN" -out "$REPO/bench/results" -mode scale \
 	-rounds "${ROUNDS:-1}" -duration "${DURATION:-10}s" -conns "${CONNS:-64}" \
 	-scale-conns "${SCALE_CONNS:-1,64,512,4096}" -scale-routes "${SCALE_ROUTES:-10,1000,100000}" \
 	-idle "${IDLE:-60}s" \
-	-proxy-cpu "${PROXY_CPU:-0}" -load-cpu "${LOAD_CPU:-1}" \
+	-proxy-cpu "${PROXY_CPU:-0}" -load-cpu "${LOAD_CPU:-1}" -nice "${NICE:-0}" \
 	-db-dsn "${DB_DSN-mysql://root@127.0.0.1:3306/test}" -redis-url "${REDIS_URL-redis://127.0.0.1:6379/0}"

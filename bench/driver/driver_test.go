@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"math"
 	"net/http"
 	"net/http/httptest"
@@ -325,7 +326,7 @@ func TestMeterAgainstBareProxy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	up := pinned("0", filepath.Join(bin, "upstream"), "-addr", upAddr)
+	up := pinned(0, "0", filepath.Join(bin, "upstream"), "-addr", upAddr)
 	if err := up.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -364,5 +365,36 @@ func TestMeterAgainstBareProxy(t *testing.T) {
 	d, err := e.start(ctx, tDirect, 0)
 	if err != nil || d.pid() != 0 || d.url != "http://"+upAddr {
 		t.Fatalf("direct: %+v %v", d, err)
+	}
+}
+
+func TestCPUTimesAndLists(t *testing.T) {
+	root := t.TempDir()
+	stat := "cpu  10 0 10 100 0 0 0 0 0 0\ncpu0 5 1 4 50 7 1 1 2 3 0\ncpu1 5 0 5 50 0 0 0 0 0 0\nintr 1 2 3\n"
+	if err := os.WriteFile(filepath.Join(root, "stat"), []byte(stat), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p := procFS{root: root}
+	busy, total, err := p.cpuTimes([]int{0})
+	// busy = user+nice+system+irq+softirq+steal = 5+1+4+1+1+2; guest (3) is inside user already.
+	if err != nil || busy != 14 || total != 14+50+7 {
+		t.Fatalf("cpu0 busy %d total %d (%v), want 14 and 71", busy, total, err)
+	}
+	if busy, _, err = p.cpuTimes([]int{0, 1}); err != nil || busy != 24 {
+		t.Fatalf("cpu0+1 busy %d (%v), want 24", busy, err)
+	}
+	if _, _, err = p.cpuTimes([]int{7}); err == nil {
+		t.Fatal("a CPU missing from /proc/stat must be an error")
+	}
+	for in, want := range map[string]string{"0": "[0]", "0,2": "[0 2]", "1-3": "[1 2 3]"} {
+		got, err := parseCPUList(in)
+		if err != nil || fmt.Sprint(got) != want {
+			t.Errorf("parseCPUList(%q) = %v, %v; want %s", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"", "x", "3-1", "-1"} {
+		if _, err := parseCPUList(bad); err == nil {
+			t.Errorf("parseCPUList(%q): want an error", bad)
+		}
 	}
 }

@@ -64,6 +64,7 @@ type options struct {
 	conns        int
 	proxyCPU     string
 	loadCPU      string
+	nice         int
 	dbDSN        string
 	redisURL     string
 	scaleConns   []int
@@ -118,6 +119,7 @@ func parseOptions() (options, error) {
 	flag.IntVar(&o.conns, "conns", 64, "connections of the peak, 16 KiB and open-loop runs")
 	flag.StringVar(&o.proxyCPU, "proxy-cpu", "0", "taskset CPU list for the proxy and the upstream")
 	flag.StringVar(&o.loadCPU, "load-cpu", "1", "taskset CPU list for the load generators")
+	flag.IntVar(&o.nice, "nice", 0, "niceness of the processes under test and the load generators (-19 favours them over unrelated work; needs root)")
 	flag.StringVar(&o.dbDSN, "db-dsn", "mysql://root@127.0.0.1:3306/test", "pulsegate (full)'s database probe DSN (empty: none)")
 	flag.StringVar(&o.redisURL, "redis-url", "redis://127.0.0.1:6379/0", "pulsegate (full)'s Redis probe URL (empty: none)")
 	flag.StringVar(&scaleConns, "scale-conns", "1,64,512,4096", "scale: connection counts")
@@ -161,6 +163,8 @@ func parseOptions() (options, error) {
 		return o, fmt.Errorf("-low-rate: must be positive, got %v", o.lowRate)
 	case o.conns < 1:
 		return o, fmt.Errorf("-conns: must be at least 1, got %d", o.conns)
+	case o.nice < -20 || o.nice > 19:
+		return o, fmt.Errorf("-nice: must be within -20..19, got %d", o.nice)
 	case o.idle < 0:
 		return o, fmt.Errorf("-idle: must not be negative, got %v", o.idle)
 	}
@@ -213,7 +217,7 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	e := env{binDir: o.binDir, workDir: o.workDir, proxyCPU: o.proxyCPU, loadCPU: o.loadCPU, dbDSN: o.dbDSN, redisURL: o.redisURL}
+	e := env{binDir: o.binDir, workDir: o.workDir, proxyCPU: o.proxyCPU, loadCPU: o.loadCPU, nice: o.nice, dbDSN: o.dbDSN, redisURL: o.redisURL}
 
 	// The one upstream every target forwards to, on the proxy core.
 	upAddr, err := freePort()
@@ -221,7 +225,7 @@ func run() error {
 		return err
 	}
 	e.upstream = upAddr
-	up := pinned(o.proxyCPU, filepath.Join(o.binDir, "upstream"), "-addr", upAddr)
+	up := pinned(o.nice, o.proxyCPU, filepath.Join(o.binDir, "upstream"), "-addr", upAddr)
 	upLog, err := os.Create(filepath.Join(o.workDir, "upstream.log"))
 	if err != nil {
 		return fmt.Errorf("creating upstream log: %w", err)
@@ -238,6 +242,12 @@ func run() error {
 	}
 
 	m := &meter{env: e, proc: procFS{root: "/proc"}, tick: 1e6 / clockTick(), upPID: up.Process.Pid, wrkLua: report, pathsLua: paths}
+	if m.proxyCPUs, err = parseCPUList(o.proxyCPU); err != nil {
+		return fmt.Errorf("-proxy-cpu: %w", err)
+	}
+	if m.loadCPUs, err = parseCPUList(o.loadCPU); err != nil {
+		return fmt.Errorf("-load-cpu: %w", err)
+	}
 	rep := newReport(o)
 	stamp := rep.Start.UTC().Format("20060102-150405")
 	defer func() {
@@ -286,6 +296,7 @@ func newReport(o options) *report {
 	r.Host["open_loop_rate"] = o.rate
 	r.Host["proxy_cpu"] = o.proxyCPU
 	r.Host["load_cpu"] = o.loadCPU
+	r.Host["nice"] = o.nice
 	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
 		r.Host["loadavg_at_start"] = strings.Join(strings.Fields(string(b))[:3], " ")
 	}
@@ -305,7 +316,7 @@ func newReport(o options) *report {
 }
 
 func hostLine(h map[string]any) string {
-	keys := []string{"go", "cpus", "kernel", "loadavg_at_start", "rounds", "duration_s", "open_loop_rate", "proxy_cpu", "load_cpu", "nginx", "haproxy", "caddy", "wrk"}
+	keys := []string{"go", "cpus", "kernel", "loadavg_at_start", "rounds", "duration_s", "open_loop_rate", "proxy_cpu", "load_cpu", "nice", "nginx", "haproxy", "caddy", "wrk"}
 	var parts []string
 	for _, k := range keys {
 		if v, ok := h[k]; ok {
@@ -391,6 +402,13 @@ func compare(ctx context.Context, o options, e env, m *meter, rep *report) error
 	rep.printf("\n## Summary (medians of %d interleaved round(s); ratios ÷ bare ReverseProxy and ÷ direct)\n\n", o.rounds)
 	rep.printf("%s", summaryTable(med, targets, "peak", "open", fmt.Sprintf("at %s req/s open-loop", fmtNum(o.rate))))
 	rep.printf("\nproxy CPU = the proxy's processes' utime+stime ÷ requests; pod CPU adds the upstream's (the whole cost on the shared core; for direct it is the upstream alone).\n")
+	pc, lc := interference(rep.Compare)
+	rep.printf("\nOther processes on this machine used a median %s of the proxy core and %s of the load core during these runs", fmtPct(pc), fmtPct(lc))
+	if pc > 0.05 || lc > 0.05 {
+		rep.printf(": the machine was shared, absolute figures are disturbed; compare ratios within this run.\n")
+	} else {
+		rep.printf(".\n")
+	}
 	for _, md := range modes {
 		rep.printf("\n### %s\n\ncells: median value (÷ bare · ÷ direct)\n\n", md.title)
 		rep.printf("%s", modeTable(med, targets, md.key, md.l.open))

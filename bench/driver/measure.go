@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -48,6 +49,11 @@ type figures struct {
 	ProxyCPU float64 `json:"proxy_cpu_us"`
 	// PodCPU adds the upstream's: what the proxy's core spent per request.
 	PodCPU float64 `json:"pod_cpu_us"`
+	// OtherProxyCore and OtherLoadCore are the share (0..1) of the proxy's
+	// and the load generator's cores that processes outside the benchmark
+	// used during the run: how much a shared machine disturbed it.
+	OtherProxyCore float64 `json:"other_proxy_core"`
+	OtherLoadCore  float64 `json:"other_load_core"`
 }
 
 // MarshalJSON writes NaN figures as null (encoding/json rejects NaN).
@@ -64,6 +70,7 @@ func (f figures) MarshalJSON() ([]byte, error) {
 		"service_p50_ms": n(f.ServiceP50), "service_p99_ms": n(f.ServiceP99),
 		"send_lag_p99_ms": n(f.SendLagP99),
 		"proxy_cpu_us":    n(f.ProxyCPU), "pod_cpu_us": n(f.PodCPU),
+		"other_proxy_core": n(f.OtherProxyCore), "other_load_core": n(f.OtherLoadCore),
 	})
 }
 
@@ -75,6 +82,10 @@ type meter struct {
 	upPID    int
 	wrkLua   string // report.lua path
 	pathsLua string // paths.lua + report.lua path
+	// proxyCPUs and loadCPUs are the parsed -proxy-cpu and -load-cpu lists.
+	proxyCPUs, loadCPUs []int
+	// loadTicks is the CPU the last load generator run used, in ticks.
+	loadTicks float64
 }
 
 // run drives l against r and returns the figures.
@@ -90,6 +101,8 @@ func (m *meter) run(ctx context.Context, r *running, l load) (figures, error) {
 	if u0, err = m.proc.cpuTicks(m.upPID); err != nil {
 		return figures{}, fmt.Errorf("reading upstream CPU: %w", err)
 	}
+	pb0, pt0, perr0 := m.proc.cpuTimes(m.proxyCPUs)
+	lb0, lt0, lerr0 := m.proc.cpuTimes(m.loadCPUs)
 	var f figures
 	if l.open {
 		f, err = m.loadgen(ctx, r.url+l.path, l)
@@ -107,6 +120,16 @@ func (m *meter) run(ctx context.Context, r *running, l load) (figures, error) {
 	}
 	if u1, err = m.proc.cpuTicks(m.upPID); err != nil {
 		return f, fmt.Errorf("reading upstream CPU: %w", err)
+	}
+	pb1, pt1, perr1 := m.proc.cpuTimes(m.proxyCPUs)
+	lb1, lt1, lerr1 := m.proc.cpuTimes(m.loadCPUs)
+	f.OtherProxyCore, f.OtherLoadCore = math.NaN(), math.NaN()
+	if perr0 == nil && perr1 == nil && pt1 > pt0 {
+		ours := float64(p1-p0) + float64(u1-u0)
+		f.OtherProxyCore = math.Max(0, (float64(pb1-pb0)-ours)/float64(pt1-pt0))
+	}
+	if lerr0 == nil && lerr1 == nil && lt1 > lt0 {
+		f.OtherLoadCore = math.Max(0, (float64(lb1-lb0)-m.loadTicks)/float64(lt1-lt0))
 	}
 	f.ProxyCPU, f.PodCPU = math.NaN(), math.NaN()
 	if f.Requests > 0 {
@@ -163,11 +186,13 @@ func (m *meter) wrk(ctx context.Context, url string, l load) (figures, error) {
 		script = m.pathsLua
 		extra = []string{"--", strconv.Itoa(l.routes)}
 	}
-	args := append([]string{"-c", m.env.loadCPU, "wrk", "-t1", "-c", strconv.Itoa(l.conns),
-		"-d", wrkSeconds(l.duration), "--timeout", "10s", "-s", script, url}, extra...)
+	argv := pinnedArgv(m.env.nice, m.env.loadCPU, "wrk", append([]string{"-t1", "-c", strconv.Itoa(l.conns),
+		"-d", wrkSeconds(l.duration), "--timeout", "10s", "-s", script, url}, extra...)...)
 	cctx, cancel := context.WithTimeout(ctx, l.duration+60*time.Second)
 	defer cancel()
-	out, err := exec.CommandContext(cctx, "taskset", args...).CombinedOutput()
+	cmd := exec.CommandContext(cctx, argv[0], argv[1:]...)
+	out, err := cmd.CombinedOutput()
+	m.loadTicks = m.childTicks(cmd)
 	if err != nil {
 		return figures{}, fmt.Errorf("running wrk: %w\n%s", err, out)
 	}
@@ -231,12 +256,14 @@ func (m *meter) loadgen(ctx context.Context, url string, l load) (figures, error
 func (m *meter) loadgenRaw(ctx context.Context, url string, l load) (loadgenResult, error) {
 	cctx, cancel := context.WithTimeout(ctx, l.duration+60*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(cctx, "taskset", "-c", m.env.loadCPU, filepath.Join(m.env.binDir, "loadgen"),
+	argv := pinnedArgv(m.env.nice, m.env.loadCPU, filepath.Join(m.env.binDir, "loadgen"),
 		"-url", url, "-rate", strconv.FormatFloat(l.rate, 'f', -1, 64),
 		"-duration", l.duration.String(), "-conns", strconv.Itoa(l.conns))
+	cmd := exec.CommandContext(cctx, argv[0], argv[1:]...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
+	m.loadTicks = m.childTicks(cmd)
 	if err != nil {
 		return loadgenResult{}, fmt.Errorf("running loadgen: %w\n%s", err, stderr.Bytes())
 	}
@@ -263,6 +290,19 @@ func (m *meter) rss(r *running) (peak, cur float64, err error) {
 		return 0, 0, err
 	}
 	return float64(hwm) / 1024, float64(now) / 1024, nil
+}
+
+// childTicks is the user+system CPU of a finished command, in clock ticks.
+func (m *meter) childTicks(cmd *exec.Cmd) float64 {
+	if cmd.ProcessState == nil {
+		return 0
+	}
+	ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage)
+	if !ok {
+		return 0
+	}
+	us := float64(ru.Utime.Sec*1e6+ru.Utime.Usec) + float64(ru.Stime.Sec*1e6+ru.Stime.Usec)
+	return us / m.tick
 }
 
 // clockTick asks getconf for CLK_TCK (100 on every Linux we know).

@@ -138,3 +138,65 @@ func (p procFS) treeKB(pid int, key string) (uint64, error) {
 	}
 	return sum, nil
 }
+
+// parseCPUList reads a taskset CPU list ("0", "0,2", "0-3").
+func parseCPUList(s string) ([]int, error) {
+	var out []int
+	for f := range strings.SplitSeq(s, ",") {
+		lo, hi, isRange := strings.Cut(strings.TrimSpace(f), "-")
+		a, err := strconv.Atoi(lo)
+		if err != nil || a < 0 {
+			return nil, fmt.Errorf("CPU list %q: %q is not a CPU number", s, f)
+		}
+		b := a
+		if isRange {
+			if b, err = strconv.Atoi(hi); err != nil || b < a {
+				return nil, fmt.Errorf("CPU list %q: %q is not a range", s, f)
+			}
+		}
+		for c := a; c <= b; c++ {
+			out = append(out, c)
+		}
+	}
+	return out, nil
+}
+
+// cpuTimes sums the /proc/stat counters of cpus: busy (everything but idle
+// and iowait) and total ticks.
+func (p procFS) cpuTimes(cpus []int) (busy, total uint64, err error) {
+	b, err := os.ReadFile(filepath.Join(p.root, "stat"))
+	if err != nil {
+		return 0, 0, fmt.Errorf("reading /proc/stat: %w", err)
+	}
+	want := map[string]bool{}
+	for _, c := range cpus {
+		want["cpu"+strconv.Itoa(c)] = true
+	}
+	found := 0
+	for line := range strings.SplitSeq(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 5 || !want[f[0]] {
+			continue
+		}
+		found++
+		for i, v := range f[1:] {
+			n, err := strconv.ParseUint(v, 10, 64)
+			if err != nil {
+				return 0, 0, fmt.Errorf("parsing /proc/stat %s: %w", f[0], err)
+			}
+			// user nice system idle iowait irq softirq steal guest guest_nice;
+			// guest time is already counted in user/nice.
+			if i >= 8 {
+				break
+			}
+			total += n
+			if i != 3 && i != 4 {
+				busy += n
+			}
+		}
+	}
+	if found != len(want) {
+		return 0, 0, fmt.Errorf("reading /proc/stat: found %d of the CPUs %v", found, cpus)
+	}
+	return busy, total, nil
+}

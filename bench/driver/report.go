@@ -64,6 +64,25 @@ func fmtNum(v float64) string {
 	}
 }
 
+// fmtPct prints a 0..1 share as a whole percentage, or "–".
+func fmtPct(v float64) string {
+	if math.IsNaN(v) {
+		return "–"
+	}
+	return fmt.Sprintf("%.0f %%", 100*v)
+}
+
+// interference is the median share of the proxy's and the load generator's
+// cores that unrelated processes used over all samples.
+func interference(samples []sample) (proxyCore, loadCore float64) {
+	var p, l []float64
+	for _, s := range samples {
+		p = append(p, s.Fig.OtherProxyCore)
+		l = append(l, s.Fig.OtherLoadCore)
+	}
+	return median(p), median(l)
+}
+
 // fmtRatio prints a ratio as "1.23×", or "–".
 func fmtRatio(v float64) string {
 	if math.IsNaN(v) {
@@ -115,17 +134,19 @@ func summarize(samples []sample, rss []rssSample) medians {
 			return median(v)
 		}
 		med := figures{
-			Requests:   int(col(func(f figures) float64 { return float64(f.Requests) })),
-			Errors:     int(col(func(f figures) float64 { return float64(f.Errors) })),
-			RPS:        col(func(f figures) float64 { return f.RPS }),
-			P50:        col(func(f figures) float64 { return f.P50 }),
-			P99:        col(func(f figures) float64 { return f.P99 }),
-			P999:       col(func(f figures) float64 { return f.P999 }),
-			ServiceP50: col(func(f figures) float64 { return f.ServiceP50 }),
-			ServiceP99: col(func(f figures) float64 { return f.ServiceP99 }),
-			SendLagP99: col(func(f figures) float64 { return f.SendLagP99 }),
-			ProxyCPU:   col(func(f figures) float64 { return f.ProxyCPU }),
-			PodCPU:     col(func(f figures) float64 { return f.PodCPU }),
+			Requests:       int(col(func(f figures) float64 { return float64(f.Requests) })),
+			Errors:         int(col(func(f figures) float64 { return float64(f.Errors) })),
+			RPS:            col(func(f figures) float64 { return f.RPS }),
+			P50:            col(func(f figures) float64 { return f.P50 }),
+			P99:            col(func(f figures) float64 { return f.P99 }),
+			P999:           col(func(f figures) float64 { return f.P999 }),
+			ServiceP50:     col(func(f figures) float64 { return f.ServiceP50 }),
+			ServiceP99:     col(func(f figures) float64 { return f.ServiceP99 }),
+			SendLagP99:     col(func(f figures) float64 { return f.SendLagP99 }),
+			ProxyCPU:       col(func(f figures) float64 { return f.ProxyCPU }),
+			PodCPU:         col(func(f figures) float64 { return f.PodCPU }),
+			OtherProxyCore: col(func(f figures) float64 { return f.OtherProxyCore }),
+			OtherLoadCore:  col(func(f figures) float64 { return f.OtherLoadCore }),
 		}
 		if m.fig[k.t] == nil {
 			m.fig[k.t] = map[string]figures{}
@@ -151,7 +172,8 @@ func (m medians) get(target, mode string) figures {
 		return f
 	}
 	n := math.NaN()
-	return figures{RPS: n, P50: n, P99: n, P999: n, ServiceP50: n, ServiceP99: n, SendLagP99: n, ProxyCPU: n, PodCPU: n}
+	return figures{RPS: n, P50: n, P99: n, P999: n, ServiceP50: n, ServiceP99: n, SendLagP99: n, ProxyCPU: n, PodCPU: n,
+		OtherProxyCore: n, OtherLoadCore: n}
 }
 
 // peakRSS is target's median VmHWM in MiB, NaN when unknown.
@@ -209,13 +231,14 @@ func modeTable(m medians, targets []string, mode string, open bool) string {
 			cell(f.ProxyCPU, bare.ProxyCPU, direct.ProxyCPU),
 			cell(f.PodCPU, bare.PodCPU, direct.PodCPU),
 			fmt.Sprintf("%d / %d", f.Errors, f.Requests),
+			fmtPct(f.OtherProxyCore) + " / " + fmtPct(f.OtherLoadCore),
 		}
 		if open {
 			row = append(row, fmtNum(f.ServiceP99), fmtNum(f.SendLagP99))
 		}
 		rows = append(rows, row)
 	}
-	header := []string{"target", "req/s", "p50 ms", "p99 ms", "p99.9 ms", "proxy CPU µs/req", "pod CPU µs/req", "errors / requests"}
+	header := []string{"target", "req/s", "p50 ms", "p99 ms", "p99.9 ms", "proxy CPU µs/req", "pod CPU µs/req", "errors / requests", "other load: proxy / load core"}
 	if open {
 		header = append(header, "service p99 ms", "send lag p99 ms")
 	}

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -47,6 +48,9 @@ type env struct {
 	upstream string // host:port of the shared upstream
 	proxyCPU string // taskset CPU list for proxies and the upstream
 	loadCPU  string // taskset CPU list for load generators
+	// nice is the niceness of every process under test and of the load
+	// generators (negative: favoured over unrelated work on a shared machine).
+	nice int
 	// dbDSN and redisURL configure pulsegate (full)'s probes.
 	dbDSN, redisURL string
 }
@@ -81,10 +85,21 @@ func freePort() (string, error) {
 	return addr, nil
 }
 
-// pinned builds a command that runs bin with args on cpus (taskset execs
-// the program, so the PID is the program's own).
-func pinned(cpus, bin string, args ...string) *exec.Cmd {
-	cmd := exec.Command("taskset", append([]string{"-c", cpus, bin}, args...)...)
+// pinnedArgv is the argv that runs bin on cpus at niceness nice (0 = as
+// is). nice and taskset both exec, so the PID is the program's own.
+func pinnedArgv(nice int, cpus, bin string, args ...string) []string {
+	argv := []string{"taskset", "-c", cpus, bin}
+	if nice != 0 {
+		argv = append([]string{"nice", "-n", strconv.Itoa(nice)}, argv...)
+	}
+	return append(argv, args...)
+}
+
+// pinned builds a command running bin on cpus at niceness nice, in its own
+// process group (so that stop can reach nginx's workers).
+func pinned(nice int, cpus, bin string, args ...string) *exec.Cmd {
+	argv := pinnedArgv(nice, cpus, bin, args...)
+	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	return cmd
 }
@@ -132,7 +147,7 @@ func (e env) start(ctx context.Context, name string, round int) (*running, error
 	var cmd *exec.Cmd
 	switch name {
 	case tBare:
-		cmd = pinned(e.proxyCPU, filepath.Join(e.binDir, "bareproxy"),
+		cmd = pinned(e.nice, e.proxyCPU, filepath.Join(e.binDir, "bareproxy"),
 			"-listen", listen, "-upstream", "http://"+e.upstream, "-max-idle-per-host", "1024")
 	case tPulsegate, tPulseNoMon:
 		admin, err := freePort()
@@ -140,26 +155,26 @@ func (e env) start(ctx context.Context, name string, round int) (*running, error
 			return nil, err
 		}
 		r.adminURL = "http://" + admin
-		cmd = pinned(e.proxyCPU, filepath.Join(e.binDir, "pulsegate"), "serve")
+		cmd = pinned(e.nice, e.proxyCPU, filepath.Join(e.binDir, "pulsegate"), "serve")
 		cmd.Env = append(os.Environ(), pulsegateEnv(name, "http://"+e.upstream, listen, admin, filepath.Join(dir, "data"), e.dbDSN, e.redisURL)...)
 	case tNginx:
 		conf := filepath.Join(dir, "nginx.conf")
 		if err := os.WriteFile(conf, []byte(nginxConf(dir, listen, e.upstream)), 0o644); err != nil {
 			return nil, fmt.Errorf("writing nginx config: %w", err)
 		}
-		cmd = pinned(e.proxyCPU, "nginx", "-c", conf, "-p", dir, "-e", filepath.Join(dir, "error.log"))
+		cmd = pinned(e.nice, e.proxyCPU, "nginx", "-c", conf, "-p", dir, "-e", filepath.Join(dir, "error.log"))
 	case tHAProxy:
 		conf := filepath.Join(dir, "haproxy.cfg")
 		if err := os.WriteFile(conf, []byte(haproxyConf(listen, e.upstream)), 0o644); err != nil {
 			return nil, fmt.Errorf("writing haproxy config: %w", err)
 		}
-		cmd = pinned(e.proxyCPU, "haproxy", "-db", "-f", conf)
+		cmd = pinned(e.nice, e.proxyCPU, "haproxy", "-db", "-f", conf)
 	case tCaddy:
 		conf := filepath.Join(dir, "Caddyfile")
 		if err := os.WriteFile(conf, []byte(caddyConf(listen, e.upstream)), 0o644); err != nil {
 			return nil, fmt.Errorf("writing caddy config: %w", err)
 		}
-		cmd = pinned(e.proxyCPU, "caddy", "run", "--config", conf, "--adapter", "caddyfile")
+		cmd = pinned(e.nice, e.proxyCPU, "caddy", "run", "--config", conf, "--adapter", "caddyfile")
 		cmd.Env = append(os.Environ(), "XDG_DATA_HOME="+dir, "XDG_CONFIG_HOME="+dir, "HOME="+dir)
 	default:
 		return nil, fmt.Errorf("starting %s: unknown target", name)
