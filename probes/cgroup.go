@@ -436,16 +436,16 @@ type psiLine struct {
 	TotalSeconds float64 `json:"total_seconds"`
 }
 
-// PressureStat is one resource's pressure stall information (percent of
+// SystemPressure is one resource's pressure stall information (percent of
 // wall time some / all tasks were stalled).
-type PressureStat struct {
+type SystemPressure struct {
 	Some *psiLine `json:"some,omitempty"`
 	Full *psiLine `json:"full,omitempty"`
 }
 
 // parsePSI parses /proc/pressure/{cpu,memory,io}.
-func parsePSI(s string) (PressureStat, error) {
-	var out PressureStat
+func parsePSI(s string) (SystemPressure, error) {
+	var out SystemPressure
 	for line := range strings.Lines(s) {
 		f := strings.Fields(line)
 		if len(f) == 0 {
@@ -487,26 +487,26 @@ func parsePSI(s string) (PressureStat, error) {
 	return out, nil
 }
 
-// LoadAvg is the 1, 5 and 15 minute load average.
-type LoadAvg struct {
+// SystemLoad is the 1, 5 and 15 minute load average.
+type SystemLoad struct {
 	Load1  float64 `json:"load1"`
 	Load5  float64 `json:"load5"`
 	Load15 float64 `json:"load15"`
 }
 
 // parseLoadAvg parses /proc/loadavg.
-func parseLoadAvg(s string) (LoadAvg, error) {
+func parseLoadAvg(s string) (SystemLoad, error) {
 	f := strings.Fields(s)
 	if len(f) < 3 {
-		return LoadAvg{}, fmt.Errorf("parsing loadavg %q: want at least 3 fields", strings.TrimSpace(s))
+		return SystemLoad{}, fmt.Errorf("parsing loadavg %q: want at least 3 fields", strings.TrimSpace(s))
 	}
 	var v [3]float64
 	for i := range v {
 		x, err := strconv.ParseFloat(f[i], 64)
 		if err != nil {
-			return LoadAvg{}, fmt.Errorf("parsing loadavg field %d %q: not a number", i+1, f[i])
+			return SystemLoad{}, fmt.Errorf("parsing loadavg field %d %q: not a number", i+1, f[i])
 		}
 		v[i] = x
 	}
-	return LoadAvg{Load1: v[0], Load5: v[1], Load15: v[2]}, nil
+	return SystemLoad{Load1: v[0], Load5: v[1], Load15: v[2]}, nil
 }
