@@ -53,7 +53,7 @@ func splitDSN(raw string) (dsnParts, error) {
 		}
 		return p, errors.New("malformed URL after the credentials")
 	}
-	if u.Host == "" {
+	if u.Host == "" && p.scheme != "unix" {
 		return p, errors.New("missing host")
 	}
 	p.rest = u

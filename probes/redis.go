@@ -257,7 +257,7 @@ type Redis struct {
 }
 
 // NewRedis returns the Redis probe for cfg.Redis.URL
-// (redis://[user:pass@]host:6379/db, rediss:// for TLS). It does not
+// (redis://[user:pass@]host:6379/db, rediss:// for TLS, unix:///path.sock?db=N). It does not
 // connect; the first Probe does. Errors name the field and never contain
 // the password.
 func NewRedis(cfg *config.Config, log *zap.Logger, opts ...RedisOption) (Prober, error) {
@@ -281,9 +281,9 @@ func newRedis(cfg *config.Config, log *zap.Logger, opts ...RedisOption) (*Redis,
 	}
 	scrubber := newSecretScrubber(parts.password, rc.URL.Reveal())
 	switch parts.scheme {
-	case "redis", "rediss":
+	case "redis", "rediss", "unix":
 	default:
-		return nil, fmt.Errorf("redis.url (RESPONSIVENESS_REDIS_URL): unsupported scheme %q: want redis:// or rediss://", parts.scheme)
+		return nil, fmt.Errorf("redis.url (RESPONSIVENESS_REDIS_URL): unsupported scheme %q: want redis://, rediss:// or unix://", parts.scheme)
 	}
 	timeout := rc.ProbeTimeout.Duration()
 	if timeout <= 0 {

@@ -457,3 +457,21 @@ func TestRedisGrowthPattern(t *testing.T) {
 
 // observerCore records log entries for assertions.
 func observerCore() (zapcore.Core, *observer.ObservedLogs) { return observer.New(zapcore.DebugLevel) }
+
+func TestRedisUnixURL(t *testing.T) {
+	r, err := newRedis(testRedisConfig("unix://u:"+url.QueryEscape(canary)+"@/run/redis/none.sock?db=2"), zap.NewNop())
+	if err != nil {
+		t.Fatalf("unix URL refused: %v", err)
+	}
+	defer r.Close()
+	if r.db != 2 {
+		t.Errorf("db = %d, want 2", r.db)
+	}
+	assertNoCanary(t, "target", r.target)
+	res := probeOnce(t, r, 5*time.Second)
+	if res.Status != StatusDown {
+		t.Errorf("missing socket: status %s", res.Status)
+	}
+	b, _ := json.Marshal(res)
+	assertNoCanary(t, "result", string(b))
+}
