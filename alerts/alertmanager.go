@@ -34,7 +34,7 @@ type AlertmanagerAlert struct {
 type alertmanagerNotifier struct{ m *Manager }
 
 func (*alertmanagerNotifier) enabled(cfg *config.Config) bool {
-	return cfg.Alerts.AlertmanagerURL != ""
+	return cfg.Alerts.AlertmanagerURL.IsSet()
 }
 func (*alertmanagerNotifier) wants(*config.Config, Event) bool { return true }
 
@@ -79,7 +79,7 @@ func (n *alertmanagerNotifier) post(ctx context.Context, cfg *config.Config, out
 	if err != nil {
 		return fmt.Errorf("encoding alertmanager alerts: %w", err)
 	}
-	endpoint := strings.TrimRight(cfg.Alerts.AlertmanagerURL, "/") + "/api/v2/alerts"
+	endpoint := strings.TrimRight(cfg.Alerts.AlertmanagerURL.Reveal(), "/") + "/api/v2/alerts"
 	return n.m.postJSON(ctx, "alertmanager", endpoint, body)
 }
 

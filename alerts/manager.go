@@ -308,10 +308,10 @@ func validate(cfg *config.Config) error {
 	if a.Retries < 0 || a.Retries > 100 {
 		errs = append(errs, fmt.Errorf("alerts.retries: must be in [0, 100], got %d", a.Retries))
 	}
-	if err := validateHTTPURL("alerts.webhook_url", a.WebhookURL); err != nil {
+	if err := validateHTTPURL("alerts.webhook_url", a.WebhookURL.Reveal()); err != nil {
 		errs = append(errs, err)
 	}
-	if err := validateHTTPURL("alerts.alertmanager_url", a.AlertmanagerURL); err != nil {
+	if err := validateHTTPURL("alerts.alertmanager_url", a.AlertmanagerURL.Reveal()); err != nil {
 		errs = append(errs, err)
 	}
 	e := a.Email

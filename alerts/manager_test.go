@@ -605,8 +605,8 @@ func TestApplyChangesThresholdsLive(t *testing.T) {
 		{"history", "alerts.history_size", func(c *config.Config) { c.Alerts.HistorySize = 0 }},
 		{"timeout", "alerts.timeout", func(c *config.Config) { c.Alerts.Timeout = 0 }},
 		{"retries", "alerts.retries", func(c *config.Config) { c.Alerts.Retries = -1 }},
-		{"webhook", "alerts.webhook_url", func(c *config.Config) { c.Alerts.WebhookURL = "ftp://x/secret-token" }},
-		{"alertmanager", "alerts.alertmanager_url", func(c *config.Config) { c.Alerts.AlertmanagerURL = "not a url" }},
+		{"webhook", "alerts.webhook_url", func(c *config.Config) { c.Alerts.WebhookURL = config.Secret("ftp://x/secret-token") }},
+		{"alertmanager", "alerts.alertmanager_url", func(c *config.Config) { c.Alerts.AlertmanagerURL = config.Secret("not a url") }},
 		{"min severity", "alerts.email.min_severity", func(c *config.Config) { c.Alerts.Email.MinSeverity = "info" }},
 		{"email without from", "alerts.email.from", func(c *config.Config) {
 			c.Alerts.Email.SMTPAddr, c.Alerts.Email.To = "127.0.0.1:25", []string{"ops@example.com"}

@@ -127,7 +127,7 @@ func TestWebhookRetriesUntilSuccess(t *testing.T) {
 	}))
 	defer srv.Close()
 	cfg := config.Defaults()
-	cfg.Alerts.WebhookURL = srv.URL + "/hooks/T000/SECRET"
+	cfg.Alerts.WebhookURL = config.Secret(srv.URL + "/hooks/T000/SECRET")
 	cfg.Alerts.Retries = 3
 	h := newHarness(t, cfg, nil)
 	h.run(t)
@@ -164,7 +164,7 @@ func TestWebhookHangingReceiverTimesOut(t *testing.T) {
 	defer srv.Close()
 	defer close(release)
 	cfg := config.Defaults()
-	cfg.Alerts.WebhookURL = srv.URL + "/hooks/T000/SECRET-TOKEN"
+	cfg.Alerts.WebhookURL = config.Secret(srv.URL + "/hooks/T000/SECRET-TOKEN")
 	cfg.Alerts.Timeout = 0.2
 	cfg.Alerts.Retries = 1
 	h := newHarness(t, cfg, nil)
@@ -187,7 +187,7 @@ func TestWebhookHangingReceiverTimesOut(t *testing.T) {
 
 func TestQueueFullDropsWithoutBlocking(t *testing.T) {
 	cfg := config.Defaults()
-	cfg.Alerts.WebhookURL = "http://127.0.0.1:1/hook" // never delivered: Run is not started
+	cfg.Alerts.WebhookURL = config.Secret("http://127.0.0.1:1/hook") // never delivered: Run is not started
 	h := newHarness(t, cfg, nil)
 	done := make(chan struct{})
 	go func() {
@@ -230,7 +230,7 @@ func TestAlertmanagerChannel(t *testing.T) {
 	post := func(i int) []AlertmanagerAlert { mu.Lock(); defer mu.Unlock(); return posts[i] }
 
 	cfg := config.Defaults()
-	cfg.Alerts.AlertmanagerURL = srv.URL + "/"
+	cfg.Alerts.AlertmanagerURL = config.Secret(srv.URL + "/")
 	h := newHarness(t, cfg, nil)
 	h.m.resendInterval = time.Hour // resends tested below
 	h.run(t)
@@ -293,7 +293,7 @@ func TestAlertmanagerResendsActiveAlerts(t *testing.T) {
 	}))
 	defer srv.Close()
 	cfg := config.Defaults()
-	cfg.Alerts.AlertmanagerURL = srv.URL
+	cfg.Alerts.AlertmanagerURL = config.Secret(srv.URL)
 	h := newHarness(t, cfg, nil)
 	h.m.resendInterval = 20 * time.Millisecond
 	h.m.Evaluate(t0, figs("memory_usage", 0.95, "disk_usage", 0.9))
@@ -556,7 +556,7 @@ func TestChannelsFollowApply(t *testing.T) {
 	h.m.Evaluate(t0, figs("cpu_usage", 0.85))
 	eventually(t, "log delivery", func() bool { return h.notifications(ChannelLog, outcomeSuccess) == 1 })
 	cfg := config.Defaults()
-	cfg.Alerts.WebhookURL = srv.URL
+	cfg.Alerts.WebhookURL = config.Secret(srv.URL)
 	if err := h.m.Apply(cfg); err != nil {
 		t.Fatal(err)
 	}

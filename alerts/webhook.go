@@ -30,7 +30,7 @@ type WebhookPayload struct {
 // webhookNotifier POSTs every event as JSON; any 2xx is success.
 type webhookNotifier struct{ m *Manager }
 
-func (*webhookNotifier) enabled(cfg *config.Config) bool  { return cfg.Alerts.WebhookURL != "" }
+func (*webhookNotifier) enabled(cfg *config.Config) bool  { return cfg.Alerts.WebhookURL.IsSet() }
 func (*webhookNotifier) wants(*config.Config, Event) bool { return true }
 
 func (w *webhookNotifier) send(ctx context.Context, cfg *config.Config, ev Event) error {
@@ -41,7 +41,7 @@ func (w *webhookNotifier) send(ctx context.Context, cfg *config.Config, ev Event
 	if err != nil {
 		return fmt.Errorf("encoding webhook payload: %w", err)
 	}
-	return w.m.postJSON(ctx, "webhook", cfg.Alerts.WebhookURL, body)
+	return w.m.postJSON(ctx, "webhook", cfg.Alerts.WebhookURL.Reveal(), body)
 }
 
 // postJSON POSTs body and treats any 2xx as success. Errors name the

@@ -272,9 +272,11 @@ type Alerts struct {
 	// Email sends alerts over SMTP when SMTPAddr is set.
 	Email Email `koanf:"email" json:"email"`
 	// WebhookURL receives alerts as JSON POSTs when set.
-	WebhookURL string `koanf:"webhook_url" json:"webhook_url"`
+	// It is a Secret: chat webhooks (Slack, Teams) carry their token in the path.
+	WebhookURL Secret `koanf:"webhook_url" json:"webhook_url"`
 	// AlertmanagerURL is an Alertmanager base URL (POST /api/v2/alerts) when set.
-	AlertmanagerURL string `koanf:"alertmanager_url" json:"alertmanager_url"`
+	// It is a Secret: it may carry basic-auth credentials.
+	AlertmanagerURL Secret `koanf:"alertmanager_url" json:"alertmanager_url"`
 	// Timeout bounds one delivery attempt. Default 5 s.
 	Timeout Seconds `koanf:"timeout" json:"timeout"`
 	// Retries is how many times a failed delivery is retried with backoff. Default 3.

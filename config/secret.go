@@ -26,7 +26,13 @@ func (s Secret) String() string {
 	if s == "" {
 		return ""
 	}
-	return RedactURL(string(s))
+	r := RedactURL(string(s))
+	// An http(s) URL kept as a secret is a webhook: its path is the token.
+	if u, err := url.Parse(r); err == nil && (u.Scheme == "http" || u.Scheme == "https") &&
+		(strings.Trim(u.Path, "/") != "" || u.RawQuery != "") {
+		return u.Scheme + "://" + u.Host + "/" + Redacted
+	}
+	return r
 }
 
 // GoString redacts for %#v.

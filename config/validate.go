@@ -547,8 +547,8 @@ func (c *Config) validate() []FieldError {
 		v.add("alerts.email.username", "must not contain control characters")
 	}
 	v.oneOf("alerts.email.min_severity", e.MinSeverity, "warning", "critical")
-	v.httpURL("alerts.webhook_url", al.WebhookURL, true)
-	v.httpURL("alerts.alertmanager_url", al.AlertmanagerURL, true)
+	v.httpURL("alerts.webhook_url", al.WebhookURL.Reveal(), true)
+	v.httpURL("alerts.alertmanager_url", al.AlertmanagerURL.Reveal(), true)
 	v.positive("alerts.timeout", al.Timeout)
 	v.intRange("alerts.retries", al.Retries, 0, 100)
 
