@@ -761,3 +761,53 @@ func waitSessions(t *testing.T, f *dbFixture, user string, runs int) {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// TestDatabaseServerClosedIdleConnection: the server dropping the probe's
+// idle connection (wait_timeout, idle_session_timeout, an admin's KILL)
+// is not a false "down": the next tick reconnects transparently.
+func TestDatabaseServerClosedIdleConnection(t *testing.T) {
+	eachDB(t, func(t *testing.T, f *dbFixture) {
+		user := uniqueName("probe")
+		f.createUser(t, user, "probe-pw", true)
+		d, _ := newTestDatabase(t, testDBConfig(f.probeURL(user, "probe-pw")))
+		if r := probeOnce(t, d, 15*time.Second); r.Error != "" {
+			t.Fatalf("first probe: %s", r.Error)
+		}
+		switch f.engine {
+		case "mysql":
+			rows, err := f.admin.QueryContext(ctxT(t, 10*time.Second), "SELECT ID FROM information_schema.PROCESSLIST WHERE USER = ?", user)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var ids []int64
+			for rows.Next() {
+				var id int64
+				rows.Scan(&id)
+				ids = append(ids, id)
+			}
+			rows.Close()
+			for _, id := range ids {
+				f.admin.Exec(fmt.Sprintf("KILL %d", id))
+			}
+		case "postgres":
+			f.admin.Exec("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1", user)
+		}
+		waitSessions0(t, f, user)
+		r := probeOnce(t, d, 15*time.Second)
+		if r.Error != "" || r.Status == StatusDown {
+			t.Fatalf("after the server closed the idle connection: status %s error %q", r.Status, r.Error)
+		}
+	})
+}
+
+// waitSessions0 waits until user has no session left on the server.
+func waitSessions0(t *testing.T, f *dbFixture, user string) {
+	t.Helper()
+	end := time.Now().Add(30 * time.Second)
+	for f.sessionCount(t, user) > 0 {
+		if time.Now().After(end) {
+			t.Fatalf("sessions of %s not closed by the server", user)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

@@ -113,7 +113,7 @@ func (e *postgresEngine) read(ctx context.Context) (*dbReading, error) {
 		return nil, err
 	}
 	rd, err := e.readOn(ctx)
-	if err != nil && reused && ctx.Err() == nil && isPgConnectionLoss(err) {
+	if err != nil && reused && ctx.Err() == nil && e.lost(err) {
 		// The server may have closed the idle connection (idle_session_timeout,
 		// restart): one transparent retry of the read-only tick on a new one.
 		e.drop()
@@ -123,7 +123,7 @@ func (e *postgresEngine) read(ctx context.Context) (*dbReading, error) {
 		rd, err = e.readOn(ctx)
 	}
 	if err != nil {
-		if ctx.Err() != nil || isPgConnectionLoss(err) {
+		if ctx.Err() != nil || e.lost(err) {
 			e.drop()
 		}
 		return nil, err
@@ -132,10 +132,18 @@ func (e *postgresEngine) read(ctx context.Context) (*dbReading, error) {
 	return rd, nil
 }
 
-// isPgConnectionLoss is true for errors that are not a server's answer to a statement.
-func isPgConnectionLoss(err error) bool {
+// lost reports whether err ended the connection: a network error, or a
+// FATAL the server sends before it closes the session (57P01 administrator
+// command, 57P05 idle_session_timeout, shutdown).
+func (e *postgresEngine) lost(err error) bool {
+	if e.conn == nil || e.conn.IsClosed() {
+		return true
+	}
 	var pe *pgconn.PgError
-	return !errors.As(err, &pe)
+	if !errors.As(err, &pe) {
+		return true
+	}
+	return pe.Severity == "FATAL" || pe.Severity == "PANIC"
 }
 
 func (e *postgresEngine) readOn(ctx context.Context) (*dbReading, error) {
