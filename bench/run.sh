@@ -18,6 +18,7 @@
 #                  test and the load generators get the CPU first (needs root);
 #                  every run reports how much of each core other processes still took
 #   DB_DSN=mysql://root@127.0.0.1:3306/test  REDIS_URL=redis://127.0.0.1:6379/0  (pulsegate full's probes)
+#   AGREE_RATES=1000,$RATE  open-loop rates of the "timing figures agree" check
 #   MODES=compare,agree   add ",profile" for perf CPU profiles of PROFILE_TARGETS
 #                         (default pulsegate,bare) under the peak load
 # Quick look: ROUNDS=1 DURATION=3 bench/run.sh   (~2 minutes; the full run ~15)
@@ -38,5 +39,5 @@ exec "$BIN/driver" -bin "$BIN" -out "$REPO/bench/results" \
 	-rounds "${ROUNDS:-3}" -duration "${DURATION:-10}s" \
 	-rate "${RATE:-6000}" -low-rate "${LOW_RATE:-200}" -conns "${CONNS:-64}" \
 	-proxy-cpu "${PROXY_CPU:-0}" -load-cpu "${LOAD_CPU:-1}" -nice "${NICE:-0}" \
-	-profile-targets "${PROFILE_TARGETS:-pulsegate,bare}" \
+	-profile-targets "${PROFILE_TARGETS:-pulsegate,bare}" -agree-rates "${AGREE_RATES:-1000,${RATE:-6000}}" \
 	-db-dsn "${DB_DSN-mysql://root@127.0.0.1:3306/test}" -redis-url "${REDIS_URL-redis://127.0.0.1:6379/0}"

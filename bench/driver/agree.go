@@ -120,7 +120,17 @@ func relDiff(a, b float64) string {
 	return fmt.Sprintf("%+.1f %%", 100*r)
 }
 
-// agree runs the timing-agreement check and prints its table.
+// msDiff is a − b (both ms) in µs with the relative difference: at sub-
+// millisecond latencies the absolute gap says more than the percentage.
+func msDiff(a, b float64) string {
+	if math.IsNaN(a) || math.IsNaN(b) {
+		return "–"
+	}
+	return fmt.Sprintf("%+.0f µs (%s)", (a-b)*1e3, relDiff(a, b))
+}
+
+// agree runs the timing-agreement check at each rate of -agree-rates, a
+// fresh pulsegate per rate, and prints one table.
 func agree(ctx context.Context, o options, e env, m *meter, rep *report) error {
 	if why := e.available(tPulsegate); why != "" {
 		rep.note("agree skipped: %s", why)
@@ -129,41 +139,52 @@ func agree(ctx context.Context, o options, e env, m *meter, rep *report) error {
 	// All requests must still be inside pulsegate's 1-minute window when it
 	// is read: cap the run well below a minute.
 	d := min(max(o.duration, 10*time.Second), 40*time.Second)
-	r, err := e.start(ctx, tPulsegate, 900)
-	if err != nil {
-		rep.note("agree: %v", err)
+	var rows [][]string
+	for _, rate := range o.agreeRates {
+		a, err := agreeOnce(ctx, e, m, rate, o.conns, d)
+		if err != nil {
+			rep.note("agree at %s req/s: %v", fmtNum(rate), err)
+			continue
+		}
+		rep.Agree = append(rep.Agree, a)
+		lg := a.Loadgen
+		rows = append(rows,
+			[]string{fmtNum(rate), "requests", fmt.Sprintf("%.0f", a.Requests), fmt.Sprintf("%d", lg.Requests), relDiff(a.Requests, float64(lg.Requests)), "", ""},
+			[]string{fmtNum(rate), "p50 ms", fmtNum(a.P50), fmtNum(lg.Service.P50), msDiff(a.P50, lg.Service.P50), fmtNum(lg.Latency.P50), msDiff(a.P50, lg.Latency.P50)},
+			[]string{fmtNum(rate), "p99 ms", fmtNum(a.P99), fmtNum(lg.Service.P99), msDiff(a.P99, lg.Service.P99), fmtNum(lg.Latency.P99), msDiff(a.P99, lg.Latency.P99)},
+		)
+	}
+	if len(rows) == 0 {
 		return nil
 	}
-	defer r.stop()
-	lg, err := m.loadgenRaw(ctx, r.url+"/", load{open: true, rate: o.rate, conns: o.conns, duration: d})
+	rep.printf("\n## Timing figures agree? (pulsegate full, open loop for %v per rate, %d connections, a fresh pulsegate per rate)\n\n", d, o.conns)
+	rep.printf("%s", mdTable(
+		[]string{"rate req/s", "figure", "pulsegate (1-min window)", "loadgen: send → response", "pulsegate − loadgen", "loadgen: scheduled → response", "pulsegate − loadgen"}, rows))
+	rep.printf("\npulsegate times a request from the moment its handler starts (headers read) to the end of the response; the load generator from writing the request (or from its scheduled send) to reading the last byte, so it also sees the kernel's loopback, time the request waited in the proxy's socket before the proxy read it, and its own scheduling. The request count includes the readiness probe's single GET.\n")
+	return nil
+}
+
+// agreeOnce is one rate of the agreement check.
+func agreeOnce(ctx context.Context, e env, m *meter, rate float64, conns int, d time.Duration) (*agreement, error) {
+	r, err := e.start(ctx, tPulsegate, 900)
 	if err != nil {
-		rep.note("agree: %v", err)
-		return nil
+		return nil, err
+	}
+	defer r.stop()
+	lg, err := m.loadgenRaw(ctx, r.url+"/", load{open: true, rate: rate, conns: conns, duration: d})
+	if err != nil {
+		return nil, err
 	}
 	doc, err := fetchJSON(ctx, r.adminURL+responsivenessPath)
 	if err != nil {
-		rep.note("agree: %v", err)
-		return nil
+		return nil, err
 	}
-	a := &agreement{Rate: o.rate, DurationS: d.Seconds(), Loadgen: lg}
-	a.Window = findWindow(doc, "1m")
-	if a.Window == nil {
-		rep.note("agree: %s has no windows.1m object; cannot compare", responsivenessPath)
-		return nil
+	a := &agreement{Rate: rate, DurationS: d.Seconds(), Loadgen: lg}
+	if a.Window = findWindow(doc, "1m"); a.Window == nil {
+		return nil, fmt.Errorf("%s has no windows.1m object; cannot compare", responsivenessPath)
 	}
 	a.Requests = num(a.Window, "requests")
 	a.P50 = num(a.Window, "p50") * 1e3 // seconds → ms
 	a.P99 = num(a.Window, "p99") * 1e3
-	rep.Agree = a
-
-	rep.printf("\n## Timing figures agree? (pulsegate full, %s req/s open loop for %v, %d connections)\n\n", fmtNum(o.rate), d, o.conns)
-	rep.printf("%s", mdTable(
-		[]string{"figure", "pulsegate (1-min window)", "loadgen: send → response", "difference", "loadgen: scheduled → response", "difference"},
-		[][]string{
-			{"requests", fmt.Sprintf("%.0f", a.Requests), fmt.Sprintf("%d", lg.Requests), relDiff(a.Requests, float64(lg.Requests)), "", ""},
-			{"p50 ms", fmtNum(a.P50), fmtNum(lg.Service.P50), relDiff(a.P50, lg.Service.P50), fmtNum(lg.Latency.P50), relDiff(a.P50, lg.Latency.P50)},
-			{"p99 ms", fmtNum(a.P99), fmtNum(lg.Service.P99), relDiff(a.P99, lg.Service.P99), fmtNum(lg.Latency.P99), relDiff(a.P99, lg.Latency.P99)},
-		}))
-	rep.printf("\npulsegate times a request from its arrival at the proxy to the end of the response; the load generator from writing the request (or from its scheduled send) to reading the last byte, so it also sees the kernel's loopback and its own parsing. The request count includes the readiness probe's single GET.\n")
-	return nil
+	return a, nil
 }

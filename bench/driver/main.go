@@ -73,6 +73,8 @@ type options struct {
 	idle         time.Duration
 	// profileTargets are profiled with perf in the profile mode.
 	profileTargets []string
+	// agreeRates are the open-loop rates of the agree mode.
+	agreeRates []float64
 }
 
 func main() {
@@ -106,7 +108,7 @@ func intList(flagName, s string) ([]int, error) {
 
 func parseOptions() (options, error) {
 	var o options
-	var modes, targets, scaleConns, scaleRoutes, scaleTargets, profileTargets string
+	var modes, targets, scaleConns, scaleRoutes, scaleTargets, profileTargets, agreeRates string
 	flag.StringVar(&modes, "mode", "compare,agree", "comma-separated: compare, agree, scale, profile")
 	flag.StringVar(&o.binDir, "bin", "", "directory holding pulsegate, upstream, bareproxy, loadgen")
 	flag.StringVar(&o.workDir, "work", "", "scratch directory for configs and logs (default: a new temp dir)")
@@ -125,6 +127,7 @@ func parseOptions() (options, error) {
 	flag.StringVar(&scaleConns, "scale-conns", "1,64,512,4096", "scale: connection counts")
 	flag.StringVar(&scaleRoutes, "scale-routes", "10,1000,100000", "scale: distinct path counts (at -conns connections)")
 	flag.StringVar(&scaleTargets, "scale-targets", tPulsegate+","+tBare, "scale: targets")
+	flag.StringVar(&agreeRates, "agree-rates", "1000,6000", "agree: open-loop rates, req/s (a moderate one, and the compare mode's)")
 	flag.StringVar(&profileTargets, "profile-targets", tPulsegate+","+tBare, "profile: targets recorded with perf under the peak load")
 	flag.DurationVar(&o.idle, "idle", 60*time.Second, "scale: idle window for pulsegate's background CPU (0 skips)")
 	flag.Parse()
@@ -149,6 +152,13 @@ func parseOptions() (options, error) {
 	}
 	if o.scaleRoutes, err = intList("-scale-routes", scaleRoutes); err != nil {
 		return o, err
+	}
+	for _, f := range splitList(agreeRates) {
+		v, err := strconv.ParseFloat(f, 64)
+		if err != nil || !(v > 0) {
+			return o, fmt.Errorf("-agree-rates: %q is not a positive rate", f)
+		}
+		o.agreeRates = append(o.agreeRates, v)
 	}
 	switch {
 	case o.binDir == "":
@@ -178,11 +188,11 @@ type report struct {
 	Host  map[string]any `json:"host"`
 	Notes []string       `json:"notes"`
 	// Compare, Scale and Agree hold the raw samples of each mode.
-	Compare []sample    `json:"compare,omitempty"`
-	RSS     []rssSample `json:"rss,omitempty"`
-	Scale   []scaleRow  `json:"scale,omitempty"`
-	Agree   *agreement  `json:"agree,omitempty"`
-	Idle    []idleRow   `json:"idle,omitempty"`
+	Compare []sample     `json:"compare,omitempty"`
+	RSS     []rssSample  `json:"rss,omitempty"`
+	Scale   []scaleRow   `json:"scale,omitempty"`
+	Agree   []*agreement `json:"agree,omitempty"`
+	Idle    []idleRow    `json:"idle,omitempty"`
 }
 
 func (r *report) printf(format string, a ...any) {

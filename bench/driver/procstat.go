@@ -161,8 +161,11 @@ func parseCPUList(s string) ([]int, error) {
 	return out, nil
 }
 
-// cpuTimes sums the /proc/stat counters of cpus: busy (everything but idle
-// and iowait) and total ticks.
+// cpuTimes sums the /proc/stat counters of cpus: busy (user, nice, system
+// and steal: time processes ran or the hypervisor took the CPU) and total
+// ticks. Interrupt and softirq time is left out of busy: it holds the
+// kernel's loopback packet processing of the benchmark's own traffic, which
+// no process is charged for.
 func (p procFS) cpuTimes(cpus []int) (busy, total uint64, err error) {
 	b, err := os.ReadFile(filepath.Join(p.root, "stat"))
 	if err != nil {
@@ -190,7 +193,7 @@ func (p procFS) cpuTimes(cpus []int) (busy, total uint64, err error) {
 				break
 			}
 			total += n
-			if i != 3 && i != 4 {
+			if i == 0 || i == 1 || i == 2 || i == 7 {
 				busy += n
 			}
 		}

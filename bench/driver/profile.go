@@ -55,17 +55,24 @@ func profile(ctx context.Context, o options, e env, m *meter, rep *report) error
 			rep.note("profile %s: load %v, perf %v: %s", t, lerr, werr, recOut.String())
 			continue
 		}
-		out, err := exec.CommandContext(ctx, "perf", "report", "-i", data, "--stdio", "--no-children",
-			"--sort", "symbol", "--percent-limit", "1.5", "-g", "none").Output()
+		byDSO, err := exec.CommandContext(ctx, "perf", "report", "-i", data, "--stdio", "--no-children",
+			"--sort", "dso", "-g", "none").Output()
 		if err != nil {
 			rep.note("profile %s: perf report: %v", t, err)
 			continue
 		}
+		out, err := exec.CommandContext(ctx, "perf", "report", "-i", data, "--stdio", "--no-children",
+			"--sort", "dso,symbol", "--percent-limit", "0.7", "-g", "none").Output()
+		if err != nil {
+			rep.note("profile %s: perf report: %v", t, err)
+			continue
+		}
+		out = append(append(byDSO, '\n'), out...)
 		stamp := rep.Start.UTC().Format("20060102-150405")
 		full := filepath.Join(o.outDir, "profile-"+t+"-"+stamp+".txt")
 		_ = os.WriteFile(full, out, 0o644)
-		rep.printf("\n### %s (%s req/s while profiled; flat, symbols ≥ 1.5 %%; full report %s)\n\n```\n%s```\n",
-			targetLabel[t], fmtNum(f.RPS), filepath.Base(full), topLines(out, 30))
+		rep.printf("\n### %s (%s req/s while profiled; flat; full report %s)\n\n```\n%s\n%s```\n",
+			targetLabel[t], fmtNum(f.RPS), filepath.Base(full), topLines(byDSO, 6), topLines(out[len(byDSO)+1:], 35))
 	}
 	return nil
 }

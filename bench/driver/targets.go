@@ -202,14 +202,17 @@ func (e env) start(ctx context.Context, name string, round int) (*running, error
 }
 
 // pulsegateEnv configures pulsegate for the two variants. Full: monitoring on
-// with the local MariaDB and Redis probes, and both limiters on but sized far
-// above the load so they run on every request without rejecting any.
+// with the local MariaDB and Redis probes, and the limiters on but sized far
+// above the load so they run on every request without rejecting any; load
+// shedding stays armed on signals a benchmark does not trip (the proxy core is
+// saturated on purpose, so the cpu signal would shed the benchmark itself).
 func pulsegateEnv(name, upstream, listen, admin, dataDir, dsn, redisURL string) []string {
 	env := []string{
 		"RESPONSIVENESS_UPSTREAM_URL=" + upstream,
 		"RESPONSIVENESS_LISTEN_ADDR=" + listen,
 		"RESPONSIVENESS_ADMIN_ADDR=" + admin,
 		"RESPONSIVENESS_DATA_DIR=" + dataDir,
+		"RESPONSIVENESS_PROXY_DRAIN_DELAY=0",
 	}
 	if name == tPulseNoMon {
 		return append(env, "RESPONSIVENESS_MONITORING_ENABLED=false")
@@ -219,6 +222,8 @@ func pulsegateEnv(name, upstream, listen, admin, dataDir, dsn, redisURL string) 
 		"RESPONSIVENESS_MAX_CONCURRENCY=1024",
 		"RESPONSIVENESS_RATE_LIMIT_RPS=1000000",
 		"RESPONSIVENESS_RATE_LIMIT_BURST=1000000",
+		"RESPONSIVENESS_BACKPRESSURE_SHEDDING_ENABLED=true",
+		"RESPONSIVENESS_BACKPRESSURE_SHED_SIGNALS=error_rate,db_connections",
 	)
 	if dsn != "" {
 		env = append(env, "RESPONSIVENESS_DB_DSN="+dsn)
