@@ -468,6 +468,14 @@ func envList(env map[string]string) []string {
 // t.Cleanup, asserting exit code 0.
 func StartPulsegate(t testing.TB, env map[string]string) *Pulsegate {
 	t.Helper()
+	return startPulsegate(t, env, nil)
+}
+
+// startPulsegate is StartPulsegate with an optional wrapper command that
+// ends by exec'ing its arguments (the binary and "serve"), e.g. a shell that
+// first moves itself into a cgroup.
+func startPulsegate(t testing.TB, env map[string]string, wrap []string) *Pulsegate {
+	t.Helper()
 	needBinary(t)
 	full := baseEnv(t)
 	for k, v := range env {
@@ -478,7 +486,11 @@ func StartPulsegate(t testing.TB, env map[string]string) *Pulsegate {
 		full[k] = v
 	}
 	p := &Pulsegate{Token: full["RESPONSIVENESS_ADMIN_TOKEN"], Env: envList(full), notify: make(chan struct{}), exited: make(chan struct{})}
-	p.cmd = exec.Command(binPath, "serve")
+	if len(wrap) > 0 {
+		p.cmd = exec.Command(wrap[0], append(wrap[1:], binPath, "serve")...)
+	} else {
+		p.cmd = exec.Command(binPath, "serve")
+	}
 	p.cmd.Env = p.Env
 	p.cmd.Stdout = &p.stdout
 	stderr, err := p.cmd.StderrPipe()
