@@ -918,6 +918,19 @@ func TestAppBehindProxy(t *testing.T) {
 			if idle := float64(cfg.Proxy.UpstreamIdleTimeout); idle >= keepAlive {
 				t.Errorf("proxy.upstream_idle_timeout %.1f s must stay below gunicorn --keep-alive %.1f s (POSTs on a closing connection fail with 502)", idle, keepAlive)
 			}
+			// pulsegate's /readyz does not wait for the app, so the app's own
+			// startup (or readiness) check must: an exec probe that connects to
+			// the loopback port gunicorn binds.
+			_, bindPort, _ := net.SplitHostPort(g["--bind"])
+			probed := false
+			for _, p := range []*corev1.Probe{ov.app.StartupProbe, ov.app.ReadinessProbe} {
+				if p != nil && p.Exec != nil && strings.Contains(strings.Join(p.Exec.Command, " "), bindPort) {
+					probed = true
+				}
+			}
+			if !probed {
+				t.Errorf("the app container needs a startup or readiness exec probe on port %s, or the pod turns Ready before gunicorn listens", bindPort)
+			}
 			tmp := g["--worker-tmp-dir"]
 			if tmp != "/dev/shm" {
 				ov.mountFor(t, ov.app, cmpOr(tmp, "/tmp"))
