@@ -586,7 +586,16 @@ func TestCase23_OverloadBoundedQueue(t *testing.T) {
 	if rej503 == 0 {
 		t.Errorf("no request was rejected with 200 concurrent against 8 + 50")
 	}
-	report(t, "23", "time to 503 when over capacity (p99 of rejected)", pct(rejDur, 0.99).Round(time.Microsecond).String(), "< 10 ms")
+	// pulsegate's own histogram times a rejection from arrival to answer;
+	// the client-side figure adds 200 simultaneous dials on 2 cores.
+	m := p.Metrics(t)
+	under10 := sumMetric(m, "pulsegate_request_duration_seconds_bucket", `code_class="rejected"`, `le="0.01"`)
+	allRej := sumMetric(m, "pulsegate_request_duration_seconds_count", `code_class="rejected"`)
+	report(t, "23", "time to 503 when over capacity: rejections answered within 10 ms (pulsegate's histogram)", fmt.Sprintf("%.0f of %.0f", under10, allRej), "p99 < 10 ms")
+	report(t, "23", "time to 503 seen by the client (p99, includes connect under a 200-dial storm)", pct(rejDur, 0.99).Round(time.Millisecond).String(), "< 10 ms")
+	if allRej != float64(rej503) {
+		t.Errorf("histogram has %.0f rejected requests, clients got %d 503s", allRej, rej503)
+	}
 	report(t, "23", "admitted requests p99 (2 s route, queue wait included)", pct(okDur, 0.99).Round(time.Millisecond).String(), "vs unloaded 2 s")
 	eventually(t, 30*time.Second, "in-flight and queue gauges back to 0", func() bool {
 		m := p.Metrics(t)
