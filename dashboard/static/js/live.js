@@ -197,6 +197,8 @@ function applyHealth(v) {
   if (!state.tickTime && v && v.metrics) {
     // Before the first snapshot: the verdict's metrics use figure names.
     for (const [k, val] of Object.entries(v.metrics)) if (val !== null) state.figures[k] = val;
+    const bc = v.details && v.details.background_cleanup;
+    if (!state.tasks.length && bc && Array.isArray(bc.tasks)) state.tasks = bc.tasks;
   }
   if (v && Array.isArray(v.alerts)) setAlerts(v.alerts, true);
 }
