@@ -134,7 +134,9 @@ func build(cfg *config.Config, log *zap.Logger, level zap.AtomicLevel, dashboard
 			probers = append(probers, p)
 		}
 		if cfg.Redis.URL.IsSet() {
-			p, err := probes.NewRedis(cfg, log.Named("redis"))
+			// maxmemory 0 means "no limit": compare Redis with the
+			// container's memory limit, as the system probe read it.
+			p, err := probes.NewRedis(cfg, log.Named("redis"), probes.WithRedisMemoryLimit(a.memoryLimit))
 			if err != nil {
 				return nil, fmt.Errorf("redis probe: %w", err)
 			}
@@ -154,7 +156,8 @@ func build(cfg *config.Config, log *zap.Logger, level zap.AtomicLevel, dashboard
 		Log: log.Named("monitor"), Config: a.holder, Probes: a.runner.Store(), Tasks: a.tasks,
 		Requests: a.proxy.Stats(), Pressure: a.chain, Alerts: a.alerts, Actions: actionsWithMode{a.actions, a.chain},
 		Health: health.New(cfg, time.Now), Hub: a.hub,
-		Backpressure: func() any { return a.chain.State() },
+		Backpressure:  func() any { return a.chain.State() },
+		UpstreamDials: a.proxy.UpstreamDials,
 	})
 
 	// The dashboard keeps its own history of ticks for the trend graphs.
@@ -233,6 +236,23 @@ func mustLevel(s string, fallback zapcore.Level) zapcore.Level {
 		return fallback
 	}
 	return l
+}
+
+// memoryLimit is the container (or host) memory limit the system probe
+// read last, for Redis with maxmemory 0.
+func (a *app) memoryLimit() (uint64, string, bool) {
+	if a.runner == nil {
+		return 0, "", false
+	}
+	r, ok := a.runner.Store().Get(probes.SystemComponent)
+	if !ok {
+		return 0, "", false
+	}
+	d, ok := r.Details.(probes.SystemDetails)
+	if !ok || d.Memory.LimitBytes == nil {
+		return 0, "", false
+	}
+	return *d.Memory.LimitBytes, "container_" + d.Memory.LimitSource, true
 }
 
 // resources reads the latest probe figures for the performance JSON.

@@ -388,9 +388,9 @@ func (e *Evaluator) probeComponent(now time.Time, name string, results map[strin
 	}
 	// A loop that stopped producing results (stuck, or the runner is not
 	// running) must not leave an old "healthy" standing. Down targets are
-	// retried at most every DefaultMaxBackoffFactor intervals.
+	// retried at least every max(interval, DefaultMaxBackoff).
 	iv := cfg.Responsiveness.MonitoringInterval.Duration()
-	staleAfter := time.Duration(probes.DefaultMaxBackoffFactor+1)*iv + 10*time.Second
+	staleAfter := 5*max(iv, probes.DefaultMaxBackoff) + 10*time.Second
 	if end := r.Started.Add(r.Duration); !r.Started.IsZero() && now.Sub(end) > staleAfter {
 		if rc.level.rank() < Warning.rank() {
 			rc.level = Warning

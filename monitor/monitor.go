@@ -60,7 +60,9 @@ type Deps struct {
 	Hub      *events.Hub
 	// Backpressure returns the limiter state for snapshots; may be nil.
 	Backpressure func() any
-	Now          func() time.Time
+	// UpstreamDials counts connections opened to the app (churn); may be nil.
+	UpstreamDials func() uint64
+	Now           func() time.Time
 }
 
 // Tick is what one evaluation saw and decided.
@@ -80,8 +82,11 @@ type Tick struct {
 type Monitor struct {
 	d     Deps
 	last  atomic.Pointer[Tick]
-	mu    sync.Mutex // serialises Tick
+	mu    sync.Mutex // serialises Tick; guards the fields below
 	hooks []func(*Tick)
+	// the previous tick's dial count, for upstream_dials_per_sec
+	prevDials uint64
+	prevAt    time.Time
 }
 
 // New returns a Monitor over d.
@@ -203,6 +208,13 @@ func (m *Monitor) Tick() *Tick {
 				figures["p95_response_time"] = *w.P95
 			}
 		}
+	}
+	if m.d.UpstreamDials != nil {
+		n := m.d.UpstreamDials()
+		if !m.prevAt.IsZero() && now.After(m.prevAt) && n >= m.prevDials {
+			figures["upstream_dials_per_sec"] = float64(n-m.prevDials) / now.Sub(m.prevAt).Seconds()
+		}
+		m.prevDials, m.prevAt = n, now
 	}
 	if m.d.Pressure != nil {
 		q := m.d.Pressure.QueueDepth()

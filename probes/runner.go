@@ -31,8 +31,12 @@ const (
 	DefaultShutdownGrace = 5 * time.Second
 	// DefaultJitter is the interval jitter fraction RunnerConfigFrom sets (±10 %).
 	DefaultJitter = 0.1
-	// DefaultMaxBackoffFactor caps backoff at this many intervals.
-	DefaultMaxBackoffFactor = 5
+	// DefaultMaxBackoff caps backoff: a target that stays down is retried
+	// at least this often, or every interval if the interval is longer.
+	// So a short interval never turns into a busy reconnect loop, and with
+	// the default 30 s interval recovery shows within one interval
+	// (RELIABILITY case 42).
+	DefaultMaxBackoff = 30 * time.Second
 )
 
 // RunnerConfig configures a Runner. Zero values take the defaults above.
@@ -44,7 +48,7 @@ type RunnerConfig struct {
 	// Jitter spreads each wait by ±Jitter (a fraction; 0 = none).
 	Jitter float64
 	// MaxBackoff caps the wait while a target stays down. The wait doubles
-	// from Interval with each Down result in a row. 0: 5 × Interval.
+	// from Interval with each Down result in a row. 0: max(Interval, DefaultMaxBackoff).
 	MaxBackoff time.Duration
 	// StuckGrace: see DefaultStuckGrace.
 	StuckGrace time.Duration
@@ -322,7 +326,7 @@ func (r *Runner) delay(n int) time.Duration {
 	d := iv
 	maxB := r.cfg.MaxBackoff
 	if maxB <= 0 {
-		maxB = DefaultMaxBackoffFactor * iv
+		maxB = max(iv, DefaultMaxBackoff)
 	}
 	for i := 1; i < n && d < maxB; i++ {
 		d *= 2

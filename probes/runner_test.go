@@ -279,7 +279,7 @@ func TestRunnerTimeoutIsPassedToProbe(t *testing.T) {
 }
 
 // TestRunnerBackoffWhileDown: waits double from the interval while the
-// target stays down, capped at 5 intervals, visible in the result; one log
+// target stays down, capped at max(interval, 30 s), visible in the result; one log
 // line per transition.
 func TestRunnerBackoffWhileDown(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
@@ -301,7 +301,7 @@ func TestRunnerBackoffWhileDown(t *testing.T) {
 		for i := 1; i < len(times); i++ {
 			gaps = append(gaps, times[i].Sub(times[i-1]))
 		}
-		want := []time.Duration{10 * time.Second, 20 * time.Second, 40 * time.Second, 50 * time.Second, 50 * time.Second}
+		want := []time.Duration{10 * time.Second, 20 * time.Second, 30 * time.Second, 30 * time.Second, 30 * time.Second}
 		if len(gaps) < len(want) {
 			t.Fatalf("gaps = %v; want at least %v", gaps, want)
 		}
@@ -312,12 +312,12 @@ func TestRunnerBackoffWhileDown(t *testing.T) {
 			}
 		}
 		res, _ := r.Store().Get("session_monitoring")
-		if res.ConsecutiveDown != len(times) || !strings.Contains(strings.Join(res.Reasons, ";"), "backing off: next attempt in 50s") ||
-			!res.NextRun.Equal(times[len(times)-1].Add(50*time.Second)) {
+		if res.ConsecutiveDown != len(times) || !strings.Contains(strings.Join(res.Reasons, ";"), "backing off: next attempt in 30s") ||
+			!res.NextRun.Equal(times[len(times)-1].Add(30*time.Second)) {
 			t.Errorf("result = %+v; want the backoff visible", res)
 		}
 		down.Store(false)
-		time.Sleep(55 * time.Second) // the pending 50 s attempt succeeds
+		time.Sleep(35 * time.Second) // the pending 30 s attempt succeeds
 		synctest.Wait()
 		res, _ = r.Store().Get("session_monitoring")
 		if res.Status != StatusOK || res.ConsecutiveDown != 0 {

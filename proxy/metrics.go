@@ -56,7 +56,8 @@ type metrics struct {
 	overflow prometheus.Counter
 }
 
-func newMetrics(reg prometheus.Registerer, s *Stats) (*metrics, error) {
+func newMetrics(reg prometheus.Registerer, p *Proxy) (*metrics, error) {
+	s := p.stats
 	m := &metrics{
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "pulsegate_request_duration_seconds",
@@ -96,7 +97,11 @@ func newMetrics(reg prometheus.Registerer, s *Stats) (*metrics, error) {
 		Name: "pulsegate_routes_tracked",
 		Help: "Distinct templated routes with their own statistics (capped by proxy.max_routes).",
 	}, func() float64 { return float64(len(*s.routes.Load())) })
-	for _, c := range []prometheus.Collector{m.duration, reqs, errs, m.slow, m.overflow, inFlight, routes} {
+	dials := prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "pulsegate_upstream_dials_total",
+		Help: "Connections opened to the app. Near zero per second once the keep-alive pool is warm; a rising rate is connection churn.",
+	}, func() float64 { return float64(p.dials.Load()) })
+	for _, c := range []prometheus.Collector{m.duration, reqs, errs, m.slow, m.overflow, inFlight, routes, dials} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

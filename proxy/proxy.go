@@ -43,6 +43,7 @@ type Proxy struct {
 	// consecFail counts upstream failures in a row (readiness).
 	consecFail atomic.Int64
 	hijacked   hijackedConns
+	dials      atomic.Uint64 // upstream connections opened
 }
 
 // New builds the proxy for cfg.Proxy.UpstreamURL. Metrics go to reg.
@@ -59,9 +60,9 @@ func New(cfg *config.Config, log *zap.Logger, reg prometheus.Registerer) (*Proxy
 		rt:    &swappableTransport{},
 	}
 	p.target.Store(target)
-	p.rt.cur.Store(newTransport(cfg))
+	p.rt.cur.Store(newTransport(cfg, &p.dials))
 	p.applyTunables(cfg)
-	if p.m, err = newMetrics(reg, p.stats); err != nil {
+	if p.m, err = newMetrics(reg, p); err != nil {
 		return nil, fmt.Errorf("registering proxy metrics: %w", err)
 	}
 	p.rp = &httputil.ReverseProxy{
@@ -100,10 +101,13 @@ func (p *Proxy) Apply(cfg *config.Config) error {
 	}
 	p.applyTunables(cfg)
 	p.target.Store(target)
-	old := p.rt.cur.Swap(newTransport(cfg))
+	old := p.rt.cur.Swap(newTransport(cfg, &p.dials))
 	old.CloseIdleConnections()
 	return nil
 }
+
+// UpstreamDials is how many connections to the app were opened so far.
+func (p *Proxy) UpstreamDials() uint64 { return p.dials.Load() }
 
 // Stats returns the live request statistics.
 func (p *Proxy) Stats() *Stats { return p.stats }

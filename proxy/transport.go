@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"net"
 	"net/http"
 	"sync/atomic"
@@ -17,10 +18,13 @@ import (
 //     with EOF → 502, and POSTs are not retried);
 //   - the response-header timeout is RESPONSIVENESS_REQUEST_TIMEOUT_THRESHOLD (504 past it);
 //   - no environment proxy and no transparent gzip: bytes pass as they are.
-func newTransport(cfg *config.Config) *http.Transport {
+func newTransport(cfg *config.Config, dials *atomic.Uint64) *http.Transport {
 	d := &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
 	return &http.Transport{
-		DialContext:           d.DialContext,
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			dials.Add(1) // connection churn: ≈ 0 per second once the pool is warm
+			return d.DialContext(ctx, network, addr)
+		},
 		MaxIdleConns:          0, // no global cap; per host below
 		MaxIdleConnsPerHost:   cfg.Proxy.MaxIdleConnsPerHost,
 		IdleConnTimeout:       cfg.Proxy.UpstreamIdleTimeout.Duration(),
