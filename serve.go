@@ -158,6 +158,7 @@ func build(cfg *config.Config, log *zap.Logger, level zap.AtomicLevel, dashboard
 		Health: health.New(cfg, time.Now), Hub: a.hub,
 		Backpressure:  func() any { return a.chain.State() },
 		UpstreamDials: a.proxy.UpstreamDials,
+		Upstream:      a.proxy,
 	})
 
 	// The dashboard keeps its own history of ticks for the trend graphs.
@@ -282,6 +283,9 @@ func (a *app) extraSections() map[string]any {
 func (a *app) ready() (bool, string) {
 	if a.draining.Load() {
 		return false, "draining"
+	}
+	if !a.proxy.UpstreamSeen() {
+		return false, "the app has not answered yet (RESPONSIVENESS_UPSTREAM_URL)"
 	}
 	if n := a.proxy.ConsecutiveUpstreamFailures(); n >= upstreamFailuresNotReady {
 		return false, fmt.Sprintf("the app failed %d requests in a row", n)

@@ -383,3 +383,68 @@ func TestPerformanceShape(t *testing.T) {
 		t.Errorf("timestamp %v", doc["timestamp"])
 	}
 }
+
+// Delegated auth (case 57): allow only on 2xx, fail closed on anything else
+// and on a timeout; the check gets cookies and the path, never the body.
+func TestDelegatedAuth(t *testing.T) {
+	var mu sync.Mutex
+	var seenBody, seenURI []string
+	release := make(chan struct{})
+	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		seenBody = append(seenBody, string(b))
+		seenURI = append(seenURI, r.Header.Get("X-Original-URI"))
+		mu.Unlock()
+		switch r.Header.Get("Cookie") {
+		case "s=good":
+			w.WriteHeader(204)
+		case "s=denied":
+			w.WriteHeader(401)
+		case "s=broken":
+			w.WriteHeader(500)
+		case "s=slow":
+			<-release
+		}
+	}))
+	defer app.Close()
+	defer close(release)
+	e := newEnv(t, testToken)
+	cfg, _ := e.holder.Get()
+	next := cfg.Clone()
+	next.Admin.AuthURL = app.URL + "/internal/auth-check"
+	next.Admin.AuthTimeout = 0.3
+	if _, err := e.holder.Update(0, next); err != nil {
+		t.Fatal(err)
+	}
+	h := e.api.ProxyHandler(http.NotFoundHandler())
+	for _, tc := range []struct {
+		cookie string
+		want   int
+	}{{"s=good", 200}, {"s=denied", 401}, {"s=broken", 401}, {"s=slow", 401}} {
+		start := time.Now()
+		w := e.do(t, h, call{method: "GET", path: "/admin/api/performance/responsiveness", peer: "10.0.0.5:1", hdr: map[string]string{"Cookie": tc.cookie}})
+		if w.Code != tc.want {
+			t.Errorf("cookie %s: %d; want %d", tc.cookie, w.Code, tc.want)
+		}
+		if d := time.Since(start); d > 5*time.Second {
+			t.Errorf("cookie %s took %v: the check must give up at its timeout", tc.cookie, d)
+		}
+	}
+	// A write with a good session: the body never reaches the auth check.
+	w := e.do(t, h, call{method: "POST", path: "/admin/api/alerts/responsiveness/acknowledge", body: `{"alert_ids":["a1"],"note":"SECRET-BODY"}`,
+		peer: "10.0.0.5:1", hdr: map[string]string{"Cookie": "s=good", "Content-Type": "application/json"}})
+	if w.Code != 200 {
+		t.Fatalf("write with delegated session = %d %s", w.Code, w.Body)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for _, b := range seenBody {
+		if b != "" {
+			t.Fatalf("auth check received a body %q", b)
+		}
+	}
+	if len(seenURI) == 0 || seenURI[0] != "/admin/api/performance/responsiveness" {
+		t.Fatalf("X-Original-URI = %v", seenURI)
+	}
+}

@@ -62,6 +62,12 @@ type Deps struct {
 	Backpressure func() any
 	// UpstreamDials counts connections opened to the app (churn); may be nil.
 	UpstreamDials func() uint64
+	// Upstream, when set, is checked every tick until the app has been
+	// seen (readiness before the first request); may be nil.
+	Upstream interface {
+		UpstreamSeen() bool
+		CheckUpstream(ctx context.Context) error
+	}
 	Now           func() time.Time
 }
 
@@ -176,6 +182,13 @@ func (m *Monitor) Tick() *Tick {
 	defer m.mu.Unlock()
 	now := m.d.Now()
 	cfg, _ := m.d.Config.Get()
+	if u := m.d.Upstream; u != nil && !u.UpstreamSeen() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		if err := u.CheckUpstream(ctx); err != nil {
+			m.d.Log.Warn("upstream_unreachable", zap.String("error", err.Error()))
+		}
+		cancel()
+	}
 
 	var probeResults map[string]probes.Result
 	figures := map[string]float64{}

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"net"
 	"sync"
 	"time"
@@ -75,6 +76,34 @@ func (p *Proxy) CloseHijacked() int { return p.hijacked.closeAll() }
 
 // OpenUpgraded is the number of upgraded connections open now.
 func (p *Proxy) OpenUpgraded() int { return p.hijacked.count() }
+
+// UpstreamSeen reports whether the app has answered since start: a
+// proxied request got a response, or CheckUpstream connected.
+func (p *Proxy) UpstreamSeen() bool { return p.seen.Load() }
+
+// CheckUpstream opens (and closes) one TCP connection to the app, so that
+// readiness can turn true before any traffic arrives. It is for the
+// monitor's tick while the app has not been seen; a connection says the
+// app is listening, only a response says it answers.
+func (p *Proxy) CheckUpstream(ctx context.Context) error {
+	u := p.target.Load()
+	host := u.Host
+	if u.Port() == "" {
+		port := "80"
+		if u.Scheme == "https" {
+			port = "443"
+		}
+		host = net.JoinHostPort(u.Hostname(), port)
+	}
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "tcp", host)
+	if err != nil {
+		return err
+	}
+	c.Close()
+	p.seen.Store(true)
+	return nil
+}
 
 // ConsecutiveUpstreamFailures counts requests in a row that could not get
 // an answer from the app (refused, reset, timeout); any answer resets it.

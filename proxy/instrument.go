@@ -171,6 +171,9 @@ func (p *Proxy) finish(rec *recorder, req *http.Request) {
 			if p.consecFail.Load() != 0 {
 				p.consecFail.Store(0) // the app answered
 			}
+			if !p.seen.Load() {
+				p.seen.Store(true)
+			}
 		}
 	}
 	if x.timed {

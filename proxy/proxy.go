@@ -44,6 +44,8 @@ type Proxy struct {
 	consecFail atomic.Int64
 	hijacked   hijackedConns
 	dials      atomic.Uint64 // upstream connections opened
+	// seen: the app has answered (a request, or CheckUpstream's dial).
+	seen atomic.Bool
 }
 
 // New builds the proxy for cfg.Proxy.UpstreamURL. Metrics go to reg.

@@ -504,3 +504,28 @@ func TestInstrumentRepanicsAbortHandler(t *testing.T) {
 	}()
 	h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/x", nil))
 }
+
+func TestUpstreamSeenByDialOrAnswer(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	defer up.Close()
+	f := newFixture(t, up.URL, nil)
+	if f.p.UpstreamSeen() {
+		t.Fatal("seen before anything happened")
+	}
+	if err := f.p.CheckUpstream(context.Background()); err != nil || !f.p.UpstreamSeen() {
+		t.Fatalf("CheckUpstream = %v, seen %v", err, f.p.UpstreamSeen())
+	}
+	l, _ := net.Listen("tcp", "127.0.0.1:0")
+	addr := l.Addr().String()
+	l.Close()
+	g := newFixture(t, "http://"+addr, nil)
+	if err := g.p.CheckUpstream(context.Background()); err == nil || g.p.UpstreamSeen() {
+		t.Fatalf("a closed port counted as seen")
+	}
+	for i := 0; i < 5; i++ {
+		readAll(t, g.get(t, "/", nil))
+	}
+	if n := g.p.ConsecutiveUpstreamFailures(); n != 5 {
+		t.Fatalf("consecutive failures = %d; want 5", n)
+	}
+}
