@@ -108,6 +108,11 @@ type Proxy struct {
 	// matched before automatic templating. Segments in <> or starting with
 	// ':' match any one segment.
 	RoutePatterns []string `koanf:"route_patterns" json:"route_patterns"`
+	// TrustedProxies are the peers (IPs or CIDRs, e.g. an ingress
+	// controller's pod range) whose X-Forwarded-For/-Proto/-Host pulsegate
+	// keeps and extends instead of replacing. Empty (default): trust no
+	// one; the app sees the socket peer only.
+	TrustedProxies []string `koanf:"trusted_proxies" json:"trusted_proxies"`
 	// MaxRoutes caps distinct route labels; the rest go to "other". Default 200.
 	MaxRoutes int `koanf:"max_routes" json:"max_routes"`
 	// ApdexThreshold is Apdex T. Default 0.5 s.

@@ -262,6 +262,7 @@ func changedValue(t *testing.T, f field, def *Config) string {
 		"backpressure.adaptive.min_limit":                 "5",
 		"backpressure.shed_fraction":                      "0.25",
 		"backpressure.shed_signals":                       "cpu,memory",
+		"proxy.trusted_proxies":                           "10.0.0.0/8",
 		"alerts.resolve_margin":                           "0.1",
 		"backpressure.adaptive.headroom":                  "0.2",
 	}

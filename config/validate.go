@@ -419,6 +419,11 @@ func (c *Config) validate() []FieldError {
 	v.positive("proxy.client_idle_timeout", p.ClientIdleTimeout)
 	v.intRange("proxy.max_header_bytes", p.MaxHeaderBytes, 1024, 64<<20)
 	v.routes("proxy.route_patterns", p.RoutePatterns)
+	for _, tp := range p.TrustedProxies {
+		if _, err := ParsePrefix(tp); err != nil {
+			v.add("proxy.trusted_proxies", "%s is not an IP address or CIDR", quote(tp))
+		}
+	}
 	v.intRange("proxy.max_routes", p.MaxRoutes, 1, 100_000)
 	v.positive("proxy.apdex_threshold", p.ApdexThreshold)
 	v.intRange("proxy.slow_request_ring", p.SlowRequestRing, 1, 100_000)

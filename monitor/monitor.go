@@ -65,10 +65,10 @@ type Deps struct {
 	// Upstream, when set, is checked every tick until the app has been
 	// seen (readiness before the first request); may be nil.
 	Upstream interface {
-		UpstreamSeen() bool
+		NeedsUpstreamCheck() bool
 		CheckUpstream(ctx context.Context) error
 	}
-	Now           func() time.Time
+	Now func() time.Time
 }
 
 // Tick is what one evaluation saw and decided.
@@ -182,8 +182,8 @@ func (m *Monitor) Tick() *Tick {
 	defer m.mu.Unlock()
 	now := m.d.Now()
 	cfg, _ := m.d.Config.Get()
-	if u := m.d.Upstream; u != nil && !u.UpstreamSeen() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	if u := m.d.Upstream; u != nil && u.NeedsUpstreamCheck() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		if err := u.CheckUpstream(ctx); err != nil {
 			m.d.Log.Warn("upstream_unreachable", zap.String("error", err.Error()))
 		}

@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"net"
+	"net/http"
 	"sync"
 	"time"
 )
@@ -81,27 +82,28 @@ func (p *Proxy) OpenUpgraded() int { return p.hijacked.count() }
 // proxied request got a response, or CheckUpstream connected.
 func (p *Proxy) UpstreamSeen() bool { return p.seen.Load() }
 
-// CheckUpstream opens (and closes) one TCP connection to the app, so that
-// readiness can turn true before any traffic arrives. It is for the
-// monitor's tick while the app has not been seen; a connection says the
-// app is listening, only a response says it answers.
+// NeedsUpstreamCheck reports whether readiness is waiting on the app:
+// it has not answered since start, or the last requests failed. Without
+// an active check, a pod taken out of rotation would get no traffic and
+// so never see the app recover.
+func (p *Proxy) NeedsUpstreamCheck() bool { return !p.seen.Load() || p.consecFail.Load() > 0 }
+
+// CheckUpstream sends one HEAD / to the app: any HTTP answer, whatever its
+// status, proves the app answers, marks it seen and clears the failure
+// count. The monitor calls it once a tick while NeedsUpstreamCheck.
 func (p *Proxy) CheckUpstream(ctx context.Context) error {
-	u := p.target.Load()
-	host := u.Host
-	if u.Port() == "" {
-		port := "80"
-		if u.Scheme == "https" {
-			port = "443"
-		}
-		host = net.JoinHostPort(u.Hostname(), port)
-	}
-	var d net.Dialer
-	c, err := d.DialContext(ctx, "tcp", host)
+	req, err := http.NewRequestWithContext(ctx, http.MethodHead, p.target.Load().String(), nil)
 	if err != nil {
 		return err
 	}
-	c.Close()
+	req.Header.Set("User-Agent", "pulsegate-readiness")
+	resp, err := p.rt.RoundTrip(req)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
 	p.seen.Store(true)
+	p.consecFail.Store(0)
 	return nil
 }
 

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httputil"
+	"net/netip"
 	"net/url"
 	"strings"
 	"sync"
@@ -39,6 +40,7 @@ type Proxy struct {
 	slowNS   atomic.Int64
 	apdexNS  atomic.Int64
 	patterns atomic.Pointer[[]routePattern]
+	trusted  atomic.Pointer[[]netip.Prefix]
 	errLog   sampler
 	// consecFail counts upstream failures in a row (readiness).
 	consecFail atomic.Int64
@@ -90,6 +92,13 @@ func (p *Proxy) applyTunables(cfg *config.Config) {
 	p.apdexNS.Store(int64(cfg.Proxy.ApdexThreshold.Duration()))
 	pats := compilePatterns(cfg.Proxy.RoutePatterns)
 	p.patterns.Store(&pats)
+	var trusted []netip.Prefix
+	for _, s := range cfg.Proxy.TrustedProxies {
+		if pfx, err := config.ParsePrefix(s); err == nil {
+			trusted = append(trusted, pfx)
+		}
+	}
+	p.trusted.Store(&trusted)
 	p.stats.maxRoutes.Store(int64(cfg.Proxy.MaxRoutes))
 }
 
@@ -136,13 +145,44 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 	// The app sees the Host the client asked for, as it would without the
 	// sidecar; X-Forwarded-Host carries it too.
 	pr.Out.Host = pr.In.Host
+	trusted := p.trustedPeer(pr.In.RemoteAddr)
+	if trusted {
+		// A trusted hop (the ingress): keep its chain and append our peer.
+		pr.Out.Header["X-Forwarded-For"] = pr.In.Header["X-Forwarded-For"]
+	}
 	pr.SetXForwarded()
+	if trusted {
+		for _, h := range []string{"X-Forwarded-Proto", "X-Forwarded-Host"} {
+			if v := pr.In.Header.Get(h); v != "" {
+				pr.Out.Header.Set(h, v)
+			}
+		}
+	}
 	// h2c upgrades would tunnel HTTP/2 past the proxy (go#80416): drop them.
 	if up := pr.Out.Header.Get("Upgrade"); up != "" && strings.Contains(strings.ToLower(up), "h2c") {
 		pr.Out.Header.Del("Upgrade")
 		pr.Out.Header.Del("Connection")
 		pr.Out.Header.Del("Http2-Settings")
 	}
+}
+
+// trustedPeer reports whether the socket peer is a configured trusted proxy.
+func (p *Proxy) trustedPeer(remoteAddr string) bool {
+	pfx := *p.trusted.Load()
+	if len(pfx) == 0 {
+		return false
+	}
+	ap, err := netip.ParseAddrPort(remoteAddr)
+	if err != nil {
+		return false
+	}
+	ip := ap.Addr().Unmap()
+	for _, t := range pfx {
+		if t.Contains(ip) {
+			return true
+		}
+	}
+	return false
 }
 
 func (p *Proxy) errorHandler(w http.ResponseWriter, r *http.Request, err error) {

@@ -146,6 +146,26 @@ func TestTransparency(t *testing.T) {
 	}
 }
 
+func TestTrustedProxyKeepsForwardedChain(t *testing.T) {
+	var seen http.Header
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { seen = r.Header.Clone() }))
+	defer up.Close()
+	hdr := http.Header{"X-Forwarded-For": {"203.0.113.9"}, "X-Forwarded-Proto": {"https"}, "X-Forwarded-Host": {"shop.example"}}
+	f := newFixture(t, up.URL, func(c *config.Config) { c.Proxy.TrustedProxies = []string{"127.0.0.0/8"} })
+	readAll(t, f.get(t, "/", hdr))
+	if got := seen.Get("X-Forwarded-For"); got != "203.0.113.9, 127.0.0.1" {
+		t.Errorf("trusted peer: X-Forwarded-For = %q; want the ingress's chain plus the peer", got)
+	}
+	if seen.Get("X-Forwarded-Proto") != "https" || seen.Get("X-Forwarded-Host") != "shop.example" {
+		t.Errorf("trusted peer: proto/host = %q/%q", seen.Get("X-Forwarded-Proto"), seen.Get("X-Forwarded-Host"))
+	}
+	g := newFixture(t, up.URL, func(c *config.Config) { c.Proxy.TrustedProxies = []string{"10.0.0.0/8"} })
+	readAll(t, g.get(t, "/", hdr))
+	if got := seen.Get("X-Forwarded-For"); got != "127.0.0.1" || seen.Get("X-Forwarded-Proto") != "http" {
+		t.Errorf("untrusted peer: X-Forwarded-For = %q, proto %q; want only what pulsegate saw", got, seen.Get("X-Forwarded-Proto"))
+	}
+}
+
 func TestH2CUpgradeIsNotForwarded(t *testing.T) {
 	var upgrade string
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -525,7 +545,19 @@ func TestUpstreamSeenByDialOrAnswer(t *testing.T) {
 	for i := 0; i < 5; i++ {
 		readAll(t, g.get(t, "/", nil))
 	}
-	if n := g.p.ConsecutiveUpstreamFailures(); n != 5 {
-		t.Fatalf("consecutive failures = %d; want 5", n)
+	if n := g.p.ConsecutiveUpstreamFailures(); n != 5 || !g.p.NeedsUpstreamCheck() {
+		t.Fatalf("consecutive failures = %d; want 5 and a check needed", n)
+	}
+	// The app comes back on the same port: the active check alone (no
+	// traffic) clears the failures, so readiness can recover.
+	l2, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Skipf("port %s taken meanwhile: %v", addr, err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(404) })}
+	go srv.Serve(l2)
+	defer srv.Close()
+	if err := g.p.CheckUpstream(context.Background()); err != nil || g.p.NeedsUpstreamCheck() {
+		t.Fatalf("after recovery: err %v, still needs a check: %v", err, g.p.NeedsUpstreamCheck())
 	}
 }
