@@ -57,6 +57,7 @@ func jsonHdr(extra map[string]string) map[string]string {
 // with a message naming RESPONSIVENESS_ADMIN_TOKEN; the token never shows
 // in logs; the admin listener defaults to loopback.
 func TestCase54_AuthBothListeners(t *testing.T) {
+	t.Parallel()
 	needBinary(t)
 	g := StartGunicorn(t, "gthread")
 	token := randomToken(t)
@@ -155,6 +156,7 @@ func TestCase54_AuthBothListeners(t *testing.T) {
 // even when the request carries valid credentials; GETs change nothing.
 // (The headless-Chromium variant belongs to test/browser.)
 func TestCase55_CSRF(t *testing.T) {
+	t.Parallel()
 	needBinary(t)
 	up := StartGunicorn(t, "sync")
 	token := randomToken(t)
@@ -198,6 +200,7 @@ func TestCase55_CSRF(t *testing.T) {
 // TestCase56_HostCheck: DNS rebinding reaches 127.0.0.1 with a foreign Host;
 // the admin listener refuses it.
 func TestCase56_HostCheck(t *testing.T) {
+	t.Parallel()
 	needBinary(t)
 	p := StartPulsegate(t, map[string]string{"RESPONSIVENESS_UPSTREAM_URL": "http://127.0.0.1:9"})
 	p.needEndpoint(t, "GET", configPath, "adminapi config endpoint")
@@ -234,6 +237,7 @@ func rawGet(t testing.TB, addr, target string, hdr string) (int, string) {
 // port are either the admin handler with auth, or the app's; auth and
 // routing never disagree, and the app's own /admin pages are the app's.
 func TestCase22_AdminPathNormalisation(t *testing.T) {
+	t.Parallel()
 	needBinary(t)
 	g := StartGunicorn(t, "gthread")
 	token := randomToken(t)
@@ -299,6 +303,7 @@ func canaryForms() []string {
 // admin token; debug logging. Count the canary in logs, check-config, every
 // API response, /metrics, the dashboard HTML and a refused start. Goal 0.
 func TestCase58_NoSecretLeaks(t *testing.T) {
+	t.Parallel()
 	needBinary(t)
 	g := StartGunicorn(t, "sync")
 	enc := url.QueryEscape(canary)

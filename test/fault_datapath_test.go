@@ -189,6 +189,7 @@ func perfIfPresent(t testing.TB, p *Pulsegate) (map[string]any, bool) {
 // in parallel streams, plus bursts. Expect 0 client-visible errors and no
 // blind retry (the app sees each POST exactly once).
 func TestCase11_KeepAliveRace(t *testing.T) {
+	t.Parallel()
 	needBinary(t)
 	g := StartGunicorn(t, "gthread")
 	p := StartPulsegate(t, map[string]string{"RESPONSIVENESS_UPSTREAM_URL": g.URL()})
@@ -259,6 +260,7 @@ func TestCase11_KeepAliveRace(t *testing.T) {
 // stopped. Expect 504 at REQUEST_TIMEOUT_THRESHOLD for (a, b), a prompt 502
 // for (d), every request answered and in-flight 0 afterwards.
 func TestCase13_UpstreamHangsOrRefuses(t *testing.T) {
+	t.Parallel()
 	needBinary(t)
 	g := StartGunicorn(t, "gthread")
 	ch, err := chaos.New(g.Addr)
@@ -803,7 +805,12 @@ func TestCase31_GracefulShutdownUnderLoad(t *testing.T) {
 	case <-time.After(60 * time.Second):
 		t.Fatal("pulsegate still running 60 s after SIGTERM")
 	}
-	drainTime := time.Since(termAt)
+	drainTime := p.ExitedAt().Sub(termAt)
+	for _, l := range p.Logs() {
+		if m := l.Str("msg"); strings.Contains(m, "drain") || strings.Contains(m, "shutdown") || strings.Contains(m, "stopp") || strings.Contains(m, "exit") {
+			t.Logf("lifecycle: %v", l)
+		}
+	}
 	if code := p.ExitCode(); code != 0 {
 		t.Errorf("exit code %d after SIGTERM, want 0", code)
 	}

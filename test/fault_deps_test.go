@@ -172,6 +172,7 @@ func privateRedis(t testing.TB, args ...string) (addr string, cmd *exec.Cmd) {
 // TestCase52_RedisSIGSTOP: a redis-server the test started itself is
 // stopped with SIGSTOP (the real process-level hang) and continued.
 func TestCase52_RedisSIGSTOP(t *testing.T) {
+	t.Parallel()
 	needBinary(t)
 	addr, cmd := privateRedis(t)
 	up := StartGunicorn(t, "gthread")
@@ -198,6 +199,7 @@ func TestCase52_RedisSIGSTOP(t *testing.T) {
 // disabled. Expect no probe errors (KEYS never used), session figures
 // reported, no SLOWLOG entries from the probe, and little added latency.
 func TestCase49_RedisManyKeys(t *testing.T) {
+	t.Parallel()
 	needBinary(t)
 	addr, _ := privateRedis(t, "--rename-command", "KEYS", "", "--slowlog-log-slower-than", "10000", "--enable-debug-command", "local")
 	ctx := ctxTimeout(t, 5*time.Minute)

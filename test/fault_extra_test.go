@@ -24,6 +24,7 @@ import (
 // connection is aborted (never a truncated body that looks complete); both
 // counted as upstream_reset.
 func TestCase03_UpstreamResetBeforeAfterHeaders(t *testing.T) {
+	t.Parallel()
 	needBinary(t)
 	g := StartGunicorn(t, "gthread")
 	ch, err := chaos.New(g.Addr)
@@ -122,6 +123,7 @@ func TestCase01_05_ClientAbortsMidBody(t *testing.T) {
 // TestCase07_H2CUpgradeStripped: an h2c upgrade attempt never reaches the
 // app; the answer is plain HTTP/1.1.
 func TestCase07_H2CUpgradeStripped(t *testing.T) {
+	t.Parallel()
 	needBinary(t)
 	g := StartGunicorn(t, "sync")
 	p := StartPulsegate(t, map[string]string{"RESPONSIVENESS_UPSTREAM_URL": g.URL()})
@@ -146,6 +148,7 @@ func TestCase07_H2CUpgradeStripped(t *testing.T) {
 // TestCase16_LargeHeaders: the app server's own 400 for a huge cookie
 // passes through (not a 502); header blocks past MaxHeaderBytes get 431.
 func TestCase16_LargeHeaders(t *testing.T) {
+	t.Parallel()
 	needBinary(t)
 	g := StartGunicorn(t, "sync")
 	p := StartPulsegate(t, map[string]string{"RESPONSIVENESS_UPSTREAM_URL": g.URL()})
@@ -185,6 +188,7 @@ func TestCase16_LargeHeaders(t *testing.T) {
 // TestCase19_SmugglingProbes: ambiguous framing is refused or re-framed as
 // one request; the app never sees a hidden second request.
 func TestCase19_SmugglingProbes(t *testing.T) {
+	t.Parallel()
 	needBinary(t)
 	g := StartGunicorn(t, "sync")
 	p := StartPulsegate(t, map[string]string{"RESPONSIVENESS_UPSTREAM_URL": g.URL()})
@@ -238,6 +242,7 @@ func TestCase19_SmugglingProbes(t *testing.T) {
 // /internal/auth-check: allow only on 2xx, deny on 401/500/timeout (fail
 // closed, promptly), and the check never gets the POST body.
 func TestCase57_DelegatedAuth(t *testing.T) {
+	t.Parallel()
 	needBinary(t)
 	g := StartGunicorn(t, "gthread")
 	p := StartPulsegate(t, map[string]string{
@@ -286,6 +291,7 @@ func TestCase57_DelegatedAuth(t *testing.T) {
 // and trailing-garbage config bodies are refused with one clear answer and
 // change nothing.
 func TestCase59_JSONBodyAbuse(t *testing.T) {
+	t.Parallel()
 	needBinary(t)
 	token := randomToken(t)
 	p := StartPulsegate(t, map[string]string{"RESPONSIVENESS_UPSTREAM_URL": "http://127.0.0.1:9", "RESPONSIVENESS_ADMIN_TOKEN": token})

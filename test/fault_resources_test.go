@@ -76,6 +76,7 @@ func workingSet(t *testing.T, dir string) float64 {
 // allocation share a 512 MiB memory cgroup. Expect memory usage = working
 // set ÷ 512 MiB within one point, not used ÷ the host's RAM.
 func TestCase37_MemoryAgainstContainerLimit(t *testing.T) {
+	t.Parallel()
 	needBinary(t)
 	const limit = 512 << 20
 	dir := cgroupV1Memory(t, limit)

@@ -85,7 +85,13 @@ func TestMain(m *testing.M) {
 			code = 1
 		}
 	}
-	if err := writeFigures(filepath.Join(wd, "artifacts", "figures.md")); err != nil {
+	// Only a whole-suite run replaces the figures file; a -run subset
+	// writes figures-partial.md so it cannot clobber the full table.
+	name := "figures.md"
+	if f := flag.Lookup("test.run"); f != nil && f.Value.String() != "" {
+		name = "figures-partial.md"
+	}
+	if err := writeFigures(filepath.Join(wd, "artifacts", name)); err != nil {
 		fmt.Fprintln(os.Stderr, "test: writing figures:", err)
 	}
 	os.RemoveAll(dir)
@@ -412,6 +418,7 @@ type Pulsegate struct {
 	raw      []string
 	notify   chan struct{} // closed and replaced on every new line
 	exited   chan struct{}
+	exitedAt time.Time
 	exitCode int
 	stopped  bool
 }
@@ -549,6 +556,7 @@ func (p *Pulsegate) readLogs(r io.Reader) {
 	}
 	p.mu.Lock()
 	p.exitCode = code
+	p.exitedAt = time.Now()
 	p.mu.Unlock()
 	close(p.exited)
 }
@@ -650,6 +658,13 @@ func (p *Pulsegate) ExitCode() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.exitCode
+}
+
+// ExitedAt is when the process was seen to exit (zero before).
+func (p *Pulsegate) ExitedAt() time.Time {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.exitedAt
 }
 
 // Exited is closed when the process has exited.
