@@ -58,6 +58,6 @@ node --test --test-concurrency=1 --test-reporter=spec "$HERE/dashboard.test.mjs"
 
 if [ "${UPDATE_DOCS_SCREENSHOT:-}" = 1 ]; then
 	mkdir -p "$ROOT/docs/img"
-	cp "$ROOT/test/artifacts/screenshots/overview.png" "$ROOT/docs/img/dashboard.png"
+	cp "$ROOT/test/artifacts/screenshots/overview-live.png" "$ROOT/docs/img/dashboard.png"
 	log "docs/img/dashboard.png updated"
 fi

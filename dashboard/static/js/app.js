@@ -2,7 +2,7 @@
 // the live connection state, and runs the login form on the login page.
 
 import { mount } from './widgets.js';
-import { state, subscribe, postJSON, PREFIX } from './live.js';
+import { subscribe, postJSON, PREFIX } from './live.js';
 import { replace, fmtClock } from './util.js';
 
 const page = document.body.dataset.page;
@@ -35,8 +35,6 @@ function dashboard() {
       }
     });
   }
-  // a console hook for the browser tests and the curious
-  window.pulsegate = { state };
 }
 
 // safeNext only allows going back to a dashboard page (no open redirect).

@@ -119,7 +119,7 @@ function start() {
     getJSON(API + 'health/responsiveness').then(applyHealth),
     getJSON(API + 'alerts/responsiveness?state=active&limit=100').then((b) => setAlerts(b.alerts)),
     refreshConfig(),
-    needs.perf > 0 ? refreshPerf() : null,
+    refreshPerf(), // once at start: the 1-minute figures and backpressure before the first snapshot
   ]).then(() => notify('init'), fail);
   connect();
   configTimer = setInterval(refreshConfig, 60000);

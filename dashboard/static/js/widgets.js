@@ -502,7 +502,19 @@ function taskHealth(t, st) {
   return ['ok', t.runs > 0 ? 'healthy' : 'no run yet'];
 }
 
-function tasksWidget() {
+function tasksWidget(options) {
+  // compact (overview, embedded): the columns that say whether to worry.
+  const cols = [
+    ['Task', (t) => [humanize(t.task_id), t.task_id.startsWith('probe:') ? h('span', { class: 'muted small' }, ' probe') : null]],
+    ['Health', (t, lv, why) => [pill(lv), ' ', h('span', { class: 'small muted' }, why)]],
+    ['Running', (t) => (t.running ? 'yes' : 'no'), true],
+    ['Last run', (t) => (t.last_end ? fmtAgo(t.last_end) : 'never')],
+    ['Duration', (t) => fmtSeconds(t.last_duration_seconds), true, 'num'],
+    ['Runs', (t) => `${fmtNum(t.runs)} (${fmtNum(t.failures)} failed)`, true, 'num'],
+    ['Error rate', (t) => fmtPct(t.error_rate, 0), false, 'num'],
+    ['Recoveries', (t) => fmtNum(t.recoveries), false, 'num'],
+    ['Last error', (t) => t.last_error || '', true, 'small'],
+  ].filter((c) => !(options.compact && c[2]));
   return {
     title: 'Background tasks',
     render(body, st) {
@@ -512,19 +524,10 @@ function tasksWidget() {
         return;
       }
       replace(body, h('table', { class: 'table tasks' },
-        h('thead', null, h('tr', null, ['Task', 'Health', 'Running', 'Last run', 'Duration', 'Runs', 'Error rate', 'Recoveries', 'Last error'].map((c) => h('th', { scope: 'col' }, c)))),
+        h('thead', null, h('tr', null, cols.map(([label, , , cls]) => h('th', { scope: 'col', class: cls === 'num' ? 'num' : undefined }, label)))),
         h('tbody', null, tasks.map((t) => {
           const [lv, why] = taskHealth(t, st);
-          return h('tr', { dataset: { task: t.task_id } },
-            h('td', null, humanize(t.task_id), t.task_id.startsWith('probe:') ? h('span', { class: 'muted small' }, ' probe') : null),
-            h('td', null, pill(lv === 'ok' ? 'ok' : lv, lv === 'disabled' ? 'disabled' : lv), ' ', h('span', { class: 'small muted' }, why)),
-            h('td', null, t.running ? 'yes' : 'no'),
-            h('td', null, t.last_end ? fmtAgo(t.last_end) : 'never'),
-            h('td', { class: 'num' }, fmtSeconds(t.last_duration_seconds)),
-            h('td', { class: 'num' }, `${fmtNum(t.runs)} (${fmtNum(t.failures)} failed)`),
-            h('td', { class: 'num' }, fmtPct(t.error_rate, 0)),
-            h('td', { class: 'num' }, fmtNum(t.recoveries)),
-            h('td', { class: 'small' }, t.last_error || ''));
+          return h('tr', { dataset: { task: t.task_id } }, cols.map(([, cell, , cls]) => h('td', { class: cls }, cell(t, lv, why))));
         }))));
     },
   };
