@@ -363,7 +363,7 @@ fetch(${JSON.stringify(ackURL)}, {method: 'POST', mode: 'no-cors', credentials: 
     await page.close();
   });
 
-  it('signs out: the cookie is cleared and the widget says so instead of showing data', async () => {
+  it('signs out: the cookie is cleared, the widget asks to sign in and returns to the app page after', async () => {
     const page = await newPage();
     await page.goto(adminURL + '/admin/responsiveness/');
     await page.waitForSelector('#logout:not([hidden])');
@@ -378,6 +378,13 @@ fetch(${JSON.stringify(ackURL)}, {method: 'POST', mode: 'no-cors', credentials: 
     assert.equal(r.status(), 401);
     await gotoApp(page, proxyURL + '/admin/users');
     await page.waitForSelector('pulsegate-widget[kind="health"] .banner:not([hidden]) a[href*="login"]', { timeout: WAIT });
+    assert.equal(await page.locator('pulsegate-widget[kind="health"] [data-verdict]').count(), 0, 'no data shown signed out');
+    // The widget's "Sign in" link leads back to the app page afterwards.
+    await page.click('pulsegate-widget[kind="health"] .banner a');
+    await page.waitForURL(/\/admin\/responsiveness\/login\?next=/);
+    await page.fill('#token', TOKEN);
+    await Promise.all([page.waitForURL(proxyURL + '/admin/users'), page.click('button[type=submit]')]);
+    await page.waitForSelector('pulsegate-widget[kind="health"] [data-verdict]', { timeout: WAIT });
     await page.close();
   });
 });

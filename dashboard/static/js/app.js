@@ -18,15 +18,16 @@ function dashboard() {
     mount(el.dataset.widget, el, { compact: el.dataset.compact === '1', charts: el.dataset.charts });
   }
   const conn = document.getElementById('conn');
+  const logout = document.getElementById('logout');
   subscribe((st) => {
+    // Sign out only means something when a token (hence a session) exists.
+    if (logout && st.config && st.config.admin) logout.hidden = !st.config.admin.token;
     if (!conn) return;
     conn.className = 'conn ' + (st.connected ? 'on' : 'off');
     conn.dataset.tickTime = st.tickTime || '';
     replace(conn, st.connected ? (st.tickTime ? `live · ${fmtClock(st.tickTime)}` : 'live') : 'reconnecting…');
   });
-  const logout = document.getElementById('logout');
   if (logout) {
-    logout.hidden = false;
     logout.addEventListener('click', async () => {
       try {
         await postJSON(PREFIX + 'logout', {});
@@ -37,10 +38,18 @@ function dashboard() {
   }
 }
 
-// safeNext only allows going back to a dashboard page (no open redirect).
+// safeNext returns to the page that sent the user here (a dashboard page,
+// or the app page holding a widget), but only on this origin: never an
+// open redirect.
 function safeNext() {
   const next = new URLSearchParams(location.search).get('next') || '';
-  if (next.startsWith(PREFIX) && !next.startsWith('//') && !next.includes('\\') && !/[\u0000-\u001f]/.test(next)) return next;
+  if (!next.startsWith('/') || next.startsWith('//') || /[\\\u0000-\u001f]/.test(next)) return PREFIX;
+  try {
+    const u = new URL(next, location.origin);
+    if (u.origin === location.origin) return u.pathname + u.search;
+  } catch {
+    // fall through
+  }
   return PREFIX;
 }
 
