@@ -478,7 +478,10 @@ function backpressureWidget() {
           stat('Limit', b.limit > 0 ? fmtNum(b.limit) : 'none', { figure: 'limit' }),
           stat('In flight', fmtNum(b.in_flight), { figure: 'in_flight' }),
           stat('Queued', `${fmtNum(b.queued)} / ${fmtNum(b.queue_limit)}`, { level: qLevel, figure: 'queued' }),
-          stat('Shedding', fmtPct(b.shed_fraction, 0), { level: b.shed_fraction > 0 ? 'critical' : 'ok', figure: 'shed_fraction' }),
+          stat('Shedding', b.shed_low_priority_fraction > b.shed_fraction
+            ? `${fmtPct(b.shed_fraction, 0)} · low-priority ${fmtPct(b.shed_low_priority_fraction, 0)}`
+            : fmtPct(b.shed_fraction, 0),
+          { level: b.shed_fraction > 0 ? 'critical' : b.shed_low_priority_fraction > 0 ? 'warning' : 'ok', figure: 'shed_fraction' }),
           stat('Drain rate', fmtRate(b.drain_per_second), { figure: 'drain_per_second' }),
           stat('Left the queue', fmtNum(b.queue_abandoned), { figure: 'queue_abandoned' })),
         h('h3', null, 'Rejections by reason'),
