@@ -330,6 +330,13 @@ fetch(${JSON.stringify(ackURL)}, {method: 'POST', mode: 'no-cors', credentials: 
     assert.equal(await page.evaluate(() => window.__pwned), undefined);
     assert.equal(await page.evaluate(() => [...document.scripts].filter((s) => s.textContent.includes('__pwned')).length), 0);
     await shot(page, 'performance-escaped-route');
+    // The route table sorts by any column.
+    await page.click('[data-widget="routes"] button.sort[data-sort="requests"]');
+    await waitFor('rows sorted by requests', () => page.evaluate(() => {
+      const th = document.querySelector('[data-widget="routes"] button.sort[data-sort="requests"]').closest('th');
+      const n = [...document.querySelectorAll('[data-widget="routes"] tbody tr td:nth-child(2)')].map((td) => Number(td.textContent.replace(/,/g, '')));
+      return th.getAttribute('aria-sort') === 'descending' && n.length > 1 && n.every((v, i) => i === 0 || n[i - 1] >= v);
+    }));
     // The dashboard's own 404 page shows such a path as text as well.
     const r = await page.goto(adminURL + '/admin/responsiveness' + evilPath);
     assert.equal(r.status(), 404);

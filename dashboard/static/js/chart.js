@@ -33,9 +33,12 @@ export function lineChart({ title, series, fmt, thresholds = [], yMax, view }) {
     return null;
   });
 
+  // The y axis fits the data; a threshold joins the scale when it is near
+  // (otherwise the legend says it is above the graph).
   let top = yMax ?? 0;
   if (!yMax) {
-    top = dataMax > 0 ? dataMax * 1.15 : 1;
+    const firstThr = thresholds.find((t) => isNum(t.value) && t.value > 0);
+    top = dataMax > 0 ? dataMax * 1.15 : firstThr ? firstThr.value * 1.2 : 1;
     for (const t of thresholds) if (isNum(t.value) && t.value <= top * 1.6) top = Math.max(top, t.value * 1.1);
   }
   const from = view ? view.from : 0;
@@ -92,7 +95,7 @@ export function lineChart({ title, series, fmt, thresholds = [], yMax, view }) {
     if (lastPt) svg.append(s('circle', { class: 'dot s' + i, cx: lastPt[0], cy: lastPt[1], r: 2.5 }));
   });
   if (!any) {
-    svg.append(s('text', { class: 'empty', x: W / 2, y: H / 2, 'text-anchor': 'middle' }, 'no data yet: points arrive with every monitor tick'));
+    svg.append(s('text', { class: 'empty', x: W / 2, y: H / 2, 'text-anchor': 'middle' }, 'not measured in this range'));
   }
 
   const legend = h('ul', { class: 'legend' },

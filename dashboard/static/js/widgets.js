@@ -110,6 +110,11 @@ function stat(label, value, { level, figure, hint } = {}) {
     h('span', { class: 'label' }, label), h('span', { class: 'value' }, value));
 }
 
+// scroll wraps a table so a narrow card scrolls it instead of overflowing.
+function scroll(table) {
+  return h('div', { class: 'scroll' }, table);
+}
+
 function alertsFor(st, metric) {
   return [...st.alerts.values()].filter((a) => a.metric === metric);
 }
@@ -246,7 +251,7 @@ function alertHistoryWidget() {
         replace(body, h('p', { class: 'muted' }, 'No alerts yet.'));
         return;
       }
-      replace(body, h('table', { class: 'table' },
+      replace(body, scroll(h('table', { class: 'table' },
         h('thead', null, h('tr', null, ['Severity', 'Alert', 'State', 'First seen', 'Resolved', 'Acknowledged', 'Note'].map((c) => h('th', { scope: 'col' }, c)))),
         h('tbody', null, list.map((a) => h('tr', { dataset: { alertId: a.id } },
           h('td', null, pill(a.peak_severity || a.severity)),
@@ -255,7 +260,7 @@ function alertHistoryWidget() {
           h('td', null, fmtClock(a.first_seen)),
           h('td', null, a.resolved_at ? fmtClock(a.resolved_at) : '–'),
           h('td', null, a.acknowledged_at ? `${fmtClock(a.acknowledged_at)} by ${a.acknowledged_by}` : '–'),
-          h('td', { class: 'ack-note' }, a.ack_note || ''))))));
+          h('td', { class: 'ack-note' }, a.ack_note || '')))))));
     },
   };
 }
@@ -313,7 +318,7 @@ function windowsWidget() {
       if (!ws) return;
       const names = ['1m', '5m', '15m'].filter((n) => ws[n]);
       const row = (label, f) => h('tr', null, h('th', { scope: 'row' }, label), names.map((n) => h('td', { class: 'num' }, f(ws[n]))));
-      replace(body, h('table', { class: 'table' },
+      replace(body, scroll(h('table', { class: 'table' },
         h('thead', null, h('tr', null, h('th'), names.map((n) => h('th', { scope: 'col', class: 'num' }, n)))),
         h('tbody', null,
           row('Requests', (w) => fmtNum(w.requests)),
@@ -324,7 +329,7 @@ function windowsWidget() {
           row('p95', (w) => fmtSeconds(w.p95)),
           row('p99', (w) => fmtSeconds(w.p99)),
           row('Apdex', (w) => fmtApdex(w.apdex)),
-          row('Slow', (w) => fmtNum(w.slow_requests)))),
+          row('Slow', (w) => fmtNum(w.slow_requests))))),
       h('p', { class: 'muted small' }, `${fmtNum(st.perf.total_requests)} requests since start · uptime ${fmtSeconds(st.perf.uptime_seconds)}`));
     },
   };
@@ -378,7 +383,7 @@ function routesWidget() {
           }, c.label, active ? (sort.dir > 0 ? ' ▲' : ' ▼') : ''));
       }));
       const tbody = h('tbody', null, rows.map((r) => h('tr', null, routeCols.map((c) => h('td', { class: c.text ? 'route' : 'num' }, c.fmt(r[c.key]))))));
-      replace(body, h('table', { class: 'table routes' }, h('thead', null, head), tbody),
+      replace(body, scroll(h('table', { class: 'table routes' }, h('thead', null, head), tbody)),
         h('p', { class: 'muted small' }, `${fmtNum(st.perf.routes_tracked)} routes tracked (cap ${fmtNum(st.perf.route_cap)}); showing the top by volume, p95 and error rate`));
     },
   };
@@ -396,7 +401,7 @@ function slowWidget() {
         return;
       }
       const max = Math.max(...list.map((r) => r.duration || 0));
-      replace(body, h('table', { class: 'table slow' },
+      replace(body, scroll(h('table', { class: 'table slow' },
         h('thead', null, h('tr', null, ['Time', 'Request', 'Route', 'Status', 'Duration', 'Queue wait / upstream / transfer'].map((c) => h('th', { scope: 'col' }, c)))),
         h('tbody', null, list.slice(0, 30).map((r) => h('tr', null,
           h('td', null, fmtClock(r.time)),
@@ -405,7 +410,7 @@ function slowWidget() {
           h('td', { class: 'num' }, r.status),
           h('td', { class: 'num' }, fmtSeconds(r.duration)),
           h('td', null, splitBar(r.queue_wait, r.upstream_ttfb, r.transfer, max),
-            h('span', { class: 'small muted' }, ` ${fmtSeconds(r.queue_wait)} / ${fmtSeconds(r.upstream_ttfb)} / ${fmtSeconds(r.transfer)}`)))))));
+            h('span', { class: 'small muted' }, ` ${fmtSeconds(r.queue_wait)} / ${fmtSeconds(r.upstream_ttfb)} / ${fmtSeconds(r.transfer)}`))))))));
     },
   };
 }
@@ -478,10 +483,10 @@ function backpressureWidget() {
           stat('Limit', b.limit > 0 ? fmtNum(b.limit) : 'none', { figure: 'limit' }),
           stat('In flight', fmtNum(b.in_flight), { figure: 'in_flight' }),
           stat('Queued', `${fmtNum(b.queued)} / ${fmtNum(b.queue_limit)}`, { level: qLevel, figure: 'queued' }),
-          stat('Shedding', b.shed_low_priority_fraction > b.shed_fraction
-            ? `${fmtPct(b.shed_fraction, 0)} · low-priority ${fmtPct(b.shed_low_priority_fraction, 0)}`
-            : fmtPct(b.shed_fraction, 0),
-          { level: b.shed_fraction > 0 ? 'critical' : b.shed_low_priority_fraction > 0 ? 'warning' : 'ok', figure: 'shed_fraction' }),
+          stat('Shedding', fmtPct(b.shed_fraction, 0), { level: b.shed_fraction > 0 ? 'critical' : 'ok', figure: 'shed_fraction' }),
+          b.shed_low_priority_fraction > 0
+            ? stat('Low-priority shed', fmtPct(b.shed_low_priority_fraction, 0), { level: 'warning', figure: 'shed_low_priority_fraction' })
+            : null,
           stat('Drain rate', fmtRate(b.drain_per_second), { figure: 'drain_per_second' }),
           stat('Left the queue', fmtNum(b.queue_abandoned), { figure: 'queue_abandoned' })),
         h('h3', null, 'Rejections by reason'),
@@ -526,12 +531,12 @@ function tasksWidget(options) {
         replace(body, h('p', { class: 'muted' }, 'No background tasks reported (task monitoring off, or none has run yet).'));
         return;
       }
-      replace(body, h('table', { class: 'table tasks' },
+      replace(body, scroll(h('table', { class: 'table tasks' },
         h('thead', null, h('tr', null, cols.map(([label, , , cls]) => h('th', { scope: 'col', class: cls === 'num' ? 'num' : undefined }, label)))),
         h('tbody', null, tasks.map((t) => {
           const [lv, why] = taskHealth(t, st);
           return h('tr', { dataset: { task: t.task_id } }, cols.map(([, cell, , cls]) => h('td', { class: cls }, cell(t, lv, why))));
-        }))));
+        })))));
     },
   };
 }
