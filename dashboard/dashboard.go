@@ -115,6 +115,10 @@ func New(o Options) (*Dashboard, error) {
 	return d, nil
 }
 
+// The monitor feeds the history through this method (serve.go looks for it
+// with a type assertion, so a changed signature would fail silently).
+var _ interface{ Record(*monitor.Tick) } = (*Dashboard)(nil)
+
 // Record adds a monitor tick to the history ring.
 func (d *Dashboard) Record(t *monitor.Tick) { d.hist.Record(t) }
 
