@@ -76,6 +76,7 @@ func stalledUploads(t testing.TB, addr string, n int) ([]string, func()) {
 // Expect a 502 for each and pulsegate's goroutines/fds back to baseline
 // while the clients still hold on.
 func TestCase14_StalledUploadersBackendDied(t *testing.T) {
+	t.Parallel()
 	needBinary(t)
 	g := StartGunicorn(t, "gthread")
 	ch, err := chaos.New(g.Addr)
@@ -114,6 +115,7 @@ func TestCase14_StalledUploadersBackendDied(t *testing.T) {
 // TestCase14_BareReverseProxyControl measures the same scenario against a
 // bare httputil.ReverseProxy in this process, to report whether this Go
 // version has the go#78973 behaviour (no assertion: it is Go's, not ours).
+// It counts this process's goroutines, so it must not run in parallel.
 func TestCase14_BareReverseProxyControl(t *testing.T) {
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, r.Body)
