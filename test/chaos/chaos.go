@@ -116,9 +116,16 @@ type Proxy struct {
 
 // New starts a proxy on 127.0.0.1:0 that forwards to target (host:port).
 func New(target string) (*Proxy, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	return Listen("127.0.0.1:0", target)
+}
+
+// Listen starts a proxy on addr (e.g. a port a test reserved earlier, to
+// make a dependency "come up" where a client already points) that forwards
+// to target.
+func Listen(addr, target string) (*Proxy, error) {
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("chaos: listening for %s: %w", target, err)
+		return nil, fmt.Errorf("chaos: listening on %s for %s: %w", addr, target, err)
 	}
 	p := &Proxy{
 		target:  target,

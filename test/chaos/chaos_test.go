@@ -77,6 +77,27 @@ func TestPass(t *testing.T) {
 	}
 }
 
+func TestListenOnGivenAddress(t *testing.T) {
+	srv := upstream(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	p, err := Listen(addr, srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if p.Addr() != addr {
+		t.Fatalf("listening on %s, want %s", p.Addr(), addr)
+	}
+	if body, err := get(context.Background(), client(), "http://"+addr+"/hello"); err != nil || body != "hello" {
+		t.Fatalf("got %q, %v", body, err)
+	}
+}
+
 func TestLatencyDelaysReply(t *testing.T) {
 	srv := upstream(t)
 	p := newProxy(t, srv.Listener.Addr().String())
