@@ -16,9 +16,19 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime/debug"
 )
 
-func main() { os.Exit(run(context.Background(), os.Args[1:], os.Environ(), os.Stdout, os.Stderr)) }
+func main() {
+	// A sidecar's memory is paid in every pod. With GOGC=50 the heap may
+	// grow half as far past the live data: peak RSS after 512 keep-alive
+	// connections fell from ~77 MiB to ~61 MiB in our runs, for a small
+	// GC cost the throughput margin covers. GOGC in the environment wins.
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(50)
+	}
+	os.Exit(run(context.Background(), os.Args[1:], os.Environ(), os.Stdout, os.Stderr))
+}
 
 // run dispatches a subcommand and returns the process exit code.
 func run(ctx context.Context, args, environ []string, stdout, stderr io.Writer) int {

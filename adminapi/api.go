@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"net/url"
 	"path"
 	"strings"
 	"time"
@@ -236,7 +237,7 @@ func (a *API) read(h handlerFunc) http.HandlerFunc {
 		cfg, _ := a.d.Config.Get()
 		who, status, msg := a.authenticate(r, cfg)
 		if status != 0 {
-			a.deny(w, status, msg)
+			a.deny(w, r, status, msg)
 			return
 		}
 		h(w, r, who)
@@ -255,7 +256,7 @@ func (a *API) write(h handlerFunc) http.HandlerFunc {
 		cfg, _ := a.d.Config.Get()
 		who, status, msg := a.authenticate(r, cfg)
 		if status != 0 {
-			a.deny(w, status, msg)
+			a.deny(w, r, status, msg)
 			return
 		}
 		if !who.canWrite {
@@ -270,11 +271,27 @@ func (a *API) write(h handlerFunc) http.HandlerFunc {
 	}
 }
 
-func (a *API) deny(w http.ResponseWriter, status int, msg string) {
+// deny refuses a request. A browser opening a dashboard page without a
+// session is sent to the login page (which returns it here afterwards);
+// API clients get the JSON error.
+func (a *API) deny(w http.ResponseWriter, r *http.Request, status int, msg string) {
+	if status == http.StatusUnauthorized && r.Method == http.MethodGet &&
+		strings.HasPrefix(r.URL.Path, DashboardPrefix) && isNavigation(r) {
+		http.Redirect(w, r, DashboardPrefix+"login?next="+url.QueryEscape(r.URL.Path), http.StatusSeeOther)
+		return
+	}
 	if status == http.StatusUnauthorized {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="pulsegate"`)
 	}
 	writeError(w, status, msg)
+}
+
+// isNavigation reports a browser loading a page (not a fetch or a script).
+func isNavigation(r *http.Request) bool {
+	if m := r.Header.Get("Sec-Fetch-Mode"); m != "" {
+		return m == "navigate"
+	}
+	return strings.Contains(r.Header.Get("Accept"), "text/html")
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

@@ -357,6 +357,21 @@ func TestSessionCookieLogin(t *testing.T) {
 	}
 }
 
+func TestBrowserIsSentToLogin(t *testing.T) {
+	e := newEnv(t, testToken)
+	h := e.api.ProxyHandler(http.NotFoundHandler())
+	w := e.do(t, h, call{method: "GET", path: "/admin/responsiveness/health", hdr: map[string]string{"Sec-Fetch-Mode": "navigate", "Accept": "text/html"}})
+	if w.Code != http.StatusSeeOther || w.Header().Get("Location") != "/admin/responsiveness/login?next=%2Fadmin%2Fresponsiveness%2Fhealth" {
+		t.Fatalf("navigation = %d → %q; want 303 to the login page", w.Code, w.Header().Get("Location"))
+	}
+	if w := e.do(t, h, call{method: "GET", path: "/admin/responsiveness/api/history", hdr: map[string]string{"Sec-Fetch-Mode": "cors"}}); w.Code != 401 {
+		t.Fatalf("fetch = %d; want 401", w.Code)
+	}
+	if w := e.do(t, h, call{method: "GET", path: "/admin/api/health/responsiveness", hdr: map[string]string{"Accept": "text/html"}}); w.Code != 401 {
+		t.Fatalf("API route = %d; want 401, never a redirect", w.Code)
+	}
+}
+
 func TestPerformanceShape(t *testing.T) {
 	e := newEnv(t, "")
 	w := e.do(t, e.api.AdminHandler("127.0.0.1:9901"), call{method: "GET", path: "/admin/api/performance/responsiveness"})

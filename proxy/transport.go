@@ -33,8 +33,6 @@ func newTransport(cfg *config.Config, dials *atomic.Uint64) *http.Transport {
 		TLSHandshakeTimeout:   5 * time.Second,
 		DisableCompression:    true,
 		ForceAttemptHTTP2:     false,
-		WriteBufferSize:       16 << 10,
-		ReadBufferSize:        16 << 10,
 	}
 }
 
