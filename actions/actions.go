@@ -156,7 +156,7 @@ func New(cfg *config.Config, log *zap.Logger, reg prometheus.Registerer, tasks T
 		return nil, errors.New("building actions: registerer is nil")
 	}
 	a := &Actions{
-		log:     log.Named("actions"),
+		log:     log,
 		tasks:   tasks,
 		deps:    deps,
 		now:     time.Now,

@@ -98,7 +98,7 @@ func New(cfg *config.Config, log *zap.Logger, reg prometheus.Registerer, next ht
 	}
 	c := &Chain{
 		next:   next,
-		log:    log.Named("backpressure"),
+		log:    log,
 		now:    time.Now,
 		lim:    newLimiter(),
 		global: rate.NewLimiter(rate.Limit(s.rateRPS), s.rateBurst),
