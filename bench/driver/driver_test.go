@@ -289,7 +289,7 @@ func TestGeneratedProxyConfigsAreAccepted(t *testing.T) {
 
 func TestPulsegateEnvVariants(t *testing.T) {
 	full := strings.Join(pulsegateEnv(tPulsegate, "http://u", "l", "a", "d", "mysql://root@h/test", "redis://h/0"), "\n")
-	for _, want := range []string{"RESPONSIVENESS_MONITORING_ENABLED=true", "RESPONSIVENESS_MAX_CONCURRENCY=1024",
+	for _, want := range []string{"RESPONSIVENESS_MONITORING_ENABLED=true", "RESPONSIVENESS_MAX_CONCURRENCY=8192",
 		"RESPONSIVENESS_RATE_LIMIT_RPS=1000000", "RESPONSIVENESS_DB_DSN=mysql://root@h/test", "RESPONSIVENESS_REDIS_URL=redis://h/0",
 		"RESPONSIVENESS_UPSTREAM_URL=http://u", "RESPONSIVENESS_LISTEN_ADDR=l", "RESPONSIVENESS_ADMIN_ADDR=a", "RESPONSIVENESS_DATA_DIR=d"} {
 		if !strings.Contains(full, want) {

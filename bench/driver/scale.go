@@ -89,7 +89,7 @@ func scale(ctx context.Context, o options, e env, m *meter, rep *report) error {
 	var rows [][]string
 	for _, t := range targets {
 		for _, p := range points {
-			var rps, p99, cpu, peak, now, tracked []float64
+			var rps, p99, cpu, peak, now, tracked, errs, reqs []float64
 			n := 0
 			for _, s := range rep.Scale {
 				if s.Target != t || s.Conns != p.conns || s.Routes != p.routes {
@@ -102,6 +102,8 @@ func scale(ctx context.Context, o options, e env, m *meter, rep *report) error {
 				peak = append(peak, s.PeakMiB)
 				now = append(now, s.NowMiB)
 				tracked = append(tracked, s.RoutesTracked)
+				errs = append(errs, float64(s.Fig.Errors))
+				reqs = append(reqs, float64(s.Fig.Requests))
 			}
 			if n == 0 {
 				continue
@@ -112,10 +114,11 @@ func scale(ctx context.Context, o options, e env, m *meter, rep *report) error {
 			}
 			rows = append(rows, []string{targetLabel[t], fmt.Sprintf("%d", p.conns), paths,
 				fmtNum(median(rps)), fmtNum(median(p99)), fmtNum(median(cpu)),
-				fmtNum(median(peak)), fmtNum(median(now)), fmtNum(median(tracked))})
+				fmtNum(median(peak)), fmtNum(median(now)), fmtNum(median(tracked)),
+				fmt.Sprintf("%.0f / %.0f", median(errs), median(reqs))})
 		}
 	}
-	rep.printf("%s", mdTable([]string{"target", "connections", "distinct paths", "req/s", "p99 ms", "proxy CPU µs/req", "peak RSS MiB", "RSS at end MiB", "routes tracked (API)"}, rows))
+	rep.printf("%s", mdTable([]string{"target", "connections", "distinct paths", "req/s", "p99 ms", "proxy CPU µs/req", "peak RSS MiB", "RSS at end MiB", "routes tracked (API)", "errors / requests"}, rows))
 	rep.printf("\nDistinct paths are /bench/<letters>: no digits, so route templating cannot fold them; with wrk -t1 they are sent in turn, so a run shorter than the path count sends each at most once.\n")
 
 	if o.idle > 0 {

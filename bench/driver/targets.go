@@ -219,7 +219,7 @@ func pulsegateEnv(name, upstream, listen, admin, dataDir, dsn, redisURL string) 
 	}
 	env = append(env,
 		"RESPONSIVENESS_MONITORING_ENABLED=true",
-		"RESPONSIVENESS_MAX_CONCURRENCY=1024",
+		"RESPONSIVENESS_MAX_CONCURRENCY=8192", // above the 4096 connections of the scale curve
 		"RESPONSIVENESS_RATE_LIMIT_RPS=1000000",
 		"RESPONSIVENESS_RATE_LIMIT_BURST=1000000",
 		"RESPONSIVENESS_BACKPRESSURE_SHEDDING_ENABLED=true",
