@@ -157,9 +157,11 @@ func New(d Deps) *API {
 	m.HandleFunc("GET /admin/responsiveness/static/", a.public)
 	m.HandleFunc("GET /admin/responsiveness/widget.js", a.public)
 	m.HandleFunc("/admin/responsiveness/", a.read(a.dashboard))
-	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+	// Unknown admin paths (a trailing slash, a typo) answer 404 only after
+	// auth, like every other admin route.
+	m.HandleFunc("/", a.read(func(w http.ResponseWriter, r *http.Request, _ principal) {
 		writeError(w, http.StatusNotFound, "no such admin route")
-	})
+	}))
 	return a
 }
 

@@ -100,6 +100,12 @@ type Proxy struct {
 	MaxIdleConnsPerHost int `koanf:"max_idle_conns_per_host" json:"max_idle_conns_per_host"`
 	// ReadHeaderTimeout bounds reading a client's request headers (Slowloris). Default 10 s.
 	ReadHeaderTimeout Seconds `koanf:"read_header_timeout" json:"read_header_timeout"`
+	// ClientBodyTimeout is the longest a client may pause while sending a
+	// request body (between two reads, like nginx's client_body_timeout);
+	// past it the request gets 408. It bounds slow-body clients holding
+	// app workers, and handlers stuck on an uploader that stalled after the
+	// app died (go#78973). Default 30 s.
+	ClientBodyTimeout Seconds `koanf:"client_body_timeout" json:"client_body_timeout"`
 	// ClientIdleTimeout closes idle client keep-alive connections. Default 120 s.
 	ClientIdleTimeout Seconds `koanf:"client_idle_timeout" json:"client_idle_timeout"`
 	// MaxHeaderBytes caps request headers (431 past it). Default 65536.

@@ -30,6 +30,7 @@ func Defaults() *Config {
 			MaxIdleConnsPerHost: 256,
 			ReadHeaderTimeout:   10,
 			ClientIdleTimeout:   120,
+			ClientBodyTimeout:   30,
 			MaxHeaderBytes:      64 << 10,
 			MaxRoutes:           200,
 			ApdexThreshold:      0.5,

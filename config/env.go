@@ -68,6 +68,7 @@ var envTable = []envEntry{
 	{"RESPONSIVENESS_PROXY_READ_HEADER_TIMEOUT", "proxy.read_header_timeout", "Longest time to read a client's request headers, seconds."},
 	{"RESPONSIVENESS_PROXY_CLIENT_IDLE_TIMEOUT", "proxy.client_idle_timeout", "Idle client keep-alive connections close after this, seconds."},
 	{"RESPONSIVENESS_PROXY_MAX_HEADER_BYTES", "proxy.max_header_bytes", "Largest request header block, bytes (431 past it)."},
+	{"RESPONSIVENESS_PROXY_CLIENT_BODY_TIMEOUT", "proxy.client_body_timeout", "Longest pause while a client sends a request body before 408, seconds."},
 	{"RESPONSIVENESS_PROXY_ROUTE_PATTERNS", "proxy.route_patterns", "The app's URL rules for route labels, e.g. /users/<id>/posts (comma-separated)."},
 	{"RESPONSIVENESS_PROXY_TRUSTED_PROXIES", "proxy.trusted_proxies", "Peers (IPs or CIDRs, comma-separated) whose X-Forwarded-* headers are kept and extended, e.g. the ingress; empty = trust none."},
 	{"RESPONSIVENESS_PROXY_MAX_ROUTES", "proxy.max_routes", "Most distinct route labels; further routes are counted as \"other\"."},

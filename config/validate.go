@@ -417,6 +417,7 @@ func (c *Config) validate() []FieldError {
 	v.intRange("proxy.max_idle_conns_per_host", p.MaxIdleConnsPerHost, 1, maxSize)
 	v.positive("proxy.read_header_timeout", p.ReadHeaderTimeout)
 	v.positive("proxy.client_idle_timeout", p.ClientIdleTimeout)
+	v.positive("proxy.client_body_timeout", p.ClientBodyTimeout)
 	v.intRange("proxy.max_header_bytes", p.MaxHeaderBytes, 1024, 64<<20)
 	v.routes("proxy.route_patterns", p.RoutePatterns)
 	for _, tp := range p.TrustedProxies {

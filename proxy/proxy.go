@@ -9,6 +9,8 @@
 package proxy
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httputil"
@@ -30,18 +32,20 @@ import (
 type Proxy struct {
 	// base anchors the monotonic clock the hot path reads (time.Since is a
 	// third of time.Now's cost on KVM guests).
-	base     time.Time
-	log      *zap.Logger
-	rp       *httputil.ReverseProxy
-	target   atomic.Pointer[url.URL]
-	rt       *swappableTransport
-	stats    *Stats
-	m        *metrics
-	slowNS   atomic.Int64
-	apdexNS  atomic.Int64
-	patterns atomic.Pointer[[]routePattern]
-	trusted  atomic.Pointer[[]netip.Prefix]
-	errLog   sampler
+	base   time.Time
+	log    *zap.Logger
+	rp     *httputil.ReverseProxy
+	target atomic.Pointer[url.URL]
+	rt     *swappableTransport
+	stats  *Stats
+	m      *metrics
+	slowNS atomic.Int64
+	// bodyTimeoutNS is proxy.client_body_timeout.
+	bodyTimeoutNS atomic.Int64
+	apdexNS       atomic.Int64
+	patterns      atomic.Pointer[[]routePattern]
+	trusted       atomic.Pointer[[]netip.Prefix]
+	errLog        sampler
 	// consecFail counts upstream failures in a row (readiness).
 	consecFail atomic.Int64
 	hijacked   hijackedConns
@@ -70,11 +74,12 @@ func New(cfg *config.Config, log *zap.Logger, reg prometheus.Registerer) (*Proxy
 		return nil, fmt.Errorf("registering proxy metrics: %w", err)
 	}
 	p.rp = &httputil.ReverseProxy{
-		Rewrite:      p.rewrite,
-		Transport:    p.rt,
-		BufferPool:   bufferPool{},
-		ErrorHandler: p.errorHandler,
-		ErrorLog:     zap.NewStdLog(log.Named("reverseproxy")),
+		Rewrite:        p.rewrite,
+		Transport:      p.rt,
+		BufferPool:     bufferPool{},
+		ErrorHandler:   p.errorHandler,
+		ModifyResponse: bodyCompleteOrError,
+		ErrorLog:       zap.NewStdLog(log.Named("reverseproxy")),
 	}
 	return p, nil
 }
@@ -89,6 +94,7 @@ func parseUpstream(raw string) (*url.URL, error) {
 
 func (p *Proxy) applyTunables(cfg *config.Config) {
 	p.slowNS.Store(int64(cfg.Responsiveness.SlowRequestThreshold.Duration()))
+	p.bodyTimeoutNS.Store(int64(cfg.Proxy.ClientBodyTimeout.Duration()))
 	p.apdexNS.Store(int64(cfg.Proxy.ApdexThreshold.Duration()))
 	pats := compilePatterns(cfg.Proxy.RoutePatterns)
 	p.patterns.Store(&pats)
@@ -132,7 +138,14 @@ func (p *Proxy) Forwarder() http.Handler { return forwarder{p} }
 
 type forwarder struct{ p *Proxy }
 
-func (f forwarder) ServeHTTP(w http.ResponseWriter, r *http.Request) { f.p.rp.ServeHTTP(w, r) }
+func (f forwarder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
+		if d := time.Duration(f.p.bodyTimeoutNS.Load()); d > 0 {
+			r.Body = newTimedBody(w, r, d)
+		}
+	}
+	f.p.rp.ServeHTTP(w, r)
+}
 
 // mono is the hot path's clock: time since base, monotonic only.
 func (p *Proxy) mono() time.Duration { return time.Since(p.base) }
@@ -142,6 +155,9 @@ func (p *Proxy) mono() time.Duration { return time.Since(p.base) }
 // header; SetXForwarded writes ours from the socket peer only.
 func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 	pr.SetURL(p.target.Load())
+	if tb, ok := pr.In.Body.(*timedBody); ok {
+		pr.Out = pr.Out.WithContext(context.WithValue(pr.Out.Context(), timedBodyKey{}, tb))
+	}
 	// The app sees the Host the client asked for, as it would without the
 	// sidecar; X-Forwarded-Host carries it too.
 	pr.Out.Host = pr.In.Host
@@ -185,14 +201,30 @@ func (p *Proxy) trustedPeer(remoteAddr string) bool {
 	return false
 }
 
+// errorHandler answers a failed forward. r is the outbound request (its
+// context carries the timedBody, when there is one).
 func (p *Proxy) errorHandler(w http.ResponseWriter, r *http.Request, err error) {
-	class, status := classifyError(r, err)
 	rec, _ := w.(*recorder)
+	if tb, ok := r.Context().Value(timedBodyKey{}).(*timedBody); errors.Is(err, errBodyTimeout) || ok && tb.timedOut.Load() {
+		// The client stopped sending its body: its fault, not the app's.
+		if rec != nil {
+			rec.errClass = errClientClosed
+		}
+		w.Header().Set("Connection", "close")
+		http.Error(w, "pulsegate: 408 Request Timeout: the request body stopped arriving", http.StatusRequestTimeout)
+		return
+	}
+	class, status := classifyError(r, err)
 	if rec != nil {
 		rec.errClass = class
 	}
 	if class == errClientClosed {
-		return // nobody is listening; finish() counts it and logs at debug
+		// Usually nobody is listening; but the context is also cancelled
+		// when reading the client's body fails, and then an empty implicit
+		// 200 must not go out. finish() counts it and logs at debug.
+		w.Header().Set("Connection", "close")
+		w.WriteHeader(http.StatusBadRequest)
+		return
 	}
 	p.consecFail.Add(1)
 	// Go 1.26's ReverseProxy no longer closes the inbound body when the

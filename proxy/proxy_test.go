@@ -561,3 +561,45 @@ func TestUpstreamSeenByDialOrAnswer(t *testing.T) {
 		t.Fatalf("after recovery: err %v, still needs a check: %v", err, g.p.NeedsUpstreamCheck())
 	}
 }
+
+// A client that pauses mid-body longer than client_body_timeout gets 408
+// and frees its handler; a complete body followed by a slow answer is not
+// affected (the deadline is cleared once the body is in).
+func TestClientBodyTimeout(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		if r.URL.Path == "/slow-answer" {
+			time.Sleep(700 * time.Millisecond)
+		}
+		io.WriteString(w, "done")
+	}))
+	defer up.Close()
+	f := newFixture(t, up.URL, func(c *config.Config) { c.Proxy.ClientBodyTimeout = 0.3 })
+
+	// Complete body, answer slower than the body timeout: 200.
+	req, _ := http.NewRequest("POST", f.frontend.URL+"/slow-answer", strings.NewReader(strings.Repeat("x", 100000)))
+	resp, err := f.client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body := readAll(t, resp); resp.StatusCode != 200 || body != "done" {
+		t.Fatalf("complete body, slow answer: %d %q; want 200", resp.StatusCode, body)
+	}
+
+	// Body stalls: 408, handler released while the client stays connected.
+	c, err := net.Dial("tcp", strings.TrimPrefix(f.frontend.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	io.WriteString(c, "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n"+strings.Repeat("y", 1000))
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	status, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil || !strings.Contains(status, "408") {
+		t.Fatalf("stalled body: %q, %v; want 408", status, err)
+	}
+	waitFor(t, "handler released", func() bool { return f.p.Stats().InFlight() == 0 })
+	if v := testutil.ToFloat64(f.p.m.errors[errClientClosed]); v != 1 {
+		t.Fatalf("client_closed = %v; want the stall counted as the client's, not the app's", v)
+	}
+}
