@@ -78,6 +78,17 @@ func (p *Proxy) CloseHijacked() int { return p.hijacked.closeAll() }
 // OpenUpgraded is the number of upgraded connections open now.
 func (p *Proxy) OpenUpgraded() int { return p.hijacked.count() }
 
+// appAnswered records that the app sent a response: readiness may turn
+// (or stay) true. Cheap on the hot path: loads before stores.
+func (p *Proxy) appAnswered() {
+	if p.consecFail.Load() != 0 {
+		p.consecFail.Store(0)
+	}
+	if !p.seen.Load() {
+		p.seen.Store(true)
+	}
+}
+
 // UpstreamSeen reports whether the app has answered since start: a
 // proxied request got a response, or CheckUpstream connected.
 func (p *Proxy) UpstreamSeen() bool { return p.seen.Load() }
@@ -97,6 +108,10 @@ func (p *Proxy) CheckUpstream(ctx context.Context) error {
 		return err
 	}
 	req.Header.Set("User-Agent", "pulsegate-readiness")
+	// Never reuse this connection: if the app streams its root, its handler
+	// keeps running after the headers, and a request sent on the same
+	// connection would wait behind it.
+	req.Close = true
 	resp, err := p.rt.RoundTrip(req)
 	if err != nil {
 		return err

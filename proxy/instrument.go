@@ -48,6 +48,9 @@ func (r *recorder) WriteHeader(code int) {
 		r.status = code
 		if r.p != nil {
 			r.headerAt = r.p.mono()
+			if r.errClass == errNone && r.rejected == "" {
+				r.p.appAnswered() // at the headers: a stream may never finish
+			}
 		}
 		// Header() keys are canonical already: index the map, skip Get's canonicalisation.
 		if ct := r.Header()["Content-Type"]; len(ct) > 0 && strings.HasPrefix(ct[0], "text/event-stream") {
@@ -91,6 +94,7 @@ func (r *recorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		if r.status == 0 {
 			r.status = http.StatusSwitchingProtocols
 			r.headerAt = r.p.mono()
+			r.p.appAnswered()
 		}
 	}
 	return c, brw, err
@@ -167,14 +171,6 @@ func (p *Proxy) finish(rec *recorder, req *http.Request) {
 		}
 		x.isError = errClass != errNone
 		x.timed = !rec.stream && !rec.aborted
-		if errClass == errNone || errClass == errAppError {
-			if p.consecFail.Load() != 0 {
-				p.consecFail.Store(0) // the app answered
-			}
-			if !p.seen.Load() {
-				p.seen.Store(true)
-			}
-		}
 	}
 	if x.timed {
 		if rec.headerAt != 0 {

@@ -39,7 +39,9 @@ func TestCase33_StreamsOpenAtShutdown(t *testing.T) {
 			if _, err := fmt.Fprintf(w, "data: %d\n\n", i); err != nil {
 				return
 			}
-			rc.Flush()
+			if rc.Flush() != nil {
+				return
+			}
 			select {
 			case <-r.Context().Done():
 				return
@@ -47,7 +49,9 @@ func TestCase33_StreamsOpenAtShutdown(t *testing.T) {
 			}
 		}
 	}))
-	t.Cleanup(up.Close)
+	// Close the streams' server side first: Close alone waits for every
+	// active connection, and a stream whose peer vanished can look active.
+	t.Cleanup(func() { up.CloseClientConnections(); up.Close() })
 	p := StartPulsegate(t, map[string]string{
 		"RESPONSIVENESS_UPSTREAM_URL":           up.URL,
 		"RESPONSIVENESS_PROXY_DRAIN_DELAY":      "1",
