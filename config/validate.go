@@ -66,7 +66,7 @@ const (
 )
 
 // Validate checks every rule in one pass and returns a *ValidationError
-// listing every problem, or nil. Rules (see docs/configuration.md):
+// listing every problem, or nil. Rules (see README.md, Configuration):
 // fractions in (0,1]; warning < critical for every pair; durations finite
 // and, where a zero makes no sense, at least 1 ms; NaN and ±Inf rejected
 // everywhere; URLs absolute http/https; the DSN mysql/postgres/postgresql
