@@ -381,8 +381,12 @@ fetch(${JSON.stringify(ackURL)}, {method: 'POST', mode: 'no-cors', credentials: 
     await shot(page, 'overview-live');
     await Promise.all([page.waitForURL(/\/admin\/responsiveness\/login$/), page.click('#logout')]);
     assert.equal((await context.cookies()).find((c) => c.name === 'pulsegate_session'), undefined);
+    // Signed out, a page navigation is sent to the login page, which will return it there.
     const r = await page.goto(adminURL + '/admin/responsiveness/health');
-    assert.equal(r.status(), 401);
+    assert.equal(r.status(), 200);
+    assert.match(page.url(), /\/admin\/responsiveness\/login\?next=%2Fadmin%2Fresponsiveness%2Fhealth$/);
+    // Scripts still get a plain 401.
+    assert.equal(await page.evaluate(async () => (await fetch('/admin/api/health/responsiveness')).status), 401);
     await gotoApp(page, proxyURL + '/admin/users');
     await page.waitForSelector('pulsegate-widget[kind="health"] .banner:not([hidden]) a[href*="login"]', { timeout: WAIT });
     assert.equal(await page.locator('pulsegate-widget[kind="health"] [data-verdict]').count(), 0, 'no data shown signed out');
