@@ -10,6 +10,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/pulsegate/pulsegate/config"
+	"github.com/pulsegate/pulsegate/probes"
 )
 
 // scanCount is the COUNT hint per SCAN call.
@@ -128,19 +129,6 @@ func (t *ttlRepairer) clientFor(cfg *config.Config) (*redis.Client, error) {
 	return t.client, nil
 }
 
-// escapeGlob quotes SCAN MATCH metacharacters in a literal prefix.
-func escapeGlob(s string) string {
-	var b strings.Builder
-	for _, r := range s {
-		switch r {
-		case '*', '?', '[', ']', '\\':
-			b.WriteByte('\\')
-		}
-		b.WriteRune(r)
-	}
-	return b.String()
-}
-
 // repair continues the SCAN pass over the session prefix from where the last
 // tick stopped, visiting at most redis.scan_budget keys and giving at most
 // actions.session_repair_max of them a TTL.
@@ -158,7 +146,7 @@ func (t *ttlRepairer) repair(ctx context.Context, cfg *config.Config, timeout ti
 	}
 	maxRepair := cfg.Actions.SessionRepairMax
 	ttl := cfg.Actions.SessionTTL.Duration()
-	match := escapeGlob(cfg.Redis.SessionPrefix) + "*"
+	match := probes.RedisGlobEscape(cfg.Redis.SessionPrefix) + "*"
 	dry := cfg.Actions.DryRun
 	for res.Visited < budget && (dry || res.Repaired < maxRepair) {
 		keys, next, err := rdb.Scan(ctx, t.cursor, match, scanCount).Result()

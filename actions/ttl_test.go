@@ -11,6 +11,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/pulsegate/pulsegate/config"
+	"github.com/pulsegate/pulsegate/probes"
 )
 
 // The real Redis on 127.0.0.1:6379, database 14 (flushed at start and end).
@@ -192,7 +193,7 @@ func countNoTTL(t *testing.T, rdb *redis.Client, match string) int {
 }
 
 func TestEscapeGlob(t *testing.T) {
-	if got := escapeGlob(`a*b?c[d]\`); got != `a\*b\?c\[d\]\\` {
-		t.Errorf("escapeGlob = %q", got)
+	if got := probes.RedisGlobEscape(`a*b?c[d]\`); got != `a\*b\?c\[d\]\\` {
+		t.Errorf("RedisGlobEscape = %q", got)
 	}
 }

@@ -332,7 +332,7 @@ func newRedis(cfg *config.Config, log *zap.Logger, opts ...RedisOption) (*Redis,
 		log:        log.Named(RedisProbeName),
 		now:        time.Now,
 		prefix:     rc.SessionPrefix,
-		match:      redisGlobEscape(rc.SessionPrefix) + "*",
+		match:      RedisGlobEscape(rc.SessionPrefix) + "*",
 		queues:     append([]string(nil), rc.QueueKeys...),
 		budget:     rc.ScanBudget,
 		scanTime:   min(timeout/4, redisScanTimeMax),
@@ -894,8 +894,9 @@ func (r *Redis) judgeQueues(det *RedisDetails, figures map[string]float64, raise
 	r.queueLevel = lvl
 }
 
-// redisGlobEscape escapes Redis glob specials so the prefix matches literally.
-func redisGlobEscape(s string) string {
+// RedisGlobEscape escapes Redis glob specials (for SCAN MATCH) so a key
+// prefix matches literally.
+func RedisGlobEscape(s string) string {
 	var b strings.Builder
 	for _, c := range s {
 		switch c {
