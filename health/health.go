@@ -183,7 +183,8 @@ type componentState struct {
 
 // Evaluator computes verdicts. It is safe for concurrent use.
 type Evaluator struct {
-	now func() time.Time
+	now   func() time.Time
+	start time.Time // creation: the first probe results are still on their way
 
 	mu          sync.Mutex
 	cfg         *config.Config
@@ -199,7 +200,7 @@ func New(cfg *config.Config, now func() time.Time, opts ...Option) *Evaluator {
 	if now == nil {
 		now = time.Now
 	}
-	e := &Evaluator{now: now, holdObs: DefaultHoldObservations, minRequests: DefaultMinRequests, state: map[string]*componentState{}}
+	e := &Evaluator{now: now, start: now(), holdObs: DefaultHoldObservations, minRequests: DefaultMinRequests, state: map[string]*componentState{}}
 	for _, o := range opts {
 		o(e)
 	}
@@ -360,6 +361,14 @@ func (e *Evaluator) probeComponent(now time.Time, name string, results map[strin
 	}
 	r, ok := results[name]
 	if !ok {
+		// At start the verdict is computed before the first run finishes:
+		// give the first result one interval (+10 s for a slow connect)
+		// before its absence counts, or every start would show a warning
+		// that hysteresis then holds.
+		grace := cfg.Responsiveness.MonitoringInterval.Duration() + 10*time.Second
+		if now.Sub(e.start) < grace {
+			return rawComponent{level: Healthy, reasons: []string{"waiting for the first probe result"}}
+		}
 		return rawComponent{level: Warning, reasons: []string{"no probe result yet"}}
 	}
 	rc := rawComponent{key: r.Started.String(), details: r.Details}

@@ -303,7 +303,19 @@ func TestStaleAndMissingResults(t *testing.T) {
 	in := healthyInputs(c)
 	delete(in.Probes, SessionMonitoring)
 	e := New(configured(), c.Now)
+	// Right after start the first result is still on its way: no false warning.
 	v := e.Evaluate(in)
+	if v.Components[SessionMonitoring] != Healthy || !strings.Contains(strings.Join(v.Reasons, ";"), "waiting for the first probe result") {
+		t.Errorf("missing result at start: %s %v", v.Components[SessionMonitoring], v.Reasons)
+	}
+	// Past one interval (+10 s) its absence counts.
+	c.Add(45 * time.Second)
+	for k, r := range in.Probes {
+		r.Started = c.Now()
+		in.Probes[k] = r
+	}
+	v = e.Evaluate(in)
+	v = e.Evaluate(in)
 	if v.Components[SessionMonitoring] != Warning || !strings.Contains(strings.Join(v.Reasons, ";"), "session_monitoring warning: no probe result yet") {
 		t.Errorf("missing result: %s %v", v.Components[SessionMonitoring], v.Reasons)
 	}
