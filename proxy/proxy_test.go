@@ -13,6 +13,7 @@ import (
 	"net/http/httptest"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -601,5 +602,44 @@ func TestClientBodyTimeout(t *testing.T) {
 	waitFor(t, "handler released", func() bool { return f.p.Stats().InFlight() == 0 })
 	if v := testutil.ToFloat64(f.p.m.errors[errClientClosed]); v != 1 {
 		t.Fatalf("client_closed = %v; want the stall counted as the client's, not the app's", v)
+	}
+}
+
+// proxy.max_conns_per_host bounds connections (and concurrency) to the app;
+// requests beyond it wait for a connection and still succeed.
+func TestMaxConnsPerHost(t *testing.T) {
+	var cur, peak atomic.Int64
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n := cur.Add(1)
+		for {
+			p := peak.Load()
+			if n <= p || peak.CompareAndSwap(p, n) {
+				break
+			}
+		}
+		time.Sleep(30 * time.Millisecond)
+		cur.Add(-1)
+		io.WriteString(w, "ok")
+	}))
+	defer up.Close()
+	f := newFixture(t, up.URL, func(c *config.Config) { c.Proxy.MaxConnsPerHost = 2 })
+	done := make(chan int, 8)
+	for i := 0; i < 8; i++ {
+		go func() {
+			resp := f.get(t, "/x", nil)
+			readAll(t, resp)
+			done <- resp.StatusCode
+		}()
+	}
+	for i := 0; i < 8; i++ {
+		if s := <-done; s != 200 {
+			t.Fatalf("status %d", s)
+		}
+	}
+	if p := peak.Load(); p > 2 {
+		t.Fatalf("the app saw %d requests at once; want ≤ 2", p)
+	}
+	if d := f.p.UpstreamDials(); d > 2 {
+		t.Fatalf("%d connections opened; want ≤ 2", d)
 	}
 }

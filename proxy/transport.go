@@ -27,6 +27,7 @@ func newTransport(cfg *config.Config, dials *atomic.Uint64) *http.Transport {
 		},
 		MaxIdleConns:          0, // no global cap; per host below
 		MaxIdleConnsPerHost:   cfg.Proxy.MaxIdleConnsPerHost,
+		MaxConnsPerHost:       cfg.Proxy.MaxConnsPerHost,
 		IdleConnTimeout:       cfg.Proxy.UpstreamIdleTimeout.Duration(),
 		ResponseHeaderTimeout: cfg.Responsiveness.RequestTimeoutThreshold.Duration(),
 		ExpectContinueTimeout: time.Second,
