@@ -161,6 +161,8 @@ func build(cfg *config.Config, log *zap.Logger, level zap.AtomicLevel, dashboard
 		Upstream:      a.proxy,
 	})
 
+	// A new probe result is evaluated at once, not at the next tick.
+	a.runner.OnResult = func(probes.Result) { a.monitor.Poke() }
 	// The dashboard keeps its own history of ticks for the trend graphs.
 	if rec, ok := dashboard.(interface{ Record(*monitor.Tick) }); ok {
 		a.monitor.OnTick(rec.Record)

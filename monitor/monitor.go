@@ -93,6 +93,7 @@ type Monitor struct {
 	// the previous tick's dial count, for upstream_dials_per_sec
 	prevDials uint64
 	prevAt    time.Time
+	poke      chan struct{}
 }
 
 // New returns a Monitor over d.
@@ -103,7 +104,17 @@ func New(d Deps) *Monitor {
 	if d.Log == nil {
 		d.Log = zap.NewNop()
 	}
-	return &Monitor{d: d}
+	return &Monitor{d: d, poke: make(chan struct{}, 1)}
+}
+
+// Poke asks Run for a tick now, without waiting for the interval: a probe
+// that just reported a database hang should reach the verdict, alerts and
+// shedding at once. It never blocks; pokes during a tick coalesce.
+func (m *Monitor) Poke() {
+	select {
+	case m.poke <- struct{}{}:
+	default:
+	}
 }
 
 // OnTick registers fn to run after every tick (e.g. the dashboard's
@@ -167,6 +178,8 @@ func (m *Monitor) Run(ctx context.Context, alertEvents func(int) (<-chan alerts.
 			m.Tick()
 			cfg, _ = m.d.Config.Get()
 			t.Reset(Interval(cfg))
+		case <-m.poke:
+			m.Tick()
 		}
 	}
 }

@@ -1,6 +1,7 @@
 package monitor
 
 import (
+	"context"
 	"sync"
 	"testing"
 	"time"
@@ -32,6 +33,36 @@ type fakeAlerts struct{ in alerts.Input }
 
 func (f *fakeAlerts) Evaluate(now time.Time, in alerts.Input) { f.in = in }
 func (f *fakeAlerts) Active() []alerts.Alert                  { return nil }
+
+func TestPokeTicksAtOnce(t *testing.T) {
+	cfg := config.Defaults()
+	cfg.Responsiveness.MonitoringInterval = 3600
+	st := probes.NewStore()
+	m := New(Deps{Config: config.NewHolder(cfg), Probes: st, Health: health.New(cfg, nil)})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- m.Run(ctx, nil) }()
+	defer func() { cancel(); <-done }()
+	deadline := time.Now().Add(10 * time.Second)
+	for m.Last() == nil { // the first tick runs at start
+		if time.Now().After(deadline) {
+			t.Fatal("no first tick")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	first := m.Last()
+	st.Set(probes.Result{Probe: "system_optimizer", Status: probes.StatusCritical, Started: time.Now()})
+	m.Poke()
+	for m.Last() == first {
+		if time.Now().After(deadline) {
+			t.Fatal("Poke did not tick before the (one hour) interval")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if got := m.Last().Verdict.Underlying[health.SystemOptimizer]; got != health.Critical {
+		t.Fatalf("after Poke: system_optimizer %s; want critical", got)
+	}
+}
 
 func TestLevels(t *testing.T) {
 	cfg := config.Defaults()
