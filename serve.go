@@ -121,7 +121,7 @@ func build(cfg *config.Config, log *zap.Logger, level zap.AtomicLevel, dashboard
 	}
 
 	// Probes beside the path: the container always, the DB and Redis when configured.
-	a.tasks = probes.NewTasks(time.Now)
+	a.tasks = probes.NewTasks(time.Now, probes.WithTaskLogger(log.Named("tasks")))
 	a.tasks.SetEnabled(cfg.Responsiveness.TaskMonitoringEnabled)
 	var probers []probes.Prober
 	if cfg.Responsiveness.MonitoringEnabled {
