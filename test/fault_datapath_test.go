@@ -469,16 +469,7 @@ func testUploadOnce(t testing.TB, c *http.Client, base string, size int64) {
 func TestCase23_OverloadBoundedQueue(t *testing.T) {
 	needBinary(t)
 	g := StartGunicorn(t, "gthread-wide")
-	p := StartPulsegate(t, map[string]string{
-		"RESPONSIVENESS_UPSTREAM_URL":               g.URL(),
-		"RESPONSIVENESS_MAX_CONCURRENCY":            "8",
-		"RESPONSIVENESS_QUEUE_WARNING_THRESHOLD":    "40",
-		"RESPONSIVENESS_QUEUE_CRITICAL_THRESHOLD":   "50",
-		"RESPONSIVENESS_BACKPRESSURE_QUEUE_TIMEOUT": "60",
-	})
-	if _, ok := p.Metrics(t)["pulsegate_backpressure_queue_depth"]; !ok {
-		skipOrFail(t, "needs backpressure wired into main: pulsegate_backpressure_queue_depth missing from /metrics")
-	}
+	p := startLimited(t, g, 8)
 	c := httpClient(t, 120*time.Second)
 	mustDo(t, c, "POST", g.URL()+"/internal/concurrency", nil, nil)
 

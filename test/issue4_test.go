@@ -17,15 +17,14 @@ import (
 	"time"
 )
 
-// TestCase24_QueuedClientsCancel: clients cancel at random while queued.
-// Expect them gone from the queue at once, never forwarded, gauges never
-// negative and 0 at the end.
-func TestCase24_QueuedClientsCancel(t *testing.T) {
-	needBinary(t)
-	g := StartGunicorn(t, "gthread-wide")
+// startLimited starts pulsegate in front of g with a concurrency limit, a
+// queue of 50 (warning 40) and a 60 s queue timeout, and skips (or fails
+// under PULSEGATE_STRICT) if the binary has no backpressure metrics.
+func startLimited(t *testing.T, g *Gunicorn, limit int) *Pulsegate {
+	t.Helper()
 	p := StartPulsegate(t, map[string]string{
 		"RESPONSIVENESS_UPSTREAM_URL":               g.URL(),
-		"RESPONSIVENESS_MAX_CONCURRENCY":            "2",
+		"RESPONSIVENESS_MAX_CONCURRENCY":            strconv.Itoa(limit),
 		"RESPONSIVENESS_QUEUE_WARNING_THRESHOLD":    "40",
 		"RESPONSIVENESS_QUEUE_CRITICAL_THRESHOLD":   "50",
 		"RESPONSIVENESS_BACKPRESSURE_QUEUE_TIMEOUT": "60",
@@ -33,6 +32,16 @@ func TestCase24_QueuedClientsCancel(t *testing.T) {
 	if _, ok := p.Metrics(t)["pulsegate_backpressure_queue_depth"]; !ok {
 		skipOrFail(t, "needs backpressure wired into main: pulsegate_backpressure_queue_depth missing from /metrics")
 	}
+	return p
+}
+
+// TestCase24_QueuedClientsCancel: clients cancel at random while queued.
+// Expect them gone from the queue at once, never forwarded, gauges never
+// negative and 0 at the end.
+func TestCase24_QueuedClientsCancel(t *testing.T) {
+	needBinary(t)
+	g := StartGunicorn(t, "gthread-wide")
+	p := startLimited(t, g, 2)
 	c := httpClient(t, 60*time.Second)
 	// Two long requests hold both slots.
 	var blockers sync.WaitGroup
