@@ -67,8 +67,13 @@ func cmdDemo(ctx context.Context, args, environ []string, stdout, stderr io.Writ
 	}
 	scaled := func(d time.Duration) time.Duration { return time.Duration(float64(d) / *speed) }
 	// Signals are ours from here on, so Ctrl-C during the setup still
-	// removes what the setup created.
-	sigs := signals()
+	// removes what the setup created. The first stops the demo (serve
+	// drains); a second while it stops is answered with what it is doing;
+	// a third quits at once (the next run removes any leftovers).
+	sigs := make(chan os.Signal, 1)
+	stopped := make(chan struct{})
+	defer close(stopped)
+	go forwardSignals(signals(), sigs, stopped, stderr)
 
 	var svc *demo.Services
 	if !*noServices {
@@ -204,6 +209,29 @@ queue, the flaky route fails): watch slow requests, queueing, 503s and alerts.
 	}
 	fmt.Fprintf(stdout, "demo stopped: %d requests sent, cleanup hook called %d times%s\n", traffic.Sent(), app.Cleanups(), dry)
 	return exit
+}
+
+// forwardSignals passes the first signal on to serve; a second is
+// answered with a note (the demo is removing what it created), a third
+// exits at once. It returns when stopped is closed.
+func forwardSignals(in <-chan os.Signal, out chan<- os.Signal, stopped <-chan struct{}, stderr io.Writer) {
+	n := 0
+	for {
+		select {
+		case <-stopped:
+			return
+		case sig := <-in:
+			n++
+			switch n {
+			case 1:
+				out <- sig
+			case 2:
+				fmt.Fprintln(stderr, "pulsegate demo: stopping and removing what it created; press Ctrl-C once more to quit at once (the next run removes leftovers)")
+			default:
+				os.Exit(2)
+			}
+		}
+	}
 }
 
 // lookupEnv returns the last value of key in environ ("" when unset or empty).
