@@ -180,11 +180,11 @@ func FindServices(ctx context.Context, o ServiceOptions) *Services {
 	case mysqlDB != nil && pgDB != nil:
 		if o.DB == EnginePostgres {
 			s.DB, used = pgDB, pgIdx
-			s.Findings[mysqlIdx].Note = "found, not used: the demo watches one database at a time (run with --db mysql to use this one)"
+			s.Findings[mysqlIdx].Note = "not used: the demo watches one database at a time (run with --db mysql to use this one)"
 			mysqlDB.close()
 		} else {
 			s.DB, used = mysqlDB, mysqlIdx
-			s.Findings[pgIdx].Note = "found, not used: the demo watches one database at a time (run with --db postgres to use this one)"
+			s.Findings[pgIdx].Note = "not used: the demo watches one database at a time (run with --db postgres to use this one)"
 			pgDB.close()
 		}
 	case mysqlDB != nil:
@@ -245,10 +245,27 @@ func connectAdmin(ctx context.Context, engine string, cands []*url.URL, timeout 
 			db.Close()
 		}
 		if firstErr == nil {
-			firstErr = err
+			firstErr = scrub(shortErr(err), u)
 		}
 	}
-	return nil, shortErr(firstErr)
+	return nil, firstErr
+}
+
+// scrub removes u's password (raw and URL-encoded) from err: a driver
+// error must never print it.
+func scrub(err error, u *url.URL) error {
+	if err == nil || u == nil || u.User == nil {
+		return err
+	}
+	pass, ok := u.User.Password()
+	if !ok || pass == "" {
+		return err
+	}
+	msg := err.Error()
+	for _, p := range []string{pass, url.QueryEscape(pass), url.PathEscape(pass)} {
+		msg = strings.ReplaceAll(msg, p, "xxxxx")
+	}
+	return errors.New(msg)
 }
 
 func serverName(engine, version string) string {
@@ -273,15 +290,15 @@ func shortErr(err error) error {
 	if err == nil {
 		return nil
 	}
-	var ne *net.OpError
-	if errors.As(err, &ne) && ne.Err != nil {
-		return fmt.Errorf("not reachable: %v", ne.Err)
-	}
 	msg := err.Error()
-	for _, s := range []string{"connection refused", "i/o timeout", "no such host"} {
+	for _, s := range []string{"connection refused", "i/o timeout", "no such host", "network is unreachable"} {
 		if strings.Contains(msg, s) {
 			return errors.New("not reachable: " + s)
 		}
+	}
+	var ne *net.OpError
+	if errors.As(err, &ne) && ne.Err != nil {
+		return fmt.Errorf("not reachable: %v", ne.Err)
 	}
 	return errors.New(msg)
 }
@@ -341,7 +358,8 @@ func connectRedis(ctx context.Context, rawURL string, timeout time.Duration) (*R
 	info, err := c.Info(cctx, "server").Result()
 	if err != nil {
 		c.Close()
-		return nil, shortErr(err)
+		u, _ := url.Parse(rawURL)
+		return nil, scrub(shortErr(err), u)
 	}
 	version := ""
 	for _, line := range strings.Split(info, "\n") {
@@ -361,7 +379,7 @@ func (s *Services) Setup(ctx context.Context) {
 	if s.DB != nil {
 		if err := s.DB.setup(ctx); err != nil {
 			s.Findings[s.dbIdx].Used = false
-			s.Findings[s.dbIdx].Note = "found, not used: " + err.Error()
+			s.Findings[s.dbIdx].Note = "not used: " + err.Error()
 			s.DB.teardown(context.WithoutCancel(ctx))
 			s.DB.close()
 			s.DB = nil
@@ -370,7 +388,7 @@ func (s *Services) Setup(ctx context.Context) {
 	if s.Redis != nil {
 		if _, err := s.Redis.deletePrefix(ctx); err != nil {
 			s.Findings[s.redisIdx].Used = false
-			s.Findings[s.redisIdx].Note = "found, not used: " + err.Error()
+			s.Findings[s.redisIdx].Note = "not used: " + err.Error()
 			s.Redis.client.Close()
 			s.Redis = nil
 		}

@@ -401,3 +401,66 @@ func TestDemoNoServicesFlag(t *testing.T) {
 	}
 	d.stop(t)
 }
+
+// The demo writes only to what it created: a pulsegate_demo database it did
+// not create (no marker table) is left alone, with the reason printed; one
+// left by an earlier run that was killed (it has the marker) is replaced.
+func TestDemoLeavesForeignDatabaseAlone(t *testing.T) {
+	reachable(t, "127.0.0.1:3306", "MariaDB")
+	c := mysql.NewConfig()
+	c.Net, c.Addr, c.User = "tcp", "127.0.0.1:3306", "root"
+	conn, err := mysql.NewConnector(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db := sql.OpenDB(conn)
+	defer db.Close()
+	if demoDatabaseExists(t, "mysql") {
+		t.Fatalf("a %s database or user exists before the test (another demo running?)", demoName)
+	}
+	exec := func(q string) {
+		t.Helper()
+		if _, err := db.Exec(q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	defer db.Exec("DROP DATABASE IF EXISTS " + demoName)
+
+	// Not the demo's: a user's database that happens to have the name.
+	exec("CREATE DATABASE " + demoName)
+	exec("CREATE TABLE " + demoName + ".precious (v INT)")
+	exec("INSERT INTO " + demoName + ".precious VALUES (42)")
+	d := startDemo(t, nil, "--db", "mysql", "--rps", "5")
+	out := d.waitOut(t, "is removed when it stops", 15*time.Second)
+	if !strings.Contains(out, "exists that the demo did not create: left alone") {
+		t.Errorf("the demo does not say it leaves the foreign database alone:\n%s", out)
+	}
+	if strings.Contains(out, "used       MariaDB") {
+		t.Errorf("the demo uses a server whose %s database it did not create:\n%s", demoName, out)
+	}
+	d.stop(t)
+	var v int
+	if err := db.QueryRow("SELECT v FROM " + demoName + ".precious").Scan(&v); err != nil || v != 42 {
+		t.Fatalf("the foreign database was touched: %v (v=%d)", err, v)
+	}
+	exec("DROP DATABASE " + demoName)
+
+	// The demo's own leftover: replaced, used, and removed at the end.
+	exec("CREATE DATABASE " + demoName)
+	exec("CREATE TABLE " + demoName + ".pulsegate_demo_marker (created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP, pid INT)")
+	exec("CREATE TABLE " + demoName + ".stale (v INT)")
+	d = startDemo(t, nil, "--db", "mysql", "--rps", "5")
+	out = d.waitOut(t, "is removed when it stops", 15*time.Second)
+	if !strings.Contains(out, "used       MariaDB") {
+		t.Errorf("the demo did not reuse the server after its own leftover:\n%s", out)
+	}
+	var n int
+	db.QueryRow("SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = 'stale'", demoName).Scan(&n)
+	if n != 0 {
+		t.Errorf("the leftover database was not replaced (table stale still there)")
+	}
+	d.stop(t)
+	if demoDatabaseExists(t, "mysql") {
+		t.Errorf("%s left after the demo stopped", demoName)
+	}
+}
