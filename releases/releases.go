@@ -168,7 +168,9 @@ type Figure struct {
 
 // Comparison is the verdict for one route.
 type Comparison struct {
-	Before, After string `json:"-"`
+	// Before and After name the releases compared.
+	Before string `json:"before_release"`
+	After  string `json:"after_release"`
 	// BeforeRequests and AfterRequests are the sample counts behind the figures.
 	BeforeRequests uint64 `json:"before_requests"`
 	AfterRequests  uint64 `json:"after_requests"`
