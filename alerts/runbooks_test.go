@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
+
 	"github.com/pulsegate/pulsegate/config"
 )
 
@@ -117,6 +119,10 @@ func TestAlertsCarryRunbookURL(t *testing.T) {
 	if got := apiRunbooks(t, h.m); !maps.Equal(got, want) {
 		t.Errorf("alerts API runbook_url = %v; want %v", got, want)
 	}
+	// The log line carries it too.
+	eventually(t, "alert_firing log line with runbook_url", func() bool {
+		return h.logs.FilterMessage("alert_firing").FilterField(zap.String("runbook_url", want[RuleMemoryUsage])).Len() == 1
+	})
 	for r, u := range want {
 		eventually(t, "Alertmanager post of "+r, func() bool {
 			a, ok := recv.last(r)
