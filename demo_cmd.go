@@ -82,6 +82,11 @@ func cmdDemo(ctx context.Context, args, environ []string, stdout, stderr io.Writ
 			MySQLAddr: *mysqlAddr, PostgresAddr: *pgAddr, RedisAddr: *redisAddr, DB: *dbChoice,
 		})
 		svc.Setup(ctx)
+		if svc.DB != nil {
+			// Idle pooled connections close well before the leak age, so
+			// the only leak suspect from the app is the one it leaks.
+			svc.DB.App().SetConnMaxIdleTime(scaled(demo.LeakAge) / 3)
+		}
 		defer func() {
 			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 			defer cancel()
