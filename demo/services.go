@@ -97,6 +97,8 @@ type Database struct {
 	app     *sql.DB // as the demo's own user, on the demo's database
 	appPass string
 	created bool
+	// leftover: setup found (and dropped) a database an earlier run left.
+	leftover bool
 }
 
 // Redis is the demo's key prefix on a real Redis.
@@ -453,6 +455,9 @@ func (d *Database) setup(ctx context.Context) error {
 	if err := d.dropLeftover(ctx); err != nil {
 		return err
 	}
+	if err := d.dropLeftoverUser(ctx); err != nil {
+		return err
+	}
 	var stmts []string
 	if d.Engine == EngineMySQL {
 		stmts = []string{
@@ -460,24 +465,24 @@ func (d *Database) setup(ctx context.Context) error {
 			"CREATE TABLE " + Name + "." + markerTable + " (created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP, pid INT)",
 			fmt.Sprintf("INSERT INTO %s.%s (pid) VALUES (%d)", Name, markerTable, os.Getpid()),
 			"CREATE TABLE " + Name + ".orders (id INT AUTO_INCREMENT PRIMARY KEY, item VARCHAR(64) NOT NULL, status VARCHAR(16) NOT NULL DEFAULT 'new', created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP) ENGINE=InnoDB",
-			"DROP USER IF EXISTS '" + Name + "'@'%'",
 			"CREATE USER '" + Name + "'@'%' IDENTIFIED BY '" + d.appPass + "'",
 			"GRANT ALL PRIVILEGES ON " + Name + ".* TO '" + Name + "'@'%'",
 		}
 	} else {
 		stmts = []string{
-			"DROP ROLE IF EXISTS " + Name,
 			"CREATE ROLE " + Name + " LOGIN PASSWORD '" + d.appPass + "'",
-			"COMMENT ON ROLE " + Name + " IS 'created by pulsegate demo; removed when it stops'",
+			"COMMENT ON ROLE " + Name + " IS '" + roleComment + "'",
 			"CREATE DATABASE " + Name + " OWNER " + Name,
 		}
 	}
-	for _, q := range stmts {
+	for i, q := range stmts {
 		if _, err := d.admin.ExecContext(ctx, q); err != nil {
 			return fmt.Errorf("preparing %s: %s: %v", Name, redactPass(q), shortErr(err))
 		}
+		if i == 0 {
+			d.created = true // from here on, teardown removes what exists
+		}
 	}
-	d.created = true
 	u := *d.adminU
 	u.User = url.UserPassword(Name, d.appPass)
 	u.Path = "/" + Name
@@ -531,6 +536,7 @@ func (d *Database) dropLeftover(ctx context.Context) error {
 		if err := d.admin.QueryRowContext(ctx, "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?", Name, markerTable).Scan(&m); err != nil || m == 0 {
 			return fmt.Errorf("a database %s exists that the demo did not create: left alone (drop or rename it to let the demo use this server)", Name)
 		}
+		d.leftover = true
 		_, err := d.admin.ExecContext(ctx, "DROP DATABASE "+Name)
 		return err
 	}
@@ -552,7 +558,47 @@ func (d *Database) dropLeftover(ctx context.Context) error {
 	if err != nil || m == 0 {
 		return fmt.Errorf("a database %s exists that the demo did not create: left alone (drop or rename it to let the demo use this server)", Name)
 	}
+	d.leftover = true
 	return d.dropPostgres(ctx)
+}
+
+// roleComment marks the PostgreSQL role the demo created.
+const roleComment = "created by pulsegate demo; removed when it stops"
+
+// dropLeftoverUser removes a pulsegate_demo user left by an earlier run;
+// one the demo did not create stops the setup. On MySQL/MariaDB a user
+// left by the demo has no database left (teardown drops the user first,
+// then the marked database), so a user found after no marked database was
+// is not the demo's; on PostgreSQL the demo's role carries roleComment.
+func (d *Database) dropLeftoverUser(ctx context.Context) error {
+	notOurs := fmt.Errorf("a database user %s exists that the demo did not create: left alone (drop or rename it to let the demo use this server)", Name)
+	if d.Engine == EngineMySQL {
+		var n int
+		if err := d.admin.QueryRowContext(ctx, "SELECT COUNT(*) FROM mysql.user WHERE User = ?", Name).Scan(&n); err != nil {
+			return fmt.Errorf("looking for an earlier user %s: %v", Name, shortErr(err))
+		}
+		if n == 0 {
+			return nil
+		}
+		if !d.leftover {
+			return notOurs
+		}
+		_, err := d.admin.ExecContext(ctx, "DROP USER IF EXISTS '"+Name+"'@'%'")
+		return err
+	}
+	var comment sql.NullString
+	err := d.admin.QueryRowContext(ctx, "SELECT shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname = $1", Name).Scan(&comment)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("looking for an earlier role %s: %v", Name, shortErr(err))
+	}
+	if comment.String != roleComment {
+		return notOurs
+	}
+	_, err = d.admin.ExecContext(ctx, "DROP ROLE IF EXISTS "+Name)
+	return err
 }
 
 func (d *Database) dropPostgres(ctx context.Context) error {
@@ -593,7 +639,9 @@ func (d *Database) teardown(ctx context.Context) error {
 				d.admin.ExecContext(ctx, "KILL "+strconv.FormatInt(id, 10))
 			}
 		}
-		for _, q := range []string{"DROP DATABASE IF EXISTS " + Name, "DROP USER IF EXISTS '" + Name + "'@'%'"} {
+		// The user first: a user left without its marked database would
+		// not be recognised as the demo's by the next run.
+		for _, q := range []string{"DROP USER IF EXISTS '" + Name + "'@'%'", "DROP DATABASE IF EXISTS " + Name} {
 			if _, err := d.admin.ExecContext(ctx, q); err != nil {
 				errs = append(errs, fmt.Errorf("%s: %v", q, shortErr(err)))
 			}

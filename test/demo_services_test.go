@@ -445,6 +445,22 @@ func TestDemoLeavesForeignDatabaseAlone(t *testing.T) {
 	}
 	exec("DROP DATABASE " + demoName)
 
+	// Not the demo's either: a user of that name without the demo's database.
+	exec("CREATE USER '" + demoName + "'@'%' IDENTIFIED BY 'users-own-password'")
+	defer db.Exec("DROP USER IF EXISTS '" + demoName + "'@'%'")
+	d = startDemo(t, nil, "--db", "mysql", "--rps", "5")
+	out = d.waitOut(t, "is removed when it stops", 15*time.Second)
+	if !strings.Contains(out, "a database user "+demoName+" exists that the demo did not create: left alone") {
+		t.Errorf("the demo does not say it leaves the foreign user alone:\n%s", out)
+	}
+	d.stop(t)
+	var users int
+	db.QueryRow("SELECT COUNT(*) FROM mysql.user WHERE User = ?", demoName).Scan(&users)
+	if users != 1 {
+		t.Fatalf("the foreign user %s was removed", demoName)
+	}
+	exec("DROP USER '" + demoName + "'@'%'")
+
 	// The demo's own leftover: replaced, used, and removed at the end.
 	exec("CREATE DATABASE " + demoName)
 	exec("CREATE TABLE " + demoName + ".pulsegate_demo_marker (created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP, pid INT)")
@@ -462,5 +478,34 @@ func TestDemoLeavesForeignDatabaseAlone(t *testing.T) {
 	d.stop(t)
 	if demoDatabaseExists(t, "mysql") {
 		t.Errorf("%s left after the demo stopped", demoName)
+	}
+}
+
+// A demo killed outright (SIGKILL) cannot clean up; the next run removes
+// what it left (database, role, keys) and cleans up after itself.
+func TestDemoKilledLeftoversRemovedByNextRun(t *testing.T) {
+	reachable(t, "127.0.0.1:5432", "PostgreSQL")
+	reachable(t, "127.0.0.1:6379", "Redis")
+	d := startDemo(t, nil, "--db", "postgres", "--rps", "10", "--speed", "6")
+	d.waitOut(t, "is removed when it stops", 15*time.Second)
+	time.Sleep(2 * time.Second) // some sessions written
+	d.cmd.Process.Kill()
+	<-d.done
+	if !demoDatabaseExists(t, "postgres") {
+		t.Fatalf("no leftover after SIGKILL: the test proves nothing")
+	}
+	d = startDemo(t, nil, "--db", "postgres", "--rps", "10", "--speed", "6")
+	out := d.waitOut(t, "is removed when it stops", 15*time.Second)
+	if !strings.Contains(out, "used       PostgreSQL") {
+		t.Errorf("the next run did not take over its own leftovers:\n%s", out)
+	}
+	d.stop(t)
+	if demoDatabaseExists(t, "postgres") {
+		t.Errorf("database or role %s left after the second run stopped", demoName)
+	}
+	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:6379"})
+	defer rdb.Close()
+	if keys, _, err := rdb.Scan(context.Background(), 0, demoName+":*", 100000).Result(); err != nil || len(keys) > 0 {
+		t.Errorf("Redis keys %s:* left: %d (%v)", demoName, len(keys), err)
 	}
 }
