@@ -376,7 +376,7 @@ func printSummaries(ctx context.Context, w io.Writer, m *monitor.Monitor, period
 			if r.P95 != nil {
 				p95 = fmt.Sprintf("%.0fms", *r.P95*1000)
 			}
-			fmt.Fprintf(w, "%s  health=%-8s req/s=%5.1f p95=%-7s errors=%4.1f%% slow=%d queue=%v db=%s sessions=%s active_alerts=%d\n",
+			fmt.Fprintf(w, "%s  health=%-8s req/s=%5.1f p95=%-7s errors=%4.1f%% slow=%d queued=%v db=%s sessions=%s active_alerts=%d\n",
 				tk.Time.Format("15:04:05"), tk.Verdict.Status, r.ThroughputRPS, p95, r.ErrorRate*100,
 				r.SlowRequests, tk.Figures["queue_depth"], tk.Verdict.Components["database_manager"],
 				tk.Verdict.Components["session_monitoring"], len(tk.Verdict.Alerts))
