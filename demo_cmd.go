@@ -338,6 +338,7 @@ func printServices(w io.Writer, svc *demo.Services, speed float64) {
 		fmt.Fprintln(w, "  sessions written with and without a TTL, an email queue whose worker stalls")
 		fmt.Fprintln(w, "  -> session_monitoring: session_without_ttl, job_queue_depth; TTL repair runs in dry-run")
 	}
+	fmt.Fprintln(w, "What each alert means and how to confirm it (SQL, redis-cli): docs/troubleshooting.md, docs/runbooks/.")
 	fmt.Fprintf(w, "Everything the demo creates (%s) is removed when it stops.\n\n", demo.Name)
 }
 
