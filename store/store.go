@@ -72,6 +72,14 @@ type options struct {
 	auditRetention int
 	lockTimeout    time.Duration
 	now            func() time.Time
+	// SQL store only.
+	fleet, instance string
+	opTimeout       time.Duration
+}
+
+func defaultOptions() options {
+	return options{auditRetention: DefaultAuditRetention, lockTimeout: DefaultLockTimeout, now: time.Now,
+		fleet: "default", instance: "localhost", opTimeout: DefaultOpTimeout}
 }
 
 // WithAuditRetention keeps at most n audit entries (default 10 000); n <= 0 keeps the default.
@@ -107,7 +115,7 @@ func WithClock(now func() time.Time) Option {
 // (after the lock timeout; errors.Is(err, ErrLocked)), or when the file is
 // not a valid store or fails its consistency check.
 func Open(dir string, log *zap.Logger, opts ...Option) (*Store, error) {
-	o := options{auditRetention: DefaultAuditRetention, lockTimeout: DefaultLockTimeout, now: time.Now}
+	o := defaultOptions()
 	for _, opt := range opts {
 		opt(&o)
 	}
