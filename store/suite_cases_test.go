@@ -178,4 +178,3 @@ func suiteAuditBoundsText(t *testing.T, b backend) {
 		t.Errorf("cut text should end with the marker on a rune boundary, got suffix %q", got[0].Error[len(got[0].Error)-8:])
 	}
 }
-
