@@ -236,4 +236,3 @@ func TestNewerSchemaRefused(t *testing.T) {
 		}
 	})
 }
-
