@@ -49,9 +49,9 @@ type Fleet interface {
 	// MergedRollup merges the rollups of fleet's heartbeats stamped in
 	// (from, to]: counts summed, latency buckets merged.
 	MergedRollup(ctx context.Context, fleet string, from, to time.Time) (MergedRollup, error)
-	// PruneFleet deletes heartbeats older than now-keepHeartbeats and
-	// instances silent for longer than keepStale.
-	PruneFleet(ctx context.Context, fleet string, now time.Time, keepStale, keepHeartbeats time.Duration) (PruneResult, error)
+	// PruneFleet merges old heartbeat rows into per-window rows, deletes
+	// rows past their retention and instances silent for r.KeepStale.
+	PruneFleet(ctx context.Context, fleet string, now time.Time, r Retention) (PruneResult, error)
 
 	// FleetConfig is fleet's stored live configuration (Version 0 when none).
 	FleetConfig(ctx context.Context, fleet string) (ConfigVersion, error)

@@ -12,13 +12,25 @@ import (
 // silent before it is stale (and leaves the fleet's verdict).
 const StaleIntervals = 3
 
-// Default retention of the fleet tables.
-const (
-	// DefaultKeepStale is how long a stale instance stays listed before it is pruned.
-	DefaultKeepStale = 24 * time.Hour
-	// DefaultKeepHeartbeats is how long heartbeat rows (the trend graphs' rollups) are kept.
-	DefaultKeepHeartbeats = 24 * time.Hour
-)
+// Retention of the fleet tables: PruneFleet's settings.
+type Retention struct {
+	// KeepStale is how long a silent instance stays listed before it is pruned.
+	KeepStale time.Duration
+	// KeepFine is how long each interval's heartbeat row is kept as written;
+	// older rows are merged into one row per instance and Window.
+	KeepFine time.Duration
+	// Window is the span of a merged (compacted) row.
+	Window time.Duration
+	// KeepHeartbeats is how long any heartbeat row (the trend graphs' rollups) is kept.
+	KeepHeartbeats time.Duration
+}
+
+// DefaultRetention keeps stale instances 24 h, every heartbeat for an hour,
+// and 5-minute rollups per instance for 24 h.
+var DefaultRetention = Retention{KeepStale: 24 * time.Hour, KeepFine: time.Hour, Window: 5 * time.Minute, KeepHeartbeats: 24 * time.Hour}
+
+// DefaultKeepStale is DefaultRetention's KeepStale.
+const DefaultKeepStale = 24 * time.Hour
 
 // Heartbeat is one sidecar's row for one monitoring interval: its verdict,
 // its components, its configuration version and the rollup of the interval.
@@ -352,10 +364,45 @@ func (m *MergedRollup) finish(instances map[string]bool) {
 	m.P50, m.P95, m.P99 = m.Latency.Quantile(0.5), m.Latency.Quantile(0.95), m.Latency.Quantile(0.99)
 }
 
-// PruneResult counts what PruneFleet deleted.
+// PruneResult counts what PruneFleet did.
 type PruneResult struct {
+	// Compacted counts heartbeat rows merged into per-window rows.
+	Compacted int64 `json:"compacted"`
+	// Heartbeats and Instances count rows deleted for their age.
 	Heartbeats int64 `json:"heartbeats"`
 	Instances  int64 `json:"instances"`
+}
+
+// mergeInto adds hb, a later row of the same instance, to acc: counts and
+// sums added, buckets merged; the verdict, components, version and gauges
+// are hb's. The caller sets the merged row's time.
+func mergeInto(acc *Heartbeat, hb Heartbeat) {
+	a := acc.Rollup
+	sum := hb.Rollup
+	sum.Seconds += a.Seconds
+	sum.Requests = addCounts(a.Requests, hb.Rollup.Requests)
+	sum.Errors = addCounts(a.Errors, hb.Rollup.Errors)
+	sum.Timing = map[string]float64{}
+	for _, m := range []map[string]float64{a.Timing, hb.Rollup.Timing} {
+		for k, v := range m {
+			sum.Timing[k] += v
+		}
+	}
+	sum.Latency = Hist{}
+	sum.Latency.Merge(a.Latency)
+	sum.Latency.Merge(hb.Rollup.Latency)
+	*acc = hb
+	acc.Rollup = sum
+}
+
+func addCounts(a, b map[string]uint64) map[string]uint64 {
+	out := make(map[string]uint64, len(a)+len(b))
+	for _, m := range []map[string]uint64{a, b} {
+		for k, v := range m {
+			out[k] += v
+		}
+	}
+	return out
 }
 
 // ConfigVersion is the fleet's stored live configuration: only the live

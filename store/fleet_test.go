@@ -125,7 +125,7 @@ func TestFleetHeartbeatsStaleAndPrune(t *testing.T) {
 		if err := s.WriteHeartbeats(ctx, []Heartbeat{hb(f, "web-1", later, "ok", r)}); err != nil {
 			t.Fatal(err)
 		}
-		pr, err := s.PruneFleet(ctx, f, later, DefaultKeepStale, DefaultKeepHeartbeats)
+		pr, err := s.PruneFleet(ctx, f, later, Retention{KeepStale: 24 * time.Hour, KeepFine: 48 * time.Hour, KeepHeartbeats: 24 * time.Hour})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -136,6 +136,93 @@ func TestFleetHeartbeatsStaleAndPrune(t *testing.T) {
 		if len(got) != 1 || got[0].Instance != "web-1" {
 			t.Errorf("after prune: %+v; want web-1 only", got)
 		}
+	})
+}
+
+// TestFleetCompactionKeepsCountsAndPercentiles: rows older than KeepFine
+// become one row per instance and 5-minute window; the merged rollup over
+// the range answers the same counts, buckets and percentiles; a late row
+// for a compacted window merges into it; a second pruner skips.
+func TestFleetCompactionKeepsCountsAndPercentiles(t *testing.T) {
+	sqlStores(t, func(t *testing.T, s *SQL) {
+		ctx := context.Background()
+		f := s.fleet
+		rng := rand.New(rand.NewPCG(3, 4))
+		var batch []Heartbeat
+		for _, inst := range []string{"web-1", "web-2"} {
+			for i := range 60 { // 10 minutes at 10 s, from t0 (a 5-minute boundary)
+				h := Hist{}
+				for range 50 {
+					h.Record(time.Duration(0.02 * math.Exp(rng.NormFloat64()) * float64(time.Second)))
+				}
+				r := Rollup{Seconds: 10, Requests: map[string]uint64{"2xx": 49, "5xx": 1}, Errors: map[string]uint64{"app_5xx": 1},
+					Latency: h, Timing: map[string]float64{"app": 0.5}, CPU: fp(float64(i) / 100)}
+				batch = append(batch, hb(f, inst, t0.Add(time.Duration(i+1)*10*time.Second), "ok", r))
+			}
+		}
+		if err := s.WriteHeartbeats(ctx, batch); err != nil {
+			t.Fatal(err)
+		}
+		from, to := t0, t0.Add(time.Hour)
+		before, err := s.MergedRollup(ctx, f, from, to)
+		if err != nil {
+			t.Fatal(err)
+		}
+		now := t0.Add(2 * time.Hour)
+		pr, err := s.PruneFleet(ctx, f, now, Retention{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if pr.Compacted != 120 || pr.Heartbeats != 0 {
+			t.Errorf("prune = %+v; want 120 rows compacted, none deleted", pr)
+		}
+		after, err := s.MergedRollup(ctx, f, from, to)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if after.Rows != 4 {
+			t.Errorf("after compaction %d rows; want 4 (2 instances × 2 windows of 5 min)", after.Rows)
+		}
+		if after.Answered != before.Answered || after.Failed != before.Failed || after.Latency.Count() != before.Latency.Count() ||
+			after.P50 != before.P50 || after.P99 != before.P99 || after.Timing["app"] != before.Timing["app"] {
+			t.Errorf("compaction changed the figures: before %+v / after %+v", before, after)
+		}
+		for i, b := range before.Latency {
+			if after.Latency[i] != b {
+				t.Fatalf("bucket %d: %d before, %d after", i, b, after.Latency[i])
+			}
+		}
+		// A late heartbeat of an already compacted window merges into it.
+		late := hb(f, "web-1", t0.Add(95*time.Second), "ok", Rollup{Seconds: 10, Requests: map[string]uint64{"2xx": 7}})
+		if err := s.WriteHeartbeats(ctx, []Heartbeat{late}); err != nil {
+			t.Fatal(err)
+		}
+		if pr, err = s.PruneFleet(ctx, f, now, Retention{}); err != nil || pr.Compacted != 1 {
+			t.Errorf("second prune = %+v, %v; want the late row compacted", pr, err)
+		}
+		again, _ := s.MergedRollup(ctx, f, from, to)
+		if again.Rows != 4 || again.Answered != before.Answered+7 {
+			t.Errorf("after the late row: %d rows, %d answered; want 4 rows, %d", again.Rows, again.Answered, before.Answered+7)
+		}
+		// The merged row carries the latest verdict and gauges of its window.
+		insts, _ := s.Instances(ctx, f, now)
+		if len(insts) != 2 || *insts[0].CPUUsage != 0.59 {
+			t.Errorf("instances after compaction = %+v (the latest row is untouched)", insts)
+		}
+		// While one sidecar prunes, another skips the round.
+		conn, err := s.db.Conn(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		got, unlock, err := s.tryLock(ctx, conn, "pulsegate_prune:"+f)
+		if err != nil || !got {
+			t.Fatalf("tryLock = %v, %v", got, err)
+		}
+		if pr, err := s.PruneFleet(ctx, f, now.Add(48*time.Hour), Retention{}); err != nil || pr != (PruneResult{}) {
+			t.Errorf("prune while another holds the lock = %+v, %v; want a skipped round", pr, err)
+		}
+		unlock()
 	})
 }
 

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"sort"
 	"strings"
 	"time"
@@ -23,8 +24,7 @@ func (s *SQL) WriteHeartbeats(ctx context.Context, hbs []Heartbeat) error {
 	}
 	ctx, cancel := s.opCtx(ctx)
 	defer cancel()
-	hbQ := s.upsert(tableHeartbeats, []string{"fleet", "ts_us", "instance", "status", "config_version", "requests", "errors", "doc"},
-		[]string{"fleet", "ts_us", "instance"})
+	hbQ := s.heartbeatUpsert()
 	// The latest row moves forward only: a replayed older heartbeat leaves it.
 	var instQ string
 	if s.dialect == dialectPostgres {
@@ -64,7 +64,7 @@ func (s *SQL) WriteHeartbeats(ctx context.Context, hbs []Heartbeat) error {
 			us := hb.Time.UnixMicro()
 			table = tableHeartbeats
 			if _, err := tx.ExecContext(ctx, hbQ, hb.Fleet, us, hb.Instance, hb.Status, hb.ConfigVersion,
-				int64(hb.Rollup.Answered()), int64(hb.Rollup.Failed()), string(doc)); err != nil {
+				int64(hb.Rollup.Answered()), int64(hb.Rollup.Failed()), hb.Interval.Microseconds(), string(doc)); err != nil {
 				return err
 			}
 			table = tableInstances
@@ -144,23 +144,211 @@ func (s *SQL) MergedRollup(ctx context.Context, fleet string, from, to time.Time
 	return m, nil
 }
 
-// PruneFleet deletes fleet's heartbeats older than now-keepHeartbeats and
-// the instances silent since now-keepStale.
-func (s *SQL) PruneFleet(ctx context.Context, fleet string, now time.Time, keepStale, keepHeartbeats time.Duration) (PruneResult, error) {
-	var r PruneResult
-	ctx, cancel := s.opCtx(ctx)
+func (s *SQL) heartbeatUpsert() string {
+	return s.upsert(tableHeartbeats, []string{"fleet", "ts_us", "instance", "status", "config_version", "requests", "errors", "span_us", "doc"},
+		[]string{"fleet", "ts_us", "instance"})
+}
+
+// compactChunk and compactChunks bound one PruneFleet's compaction work;
+// the next call continues where it stopped.
+const (
+	compactChunk  = 2000
+	compactChunks = 50
+)
+
+// PruneFleet keeps fleet's tables bounded (r: zero fields take
+// DefaultRetention's): heartbeat rows older than KeepFine are merged into
+// one row per instance and Window (counts summed, buckets merged, so the
+// trend graphs keep their percentiles), rows older than KeepHeartbeats are
+// deleted, and instances silent for KeepStale are deleted. One sidecar
+// prunes at a time (a try-lock: the others skip the round).
+func (s *SQL) PruneFleet(ctx context.Context, fleet string, now time.Time, r Retention) (PruneResult, error) {
+	var res PruneResult
+	if r.KeepStale <= 0 {
+		r.KeepStale = DefaultRetention.KeepStale
+	}
+	if r.KeepFine <= 0 {
+		r.KeepFine = DefaultRetention.KeepFine
+	}
+	if r.Window <= 0 {
+		r.Window = DefaultRetention.Window
+	}
+	if r.KeepHeartbeats <= 0 {
+		r.KeepHeartbeats = DefaultRetention.KeepHeartbeats
+	}
+	ctx, cancel := context.WithTimeout(ctx, 6*s.opTimeout)
 	defer cancel()
-	res, err := s.db.ExecContext(ctx, s.rebind(`DELETE FROM pulsegate_heartbeats WHERE fleet = ? AND ts_us < ?`), fleet, now.Add(-keepHeartbeats).UnixMicro())
+	conn, err := s.db.Conn(ctx)
 	if err != nil {
-		return r, s.classify("deleting from", tableHeartbeats, err)
+		return res, s.classify("connecting to", "", err)
 	}
-	r.Heartbeats, _ = res.RowsAffected()
-	res, err = s.db.ExecContext(ctx, s.rebind(`DELETE FROM pulsegate_instances WHERE fleet = ? AND last_seen_us < ?`), fleet, now.Add(-keepStale).UnixMicro())
+	defer conn.Close()
+	got, unlock, err := s.tryLock(ctx, conn, "pulsegate_prune:"+fleet)
+	if err != nil || !got {
+		return res, err
+	}
+	defer unlock()
+
+	window := r.Window.Microseconds()
+	before := now.Add(-r.KeepFine).UnixMicro() / window * window
+	for range compactChunks {
+		n, merged, err := s.compact(ctx, conn, fleet, before, window)
+		res.Compacted += merged
+		if err != nil {
+			return res, err
+		}
+		if n < compactChunk {
+			break
+		}
+	}
+	q, err := conn.ExecContext(ctx, s.rebind(`DELETE FROM pulsegate_heartbeats WHERE fleet = ? AND ts_us < ?`), fleet, now.Add(-r.KeepHeartbeats).UnixMicro())
 	if err != nil {
-		return r, s.classify("deleting from", tableInstances, err)
+		return res, s.classify("deleting from", tableHeartbeats, err)
 	}
-	r.Instances, _ = res.RowsAffected()
-	return r, nil
+	res.Heartbeats, _ = q.RowsAffected()
+	q, err = conn.ExecContext(ctx, s.rebind(`DELETE FROM pulsegate_instances WHERE fleet = ? AND last_seen_us < ?`), fleet, now.Add(-r.KeepStale).UnixMicro())
+	if err != nil {
+		return res, s.classify("deleting from", tableInstances, err)
+	}
+	res.Instances, _ = q.RowsAffected()
+	return res, nil
+}
+
+// compact merges up to compactChunk fine rows stamped at or before
+// `before` (a window boundary) into one row per instance and window (the
+// window (end-window, end] is stamped end), in one transaction. A window
+// already merged (its rows split over chunks or rounds) gains the rest.
+func (s *SQL) compact(ctx context.Context, conn *sql.Conn, fleet string, before, window int64) (selected int, merged int64, err error) {
+	type key struct {
+		instance string
+		end      int64
+	}
+	err = func() error {
+		tx, err := conn.BeginTx(ctx, nil)
+		if err != nil {
+			return err
+		}
+		defer tx.Rollback() //nolint:errcheck // after Commit it is a no-op
+		rows, err := tx.QueryContext(ctx, s.rebind(`SELECT ts_us, instance, doc FROM pulsegate_heartbeats
+ WHERE fleet = ? AND span_us < ? AND ts_us <= ? ORDER BY ts_us, instance LIMIT ?`), fleet, window, before, compactChunk)
+		if err != nil {
+			return err
+		}
+		groups := map[key][]Heartbeat{}
+		fineTS := map[key][]int64{}
+		var order []key
+		for rows.Next() {
+			var ts int64
+			var inst, doc string
+			if err := rows.Scan(&ts, &inst, &doc); err != nil {
+				rows.Close()
+				return err
+			}
+			var hb Heartbeat
+			if err := json.Unmarshal([]byte(doc), &hb); err != nil {
+				rows.Close()
+				return fmt.Errorf("decoding heartbeat: %w", err)
+			}
+			selected++
+			k := key{inst, (ts + window - 1) / window * window}
+			if _, ok := groups[k]; !ok {
+				order = append(order, k)
+			}
+			groups[k] = append(groups[k], hb)
+			fineTS[k] = append(fineTS[k], ts)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		up := s.heartbeatUpsert()
+		for _, k := range order {
+			// A merged row of this window from an earlier chunk (never one of
+			// this chunk's own fine rows: those are span_us < window).
+			var acc Heartbeat
+			have := false
+			var doc string
+			err := tx.QueryRowContext(ctx, s.rebind(`SELECT doc FROM pulsegate_heartbeats WHERE fleet = ? AND ts_us = ? AND instance = ? AND span_us >= ?`),
+				fleet, k.end, k.instance, window).Scan(&doc)
+			switch {
+			case err == nil:
+				if err := json.Unmarshal([]byte(doc), &acc); err != nil {
+					return fmt.Errorf("decoding heartbeat: %w", err)
+				}
+				have = true
+			case !errors.Is(err, sql.ErrNoRows):
+				return err
+			}
+			for _, hb := range groups[k] {
+				if !have {
+					acc, have = hb, true
+					continue
+				}
+				mergeInto(&acc, hb)
+			}
+			acc.Time = time.UnixMicro(k.end).UTC()
+			ts := fineTS[k]
+			ph := strings.TrimSuffix(strings.Repeat("?, ", len(ts)), ", ")
+			args := []any{fleet, k.instance}
+			for _, t := range ts {
+				args = append(args, t)
+			}
+			if _, err := tx.ExecContext(ctx, s.rebind(`DELETE FROM pulsegate_heartbeats WHERE fleet = ? AND instance = ? AND ts_us IN (`+ph+`)`), args...); err != nil {
+				return err
+			}
+			b, err := json.Marshal(acc)
+			if err != nil {
+				return err
+			}
+			if _, err := tx.ExecContext(ctx, up, fleet, k.end, k.instance, acc.Status, acc.ConfigVersion,
+				int64(acc.Rollup.Answered()), int64(acc.Rollup.Failed()), window, string(b)); err != nil {
+				return err
+			}
+			merged += int64(len(ts))
+		}
+		return tx.Commit()
+	}()
+	if err != nil {
+		return selected, 0, s.classify("compacting", tableHeartbeats, err)
+	}
+	return selected, merged, nil
+}
+
+// tryLock takes the named lock on conn without waiting; got is false when
+// another sidecar holds it.
+func (s *SQL) tryLock(ctx context.Context, conn *sql.Conn, name string) (got bool, unlock func(), err error) {
+	release := func(q string, arg any) func() {
+		return func() {
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+			_, _ = conn.ExecContext(rctx, q, arg)
+		}
+	}
+	if s.dialect == dialectMySQL {
+		name = s.database + ":" + name
+		if len(name) > 64 {
+			name = name[:64]
+		}
+		var v sql.NullInt64
+		if err := conn.QueryRowContext(ctx, `SELECT GET_LOCK(?, 0)`, name).Scan(&v); err != nil {
+			return false, nil, s.classify("taking the prune lock on", tableHeartbeats, err)
+		}
+		if v.Int64 != 1 {
+			return false, nil, nil
+		}
+		return true, release(`SELECT RELEASE_LOCK(?)`, name), nil
+	}
+	h := fnv.New64a()
+	_, _ = h.Write([]byte(name))
+	key := int64(h.Sum64() >> 1)
+	var ok bool
+	if err := conn.QueryRowContext(ctx, `SELECT pg_try_advisory_lock($1)`, key).Scan(&ok); err != nil {
+		return false, nil, s.classify("taking the prune lock on", tableHeartbeats, err)
+	}
+	if !ok {
+		return false, nil, nil
+	}
+	return true, release(`SELECT pg_advisory_unlock($1)`, key), nil
 }
 
 // FleetConfig returns fleet's stored live configuration; Version 0 and a

@@ -63,7 +63,7 @@ var migrations = []migration{{
   INDEX pulsegate_audit_time (fleet, time_us, seq))` + mysqlTableOpts},
 		{tableHeartbeats, `CREATE TABLE IF NOT EXISTS pulsegate_heartbeats (
   fleet VARCHAR(128) NOT NULL, ts_us BIGINT NOT NULL, instance VARCHAR(128) NOT NULL,
-  status VARCHAR(16) NOT NULL, config_version BIGINT NOT NULL, requests BIGINT NOT NULL, errors BIGINT NOT NULL,
+  status VARCHAR(16) NOT NULL, config_version BIGINT NOT NULL, requests BIGINT NOT NULL, errors BIGINT NOT NULL, span_us BIGINT NOT NULL,
   doc LONGTEXT NOT NULL, PRIMARY KEY (fleet, ts_us, instance))` + mysqlTableOpts},
 		{tableInstances, `CREATE TABLE IF NOT EXISTS pulsegate_instances (
   fleet VARCHAR(128) NOT NULL, instance VARCHAR(128) NOT NULL, first_seen_us BIGINT NOT NULL,
@@ -96,7 +96,7 @@ var migrations = []migration{{
 		{tableAudit, `CREATE INDEX IF NOT EXISTS pulsegate_audit_time ON pulsegate_audit (fleet, time_us, seq)`},
 		{tableHeartbeats, `CREATE TABLE IF NOT EXISTS pulsegate_heartbeats (
   fleet VARCHAR(128) NOT NULL, ts_us BIGINT NOT NULL, instance VARCHAR(128) NOT NULL,
-  status VARCHAR(16) NOT NULL, config_version BIGINT NOT NULL, requests BIGINT NOT NULL, errors BIGINT NOT NULL,
+  status VARCHAR(16) NOT NULL, config_version BIGINT NOT NULL, requests BIGINT NOT NULL, errors BIGINT NOT NULL, span_us BIGINT NOT NULL,
   doc TEXT NOT NULL, PRIMARY KEY (fleet, ts_us, instance))`},
 		{tableInstances, `CREATE TABLE IF NOT EXISTS pulsegate_instances (
   fleet VARCHAR(128) NOT NULL, instance VARCHAR(128) NOT NULL, first_seen_us BIGINT NOT NULL,
