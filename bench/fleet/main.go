@@ -307,7 +307,7 @@ func run(t target, dbName string, n int, interval, duration, baseline time.Durat
 
 type sizes struct {
 	rows, bytes, docBytes int64
-	fineDoc, coarseDoc   float64
+	fineDoc, coarseDoc    float64
 }
 
 // tableSize is the heartbeat table's rows, its on-disk size (data and
