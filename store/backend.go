@@ -46,6 +46,9 @@ type Fleet interface {
 	// Instances is the latest heartbeat of every instance of fleet, with
 	// Stale set for those silent for StaleIntervals monitoring intervals.
 	Instances(ctx context.Context, fleet string, now time.Time) ([]InstanceStatus, error)
+	// FleetNow is Instances with the merge of the fresh instances' latest
+	// rollups (the fleet's last interval), from one query.
+	FleetNow(ctx context.Context, fleet string, now time.Time) ([]InstanceStatus, MergedRollup, error)
 	// MergedRollup merges the rollups of fleet's heartbeats stamped in
 	// (from, to]: counts summed, latency buckets merged.
 	MergedRollup(ctx context.Context, fleet string, from, to time.Time) (MergedRollup, error)

@@ -2,7 +2,9 @@ package store
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
+	"math"
 	"math/bits"
 	"sort"
 	"time"
@@ -39,36 +41,12 @@ type Heartbeat struct {
 	Instance string    `json:"instance"`
 	Time     time.Time `json:"time"`
 	// Interval is the sidecar's monitoring interval (staleness is counted in it).
-	Interval time.Duration `json:"-"`
+	Interval time.Duration `json:"interval_ns"`
 	// Status is the instance's verdict: ok, warning or critical.
 	Status        string      `json:"status"`
 	Components    []Component `json:"components,omitempty"`
 	ConfigVersion int64       `json:"config_version"`
 	Rollup        Rollup      `json:"rollup"`
-}
-
-// MarshalJSON writes Interval as interval_seconds.
-func (h Heartbeat) MarshalJSON() ([]byte, error) {
-	type plain Heartbeat
-	return json.Marshal(struct {
-		plain
-		IntervalSeconds float64 `json:"interval_seconds"`
-	}{plain(h), h.Interval.Seconds()})
-}
-
-// UnmarshalJSON reads interval_seconds into Interval.
-func (h *Heartbeat) UnmarshalJSON(b []byte) error {
-	type plain Heartbeat
-	var v struct {
-		plain
-		IntervalSeconds float64 `json:"interval_seconds"`
-	}
-	if err := json.Unmarshal(b, &v); err != nil {
-		return err
-	}
-	*h = Heartbeat(v.plain)
-	h.Interval = time.Duration(v.IntervalSeconds * float64(time.Second))
-	return nil
 }
 
 // Component is one part of an instance's verdict with its reason.
@@ -249,21 +227,92 @@ func (h Hist) MarshalJSON() ([]byte, error) {
 }
 
 // UnmarshalJSON reads [[index, count], ...]; an index outside the
-// histogram is an error.
+// histogram is an error. It is parsed by hand: the fleet query decodes a
+// histogram per instance and interval, and reflection was most of its time.
 func (h *Hist) UnmarshalJSON(b []byte) error {
-	var pairs [][2]uint64
-	if err := json.Unmarshal(b, &pairs); err != nil {
-		return err
+	p := histParser{b: b}
+	// A pair takes at least 6 bytes ("[1,1],"): size the map once.
+	out := make(Hist, len(b)/8+1)
+	if p.lit("null") {
+		*h = nil
+		return nil
 	}
-	out := make(Hist, len(pairs))
-	for _, p := range pairs {
-		if p[0] >= HistBuckets {
-			return fmt.Errorf("latency bucket %d out of range", p[0])
+	if !p.char('[') {
+		return errors.New("latency histogram: want a list of [bucket, count] pairs")
+	}
+	if !p.char(']') {
+		for {
+			if !p.char('[') {
+				return errors.New("latency histogram: want [bucket, count]")
+			}
+			i, ok1 := p.uint()
+			okc := p.char(',')
+			n, ok2 := p.uint()
+			if !ok1 || !okc || !ok2 || !p.char(']') {
+				return errors.New("latency histogram: want [bucket, count] of two unsigned integers")
+			}
+			if i >= HistBuckets {
+				return fmt.Errorf("latency bucket %d out of range", i)
+			}
+			out[int(i)] += n
+			if p.char(']') {
+				break
+			}
+			if !p.char(',') {
+				return errors.New("latency histogram: want , or ] between pairs")
+			}
 		}
-		out[int(p[0])] += p[1]
+	}
+	p.space()
+	if p.i != len(p.b) {
+		return errors.New("latency histogram: trailing data")
 	}
 	*h = out
 	return nil
+}
+
+type histParser struct {
+	b []byte
+	i int
+}
+
+func (p *histParser) space() {
+	for p.i < len(p.b) && (p.b[p.i] == ' ' || p.b[p.i] == '\n' || p.b[p.i] == '\t' || p.b[p.i] == '\r') {
+		p.i++
+	}
+}
+
+func (p *histParser) char(c byte) bool {
+	p.space()
+	if p.i < len(p.b) && p.b[p.i] == c {
+		p.i++
+		return true
+	}
+	return false
+}
+
+func (p *histParser) lit(s string) bool {
+	p.space()
+	if len(p.b)-p.i >= len(s) && string(p.b[p.i:p.i+len(s)]) == s {
+		p.i += len(s)
+		return true
+	}
+	return false
+}
+
+func (p *histParser) uint() (uint64, bool) {
+	p.space()
+	start := p.i
+	var v uint64
+	for p.i < len(p.b) && p.b[p.i] >= '0' && p.b[p.i] <= '9' {
+		d := uint64(p.b[p.i] - '0')
+		if v > (math.MaxUint64-d)/10 {
+			return 0, false
+		}
+		v = v*10 + d
+		p.i++
+	}
+	return v, p.i > start
 }
 
 // InstanceStatus is an instance's latest heartbeat as the fleet sees it.

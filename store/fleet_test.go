@@ -116,6 +116,13 @@ func TestFleetHeartbeatsStaleAndPrune(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		_, fm, err := s.FleetNow(ctx, f, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fm.Answered != 100 || len(fm.Instances) != 1 || fm.Instances[0] != "web-1" || !fm.From.Equal(t0.Add(10*time.Second)) {
+			t.Errorf("FleetNow merged = %+v; want web-1's latest interval only (web-2 is stale)", fm)
+		}
 		if m.Rows != 4 || m.Answered != 400 || m.Failed != 40 || len(m.Instances) != 2 {
 			t.Errorf("merged = rows %d answered %d failed %d instances %v; want 4, 400, 40, 2 (the replay replaced its row)", m.Rows, m.Answered, m.Failed, m.Instances)
 		}
@@ -414,4 +421,38 @@ func TestFleetAlertsOneIDAcrossSidecars(t *testing.T) {
 			t.Errorf("active = %d; want 1", len(active))
 		}
 	})
+}
+
+func TestHistJSONRejectsMalformed(t *testing.T) {
+	for _, in := range []string{`{}`, `[[1]]`, `[[1,2,3]]`, `[[1,-2]]`, `[[1,2]`, `[[1,2]]x`, `[[1,2],]`, `[[99999999999999999999,1]]`, `"x"`} {
+		var h Hist
+		if err := json.Unmarshal([]byte(in), &h); err == nil {
+			t.Errorf("%s accepted as %v", in, h)
+		}
+	}
+	var h Hist
+	if err := json.Unmarshal([]byte(` [ [ 3 , 4 ] , [3,1] ] `), &h); err != nil || h[3] != 5 {
+		t.Errorf("spaced pairs: %v %v", h, err)
+	}
+	if err := json.Unmarshal([]byte(`[]`), &h); err != nil || len(h) != 0 {
+		t.Errorf("empty: %v %v", h, err)
+	}
+}
+
+// BenchmarkDecodeHeartbeat: the fleet query's per-row cost in Go.
+func BenchmarkDecodeHeartbeat(b *testing.B) {
+	rng := rand.New(rand.NewPCG(1, 1))
+	h := Hist{}
+	for range 400 {
+		h.Record(time.Duration(0.03 * math.Exp(rng.NormFloat64()*0.7) * float64(time.Second)))
+	}
+	doc, _ := json.Marshal(hb("f", "web-001", t0, "ok", Rollup{Seconds: 10, Requests: map[string]uint64{"2xx": 400}, Latency: h,
+		Timing: map[string]float64{"app": 1, "upstream_wait": 2}, CPU: fp(0.4), DB: &DBFigures{PoolSize: 20}}))
+	b.SetBytes(int64(len(doc)))
+	for b.Loop() {
+		var x Heartbeat
+		if err := json.Unmarshal(doc, &x); err != nil {
+			b.Fatal(err)
+		}
+	}
 }

@@ -153,6 +153,17 @@ func (s *SQL) logTarget() zap.Field { return zap.String("store", s.target) }
 
 func zapInt(k string, v int) zap.Field { return zap.Int(k, v) }
 
+// Ping runs one trivial round trip to the server (SELECT 1).
+func (s *SQL) Ping(ctx context.Context) error {
+	ctx, cancel := s.opCtx(ctx)
+	defer cancel()
+	var one int
+	if err := s.db.QueryRowContext(ctx, "SELECT 1").Scan(&one); err != nil {
+		return s.classify("pinging", "", err)
+	}
+	return nil
+}
+
 // Target is the store's DSN with its password masked.
 func (s *SQL) Target() string { return s.target }
 

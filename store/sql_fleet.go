@@ -113,6 +113,32 @@ func (s *SQL) Instances(ctx context.Context, fleet string, now time.Time) ([]Ins
 	return out, nil
 }
 
+// FleetNow is the fleet view's one query: every instance's latest
+// heartbeat, and the merge of the fresh instances' latest rollups (the
+// fleet's last interval: counts summed, buckets merged). Stale instances
+// are listed but left out of the merge.
+func (s *SQL) FleetNow(ctx context.Context, fleet string, now time.Time) ([]InstanceStatus, MergedRollup, error) {
+	insts, err := s.Instances(ctx, fleet, now)
+	if err != nil {
+		return nil, MergedRollup{}, err
+	}
+	m := newMerged(now, now)
+	fresh := map[string]bool{}
+	for _, in := range insts {
+		if in.Stale {
+			continue
+		}
+		hb := in.Heartbeat
+		if start := hb.Time.Add(-time.Duration(hb.Rollup.Seconds * float64(time.Second))); m.From.After(start) {
+			m.From = start
+		}
+		fresh[in.Instance] = true
+		m.add(hb)
+	}
+	m.finish(fresh)
+	return insts, m, nil
+}
+
 // MergedRollup merges the rollups of fleet's heartbeats in (from, to].
 func (s *SQL) MergedRollup(ctx context.Context, fleet string, from, to time.Time) (MergedRollup, error) {
 	m := newMerged(from, to)

@@ -16,6 +16,7 @@ type Sink interface {
 	WriteHeartbeats(ctx context.Context, hbs []Heartbeat) error
 	AppendAuditContext(ctx context.Context, e AuditEntry) error
 	AcknowledgeFleetAlert(ctx context.Context, fleet, id string, ack Acknowledgement) (FleetAlert, error)
+	PruneFleet(ctx context.Context, fleet string, now time.Time, r Retention) (PruneResult, error)
 }
 
 var _ Sink = (*SQL)(nil)
@@ -59,6 +60,11 @@ type WriterOptions struct {
 	RetryMin, RetryMax time.Duration
 	// FinalFlush bounds the last flush on shutdown (default 2 s).
 	FinalFlush time.Duration
+	// PruneEvery is how often Run prunes Fleet's tables with Retention
+	// (0: never; every sidecar may prune, one at a time does).
+	PruneEvery time.Duration
+	Fleet      string
+	Retention  Retention
 	Now        func() time.Time
 }
 
@@ -249,9 +255,20 @@ func (w *Writer) Health() Health {
 func (w *Writer) Run(ctx context.Context) error {
 	tick := time.NewTimer(w.opt.FlushInterval)
 	defer tick.Stop()
+	var prune <-chan time.Time
+	if w.opt.PruneEvery > 0 && w.opt.Fleet != "" {
+		pt := time.NewTicker(w.opt.PruneEvery)
+		defer pt.Stop()
+		prune = pt.C
+	}
 	retry := time.Duration(0)
 	for {
 		select {
+		case <-prune:
+			if retry == 0 {
+				w.prune(ctx)
+			}
+			continue
 		case <-ctx.Done():
 			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), w.opt.FinalFlush)
 			_ = w.Flush(fctx)
@@ -273,6 +290,21 @@ func (w *Writer) Run(ctx context.Context) error {
 		}
 		retry = 0
 		tick.Reset(w.opt.FlushInterval)
+	}
+}
+
+// prune runs one pruning round; a failure is logged (the next flush
+// reports the store's state).
+func (w *Writer) prune(ctx context.Context) {
+	r, err := w.sink.PruneFleet(ctx, w.opt.Fleet, w.opt.Now(), w.opt.Retention)
+	if err != nil {
+		if ctx.Err() == nil {
+			w.log.Warn("store_prune_failed", zap.String("error", err.Error()))
+		}
+		return
+	}
+	if r != (PruneResult{}) {
+		w.log.Info("store_pruned", zap.Int64("compacted", r.Compacted), zap.Int64("heartbeats", r.Heartbeats), zap.Int64("instances", r.Instances))
 	}
 }
 

@@ -191,10 +191,11 @@ func TestWriterKeepsWritesWhileTheStoreIsDown(t *testing.T) {
 
 // recordingSink fails while down is set and records what it wrote.
 type recordingSink struct {
-	mu    sync.Mutex
-	down  bool
-	hbs   []Heartbeat
-	audit []AuditEntry
+	mu     sync.Mutex
+	down   bool
+	hbs    []Heartbeat
+	audit  []AuditEntry
+	prunes int
 }
 
 func (r *recordingSink) WriteHeartbeats(_ context.Context, hbs []Heartbeat) error {
@@ -215,6 +216,13 @@ func (r *recordingSink) AppendAuditContext(_ context.Context, e AuditEntry) erro
 	}
 	r.audit = append(r.audit, e)
 	return nil
+}
+
+func (r *recordingSink) PruneFleet(context.Context, string, time.Time, Retention) (PruneResult, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.prunes++
+	return PruneResult{Compacted: 1}, nil
 }
 
 func (r *recordingSink) AcknowledgeFleetAlert(context.Context, string, string, Acknowledgement) (FleetAlert, error) {
@@ -295,5 +303,30 @@ func TestWriterRegistersItsMetricsOnce(t *testing.T) {
 	}
 	if _, err := NewWriter(&recordingSink{}, nil, reg, WriterOptions{}); err == nil {
 		t.Error("a second writer on one registry registered its metrics again")
+	}
+}
+
+// TestWriterRunPrunes: with PruneEvery set, Run prunes its fleet's tables.
+func TestWriterRunPrunes(t *testing.T) {
+	sink := &recordingSink{}
+	w, err := NewWriter(sink, zap.NewNop(), nil, WriterOptions{PruneEvery: time.Millisecond, Fleet: "f"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	for {
+		sink.mu.Lock()
+		n := sink.prunes
+		sink.mu.Unlock()
+		if n > 0 {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
 	}
 }
