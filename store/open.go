@@ -16,6 +16,8 @@ type Opened struct {
 	// Fleet is the shared store's fleet tables; nil with the embedded store
 	// (one instance, no fleet).
 	Fleet Fleet
+	// Sink is what a Writer writes to; nil with the embedded store.
+	Sink Sink
 	// Fleet and instance names this sidecar writes under.
 	FleetName, Instance string
 }
@@ -36,7 +38,7 @@ func OpenFromConfig(ctx context.Context, cfg *config.Config, log *zap.Logger, op
 		if err != nil {
 			return Opened{}, err
 		}
-		return Opened{Backend: s, Fleet: s, FleetName: s.Fleet(), Instance: s.Instance()}, nil
+		return Opened{Backend: s, Fleet: s, Sink: s, FleetName: s.Fleet(), Instance: s.Instance()}, nil
 	}
 	s, err := Open(cfg.DataDir, log, opts...)
 	if err != nil {
