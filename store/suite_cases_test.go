@@ -17,6 +17,8 @@ func TestSuite(t *testing.T) {
 		{"PruneAlertsKeepsActiveAndNewestResolved", suitePruneAlertsKeepsActiveAndNewestResolved},
 		{"AuditOrderPagingAndRetention", suiteAuditOrderPagingAndRetention},
 		{"AuditBoundsText", suiteAuditBoundsText},
+		{"SaveAlertsAllOrNone", suiteSaveAlertsAllOrNone},
+		{"AcknowledgementUpdatesInPlace", suiteAcknowledgementUpdatesInPlace},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -176,5 +178,45 @@ func suiteAuditBoundsText(t *testing.T, b backend) {
 	}
 	if !strings.HasSuffix(got[0].Error, "…") || !strings.HasPrefix(got[0].Error, "éé") {
 		t.Errorf("cut text should end with the marker on a rune boundary, got suffix %q", got[0].Error[len(got[0].Error)-8:])
+	}
+}
+
+func suiteSaveAlertsAllOrNone(t *testing.T, b backend) {
+	s := b.open(t)
+	err := s.SaveAlerts(AlertRecord{ID: "ok1", State: StateFiring, FirstSeen: t0}, AlertRecord{State: StateFiring})
+	if err == nil || !strings.Contains(err.Error(), "no id") {
+		t.Fatalf("SaveAlerts with an id-less record: err = %v; want one saying so", err)
+	}
+	got, err := s.LoadAlerts()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 0 {
+		t.Errorf("after a failed batch: %d records stored; want none (all or none)", len(got))
+	}
+}
+
+func suiteAcknowledgementUpdatesInPlace(t *testing.T, b backend) {
+	s := b.open(t)
+	a := AlertRecord{ID: "a1", Key: "k", State: StateFiring, FirstSeen: t0, LastSeen: t0}
+	if err := s.SaveAlert(a); err != nil {
+		t.Fatal(err)
+	}
+	a.State, a.AcknowledgedAt, a.AcknowledgedBy, a.AckNote = StateAcknowledged, tp(t0.Add(time.Minute)), "alice", "first"
+	if err := s.SaveAlert(a); err != nil {
+		t.Fatal(err)
+	}
+	a.AcknowledgedAt, a.AcknowledgedBy, a.AckNote = tp(t0.Add(2*time.Minute)), "bob", "second"
+	a.LastSeen = t0.Add(3 * time.Minute)
+	if err := s.SaveAlert(a); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := s.LoadAlerts()
+	acks, _ := s.Acknowledgements()
+	if len(got) != 1 || got[0].AcknowledgedBy != "bob" || !got[0].LastSeen.Equal(t0.Add(3*time.Minute)) {
+		t.Errorf("alerts = %+v; want one, acknowledged by bob, last seen t0+3m", got)
+	}
+	if len(acks) != 1 || acks[0].Note != "second" || !acks[0].Time.Equal(t0.Add(2*time.Minute)) {
+		t.Errorf("acknowledgements = %+v; want bob's only", acks)
 	}
 }
