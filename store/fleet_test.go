@@ -412,9 +412,18 @@ func TestFleetAlertsOneIDAcrossSidecars(t *testing.T) {
 		if err != nil || fa.ID == id || fa.State != StateFiring {
 			t.Errorf("new occurrence = %+v, %v; want a new firing alert with a new id", fa, err)
 		}
+		// A sidecar reusing a resolved occurrence's id gets a fresh one.
+		if _, err := s.ResolveFleetAlert(ctx, f, "web-1", "cpu_usage", t0.Add(2*time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+		reused, err := s.RaiseFleetAlert(ctx, f, "web-1", AlertRecord{ID: id, Key: "cpu_usage", FirstSeen: t0.Add(3 * time.Hour)})
+		if err != nil || reused.ID == id || reused.ID == "" {
+			t.Errorf("raise with a resolved occurrence's id = %+v, %v; want a new id", reused, err)
+		}
+		fa = reused
 		all, err := s.FleetAlerts(ctx, f, false)
-		if err != nil || len(all) != 2 || all[0].ID != fa.ID {
-			t.Errorf("FleetAlerts = %+v, %v; want 2, newest first", all, err)
+		if err != nil || len(all) != 3 || all[0].ID != fa.ID {
+			t.Errorf("FleetAlerts = %+v, %v; want 3, newest first", all, err)
 		}
 		active, _ := s.FleetAlerts(ctx, f, true)
 		if len(active) != 1 {

@@ -478,17 +478,30 @@ func (s *SQL) RaiseFleetAlert(ctx context.Context, fleet, instance string, a Ale
 	} else {
 		ins = `INSERT IGNORE INTO pulsegate_fleet_alerts (id, fleet, alert_key, active_key, state, first_seen_us, record) VALUES (?, ?, ?, ?, ?, ?, ?)`
 	}
-	args := []any{a.ID, fleet, a.Key}
-	if s.dialect == dialectMySQL {
-		args = append(args, a.Key)
-	}
-	args = append(args, StateFiring, a.FirstSeen.UnixMicro(), string(rec))
-	if _, err := s.db.ExecContext(ctx, ins, args...); err != nil {
-		return FleetAlert{}, s.classify("inserting into", tableFleetAlerts, err)
-	}
 	var id string
-	if err := s.db.QueryRowContext(ctx, s.rebind(`SELECT id FROM pulsegate_fleet_alerts WHERE fleet = ? AND active_key = ?`), fleet, a.Key).Scan(&id); err != nil {
-		return FleetAlert{}, s.classify("reading", tableFleetAlerts, err)
+	// The insert does nothing when the key is already active (another
+	// sidecar's row wins) or, rarely, when the id is an older resolved
+	// occurrence's: then it is tried once more with a fresh id.
+	for attempt := 0; ; attempt++ {
+		args := []any{a.ID, fleet, a.Key}
+		if s.dialect == dialectMySQL {
+			args = append(args, a.Key)
+		}
+		args = append(args, StateFiring, a.FirstSeen.UnixMicro(), string(rec))
+		if _, err := s.db.ExecContext(ctx, ins, args...); err != nil {
+			return FleetAlert{}, s.classify("inserting into", tableFleetAlerts, err)
+		}
+		err := s.db.QueryRowContext(ctx, s.rebind(`SELECT id FROM pulsegate_fleet_alerts WHERE fleet = ? AND active_key = ?`), fleet, a.Key).Scan(&id)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, sql.ErrNoRows) || attempt > 0 {
+			return FleetAlert{}, s.classify("reading", tableFleetAlerts, err)
+		}
+		a.ID = newFleetAlertID()
+		if rec, err = json.Marshal(a); err != nil {
+			return FleetAlert{}, fmt.Errorf("encoding fleet alert: %w", err)
+		}
 	}
 	q := s.upsert(tableFleetAlertInst, []string{"alert_id", "instance", "state", "severity", "value", "last_seen_us"}, []string{"alert_id", "instance"})
 	if _, err := s.db.ExecContext(ctx, q, id, instance, StateFiring, a.Severity, a.Value, a.LastSeen.UnixMicro()); err != nil {
