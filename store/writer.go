@@ -337,7 +337,7 @@ func (w *Writer) Flush(ctx context.Context) error {
 			}
 		}
 		if err != nil {
-			return w.failed(err)
+			return w.failed(ctx, err)
 		}
 		w.mu.Lock()
 		w.writes = w.writes[1:]
@@ -354,7 +354,7 @@ func (w *Writer) Flush(ctx context.Context) error {
 			break
 		}
 		if err := w.sink.WriteHeartbeats(ctx, batch); err != nil {
-			return w.failed(err)
+			return w.failed(ctx, err)
 		}
 		w.mu.Lock()
 		// Drops while writing removed the oldest rows, ours first.
@@ -391,7 +391,11 @@ func containsHeartbeat(hs []Heartbeat, h Heartbeat) bool {
 	return false
 }
 
-func (w *Writer) failed(err error) error {
+func (w *Writer) failed(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		// Shutting down (or the caller gave up): not the store's fault.
+		return err
+	}
 	w.metricFail.Inc()
 	w.metricUp.Set(0)
 	w.mu.Lock()
