@@ -206,12 +206,18 @@ func (w *Writer) Heartbeat(hb Heartbeat) {
 	w.signal()
 }
 
-// Audit queues one audit entry (stamped now when its time is zero).
-func (w *Writer) Audit(e AuditEntry) {
+// Audit queues one audit entry (stamped now when its time is zero). An
+// entry without an action is refused here, so nothing that the store would
+// always refuse can hold up the queue behind it.
+func (w *Writer) Audit(e AuditEntry) error {
+	if e.Action == "" {
+		return errors.New("queueing audit entry: action is required")
+	}
 	if e.Time.IsZero() {
 		e.Time = w.opt.Now()
 	}
 	w.enqueue(write{audit: &e})
+	return nil
 }
 
 // Acknowledge queues one acknowledgement of fleet alert id.

@@ -248,6 +248,9 @@ func TestWriterAuditBeyondItsBoundIsLoggedWhole(t *testing.T) {
 	if a, ok := dropped[0].ContextMap()["audit"].(map[string]any); !ok || a["actor"] != "caller-2" {
 		t.Errorf("the dropped entry is not in the log line: %+v", dropped[0].ContextMap())
 	}
+	if err := w.Audit(AuditEntry{Actor: "no action"}); err == nil {
+		t.Error("an audit entry without an action was queued")
+	}
 	if h := w.Health(); h.DroppedWrites != 1 || h.QueuedWrites != 2 {
 		t.Errorf("health = %+v", h)
 	}
