@@ -47,6 +47,22 @@ type Config struct {
 	// DataDir is where the embedded store (alert history, acknowledgements,
 	// audit log) lives. Default "./pulsegate-data".
 	DataDir string `koanf:"data_dir" json:"data_dir"`
+	// Store selects a shared SQL store for several replicas; unset keeps
+	// the embedded store in DataDir.
+	Store Store `koanf:"store" json:"store"`
+	// Instance names this sidecar in a fleet, in logs and fleet answers.
+	// Empty means the host name (the pod name under Kubernetes).
+	Instance string `koanf:"instance" json:"instance"`
+	// Fleet names the group of sidecars sharing one store (sidecars of
+	// different apps may share one database). Default "default".
+	Fleet string `koanf:"fleet" json:"fleet"`
+}
+
+// Store configures the shared store.
+type Store struct {
+	// DSN is mysql://user:pass@host:3306/db or postgres://user:pass@host:5432/db.
+	// Unset = the embedded bbolt store in data_dir (one instance).
+	DSN Secret `koanf:"dsn" json:"dsn"`
 }
 
 // Responsiveness mirrors the product's ResponsivenessConfig dataclass,

@@ -100,5 +100,6 @@ func Defaults() *Config {
 		},
 		Log:     Log{Level: "info", Format: "json"},
 		DataDir: "./pulsegate-data",
+		Fleet:   "default",
 	}
 }

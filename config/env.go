@@ -171,6 +171,9 @@ var envTable = []envEntry{
 	{"RESPONSIVENESS_LOG_FORMAT", "log.format", "Log format: json or console."},
 
 	{"RESPONSIVENESS_DATA_DIR", "data_dir", "Directory of the embedded store (alert history, acknowledgements, audit log)."},
+	{"RESPONSIVENESS_STORE_DSN", "store.dsn", "Shared store for several replicas: mysql://user:pass@host:3306/db or postgres://user:pass@host:5432/db (percent-encode @ # % : in the password). Unset = the embedded store in data_dir."},
+	{"RESPONSIVENESS_INSTANCE", "instance", "This sidecar's name in the fleet (logs, fleet answers). Empty = the host name (the pod name under Kubernetes)."},
+	{"RESPONSIVENESS_FLEET", "fleet", "Name of the group of sidecars sharing one store; sidecars of different apps may share a database under different fleet names."},
 }
 
 // EnvVars returns the environment table: one entry per configuration key,

@@ -163,6 +163,9 @@ func TestEnvDefaultsMatchTheIssue(t *testing.T) {
 		"RESPONSIVENESS_LOG_LEVEL":                        "info",
 		"RESPONSIVENESS_DATA_DIR":                         "./pulsegate-data",
 		"RESPONSIVENESS_SYSTEM_DISK_PATHS":                "/",
+		"RESPONSIVENESS_STORE_DSN":                        "",
+		"RESPONSIVENESS_INSTANCE":                         "",
+		"RESPONSIVENESS_FLEET":                            "default",
 	}
 	got := map[string]EnvVar{}
 	for _, e := range EnvVars() {
@@ -178,7 +181,7 @@ func TestEnvDefaultsMatchTheIssue(t *testing.T) {
 			t.Errorf("%s default = %q, want %q", name, e.Default, def)
 		}
 	}
-	for _, name := range []string{"RESPONSIVENESS_ADMIN_TOKEN", "RESPONSIVENESS_DB_DSN", "RESPONSIVENESS_REDIS_URL", "RESPONSIVENESS_ALERTS_EMAIL_PASSWORD"} {
+	for _, name := range []string{"RESPONSIVENESS_ADMIN_TOKEN", "RESPONSIVENESS_DB_DSN", "RESPONSIVENESS_REDIS_URL", "RESPONSIVENESS_ALERTS_EMAIL_PASSWORD", "RESPONSIVENESS_STORE_DSN"} {
 		if !got[name].Secret {
 			t.Errorf("%s must be marked secret", name)
 		}
@@ -247,6 +250,7 @@ func changedValue(t *testing.T, f field, def *Config) string {
 		"log.level":                                       "debug",
 		"log.format":                                      "console",
 		"data_dir":                                        "/var/lib/pulsegate",
+		"store.dsn":                                       "mysql://pulsegate:pw@127.0.0.1:3306/app",
 		"responsiveness.memory_warning_threshold":         "0.7",
 		"responsiveness.cpu_warning_threshold":            "0.7",
 		"responsiveness.db_connection_warning_threshold":  "0.7",
