@@ -35,10 +35,10 @@ const hhmm = (d) => d.toLocaleTimeString('en-GB', { hour: '2-digit', minute: '2-
 // timeTicks labels the x axis: clock times, with the date on the first
 // tick and wherever the day changes (so a 24 h graph never shows the same
 // label at both ends).
-function timeTicks(span) {
+function timeTicks(span, fig) {
   return (u, ticks) => {
     let prevDay = null;
-    return ticks.map((t, i) => {
+    const labels = ticks.map((t, i) => {
       const d = new Date(t * 1000);
       const day = d.toDateString();
       const label = hhmm(d);
@@ -46,6 +46,8 @@ function timeTicks(span) {
       prevDay = day;
       return withDate ? monthDay(d) + '\n' + label : label;
     });
+    fig.dataset.xAxis = labels.join(' | ').replace(/\n/g, ' '); // the canvas's labels, for tests and tools
+    return labels;
   };
 }
 
@@ -85,6 +87,8 @@ export function lineChart({ title, series, fmt, axisFmt, thresholds = [], yMax, 
   }
   const from = view ? view.from : 0;
   const to = view ? view.to : 1;
+  let lastIdx = null; // the latest point with any value
+  for (let j = times.length - 1; j >= 0 && lastIdx === null; j--) if (cols.some((c) => c[j] !== null)) lastIdx = j;
 
   // The y axis fits the data; a threshold joins the scale when near it
   // (otherwise the notes say it is above the graph).
@@ -125,11 +129,13 @@ export function lineChart({ title, series, fmt, axisFmt, thresholds = [], yMax, 
       height: 170,
       scales: { x: { time: true, range: [from, to] }, y: { range: [0, top] } },
       axes: [
-        { stroke: axisC, grid: { stroke: gridC, width: 1 }, ticks: { stroke: gridC }, values: timeTicks(to - from), font: '11px system-ui, sans-serif', size: to - from >= DAY - 60 ? 44 : 30 },
+        { stroke: axisC, grid: { stroke: gridC, width: 1 }, ticks: { stroke: gridC }, values: timeTicks(to - from, fig), font: '11px system-ui, sans-serif', size: to - from >= DAY - 60 ? 44 : 30 },
         { stroke: axisC, grid: { stroke: gridC, width: 1 }, ticks: { stroke: gridC }, values: (u, ticks) => (axisFmt ? axisFmt(ticks) : ticks.map(fmt)), font: '11px system-ui, sans-serif', size: 58 },
       ],
       series: [
-        { label: 'time', value: (u, v) => (v === null ? 'hover over the graph for values' : new Date(v * 1000).toLocaleString('en-GB', { day: 'numeric', month: 'short', hour: '2-digit', minute: '2-digit', second: '2-digit', hour12: false })) },
+        // Off the graph the legend shows the latest point (and says so);
+        // on it, the point under the cursor.
+        { label: 'time', value: (u, v) => (v === null ? '–' : (u.cursor.idx == null ? `latest ${fmtStep(step)} point, ` : '') + new Date(v * 1000).toLocaleString('en-GB', { day: 'numeric', month: 'short', hour: '2-digit', minute: '2-digit', second: '2-digit', hour12: false })) },
         ...series.map((sr, i) => ({
           label: sr.label,
           stroke: colour(i),
@@ -142,6 +148,9 @@ export function lineChart({ title, series, fmt, axisFmt, thresholds = [], yMax, 
       legend: { live: true },
       cursor: { drag: { x: false, y: false }, points: { size: 6 } },
       hooks: {
+        setCursor: [(u) => {
+          if (u.cursor.idx == null && lastIdx !== null) u.setLegend({ idx: lastIdx });
+        }],
         draw: [(u) => {
           const ctx = u.ctx;
           const { left, top: ptop, width: pw, height: ph } = u.bbox;
@@ -178,6 +187,7 @@ export function lineChart({ title, series, fmt, axisFmt, thresholds = [], yMax, 
       },
     };
     plot = new uPlot(opts, [times, ...cols], plotBox);
+    if (lastIdx !== null) plot.setLegend({ idx: lastIdx });
     plot.root.setAttribute('role', 'img');
     plot.root.setAttribute('aria-label', `${title}: ${series.map((sr, i) => `${sr.label} latest ${lastOf(cols[i])}`).join(', ')}`);
     fig.dataset.ready = '1';

@@ -350,7 +350,7 @@ function figuresWidget() {
       const apdexT = cfgOf(st, 'proxy.apdex_threshold');
       const db = judgement(st, 'db_latency');
       const failed = isNum(r.error_rate) ? fmtPct(r.error_rate, 2) : '–';
-      const appRate = isNum(r.app_error_rate) ? fmtPct(r.app_error_rate, 2) : 'not reported';
+      const appRate = isNum(r.app_error_rate) ? fmtPct(r.app_error_rate, 2) : '–';
       const rejected = isNum(r.rejections) ? r.rejections : null;
       const apdexJ = judgement(st, 'apdex');
       replace(body,
@@ -376,7 +376,7 @@ function figuresWidget() {
           measured(db)
             ? stat('DB query time', fmtSeconds(db.value), { level: db.level, figure: 'db_latency', sub: windowText(db.window) || 'latest probe' })
             : stat('DB query time', db && db.level === 'disabled' ? 'disabled' : 'not measured', { level: levelOfJ(db), figure: 'db_latency', sub: notMeasuredText(db) })),
-        h('p', { class: 'muted small foot-note' }, `last 1${NB}min: ${fmtNum(r.requests)} requests, ${fmtNum(r.errors)} failed for their clients` +
+        h('p', { class: 'muted small foot-note', dataset: { asOf: (st.perf && st.perf.timestamp) || '' } }, `last 1${NB}min: ${fmtNum(r.requests)} requests, ${fmtNum(r.errors)} failed for their clients` +
           (rejected !== null ? ` (${fmtNum(rejected)} rejected by pulsegate's backpressure)` : '') +
           (st.tickTime ? ` · updated ${fmtClock(st.tickTime)}` : '')),
         timingSplit(r.timing_split));
@@ -415,7 +415,7 @@ function windowsWidget() {
       if (!ws) return;
       const names = ['1m', '5m', '15m'].filter((n) => ws[n]);
       const row = (label, key, f) => h('tr', { dataset: { row: key } }, h('th', { scope: 'row' }, label), names.map((n) => h('td', { class: 'num', dataset: { window: n } }, f(ws[n]))));
-      replace(body, ...scroll(h('table', { class: 'table windows' },
+      replace(body, ...scroll(h('table', { class: 'table windows', dataset: { asOf: st.perf.timestamp || '' } },
         h('thead', null, h('tr', null, h('th', null, h('span', { class: 'visually-hidden' }, 'Figure')), names.map((n) => h('th', { scope: 'col', class: 'num' }, WINDOW_NAMES[n] || n)))),
         h('tbody', null,
           row('Requests', 'requests', (w) => fmtNum(w.requests)),
@@ -523,13 +523,13 @@ function slowWidget() {
       const max = Math.max(...rows.map((r) => r.duration || 0));
       replace(body, h('p', { class: 'muted small' }, `Requests ${what}.`),
         ...scroll(h('table', { class: 'table slow' },
-          h('thead', null, h('tr', null, ['Time', 'Request', 'Route', 'Status', 'Duration', 'Queue · app · transfer'].map((c) => h('th', { scope: 'col' }, c)))),
+          h('thead', null, h('tr', null, ['Time', 'Duration', 'Status', 'Request', 'Route', 'Queue · app · transfer'].map((c) => h('th', { scope: 'col' }, c)))),
           h('tbody', null, rows.map((r) => h('tr', null,
             h('td', { class: 'num' }, h('time', { datetime: r.time }, fmtClock(r.time))),
+            h('td', { class: 'num' }, fmtSeconds(r.duration)),
+            h('td', { class: 'num' }, r.status),
             h('td', { class: 'route' }, `${r.method}${NB}${r.path}`),
             h('td', { class: 'route' }, r.route),
-            h('td', { class: 'num' }, r.status),
-            h('td', { class: 'num' }, fmtSeconds(r.duration)),
             h('td', { class: 'split-cell' }, splitBar(r.queue_wait, r.upstream_ttfb, r.transfer, max),
               h('span', { class: 'small muted nowrap' }, ` ${fmtSeconds(r.queue_wait)} · ${fmtSeconds(r.upstream_ttfb)} · ${fmtSeconds(r.transfer)}`))))))));
     },
@@ -682,7 +682,7 @@ function tasksWidget(options) {
     ['Last run', (t) => (t.last_end ? fmtAgo(t.last_end) : 'never')],
     ['Duration', (t) => fmtSeconds(t.last_duration_seconds), true, 'num'],
     ['Runs', (t) => `${fmtNum(t.runs)} (${fmtNum(t.failures)} failed)`, true, 'num'],
-    ['Error rate', (t) => fmtPct(t.error_rate, 0), false, 'num'],
+    ['Failed runs', (t) => fmtPct(t.error_rate, 0), false, 'num'],
     ['Recoveries', (t) => fmtNum(t.recoveries), false, 'num'],
     ['Last error', (t) => t.last_error || '', true, 'small'],
   ].filter((c) => !(options.compact && c[2]));
@@ -723,7 +723,7 @@ const chartSets = {
     { title: 'Throughput', series: [['throughput_rps', 'requests/s']], fmt: fmtRate, axis: numAxis },
     { title: 'Failed for clients', series: [['error_rate', 'failed for clients'], ['app_error_rate', 'app errors']], fmt: (v) => fmtPct(v, 1), axis: pctAxis, thr: 'error_rate' },
     { title: 'Queue and in flight', series: [['queue_depth', 'queued'], ['in_flight', 'in flight']], fmt: count, axis: numAxis, thr: 'queue_depth' },
-    { title: 'Apdex', series: [['apdex', 'Apdex']], fmt: fmtApdex, axis: (t) => t.map((v) => v.toFixed(1)), thr: 'apdex', yMax: 1 },
+    { title: 'Apdex', series: [['apdex', 'Apdex']], fmt: fmtApdex, axis: (t) => t.map((v) => String(Number(v.toFixed(2)))), thr: 'apdex', yMax: 1 },
     { title: 'Slow requests (per minute)', series: [['slow_requests', 'slow']], fmt: count, axis: numAxis },
   ],
   resources: [
