@@ -87,6 +87,7 @@ type app struct {
 	alerts   *alerts.Manager
 	actions  *actions.Actions
 	monitor  *monitor.Monitor
+	health   *health.Evaluator
 	hub      *events.Hub
 	api      *adminapi.API
 	proxySrv *http.Server
@@ -152,10 +153,11 @@ func build(cfg *config.Config, log *zap.Logger, level zap.AtomicLevel, dashboard
 		actions.Deps{CloseIdleUpstream: a.proxy.CloseIdleConnections}); err != nil {
 		return nil, fmt.Errorf("actions: %w", err)
 	}
+	a.health = health.New(cfg, time.Now)
 	a.monitor = monitor.New(monitor.Deps{
 		Log: log.Named("monitor"), Config: a.holder, Probes: a.runner.Store(), Tasks: a.tasks,
 		Requests: a.proxy.Stats(), Pressure: a.chain, Alerts: a.alerts, Actions: actionsWithMode{a.actions, a.chain},
-		Health: health.New(cfg, time.Now), Hub: a.hub,
+		Health: a.health, Hub: a.hub,
 		Backpressure:  func() any { return a.chain.State() },
 		UpstreamDials: a.proxy.UpstreamDials,
 		Upstream:      a.proxy,
@@ -185,6 +187,7 @@ func build(cfg *config.Config, log *zap.Logger, level zap.AtomicLevel, dashboard
 	a.holder.Subscribe(func(c *config.Config) {
 		level.SetLevel(mustLevel(c.Log.Level, level.Level()))
 		errs := []error{a.proxy.Apply(c), a.chain.Apply(c), a.alerts.Apply(c)}
+		a.health.Apply(c)
 		a.runner.Apply(c)
 		a.actions.Apply(c)
 		a.tasks.SetEnabled(c.Responsiveness.TaskMonitoringEnabled)

@@ -153,7 +153,10 @@ func (a *API) postConfig(w http.ResponseWriter, r *http.Request, who principal) 
 		Outcome: store.OutcomeOK, Target: "version " + strconv.FormatUint(ver, 10), Changes: changes})
 	applied, _ := a.d.Config.Get()
 	w.Header().Set("ETag", strconv.Quote(strconv.FormatUint(ver, 10)))
-	writeJSON(w, http.StatusOK, map[string]any{"version": ver, "changes": changes, "config": configDoc(applied, ver)})
+	// Settings read only at start keep their old value until a restart:
+	// the answer names every such change since start.
+	writeJSON(w, http.StatusOK, map[string]any{"version": ver, "changes": changes,
+		"restart_required": a.d.Config.PendingRestart(), "config": configDoc(applied, ver)})
 }
 
 // requestedVersion reads the expected version from If-Match or the body's

@@ -232,10 +232,30 @@ type rawComponent struct {
 	details any
 }
 
-// Evaluate computes the verdict for in at the Evaluator's clock.
+// Evaluate computes the verdict for in at the Evaluator's clock and
+// advances the hysteresis.
 func (e *Evaluator) Evaluate(in Inputs) Verdict {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	return e.evaluate(in)
+}
+
+// Preview is Evaluate without side effects: the hysteresis state is left
+// as it was (for a reader asking before the first evaluation).
+func (e *Evaluator) Preview(in Inputs) Verdict {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	kept := e.state
+	e.state = make(map[string]*componentState, len(kept))
+	for k, st := range kept {
+		c := *st
+		e.state[k] = &c
+	}
+	defer func() { e.state = kept }()
+	return e.evaluate(in)
+}
+
+func (e *Evaluator) evaluate(in Inputs) Verdict {
 	now := e.now()
 	cfg := e.cfg
 

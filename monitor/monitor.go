@@ -124,12 +124,17 @@ func (m *Monitor) OnTick(fn func(*Tick)) { m.hooks = append(m.hooks, fn) }
 // Last returns the latest tick, or nil before the first.
 func (m *Monitor) Last() *Tick { return m.last.Load() }
 
-// Verdict returns the latest health verdict (evaluating once if none yet).
+// Verdict returns the latest tick's health verdict. Before the first tick
+// it is the evaluator's verdict of nothing measured yet: reading it never
+// evaluates alerts, shedding or actions.
 func (m *Monitor) Verdict() health.Verdict {
 	if t := m.last.Load(); t != nil {
 		return t.Verdict
 	}
-	return m.Tick().Verdict
+	if m.d.Health == nil {
+		return health.Verdict{}
+	}
+	return m.d.Health.Preview(health.Inputs{})
 }
 
 // Interval is how often Run ticks: the monitoring interval, but at least
