@@ -185,6 +185,21 @@ func TestLiveConfigReachesEveryJudge(t *testing.T) {
 	if hv["status"] != "critical" {
 		t.Errorf("health API status %v, want critical", hv["status"])
 	}
+	// The dashboard's API: judgements carry the new thresholds and levels.
+	_, perf := adminCall(t, a, addr, "GET", "/admin/api/performance/responsiveness", "")
+	js, _ := perf["judgements"].(map[string]any)
+	for name, want := range map[string]float64{"memory_usage": 0.02, "disk_usage": 0.02, "avg_response_time": 0.002, "connection_pool_utilization": 0.0002} {
+		j, _ := js[name].(map[string]any)
+		if j["critical"] != want || j["level"] != "critical" {
+			t.Errorf("judgements[%s] = %v, want level critical with critical threshold %v", name, j, want)
+		}
+	}
+	// A threshold posted after the last tick shows in the API at once.
+	adminCall(t, a, addr, "POST", "/admin/api/config/responsiveness", `{"thresholds": {"apdex_warning": 0.99, "apdex_critical": 0.98}}`)
+	_, perf = adminCall(t, a, addr, "GET", "/admin/api/performance/responsiveness", "")
+	if j := perf["judgements"].(map[string]any)["apdex"].(map[string]any); j["warning"] != 0.99 || j["critical"] != 0.98 || j["bad_when"] != "below" {
+		t.Errorf("judgements[apdex] after the POST = %v", j)
+	}
 }
 
 // TestLiveConfigNamesRestartSettings: a setting read only at start is

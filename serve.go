@@ -25,6 +25,7 @@ import (
 	"github.com/pulsegate/pulsegate/backpressure"
 	"github.com/pulsegate/pulsegate/config"
 	"github.com/pulsegate/pulsegate/events"
+	"github.com/pulsegate/pulsegate/figures"
 	"github.com/pulsegate/pulsegate/health"
 	"github.com/pulsegate/pulsegate/monitor"
 	"github.com/pulsegate/pulsegate/probes"
@@ -174,6 +175,7 @@ func build(cfg *config.Config, log *zap.Logger, level zap.AtomicLevel, dashboard
 		Resources:    a.resources,
 		Health:       func() any { return a.monitor.Verdict() },
 		Backpressure: func() any { return a.chain.State() },
+		Judgements:   a.monitor.Judgements,
 		Extra:        a.extraSections,
 		Alerts:       alertsAdapter{a.alerts},
 		Audit:        a.st,
@@ -264,14 +266,14 @@ func (a *app) memoryLimit() (uint64, string, bool) {
 // resources reads the latest probe figures for the performance JSON.
 func (a *app) resources() adminapi.Resources {
 	f := a.runner.Store().Figures()
-	get := func(k string) *float64 {
-		if v, ok := f[k]; ok {
+	get := func(k figures.Name) *float64 {
+		if v, ok := f[string(k)]; ok {
 			return &v
 		}
 		return nil
 	}
-	return adminapi.Resources{MemoryUsage: get("memory_usage"), CPUUsage: get("cpu_usage"),
-		ConnectionPoolUtilization: get("connection_pool_utilization"), DBLatency: get("db_latency")}
+	return adminapi.Resources{MemoryUsage: get(figures.MemoryUsage), CPUUsage: get(figures.CPUUsage),
+		ConnectionPoolUtilization: get(figures.ConnectionPoolUtilization), DBLatency: get(figures.DBLatency)}
 }
 
 // extraSections adds the probes and background tasks to the performance JSON.

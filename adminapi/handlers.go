@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/pulsegate/pulsegate/config"
+	"github.com/pulsegate/pulsegate/figures"
 	"github.com/pulsegate/pulsegate/store"
 )
 
@@ -77,6 +78,14 @@ func (a *API) performance(w http.ResponseWriter, r *http.Request, _ principal) {
 		out["uptime_seconds"] = snap.Uptime
 	}
 	out["resource_metrics"] = rm
+	// Judged with the configuration in force now: a threshold just posted
+	// shows at once, on the latest measurements.
+	judgements := map[figures.Name]figures.Judgement{}
+	if a.d.Judgements != nil {
+		cfg, _ := a.d.Config.Get()
+		judgements = a.d.Judgements(cfg)
+	}
+	out["judgements"] = judgements
 	if a.d.Backpressure != nil {
 		out["backpressure"] = a.d.Backpressure()
 	}
