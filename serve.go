@@ -25,6 +25,7 @@ import (
 	"github.com/pulsegate/pulsegate/backpressure"
 	"github.com/pulsegate/pulsegate/config"
 	"github.com/pulsegate/pulsegate/events"
+	"github.com/pulsegate/pulsegate/figures"
 	"github.com/pulsegate/pulsegate/health"
 	"github.com/pulsegate/pulsegate/monitor"
 	"github.com/pulsegate/pulsegate/probes"
@@ -87,6 +88,7 @@ type app struct {
 	alerts   *alerts.Manager
 	actions  *actions.Actions
 	monitor  *monitor.Monitor
+	health   *health.Evaluator
 	hub      *events.Hub
 	api      *adminapi.API
 	proxySrv *http.Server
@@ -152,10 +154,11 @@ func build(cfg *config.Config, log *zap.Logger, level zap.AtomicLevel, dashboard
 		actions.Deps{CloseIdleUpstream: a.proxy.CloseIdleConnections}); err != nil {
 		return nil, fmt.Errorf("actions: %w", err)
 	}
+	a.health = health.New(cfg, time.Now)
 	a.monitor = monitor.New(monitor.Deps{
 		Log: log.Named("monitor"), Config: a.holder, Probes: a.runner.Store(), Tasks: a.tasks,
 		Requests: a.proxy.Stats(), Pressure: a.chain, Alerts: a.alerts, Actions: actionsWithMode{a.actions, a.chain},
-		Health: health.New(cfg, time.Now), Hub: a.hub,
+		Health: a.health, Hub: a.hub,
 		Backpressure:  func() any { return a.chain.State() },
 		UpstreamDials: a.proxy.UpstreamDials,
 		Upstream:      a.proxy,
@@ -172,6 +175,7 @@ func build(cfg *config.Config, log *zap.Logger, level zap.AtomicLevel, dashboard
 		Resources:    a.resources,
 		Health:       func() any { return a.monitor.Verdict() },
 		Backpressure: func() any { return a.chain.State() },
+		Judgements:   a.monitor.Judgements,
 		Extra:        a.extraSections,
 		Alerts:       alertsAdapter{a.alerts},
 		Audit:        a.st,
@@ -185,6 +189,7 @@ func build(cfg *config.Config, log *zap.Logger, level zap.AtomicLevel, dashboard
 	a.holder.Subscribe(func(c *config.Config) {
 		level.SetLevel(mustLevel(c.Log.Level, level.Level()))
 		errs := []error{a.proxy.Apply(c), a.chain.Apply(c), a.alerts.Apply(c)}
+		a.health.Apply(c)
 		a.runner.Apply(c)
 		a.actions.Apply(c)
 		a.tasks.SetEnabled(c.Responsiveness.TaskMonitoringEnabled)
@@ -261,14 +266,14 @@ func (a *app) memoryLimit() (uint64, string, bool) {
 // resources reads the latest probe figures for the performance JSON.
 func (a *app) resources() adminapi.Resources {
 	f := a.runner.Store().Figures()
-	get := func(k string) *float64 {
-		if v, ok := f[k]; ok {
+	get := func(k figures.Name) *float64 {
+		if v, ok := f[string(k)]; ok {
 			return &v
 		}
 		return nil
 	}
-	return adminapi.Resources{MemoryUsage: get("memory_usage"), CPUUsage: get("cpu_usage"),
-		ConnectionPoolUtilization: get("connection_pool_utilization"), DBLatency: get("db_latency")}
+	return adminapi.Resources{MemoryUsage: get(figures.MemoryUsage), CPUUsage: get(figures.CPUUsage),
+		ConnectionPoolUtilization: get(figures.ConnectionPoolUtilization), DBLatency: get(figures.DBLatency)}
 }
 
 // extraSections adds the probes and background tasks to the performance JSON.

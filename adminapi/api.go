@@ -21,6 +21,7 @@ import (
 
 	"github.com/pulsegate/pulsegate/config"
 	"github.com/pulsegate/pulsegate/events"
+	"github.com/pulsegate/pulsegate/figures"
 	"github.com/pulsegate/pulsegate/proxy"
 	"github.com/pulsegate/pulsegate/store"
 )
@@ -108,6 +109,10 @@ type Deps struct {
 	Health func() any
 	// Backpressure returns the limiter state (JSON-ready).
 	Backpressure func() any
+	// Judgements judges every figure with cfg (the "judgements" object of
+	// the performance JSON, per figure: value, level, thresholds); nil
+	// serves an empty object.
+	Judgements func(cfg *config.Config) map[figures.Name]figures.Judgement
 	// Extra returns more sections merged into the performance JSON (e.g. probes, tasks).
 	Extra  func() map[string]any
 	Alerts Alerts

@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/pulsegate/pulsegate/config"
+	"github.com/pulsegate/pulsegate/figures"
 	"github.com/pulsegate/pulsegate/store"
 )
 
@@ -77,6 +78,14 @@ func (a *API) performance(w http.ResponseWriter, r *http.Request, _ principal) {
 		out["uptime_seconds"] = snap.Uptime
 	}
 	out["resource_metrics"] = rm
+	// Judged with the configuration in force now: a threshold just posted
+	// shows at once, on the latest measurements.
+	judgements := map[figures.Name]figures.Judgement{}
+	if a.d.Judgements != nil {
+		cfg, _ := a.d.Config.Get()
+		judgements = a.d.Judgements(cfg)
+	}
+	out["judgements"] = judgements
 	if a.d.Backpressure != nil {
 		out["backpressure"] = a.d.Backpressure()
 	}
@@ -153,7 +162,10 @@ func (a *API) postConfig(w http.ResponseWriter, r *http.Request, who principal) 
 		Outcome: store.OutcomeOK, Target: "version " + strconv.FormatUint(ver, 10), Changes: changes})
 	applied, _ := a.d.Config.Get()
 	w.Header().Set("ETag", strconv.Quote(strconv.FormatUint(ver, 10)))
-	writeJSON(w, http.StatusOK, map[string]any{"version": ver, "changes": changes, "config": configDoc(applied, ver)})
+	// Settings read only at start keep their old value until a restart:
+	// the answer names every such change since start.
+	writeJSON(w, http.StatusOK, map[string]any{"version": ver, "changes": changes,
+		"restart_required": a.d.Config.PendingRestart(), "config": configDoc(applied, ver)})
 }
 
 // requestedVersion reads the expected version from If-Match or the body's

@@ -336,9 +336,6 @@ func validate(cfg *config.Config) error {
 			}
 		}
 	}
-	if err := validateRules(cfg); err != nil {
-		errs = append(errs, err)
-	}
 	return errors.Join(errs...)
 }
 

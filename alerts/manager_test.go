@@ -109,7 +109,7 @@ func TestRuleTable(t *testing.T) {
 		{RuleDBLatency, "db_latency", 2.4, 6, 2, 5, "Database query time at 2.4s", "Database query time at 6.0s", "Identify slow database queries"},
 		{RuleDBIdleInTx, "db_idle_in_transaction_oldest", 45, 61, 30, 60, "idle in transaction for 45.0s", "idle in transaction for 61.0s", "Check for connection leaks in code"},
 		{RuleJobQueueDepth, "job_queue_depth", 60, 120, 50, 100, "Job queue depth at 60 jobs", "Job queue depth at 120 jobs", "Check task coordination settings"},
-		{RuleQueueDepth, "queue_depth", 50, 100, 50, 100, "Request queue at 50 pending requests", "Request queue at 100 pending requests", "Implement backpressure, scale resources"},
+		{RuleQueueDepth, "queue_depth", 50, 100, 50, 100, "Request queue at 50 pending requests", "Request queue at 100 pending requests", "pulsegate is already applying backpressure"},
 		{RuleErrorRate, "error_rate", 0.075, 0.12, 0.05, 0.10, "Error rate at 7.5%", "Error rate at 12.0%", "Alert admins, investigate errors"},
 		{RuleAvgResponseTime, "avg_response_time", 7.2, 11, 5, 10, "Average response time at 7.2s", "Average response time at 11.0s", "Identify slow database queries; check for blocking background tasks"},
 		{RuleRedisMemoryUsage, "redis_memory_usage", 0.85, 0.97, 0.8, 0.9, "Redis memory usage at 85%", "Redis memory usage at 97%", "Check session cleanup configuration"},
@@ -597,10 +597,6 @@ func TestApplyChangesThresholdsLive(t *testing.T) {
 		desc, field string
 		mut         func(*config.Config)
 	}{
-		{"warning above critical", "responsiveness.memory_warning_threshold", func(c *config.Config) {
-			c.Responsiveness.MemoryWarningThreshold = 0.95
-		}},
-		{"NaN threshold", "thresholds.error_rate_warning", func(c *config.Config) { c.Thresholds.ErrorRateWarning = math.NaN() }},
 		{"margin", "alerts.resolve_margin", func(c *config.Config) { c.Alerts.ResolveMargin = 1 }},
 		{"history", "alerts.history_size", func(c *config.Config) { c.Alerts.HistorySize = 0 }},
 		{"timeout", "alerts.timeout", func(c *config.Config) { c.Alerts.Timeout = 0 }},

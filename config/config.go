@@ -175,6 +175,12 @@ type Thresholds struct {
 	DBQueryWarning Seconds `koanf:"db_query_warning" json:"db_query_warning"`
 	// DBQueryCritical: a query running this long is critical. Default 5 s.
 	DBQueryCritical Seconds `koanf:"db_query_critical" json:"db_query_critical"`
+	// ApdexWarning is the 1-minute Apdex score at or below which it is a
+	// warning (Apdex is bad below). Default 0.85.
+	ApdexWarning float64 `koanf:"apdex_warning" json:"apdex_warning"`
+	// ApdexCritical is the 1-minute Apdex score at or below which it is
+	// critical; below ApdexWarning. Default 0.7.
+	ApdexCritical float64 `koanf:"apdex_critical" json:"apdex_critical"`
 }
 
 // Database configures the database probe.

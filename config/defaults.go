@@ -52,6 +52,8 @@ func Defaults() *Config {
 			ResponseTimeCritical: 10,
 			DBQueryWarning:       2,
 			DBQueryCritical:      5,
+			ApdexWarning:         0.85,
+			ApdexCritical:        0.7,
 		},
 		Database: Database{
 			ProbeTimeout:             2,

@@ -95,6 +95,8 @@ var envTable = []envEntry{
 	{"RESPONSIVENESS_RESPONSE_TIME_CRITICAL_THRESHOLD", "thresholds.response_time_critical", "Average response time critical level, seconds."},
 	{"RESPONSIVENESS_DB_QUERY_WARNING_THRESHOLD", "thresholds.db_query_warning", "A database query running this long is a warning, seconds."},
 	{"RESPONSIVENESS_DB_QUERY_CRITICAL_THRESHOLD", "thresholds.db_query_critical", "A database query running this long is critical, seconds."},
+	{"RESPONSIVENESS_THRESHOLDS_APDEX_WARNING", "thresholds.apdex_warning", "Apdex warning level: a 1-minute score at or below it is a warning (0..1, bad below)."},
+	{"RESPONSIVENESS_THRESHOLDS_APDEX_CRITICAL", "thresholds.apdex_critical", "Apdex critical level: a 1-minute score at or below it is critical; below the warning level."},
 
 	// database
 	{"RESPONSIVENESS_DB_DSN", "database.dsn", "Database to probe: mysql://user:pass@host:3306/db or postgres://user:pass@host:5432/db (percent-encode @ # % : in the password). Unset = probe off."},

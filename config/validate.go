@@ -457,6 +457,11 @@ func (c *Config) validate() []FieldError {
 	v.fractionPair("thresholds.error_rate_warning", "thresholds.error_rate_critical", t.ErrorRateWarning, t.ErrorRateCritical)
 	v.secondsPair("thresholds.response_time_warning", "thresholds.response_time_critical", t.ResponseTimeWarning, t.ResponseTimeCritical)
 	v.secondsPair("thresholds.db_query_warning", "thresholds.db_query_critical", t.DBQueryWarning, t.DBQueryCritical)
+	// Apdex is bad below: critical < warning.
+	okAW, okAC := v.fraction("thresholds.apdex_warning", t.ApdexWarning), v.fraction("thresholds.apdex_critical", t.ApdexCritical)
+	if okAW && okAC {
+		v.less("thresholds.apdex_critical", "thresholds.apdex_warning", t.ApdexCritical, t.ApdexWarning)
+	}
 
 	d := c.Database
 	v.dsn("database.dsn", d.DSN)

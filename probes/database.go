@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -259,15 +260,12 @@ type Database struct {
 	log      *zap.Logger
 	now      func() time.Time
 
-	latWarn, latCrit   float64
-	poolWarn, poolCrit float64
-	leakAge            float64
-	idleTxnWarn        float64
-	longQuery          float64
-	appPoolSize        int
-	appUser            string
+	// next holds the limits of the latest configuration (Apply); each
+	// Probe copies them into dbLimits before it judges.
+	next atomic.Pointer[dbLimits]
 
-	mu sync.Mutex
+	mu       sync.Mutex
+	dbLimits // the limits this tick judges against
 	// transition state for logs
 	poolLevel    Status
 	leakCount    int
@@ -308,21 +306,14 @@ func newDatabase(cfg *config.Config, log *zap.Logger) (*Database, error) {
 		return nil, fmt.Errorf("database.probe_timeout must be > 0, got %v", float64(dc.ProbeTimeout))
 	}
 	d := &Database{
-		target:      parts.redacted(),
-		scrubber:    newSecretScrubber(parts.password, dc.DSN.Reveal()),
-		log:         log.Named(DatabaseProbeName),
-		now:         time.Now,
-		latWarn:     float64(cfg.Thresholds.DBQueryWarning),
-		latCrit:     float64(cfg.Thresholds.DBQueryCritical),
-		poolWarn:    cfg.Responsiveness.DBConnectionWarningThreshold,
-		poolCrit:    cfg.Responsiveness.DBConnectionCriticalThreshold,
-		leakAge:     float64(dc.LeakAge),
-		idleTxnWarn: float64(dc.IdleInTransactionWarning),
-		longQuery:   float64(cfg.Thresholds.DBQueryCritical),
-		appPoolSize: dc.AppPoolSize,
-		appUser:     dc.AppUser,
-		poolLevel:   StatusOK,
+		target:    parts.redacted(),
+		scrubber:  newSecretScrubber(parts.password, dc.DSN.Reveal()),
+		log:       log.Named(DatabaseProbeName),
+		now:       time.Now,
+		poolLevel: StatusOK,
 	}
+	d.Apply(cfg)
+	d.dbLimits = *d.next.Load()
 	switch parts.scheme {
 	case "mysql", "mariadb":
 		d.kind = "mysql"
@@ -337,6 +328,36 @@ func newDatabase(cfg *config.Config, log *zap.Logger) (*Database, error) {
 		return nil, fmt.Errorf("database.dsn (RESPONSIVENESS_DB_DSN): %s", d.scrubber.scrub(err.Error()))
 	}
 	return d, nil
+}
+
+// dbLimits are the settings the database probe judges against. They are
+// live: Apply swaps them, and the next Probe uses them.
+type dbLimits struct {
+	latWarn, latCrit   float64
+	poolWarn, poolCrit float64
+	leakAge            float64
+	idleTxnWarn        float64
+	longQuery          float64
+	appPoolSize        int
+	appUser            string
+}
+
+// Apply takes the thresholds and pool settings of a new configuration; the
+// next Probe judges against them. The DSN and the probe timeout (the
+// driver's connect and statement timeouts) are fixed at construction.
+func (d *Database) Apply(cfg *config.Config) {
+	dc, t, r := cfg.Database, cfg.Thresholds, cfg.Responsiveness
+	d.next.Store(&dbLimits{
+		latWarn:     float64(t.DBQueryWarning),
+		latCrit:     float64(t.DBQueryCritical),
+		poolWarn:    r.DBConnectionWarningThreshold,
+		poolCrit:    r.DBConnectionCriticalThreshold,
+		leakAge:     float64(dc.LeakAge),
+		idleTxnWarn: float64(dc.IdleInTransactionWarning),
+		longQuery:   float64(t.DBQueryCritical),
+		appPoolSize: dc.AppPoolSize,
+		appUser:     dc.AppUser,
+	})
 }
 
 // Name returns "database_manager".
@@ -357,6 +378,7 @@ func (d *Database) Close() error {
 func (d *Database) Probe(ctx context.Context) Result {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	d.dbLimits = *d.next.Load()
 	start := d.now()
 	res := Result{Probe: DatabaseProbeName, Started: start}
 	details := &DatabaseDetails{Engine: d.kind, Target: d.target}

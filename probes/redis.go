@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -225,16 +227,13 @@ type Redis struct {
 	now      func() time.Time
 	memLimit MemoryLimitFunc
 
-	prefix, match        string
-	queues               []string
-	budget               int
-	scanTime             time.Duration
-	latWarn, latCrit     float64
-	memWarn, memCrit     float64
-	connWarn, connCrit   float64
-	queueWarn, queueCrit int
+	scanTime time.Duration
+	// next holds the settings of the latest configuration (Apply); each
+	// Probe copies them into redisSettings before it reads.
+	next atomic.Pointer[redisSettings]
 
-	mu sync.Mutex
+	mu            sync.Mutex
+	redisSettings // the settings this tick reads and judges with
 	// scan state
 	cursor uint64
 	pass   redisPass
@@ -331,26 +330,61 @@ func newRedis(cfg *config.Config, log *zap.Logger, opts ...RedisOption) (*Redis,
 		scrubber:   scrubber,
 		log:        log.Named(RedisProbeName),
 		now:        time.Now,
-		prefix:     rc.SessionPrefix,
-		match:      RedisGlobEscape(rc.SessionPrefix) + "*",
-		queues:     append([]string(nil), rc.QueueKeys...),
-		budget:     rc.ScanBudget,
 		scanTime:   min(timeout/4, redisScanTimeMax),
-		latWarn:    float64(cfg.Thresholds.DBQueryWarning),
-		latCrit:    float64(cfg.Thresholds.DBQueryCritical),
-		memWarn:    cfg.Responsiveness.MemoryWarningThreshold,
-		memCrit:    cfg.Responsiveness.MemoryCriticalThreshold,
-		connWarn:   cfg.Responsiveness.DBConnectionWarningThreshold,
-		connCrit:   cfg.Responsiveness.DBConnectionCriticalThreshold,
-		queueWarn:  cfg.Thresholds.QueueWarning,
-		queueCrit:  cfg.Thresholds.QueueCritical,
 		memLevel:   StatusOK,
 		queueLevel: StatusOK,
 	}
+	r.Apply(cfg)
+	r.redisSettings = *r.next.Load()
 	for _, o := range opts {
 		o(r)
 	}
 	return r, nil
+}
+
+// redisSettings are what the Redis probe reads and judges with. They are
+// live: Apply swaps them, and the next Probe uses them.
+type redisSettings struct {
+	prefix, match        string
+	queues               []string
+	budget               int
+	latWarn, latCrit     float64
+	memWarn, memCrit     float64
+	connWarn, connCrit   float64
+	queueWarn, queueCrit int
+}
+
+// Apply takes the session prefix, queue keys, scan budget and thresholds
+// of a new configuration; the next Probe uses them (a new prefix starts a
+// new SCAN pass). The URL and the probe timeout (the client's dial and
+// read timeouts) are fixed at construction.
+func (r *Redis) Apply(cfg *config.Config) {
+	rc, t, rs := cfg.Redis, cfg.Thresholds, cfg.Responsiveness
+	r.next.Store(&redisSettings{
+		prefix:    rc.SessionPrefix,
+		match:     RedisGlobEscape(rc.SessionPrefix) + "*",
+		queues:    slices.Clone(rc.QueueKeys),
+		budget:    rc.ScanBudget,
+		latWarn:   float64(t.DBQueryWarning),
+		latCrit:   float64(t.DBQueryCritical),
+		memWarn:   rs.MemoryWarningThreshold,
+		memCrit:   rs.MemoryCriticalThreshold,
+		connWarn:  rs.DBConnectionWarningThreshold,
+		connCrit:  rs.DBConnectionCriticalThreshold,
+		queueWarn: t.QueueWarning,
+		queueCrit: t.QueueCritical,
+	})
+}
+
+// takeSettings installs the latest settings for this tick. Keys counted
+// under another prefix say nothing about the new one: a changed prefix
+// restarts the SCAN pass and the growth ring.
+func (r *Redis) takeSettings() {
+	next := r.next.Load()
+	if r.prefix != "" && next.prefix != r.prefix {
+		r.cursor, r.pass, r.last, r.passes, r.ring = 0, redisPass{}, nil, 0, nil
+	}
+	r.redisSettings = *next
 }
 
 // Name returns "session_monitoring".
@@ -384,6 +418,7 @@ func redisAuthError(err error) (auth, noperm bool) {
 func (r *Redis) Probe(ctx context.Context) Result {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.takeSettings()
 	start := r.now()
 	res := Result{Probe: RedisProbeName, Started: start}
 	det := &RedisDetails{Target: r.target}
