@@ -152,7 +152,7 @@ async function docShot(page, name) {
 
 // brokenWords lists the words (in tables, code spans and figures) that
 // the browser wrapped across two lines: none may be.
-function brokenWords(page, selector = 'table td, table th, code, .stat .value') {
+function brokenWords(page, selector = 'table td, table th, code, .stat .value, .stat .sub, .gauge .small') {
   return page.evaluate((sel) => {
     const bad = [];
     const roots = [document, ...[...document.querySelectorAll('pulsegate-widget')].map((w) => w.shadowRoot).filter(Boolean)];

@@ -366,13 +366,13 @@ function figuresWidget() {
         h('div', { class: 'stats' },
           stat('Avg response', fmtSeconds(r.avg_response_time), { level: lv('avg_response_time'), figure: 'avg_response_time', sub: `last 1${NB}min` }),
           stat('p95', fmtSeconds(r.p95), { level: lv('p95_response_time'), figure: 'p95_response_time', sub: `last 1${NB}min` }),
-          stat('p99', fmtSeconds(r.p99), { figure: 'p99_response_time', sub: `last 1${NB}min` }),
-          stat('Throughput', fmtRate(r.throughput_rps), { figure: 'throughput_rps', sub: `requests per second, last 1${NB}min` }),
+          stat('p99', fmtSeconds(r.p99), { level: lv('p99_response_time'), figure: 'p99_response_time', sub: `last 1${NB}min` }),
+          stat('Throughput', fmtRate(r.throughput_rps), { level: lv('throughput_rps'), figure: 'throughput_rps', sub: `requests per second, last 1${NB}min` }),
           stat('Apdex', fmtApdex(r.apdex), {
             level: lv('apdex'), figure: 'apdex',
             sub: (isNum(apdexT) ? `satisfied within ${fmtSeconds(apdexT)}` : 'score 0–1') + (apdexJ && isNum(apdexJ.warning) ? `, warning below ${fmtApdex(apdexJ.warning)}` : ''),
           }),
-          stat('Slow requests', fmtNum(r.slow_requests), { figure: 'slow_requests', sub: isNum(slowT) ? `slower than ${fmtSeconds(slowT)}, last 1${NB}min` : `last 1${NB}min` }),
+          stat('Slow requests', fmtNum(r.slow_requests), { level: lv('slow_requests'), figure: 'slow_requests', sub: isNum(slowT) ? `slower than ${fmtSeconds(slowT)}, last 1${NB}min` : `last 1${NB}min` }),
           measured(db)
             ? stat('DB query time', fmtSeconds(db.value), { level: db.level, figure: 'db_latency', sub: windowText(db.window) || 'latest probe' })
             : stat('DB query time', db && db.level === 'disabled' ? 'disabled' : 'not measured', { level: levelOfJ(db), figure: 'db_latency', sub: notMeasuredText(db) })),
