@@ -67,7 +67,8 @@ const PALETTE = ['--pg-s0', '--pg-s1', '--pg-s2', '--pg-s3'];
 //   axisFmt    (ticks) → labels for the y axis (one unit for all ticks)
 //   thresholds [{value, level: 'warning'|'critical'}]
 //   yMax       fixed top of the y axis (e.g. 1 for ratios), else from data
-export function lineChart({ title, series, fmt, axisFmt, thresholds = [], yMax, view }) {
+//   why        when no series has data: why not (e.g. "set RESPONSIVENESS_DB_DSN …")
+export function lineChart({ title, series, fmt, axisFmt, thresholds = [], yMax, view, why }) {
   const step = (view && view.step_seconds) || 10;
   const fig = h('figure', { class: 'chart', dataset: { chart: title } });
   const plotBox = h('div', { class: 'plot' });
@@ -103,7 +104,8 @@ export function lineChart({ title, series, fmt, axisFmt, thresholds = [], yMax, 
 
   const noteParts = [];
   if (firstData === null) {
-    noteParts.push('no data in this range yet: pulsegate records a point every ' + fmtStep((view && view.resolution_seconds) || 10) + ' while it runs');
+    noteParts.push(why || 'no data in this range yet: pulsegate records a point every ' + fmtStep((view && view.resolution_seconds) || 10) + ' while it runs');
+    fig.dataset.empty = '1';
   } else if (firstData > from + 2 * step) {
     noteParts.push('data since ' + fmtClock(firstData * 1000) + ' (pulsegate keeps history only while it runs)');
   }

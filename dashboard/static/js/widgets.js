@@ -739,6 +739,13 @@ const chartSets = {
   ],
 };
 
+// whyEmpty explains a graph with no data when its figures are not
+// measured (probe off): the reasons from the judgements, once each.
+function whyEmpty(st, keys) {
+  const why = [...new Set(keys.map((k) => judgement(st, k)).filter((j) => j && !measured(j)).map(notMeasuredText))];
+  return why.length ? 'not measured: ' + why.join('; ') : undefined;
+}
+
 const RANGES = ['15m', '1h', '24h'];
 const RANGE_WORDS = { '15m': 'last 15 min', '1h': 'last hour', '24h': 'last 24 h' };
 
@@ -777,6 +784,7 @@ function trendsWidget(options) {
       yMax: c.yMax,
       thresholds: c.thr ? thrOf(judgement(st, c.thr)) : [],
       view,
+      why: whyEmpty(st, c.series.map(([key]) => key)),
     }));
     replace(body, h('p', { class: 'muted small' }, `${RANGE_WORDS[range]}; hover over (or tap) a graph to read every series at that moment.`),
       h('div', { class: 'charts' }, charts.map((c) => c.fig)));
