@@ -216,7 +216,7 @@ function renderAlerts(ul, rows, st, options) {
       row = alertRow(a, options);
       rows.set(a.id, row);
     }
-    row.update(a, canWrite(st));
+    row.update(a, canWrite(st), st);
     ul.append(row.li); // moves it into sorted position
   }
   for (const [id, row] of rows) {
@@ -264,11 +264,12 @@ function alertRow(a, options) {
   });
   return {
     li,
-    update(a, writer) {
+    update(a, writer, st) {
+      const f = (v) => fmtFig(a.metric, v, st);
       li.dataset.state = a.state;
       replace(sev, pill(a.severity));
       replace(msg, a.message || a.rule);
-      replace(meta, `rule ${a.rule}${a.subject ? ' · ' + a.subject : ''} · value ${fmtFig(a.metric, a.value)} vs ${a.severity} threshold ${fmtFig(a.metric, a.threshold)} · since ${fmtClock(a.first_seen)} (${fmtAgo(a.first_seen)})`);
+      replace(meta, `rule ${a.rule}${a.subject ? ' · ' + a.subject : ''} · value ${f(a.value)} vs ${a.severity} threshold ${f(a.threshold)} · since ${fmtClock(a.first_seen)} (${fmtAgo(a.first_seen)})`);
       li.dataset.severity = a.severity;
       replace(rec, a.recommendation ? 'Recommendation: ' + a.recommendation : '');
       replace(runbook, safeURL(a.runbook_url) ? h('a', { href: a.runbook_url, target: '_blank', rel: 'noopener noreferrer' }, `Runbook: what ${a.rule} means and what to do`) : '');
@@ -296,8 +297,10 @@ function safeURL(u) {
 }
 
 // fmtFig formats a figure by its name.
-export function fmtFig(name, v) {
+export function fmtFig(name, v, st) {
   if (!isNum(v)) return '–';
+  const j = judgement(st, name);
+  if (j && j.unit) return fmtUnit(j.unit, v);
   if (/usage|utilization|error_rate|fraction/.test(name || '')) return fmtPct(v);
   if (/latency|response_time|_time$|duration/.test(name || '')) return fmtSeconds(v);
   if (/rps|per_sec/.test(name || '')) return fmtRate(v);
