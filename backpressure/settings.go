@@ -62,11 +62,6 @@ func newSettings(cfg *config.Config) (*settings, error) {
 	if cfg == nil {
 		return nil, errors.New("backpressure: configuration is nil")
 	}
-	// The rules are config's (one set for Load, Patch and every
-	// component): a *config.Config built by hand is checked the same way.
-	if err := cfg.Validate(); err != nil {
-		return nil, err
-	}
 	b := cfg.Backpressure
 	s := &settings{
 		maxConcurrency: b.MaxConcurrency,

@@ -248,7 +248,7 @@ type Backpressure struct {
 	// MaxConcurrency caps requests in flight to the app; 0 = no fixed limit.
 	MaxConcurrency int `koanf:"max_concurrency" json:"max_concurrency"`
 	// QueueSize is the most requests waiting for a concurrency slot; one
-	// more gets 503 at once. Default 100.
+	// more gets 503 at once (0: none wait). Default 100.
 	QueueSize int `koanf:"queue_size" json:"queue_size"`
 	// QueueTimeout is the longest a request waits for a slot before 503. Default 10 s.
 	QueueTimeout Seconds `koanf:"queue_timeout" json:"queue_timeout"`

@@ -127,7 +127,7 @@ var envTable = []envEntry{
 
 	// backpressure
 	{"RESPONSIVENESS_MAX_CONCURRENCY", "backpressure.max_concurrency", "Most requests in flight to the app; the rest queue. 0 = no fixed limit."},
-	{"RESPONSIVENESS_BACKPRESSURE_QUEUE_SIZE", "backpressure.queue_size", "Most requests waiting for a concurrency slot; one more gets 503 at once."},
+	{"RESPONSIVENESS_BACKPRESSURE_QUEUE_SIZE", "backpressure.queue_size", "Most requests waiting for a concurrency slot; one more gets 503 at once (0 = none wait)."},
 	{"RESPONSIVENESS_BACKPRESSURE_QUEUE_TIMEOUT", "backpressure.queue_timeout", "Longest wait for a concurrency slot before 503, seconds."},
 	{"RESPONSIVENESS_RATE_LIMIT_RPS", "backpressure.rate_limit_rps", "Global rate limit, requests per second; 0 = off."},
 	{"RESPONSIVENESS_RATE_LIMIT_BURST", "backpressure.rate_limit_burst", "Global burst; 0 = max(1, ceil(rps)). Must be 0 while the rate limit is off."},

@@ -504,7 +504,7 @@ func (c *Config) validate() []FieldError {
 
 	b := c.Backpressure
 	v.intRange("backpressure.max_concurrency", b.MaxConcurrency, 0, maxSize)
-	v.intRange("backpressure.queue_size", b.QueueSize, 1, maxSize)
+	v.intRange("backpressure.queue_size", b.QueueSize, 0, maxSize)
 	v.positive("backpressure.queue_timeout", b.QueueTimeout)
 	v.rate("backpressure.rate_limit_rps", "backpressure.rate_limit_burst", b.RateLimitRPS, b.RateLimitBurst)
 	v.rate("backpressure.per_client_rps", "backpressure.per_client_burst", b.PerClientRPS, b.PerClientBurst)
