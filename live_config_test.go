@@ -118,8 +118,12 @@ func TestLiveConfigReachesEveryJudge(t *testing.T) {
 			"disk_warning": 0.01, "disk_critical": 0.02,
 			"response_time_warning": 0.001, "response_time_critical": 0.002,
 			"db_query_warning": 0.001, "db_query_critical": 0.002,
-			"queue_warning": 1, "queue_critical": 2
-		}
+			"redis_latency_warning": 0.001, "redis_latency_critical": 0.002,
+			"queue_warning": 1, "queue_critical": 2,
+			"job_queue_warning": 1, "job_queue_critical": 2
+		},
+		"database": {"long_query_threshold": 0.5},
+		"backpressure": {"queue_size": 3}
 	}`)
 	if code != http.StatusOK {
 		t.Fatalf("POST: %d %v", code, ans)
@@ -157,7 +161,7 @@ func TestLiveConfigReachesEveryJudge(t *testing.T) {
 	}
 	rd := snap[probes.RedisProbeName]
 	if rd.Status != probes.StatusCritical || !anyContains(rd.Reasons, "i10:live:queue") {
-		t.Errorf("redis probe reasons %v do not judge the job queue (5 jobs) with the new queue_critical 2", rd.Reasons)
+		t.Errorf("redis probe reasons %v do not judge the job queue (5 jobs) with the new job_queue_critical 2", rd.Reasons)
 	}
 
 	// The alert rules.
@@ -176,8 +180,8 @@ func TestLiveConfigReachesEveryJudge(t *testing.T) {
 	if st.Pressure["memory"] != "critical" || st.Pressure["response_time"] != "critical" {
 		t.Errorf("backpressure pressure %v, want memory and response_time critical", st.Pressure)
 	}
-	if st.QueueLimit != 2 || st.QueueWarning != 1 {
-		t.Errorf("backpressure queue bound %d / warning %d, want 2 / 1", st.QueueLimit, st.QueueWarning)
+	if st.QueueLimit != 3 || st.QueueWarning != 1 {
+		t.Errorf("backpressure queue bound %d / warning %d, want 3 / 1", st.QueueLimit, st.QueueWarning)
 	}
 
 	// The API: the health endpoint serves the verdict judged with the new values.
@@ -188,11 +192,14 @@ func TestLiveConfigReachesEveryJudge(t *testing.T) {
 	// The dashboard's API: judgements carry the new thresholds and levels.
 	_, perf := adminCall(t, a, addr, "GET", "/admin/api/performance/responsiveness", "")
 	js, _ := perf["judgements"].(map[string]any)
-	for name, want := range map[string]float64{"memory_usage": 0.02, "disk_usage": 0.02, "avg_response_time": 0.002, "connection_pool_utilization": 0.0002} {
+	for name, want := range map[string]float64{"job_queue_depth": 2, "memory_usage": 0.02, "disk_usage": 0.02, "avg_response_time": 0.002, "connection_pool_utilization": 0.0002} {
 		j, _ := js[name].(map[string]any)
 		if j["critical"] != want || j["level"] != "critical" {
 			t.Errorf("judgements[%s] = %v, want level critical with critical threshold %v", name, j, want)
 		}
+	}
+	if j := js["redis_latency"].(map[string]any); j["critical"] != 0.002 || j["warning"] != 0.001 {
+		t.Errorf("judgements[redis_latency] = %v, want the posted 0.001/0.002", j)
 	}
 	// A threshold posted after the last tick shows in the API at once.
 	adminCall(t, a, addr, "POST", "/admin/api/config/responsiveness", `{"thresholds": {"apdex_warning": 0.99, "apdex_critical": 0.98}}`)

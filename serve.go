@@ -34,7 +34,7 @@ import (
 )
 
 func cmdServe(ctx context.Context, args, environ []string, stdout, stderr io.Writer) int {
-	cfg, code := loadConfig("serve", args, environ, stderr)
+	cfg, deps, code := loadConfigNoting("serve", args, environ, stderr)
 	if cfg == nil {
 		return code
 	}
@@ -44,6 +44,10 @@ func cmdServe(ctx context.Context, args, environ []string, stdout, stderr io.Wri
 		return 1
 	}
 	defer log.Sync()
+	for _, d := range deps {
+		log.Warn("config_deprecated", zap.String("key", d.Key), zap.String("env", d.Env),
+			zap.Strings("carried_to", d.Carried), zap.String("text", d.String()))
+	}
 	a, err := build(cfg, log, level, dashboardHandler(cfg))
 	if err != nil {
 		log.Error("startup_failed", zap.Error(err))

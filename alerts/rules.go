@@ -142,7 +142,7 @@ var figureRules = []rule{
 		name: RuleDBLongQueries, figure: "db_long_queries",
 		levels: anyAboveZero,
 		message: func(v, _ float64) string {
-			return count(v) + " database " + plural(v, "query", "queries") + " running longer than thresholds.db_query_critical"
+			return count(v) + " database " + plural(v, "query", "queries") + " running longer than database.long_query_threshold"
 		},
 		recommendation: recSlowDB,
 	},
@@ -180,7 +180,7 @@ var figureRules = []rule{
 		message: func(v, _ float64) string {
 			return "Request queue at " + count(v) + " pending " + plural(v, "request", "requests")
 		},
-		recommendation: "pulsegate is already applying backpressure: requests beyond the concurrency limit wait in its queue, and past thresholds.queue_critical they get 503 with Retry-After. Add app capacity (workers or replicas) and find the slow endpoints and blocking operations holding the workers",
+		recommendation: "pulsegate is already applying backpressure: requests beyond the concurrency limit wait in its queue, and past backpressure.queue_size they get 503 with Retry-After. Add app capacity (workers or replicas) and find the slow endpoints and blocking operations holding the workers",
 	},
 	{
 		name: RuleErrorRate, figure: string(figures.ErrorRate),

@@ -172,7 +172,7 @@ var table = []Figure{
 	{Name: RedisLatency, Unit: Seconds, Source: Redis, BadWhen: Above, Window: WindowLatestProbe, Label: "Redis latency", NotMeasured: probeNotMeasured,
 		thresholds: func(c *config.Config) Thresholds {
 			t := c.Thresholds
-			return pair("thresholds.db_query_warning", "thresholds.db_query_critical", float64(t.DBQueryWarning), float64(t.DBQueryCritical))
+			return pair("thresholds.redis_latency_warning", "thresholds.redis_latency_critical", float64(t.RedisLatencyWarning), float64(t.RedisLatencyCritical))
 		}},
 	{Name: RedisMemoryUsage, Unit: Ratio, Source: Redis, BadWhen: Above, Window: WindowLatestProbe, Label: "Redis memory", NotMeasured: "Redis has no maxmemory and no container limit was read",
 		thresholds: func(c *config.Config) Thresholds {
@@ -182,7 +182,7 @@ var table = []Figure{
 	{Name: JobQueueDepth, Unit: Count, Source: Redis, BadWhen: Above, Window: WindowLatestProbe, Label: "Job queue", NotMeasured: "no redis.queue_keys configured (RESPONSIVENESS_REDIS_QUEUE_KEYS)",
 		thresholds: func(c *config.Config) Thresholds {
 			t := c.Thresholds
-			return pair("thresholds.queue_warning", "thresholds.queue_critical", float64(t.QueueWarning), float64(t.QueueCritical))
+			return pair("thresholds.job_queue_warning", "thresholds.job_queue_critical", float64(t.JobQueueWarning), float64(t.JobQueueCritical))
 		}},
 	{Name: ErrorRate, Unit: Ratio, Source: Proxy, BadWhen: Above, Window: WindowRequests, Label: "Error rate", NotMeasured: requestNotMeasured,
 		thresholds: func(c *config.Config) Thresholds {

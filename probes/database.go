@@ -354,7 +354,7 @@ func (d *Database) Apply(cfg *config.Config) {
 		poolCrit:    r.DBConnectionCriticalThreshold,
 		leakAge:     float64(dc.LeakAge),
 		idleTxnWarn: float64(dc.IdleInTransactionWarning),
-		longQuery:   float64(t.DBQueryCritical),
+		longQuery:   float64(dc.LongQueryThreshold),
 		appPoolSize: dc.AppPoolSize,
 		appUser:     dc.AppUser,
 	})

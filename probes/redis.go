@@ -365,14 +365,14 @@ func (r *Redis) Apply(cfg *config.Config) {
 		match:     RedisGlobEscape(rc.SessionPrefix) + "*",
 		queues:    slices.Clone(rc.QueueKeys),
 		budget:    rc.ScanBudget,
-		latWarn:   float64(t.DBQueryWarning),
-		latCrit:   float64(t.DBQueryCritical),
+		latWarn:   float64(t.RedisLatencyWarning),
+		latCrit:   float64(t.RedisLatencyCritical),
 		memWarn:   rs.MemoryWarningThreshold,
 		memCrit:   rs.MemoryCriticalThreshold,
 		connWarn:  rs.DBConnectionWarningThreshold,
 		connCrit:  rs.DBConnectionCriticalThreshold,
-		queueWarn: t.QueueWarning,
-		queueCrit: t.QueueCritical,
+		queueWarn: t.JobQueueWarning,
+		queueCrit: t.JobQueueCritical,
 	})
 }
 
@@ -903,7 +903,7 @@ func (r *Redis) readQueues(ctx context.Context, det *RedisDetails) error {
 	return nil
 }
 
-// judgeQueues compares the deepest queue with thresholds.queue_warning/critical.
+// judgeQueues compares the deepest queue with thresholds.job_queue_warning/critical.
 func (r *Redis) judgeQueues(det *RedisDetails, figures map[string]float64, raise func(Status, string)) {
 	var deepest RedisQueue
 	for _, q := range det.Queues {
