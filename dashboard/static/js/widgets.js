@@ -651,7 +651,7 @@ function backpressureWidget() {
           low.length > 0
             ? stat('Low-priority shed', fmtPct(b.shed_low_priority_fraction, 0), { figure: 'shed_low_priority_fraction', sub: `of requests to ${low.join(', ')} turned away now (they go first)` })
             : null,
-          stat('Drain rate', fmtRate(b.drain_per_second), { figure: 'drain_per_second', sub: 'requests finishing per second; sets Retry-After' }),
+          stat('Drain rate', fmtRate(b.drain_per_second), { figure: 'drain_per_second', sub: ['requests finishing per second; sets ', h('span', { class: 'nowrap' }, 'Retry-After')] }),
           stat('Left the queue', fmtNum(b.queue_abandoned), { figure: 'queue_abandoned', sub: 'clients that gave up while queued, since start' })),
         h('h3', null, isNum(uptime) ? `Rejections since pulsegate started (${fmtDuration(uptime)} ago)` : 'Rejections since pulsegate started'),
         w1 && isNum(w1.rejections) ? h('p', { class: 'small' }, `last 1${NB}min: ${fmtNum(w1.rejections)} rejected`) : null,
