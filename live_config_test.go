@@ -191,6 +191,12 @@ func TestLiveConfigReachesEveryJudge(t *testing.T) {
 	}
 	// The dashboard's API: judgements carry the new thresholds and levels.
 	_, perf := adminCall(t, a, addr, "GET", "/admin/api/performance/responsiveness", "")
+	pm, _ := perf["performance_metrics"].(map[string]any)
+	for _, k := range []string{"error_rate", "app_error_rate", "rejections"} {
+		if _, ok := pm[k]; !ok {
+			t.Errorf("performance_metrics lacks %s: %v", k, pm)
+		}
+	}
 	js, _ := perf["judgements"].(map[string]any)
 	for name, want := range map[string]float64{"job_queue_depth": 2, "memory_usage": 0.02, "disk_usage": 0.02, "avg_response_time": 0.002, "connection_pool_utilization": 0.0002} {
 		j, _ := js[name].(map[string]any)

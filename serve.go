@@ -122,6 +122,7 @@ func build(cfg *config.Config, log *zap.Logger, level zap.AtomicLevel, dashboard
 	if a.proxy, err = proxy.New(cfg, log.Named("proxy"), a.reg); err != nil {
 		return nil, err
 	}
+	a.reg.MustRegister(a.proxy.Stats().RateCollectors(time.Now)...)
 	if a.chain, err = backpressure.New(cfg, log.Named("backpressure"), a.reg, a.proxy.Forwarder()); err != nil {
 		return nil, fmt.Errorf("backpressure: %w", err)
 	}

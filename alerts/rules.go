@@ -22,7 +22,8 @@ const (
 	RuleDBIdleInTx        = "db_idle_in_transaction_oldest"
 	RuleJobQueueDepth     = string(figures.JobQueueDepth)
 	RuleQueueDepth        = string(figures.QueueDepth)
-	RuleErrorRate         = string(figures.ErrorRate)
+	RuleErrorRate         = string(figures.ErrorRate) // reads app_error_rate: what the app caused
+	RuleRejections        = "backpressure_rejections"
 	RuleAvgResponseTime   = string(figures.AvgResponseTime)
 	RuleRedisMemoryUsage  = string(figures.RedisMemoryUsage)
 	RuleRedisEvictions    = "redis_evicted_per_sec"
@@ -183,10 +184,20 @@ var figureRules = []rule{
 		recommendation: "pulsegate is already applying backpressure: requests beyond the concurrency limit wait in its queue, and past backpressure.queue_size they get 503 with Retry-After. Add app capacity (workers or replicas) and find the slow endpoints and blocking operations holding the workers",
 	},
 	{
-		name: RuleErrorRate, figure: string(figures.ErrorRate),
-		levels:         figureLevels(figures.ErrorRate),
-		message:        func(v, _ float64) string { return "Error rate at " + pct1(v) },
+		// The app's errors (5xx, and 502/504 when it cannot be reached or
+		// answers too late): pulsegate's own rejections have their rule.
+		name: RuleErrorRate, figure: string(figures.AppErrorRate),
+		levels:         figureLevels(figures.AppErrorRate),
+		message:        func(v, _ float64) string { return "App error rate at " + pct1(v) },
 		recommendation: "Alert admins, investigate errors: check the app's logs for the failing routes; check database and Redis health",
+	},
+	{
+		name: RuleRejections, figure: string(figures.RejectionRate),
+		levels: figureLevels(figures.RejectionRate),
+		message: func(v, _ float64) string {
+			return "Backpressure rejecting " + pct1(v) + " of requests (429/503 from pulsegate)"
+		},
+		recommendation: "pulsegate is protecting the app: its backpressure answers 429 (rate limits) or 503 (queue full, queue timeout, shedding) itself; the backpressure section of the performance API says which limiter and why. Add app capacity (workers or replicas), or raise backpressure.max_concurrency, backpressure.queue_size or the rate limits if the app has headroom",
 	},
 	{
 		name: RuleAvgResponseTime, figure: string(figures.AvgResponseTime),

@@ -30,6 +30,8 @@ const (
 	RedisMemoryUsage          Name = "redis_memory_usage"
 	JobQueueDepth             Name = "job_queue_depth"
 	ErrorRate                 Name = "error_rate"
+	AppErrorRate              Name = "app_error_rate"
+	RejectionRate             Name = "rejection_rate"
 	AvgResponseTime           Name = "avg_response_time"
 	P95ResponseTime           Name = "p95_response_time"
 	Apdex                     Name = "apdex"
@@ -185,6 +187,16 @@ var table = []Figure{
 			return pair("thresholds.job_queue_warning", "thresholds.job_queue_critical", float64(t.JobQueueWarning), float64(t.JobQueueCritical))
 		}},
 	{Name: ErrorRate, Unit: Ratio, Source: Proxy, BadWhen: Above, Window: WindowRequests, Label: "Error rate", NotMeasured: requestNotMeasured,
+		thresholds: func(c *config.Config) Thresholds {
+			t := c.Thresholds
+			return pair("thresholds.error_rate_warning", "thresholds.error_rate_critical", t.ErrorRateWarning, t.ErrorRateCritical)
+		}},
+	{Name: AppErrorRate, Unit: Ratio, Source: Proxy, BadWhen: Above, Window: WindowRequests, Label: "App error rate", NotMeasured: requestNotMeasured,
+		thresholds: func(c *config.Config) Thresholds {
+			t := c.Thresholds
+			return pair("thresholds.error_rate_warning", "thresholds.error_rate_critical", t.ErrorRateWarning, t.ErrorRateCritical)
+		}},
+	{Name: RejectionRate, Unit: Ratio, Source: Backpressure, BadWhen: Above, Window: WindowRequests, Label: "Rejected", NotMeasured: requestNotMeasured,
 		thresholds: func(c *config.Config) Thresholds {
 			t := c.Thresholds
 			return pair("thresholds.error_rate_warning", "thresholds.error_rate_critical", t.ErrorRateWarning, t.ErrorRateCritical)

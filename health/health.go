@@ -80,8 +80,11 @@ type RequestSignals struct {
 	// AvgResponseTime and P95 are seconds.
 	AvgResponseTime float64 `json:"avg_response_time"`
 	P95             float64 `json:"p95_response_time"`
-	// ErrorRate is a fraction of the window's requests.
+	// ErrorRate is the share of answered requests that failed for their
+	// client (rejections included); AppErrorRate the share the app caused,
+	// which is what request_performance judges.
 	ErrorRate     float64 `json:"error_rate"`
+	AppErrorRate  float64 `json:"app_error_rate"`
 	ThroughputRPS float64 `json:"throughput_rps"`
 	// Requests is how many requests the window holds.
 	Requests int64 `json:"requests"`
@@ -471,7 +474,7 @@ func (e *Evaluator) requestComponent(r RequestSignals) rawComponent {
 	if r.Requests < e.minRequests {
 		rc.reasons = append(rc.reasons, fmt.Sprintf("not enough traffic to judge (%d requests in the window, need %d)", r.Requests, e.minRequests))
 	} else {
-		judge(figures.ErrorRate, r.ErrorRate, fmt.Sprintf("error rate over %d requests", r.Requests), percent)
+		judge(figures.AppErrorRate, r.AppErrorRate, fmt.Sprintf("app error rate over %d requests", r.Requests), percent)
 		judge(figures.AvgResponseTime, r.AvgResponseTime, "average response time", seconds)
 	}
 	judge(figures.QueueDepth, float64(r.QueueDepth), "queued requests", count)

@@ -231,6 +231,7 @@ func (m *Monitor) Tick() *Tick {
 		sig.Valid = true
 		sig.Requests = int64(w.Requests)
 		sig.ErrorRate = w.ErrorRate
+		sig.AppErrorRate = w.AppErrorRate
 		sig.ThroughputRPS = w.ThroughputRPS
 		figs[string(figures.ThroughputRPS)] = w.ThroughputRPS
 		if w.AvgResponseTime != nil {
@@ -241,6 +242,8 @@ func (m *Monitor) Tick() *Tick {
 		}
 		if w.Requests >= minRequestsForRates {
 			figs[string(figures.ErrorRate)] = w.ErrorRate
+			figs[string(figures.AppErrorRate)] = w.AppErrorRate
+			figs[string(figures.RejectionRate)] = w.RejectionRate
 			if w.AvgResponseTime != nil {
 				figs[string(figures.AvgResponseTime)] = *w.AvgResponseTime
 				figs[string(figures.P95ResponseTime)] = *w.P95
@@ -349,7 +352,7 @@ func Levels(cfg *config.Config, f map[string]float64) map[string]string {
 		"disk":           level(figures.DiskUsage),
 		"db_connections": level(figures.ConnectionPoolUtilization),
 		"db_query":       level(figures.DBLatency),
-		"error_rate":     level(figures.ErrorRate),
+		"error_rate":     level(figures.AppErrorRate), // shedding never sheds for its own rejections
 		"response_time":  level(figures.AvgResponseTime),
 		"queue":          level(figures.QueueDepth),
 		"job_queue":      level(figures.JobQueueDepth),
