@@ -380,7 +380,7 @@ function figuresWidget() {
             ? stat('DB query time', fmtSeconds(db.value), { level: db.level, figure: 'db_latency', sub: windowText(db.window) || 'latest probe' })
             : stat('DB query time', db && db.level === 'disabled' ? 'disabled' : 'not measured', { level: levelOfJ(db), figure: 'db_latency', sub: notMeasuredText(db) })),
         h('p', { class: 'muted small foot-note', dataset: { asOf: (st.perf && st.perf.timestamp) || '' } }, `last 1${NB}min: ${fmtNum(r.requests)} requests, ${fmtNum(r.errors)} failed for their clients` +
-          (rejected !== null ? ` (${fmtNum(rejected)} rejected by pulsegate's backpressure)` : '') +
+          (rejected !== null ? ` (${fmtNum(rejected)} rejected by pulsegate's backpressure` + (isNum(r.app_errors) ? `, ${fmtNum(r.app_errors)} app errors)` : ')') : '') +
           (st.tickTime ? ` · updated ${fmtClock(st.tickTime)}` : '')),
         timingSplit(r.timing_split));
     },
