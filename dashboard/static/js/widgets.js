@@ -364,7 +364,7 @@ function figuresWidget() {
           }),
           stat('App errors', appRate, {
             level: lv('app_error_rate'), figure: 'app_error_rate',
-            sub: `5xx, 502 and 504 caused by the app, last 1${NB}min`,
+            sub: `5xx, 502, 504 of the requests the app got, last 1${NB}min`,
           })),
         h('div', { class: 'stats' },
           stat('Avg response', fmtSeconds(r.avg_response_time), { level: lv('avg_response_time'), figure: 'avg_response_time', sub: `last 1${NB}min` }),
