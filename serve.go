@@ -155,6 +155,7 @@ func build(cfg *config.Config, log *zap.Logger, level zap.AtomicLevel, dashboard
 	if a.alerts, err = alerts.New(cfg, log.Named("alerts"), a.reg, a.st, time.Now); err != nil {
 		return nil, fmt.Errorf("alerts: %w", err)
 	}
+	a.alerts.PublishTo(a.hub) // one broadcaster for alert events and ticks
 	if a.actions, err = actions.New(cfg, log.Named("actions"), a.reg, a.tasks,
 		actions.Deps{CloseIdleUpstream: a.proxy.CloseIdleConnections}); err != nil {
 		return nil, fmt.Errorf("actions: %w", err)
@@ -237,7 +238,8 @@ func build(cfg *config.Config, log *zap.Logger, level zap.AtomicLevel, dashboard
 		a.chain.Run,
 		a.alerts.Run,
 		a.actions.Run,
-		func(ctx context.Context) error { return a.monitor.Run(ctx, a.alerts.Subscribe) },
+		a.monitor.Run,
+		a.monitor.RunUpstreamCheck,
 	}
 	ok = true
 	return a, nil

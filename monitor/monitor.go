@@ -63,8 +63,8 @@ type Deps struct {
 	Backpressure func() any
 	// UpstreamDials counts connections opened to the app (churn); may be nil.
 	UpstreamDials func() uint64
-	// Upstream, when set, is checked every tick until the app has been
-	// seen (readiness before the first request); may be nil.
+	// Upstream, when set, is checked by RunUpstreamCheck until the app has
+	// been seen (readiness before the first request); may be nil.
 	Upstream interface {
 		NeedsUpstreamCheck() bool
 		CheckUpstream(ctx context.Context) error
@@ -155,31 +155,8 @@ func Interval(cfg *config.Config) time.Duration {
 	return d
 }
 
-// Run ticks until ctx ends, forwarding alert events to the hub if
-// alertEvents is set.
-func (m *Monitor) Run(ctx context.Context, alertEvents func(int) (<-chan alerts.Event, func())) error {
-	var wg sync.WaitGroup
-	if alertEvents != nil && m.d.Hub != nil {
-		ch, cancel := alertEvents(64)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer cancel()
-			for {
-				select {
-				case <-ctx.Done():
-					return
-				case ev, ok := <-ch:
-					if !ok {
-						return
-					}
-					m.d.Hub.Publish(events.Event{Type: ev.Type, Data: ev})
-				}
-			}
-		}()
-	}
-	defer wg.Wait()
-	cfg, _ := m.d.Config.Get()
+// Run ticks until ctx ends: every Interval, and at once when poked.
+func (m *Monitor) Run(ctx context.Context) error {
 	t := time.NewTimer(0)
 	defer t.Stop()
 	for {
@@ -188,11 +165,42 @@ func (m *Monitor) Run(ctx context.Context, alertEvents func(int) (<-chan alerts.
 			return nil
 		case <-t.C:
 			m.Tick()
-			cfg, _ = m.d.Config.Get()
+			cfg, _ := m.d.Config.Get()
 			t.Reset(Interval(cfg))
 		case <-m.poke:
 			m.Tick()
 		}
+	}
+}
+
+// upstreamCheckTimeout bounds one readiness check of the app.
+const upstreamCheckTimeout = 2 * time.Second
+
+// RunUpstreamCheck checks the app every Interval until it has been seen
+// (readiness before the first request), on its own loop: the tick does no
+// I/O. It returns when ctx ends; without Deps.Upstream it returns at once.
+func (m *Monitor) RunUpstreamCheck(ctx context.Context) error {
+	u := m.d.Upstream
+	if u == nil {
+		return nil
+	}
+	t := time.NewTimer(0)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		if u.NeedsUpstreamCheck() {
+			cctx, cancel := context.WithTimeout(ctx, upstreamCheckTimeout)
+			if err := u.CheckUpstream(cctx); err != nil && ctx.Err() == nil {
+				m.d.Log.Warn("upstream_unreachable", zap.String("error", err.Error()))
+			}
+			cancel()
+		}
+		cfg, _ := m.d.Config.Get()
+		t.Reset(Interval(cfg))
 	}
 }
 
@@ -207,13 +215,6 @@ func (m *Monitor) Tick() *Tick {
 	defer m.mu.Unlock()
 	now := m.d.Now()
 	cfg, _ := m.d.Config.Get()
-	if u := m.d.Upstream; u != nil && u.NeedsUpstreamCheck() {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		if err := u.CheckUpstream(ctx); err != nil {
-			m.d.Log.Warn("upstream_unreachable", zap.String("error", err.Error()))
-		}
-		cancel()
-	}
 
 	var probeResults map[string]probes.Result
 	figs := map[string]float64{}
