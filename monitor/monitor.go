@@ -22,6 +22,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/pulsegate/pulsegate/alerts"
+	"github.com/pulsegate/pulsegate/backpressure"
 	"github.com/pulsegate/pulsegate/config"
 	"github.com/pulsegate/pulsegate/events"
 	"github.com/pulsegate/pulsegate/figures"
@@ -60,7 +61,7 @@ type Deps struct {
 	Health   *health.Evaluator
 	Hub      *events.Hub
 	// Backpressure returns the limiter state for snapshots; may be nil.
-	Backpressure func() any
+	Backpressure func() backpressure.State
 	// UpstreamDials counts connections opened to the app (churn); may be nil.
 	UpstreamDials func() uint64
 	// Upstream, when set, is checked by RunUpstreamCheck until the app has
@@ -79,8 +80,8 @@ type Tick struct {
 	Levels   map[string]string  `json:"levels"`
 	Verdict  health.Verdict     `json:"health"`
 	Requests proxy.WindowStats  `json:"requests"`
-	// Backpressure is the limiter state (JSON-ready), if any.
-	Backpressure any `json:"backpressure,omitempty"`
+	// Backpressure is the limiter state, if any.
+	Backpressure *backpressure.State `json:"backpressure,omitempty"`
 	// Tasks is background task health.
 	Tasks []probes.TaskStatus `json:"tasks"`
 	// Judgements are every judged figure with its level and thresholds
@@ -321,7 +322,8 @@ func (m *Monitor) Tick() *Tick {
 		m.d.Actions.Observe(figs, tick.Levels)
 	}
 	if m.d.Backpressure != nil {
-		tick.Backpressure = m.d.Backpressure()
+		bp := m.d.Backpressure()
+		tick.Backpressure = &bp
 	}
 	m.last.Store(tick)
 	for _, h := range m.hooks {
