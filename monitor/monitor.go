@@ -310,7 +310,7 @@ func (m *Monitor) Tick() *Tick {
 		for _, s := range cfg.Backpressure.ShedSignals {
 			shed[s] = true
 		}
-		for _, s := range pressureSignals {
+		for _, s := range config.ShedSignals() {
 			lvl := tick.Levels[s]
 			if !shed[s] {
 				lvl = "ok"
@@ -335,9 +335,6 @@ func (m *Monitor) Tick() *Tick {
 	return tick
 }
 
-// pressureSignals are the shedding signals backpressure understands.
-var pressureSignals = []string{"memory", "cpu", "db_connections", "redis_evicting", "error_rate", "response_time"}
-
 // Levels maps figures to signal levels ("ok", "warning", "critical") by
 // the configured thresholds (figures.LevelOf). A signal whose figure is
 // unknown is "ok": nothing is shed or cleaned up on a guess.
@@ -350,24 +347,24 @@ func Levels(cfg *config.Config, f map[string]float64) map[string]string {
 		return string(figures.LevelOf(cfg, name, v))
 	}
 	lv := map[string]string{
-		"memory":         level(figures.MemoryUsage),
-		"cpu":            level(figures.CPUUsage),
-		"disk":           level(figures.DiskUsage),
-		"db_connections": level(figures.ConnectionPoolUtilization),
-		"db_query":       level(figures.DBLatency),
-		"error_rate":     level(figures.AppErrorRate), // shedding never sheds for its own rejections
-		"response_time":  level(figures.AvgResponseTime),
-		"queue":          level(figures.QueueDepth),
-		"job_queue":      level(figures.JobQueueDepth),
-		"redis_memory":   level(figures.RedisMemoryUsage),
-		"redis_evicting": "ok",
+		config.ShedMemory:        level(figures.MemoryUsage),
+		config.ShedCPU:           level(figures.CPUUsage),
+		"disk":                   level(figures.DiskUsage),
+		config.ShedDBConnections: level(figures.ConnectionPoolUtilization),
+		"db_query":               level(figures.DBLatency),
+		config.ShedErrorRate:     level(figures.AppErrorRate), // shedding never sheds for its own rejections
+		config.ShedResponseTime:  level(figures.AvgResponseTime),
+		"queue":                  level(figures.QueueDepth),
+		"job_queue":              level(figures.JobQueueDepth),
+		"redis_memory":           level(figures.RedisMemoryUsage),
+		config.ShedRedisEvicting: "ok",
 	}
 	// Redis evicting keys means it is full and throwing data (sessions)
 	// away: a warning; critical when it is also at its memory limit.
 	if v, ok := f["redis_evicted_per_sec"]; ok && v > 0 && !math.IsNaN(v) {
-		lv["redis_evicting"] = "warning"
+		lv[config.ShedRedisEvicting] = "warning"
 		if lv["redis_memory"] == "critical" {
-			lv["redis_evicting"] = "critical"
+			lv[config.ShedRedisEvicting] = "critical"
 		}
 	}
 	return lv
