@@ -50,12 +50,12 @@ func (a *Actions) Observe(figs map[string]float64, levels map[string]string) {
 	} else {
 		mem = math.NaN()
 	}
-	switch lvl := levelOf(cfg, levels, "memory", figs, figures.MemoryUsage); lvl {
+	switch lvl := levelOf(cfg, levels, config.ShedMemory, figs, figures.MemoryUsage); lvl {
 	case levelWarning, levelCritical:
 		a.requestCleanup(cleanupTrigger{reason: "memory_" + lvl, memory: mem})
 	}
 
-	if lvl := levelOf(cfg, levels, "error_rate", figs, figures.AppErrorRate); lvl == levelCritical {
+	if lvl := levelOf(cfg, levels, config.ShedErrorRate, figs, figures.AppErrorRate); lvl == levelCritical {
 		a.recycle(now, "error_rate_critical")
 	} else if a.churnSpike(figs) {
 		a.recycle(now, "connection_churn")
@@ -77,7 +77,7 @@ func (a *Actions) noteMemory(mem float64) {
 	}
 	fields := []zap.Field{
 		zap.String("event", "cleanup_completed"),
-		zap.Float64("memory_usage", mem),
+		zap.Float64(string(figures.MemoryUsage), mem),
 		zap.Time("cleanup_at", p.at),
 	}
 	if !math.IsNaN(p.before) {
@@ -168,7 +168,7 @@ func (a *Actions) runCleanup(ctx context.Context, tr cleanupTrigger) {
 	msg := "Periodic cleanup - triggering cleanup"
 	if !math.IsNaN(tr.memory) {
 		msg = fmt.Sprintf("Memory usage at %.0f%% - triggering cleanup", tr.memory*100)
-		fields = append(fields, zap.Float64("memory_usage", tr.memory))
+		fields = append(fields, zap.Float64(string(figures.MemoryUsage), tr.memory))
 	}
 	if tr.reason == "interval" {
 		a.log.Info(msg, fields...)
@@ -203,7 +203,7 @@ func (a *Actions) postCleanup(ctx context.Context, rawURL string, timeout time.D
 	defer cancel()
 	body := map[string]any{"trigger": tr.reason, "source": "pulsegate"}
 	if !math.IsNaN(tr.memory) {
-		body["memory_usage"] = tr.memory
+		body[string(figures.MemoryUsage)] = tr.memory
 	}
 	b, _ := json.Marshal(body)
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, rawURL, bytes.NewReader(b))

@@ -19,9 +19,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 
+	"github.com/pulsegate/pulsegate/backpressure"
 	"github.com/pulsegate/pulsegate/config"
 	"github.com/pulsegate/pulsegate/events"
 	"github.com/pulsegate/pulsegate/figures"
+	"github.com/pulsegate/pulsegate/health"
 	"github.com/pulsegate/pulsegate/proxy"
 	"github.com/pulsegate/pulsegate/store"
 )
@@ -105,10 +107,10 @@ type Deps struct {
 	Requests *proxy.Stats
 	// Resources returns the latest probe figures.
 	Resources func() Resources
-	// Health returns the latest health verdict (JSON-ready).
-	Health func() any
-	// Backpressure returns the limiter state (JSON-ready).
-	Backpressure func() any
+	// Health returns the latest health verdict.
+	Health func() health.Verdict
+	// Backpressure returns the limiter state.
+	Backpressure func() backpressure.State
 	// Judgements judges every figure with cfg (the "judgements" object of
 	// the performance JSON, per figure: value, level, thresholds); nil
 	// serves an empty object.

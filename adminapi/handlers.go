@@ -39,10 +39,10 @@ func (a *API) performance(w http.ResponseWriter, r *http.Request, _ principal) {
 	}
 	out := map[string]any{"timestamp": now.UTC().Format(time.RFC3339)}
 	rm := map[string]any{
-		"memory_usage_percent":        pct(res.MemoryUsage),
-		"cpu_usage_percent":           pct(res.CPUUsage),
-		"connection_pool_utilization": pct(res.ConnectionPoolUtilization),
-		"active_threads":              nil,
+		"memory_usage_percent":                    pct(res.MemoryUsage),
+		"cpu_usage_percent":                       pct(res.CPUUsage),
+		string(figures.ConnectionPoolUtilization): pct(res.ConnectionPoolUtilization),
+		"active_threads":                          nil,
 	}
 	if s := a.d.Requests; s != nil {
 		topN := 10
@@ -53,20 +53,20 @@ func (a *API) performance(w http.ResponseWriter, r *http.Request, _ principal) {
 		w1 := snap.Windows["1m"]
 		rm["active_threads"] = snap.InFlight
 		out["performance_metrics"] = map[string]any{
-			"avg_response_time":  w1.AvgResponseTime,
-			"slow_request_count": w1.SlowRequests,
-			"error_rate":         w1.ErrorRate,
-			"app_error_rate":     w1.AppErrorRate,
-			"rejections":         w1.Rejections,
-			"rejection_rate":     w1.RejectionRate,
-			"throughput_rps":     w1.ThroughputRPS,
-			"p50_response_time":  w1.P50,
-			"p95_response_time":  w1.P95,
-			"p99_response_time":  w1.P99,
-			"apdex":              w1.Apdex,
-			"requests":           w1.Requests,
-			"db_query_time":      res.DBLatency,
-			"window":             "1m",
+			string(figures.AvgResponseTime): w1.AvgResponseTime,
+			"slow_request_count":            w1.SlowRequests,
+			string(figures.ErrorRate):       w1.ErrorRate,
+			string(figures.AppErrorRate):    w1.AppErrorRate,
+			"rejections":                    w1.Rejections,
+			"rejection_rate":                w1.RejectionRate,
+			"throughput_rps":                w1.ThroughputRPS,
+			"p50_response_time":             w1.P50,
+			string(figures.P95ResponseTime): w1.P95,
+			"p99_response_time":             w1.P99,
+			string(figures.Apdex):           w1.Apdex,
+			"requests":                      w1.Requests,
+			"db_query_time":                 res.DBLatency,
+			"window":                        "1m",
 		}
 		out["windows"] = snap.Windows
 		out["routes"] = snap.Routes

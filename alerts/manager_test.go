@@ -19,6 +19,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/pulsegate/pulsegate/config"
+	"github.com/pulsegate/pulsegate/events"
 	"github.com/pulsegate/pulsegate/store"
 )
 
@@ -40,6 +41,7 @@ type harness struct {
 	reg  *prometheus.Registry
 	logs *observer.ObservedLogs
 	clk  *clock
+	hub  *events.Hub
 }
 
 func newHarness(t *testing.T, cfg *config.Config, st *store.Store) *harness {
@@ -55,7 +57,9 @@ func newHarness(t *testing.T, cfg *config.Config, st *store.Store) *harness {
 		t.Fatalf("New: %v", err)
 	}
 	m.backoffBase = 10 * time.Millisecond
-	return &harness{m: m, reg: reg, logs: logs, clk: clk}
+	hub := events.New()
+	m.PublishTo(hub)
+	return &harness{m: m, reg: reg, logs: logs, clk: clk, hub: hub}
 }
 
 func openStore(t *testing.T, dir string) *store.Store {
@@ -199,7 +203,7 @@ func TestHysteresis(t *testing.T) {
 	// Defaults: memory 0.8 / 0.9, resolve_margin 0.05 → warning holds down
 	// to 0.76, critical down to 0.855.
 	h := newHarness(t, nil, nil)
-	sub, cancel := h.m.Subscribe(32)
+	sub, cancel := h.hub.Subscribe(32)
 	defer cancel()
 	steps := []struct {
 		v        float64
@@ -229,7 +233,8 @@ func TestHysteresis(t *testing.T) {
 		}
 		var got string
 		select {
-		case ev := <-sub:
+		case hev := <-sub:
+			ev := hev.Data.(Event)
 			got = ev.Type
 			if ev.Type == EventEscalated && ev.PreviousSeverity != store.SeverityWarning {
 				t.Errorf("escalation previous_severity = %q", ev.PreviousSeverity)
@@ -409,7 +414,7 @@ func TestConcurrentAcknowledgeEvaluateList(t *testing.T) {
 	h := newHarness(t, nil, st)
 	h.m.Evaluate(t0, figs("memory_usage", 0.85))
 	a := mustActive(t, h.m, RuleMemoryUsage)
-	sub, cancel := h.m.Subscribe(1024)
+	sub, cancel := h.hub.Subscribe(1024)
 	defer cancel()
 
 	var wg sync.WaitGroup
@@ -458,7 +463,7 @@ func TestConcurrentAcknowledgeEvaluateList(t *testing.T) {
 	}
 	n := 0
 	for len(sub) > 0 {
-		if ev := <-sub; ev.Type == EventAcknowledged {
+		if ev := (<-sub).Data.(Event); ev.Type == EventAcknowledged {
 			n++
 		}
 	}
@@ -691,8 +696,8 @@ func TestSessionLeakGrowthMessage(t *testing.T) {
 
 func TestSlowSubscriberNeverBlocksEvaluate(t *testing.T) {
 	h := newHarness(t, nil, nil)
-	slow, cancelSlow := h.m.Subscribe(1)
-	fast, cancelFast := h.m.Subscribe(100)
+	slow, cancelSlow := h.hub.Subscribe(1)
+	fast, cancelFast := h.hub.Subscribe(100)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -715,7 +720,7 @@ func TestSlowSubscriberNeverBlocksEvaluate(t *testing.T) {
 	if n := len(slow); n != 1 {
 		t.Errorf("slow subscriber buffered %d; want 1", n)
 	}
-	if d := testutil.ToFloat64(h.m.met.dropped.WithLabelValues(ChannelStream)); d != 19 {
+	if d := h.hub.Dropped(); d != 19 {
 		t.Errorf("stream drops = %v; want 19", d)
 	}
 	cancelSlow()

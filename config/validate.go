@@ -522,7 +522,8 @@ func (c *Config) validate() []FieldError {
 	v.fraction("backpressure.shed_fraction", b.ShedFraction)
 	v.nonNegative("backpressure.shed_hold", b.ShedHold)
 	for _, s := range b.ShedSignals {
-		v.oneOf("backpressure.shed_signals", s, "memory", "cpu", "db_connections", "redis_evicting", "error_rate", "response_time")
+		signals := ShedSignals()
+		v.oneOf("backpressure.shed_signals", s, signals[:]...)
 	}
 	v.routes("backpressure.critical_routes", b.CriticalRoutes)
 	v.routes("backpressure.low_priority_routes", b.LowPriorityRoutes)

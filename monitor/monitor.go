@@ -22,6 +22,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/pulsegate/pulsegate/alerts"
+	"github.com/pulsegate/pulsegate/backpressure"
 	"github.com/pulsegate/pulsegate/config"
 	"github.com/pulsegate/pulsegate/events"
 	"github.com/pulsegate/pulsegate/figures"
@@ -60,11 +61,11 @@ type Deps struct {
 	Health   *health.Evaluator
 	Hub      *events.Hub
 	// Backpressure returns the limiter state for snapshots; may be nil.
-	Backpressure func() any
+	Backpressure func() backpressure.State
 	// UpstreamDials counts connections opened to the app (churn); may be nil.
 	UpstreamDials func() uint64
-	// Upstream, when set, is checked every tick until the app has been
-	// seen (readiness before the first request); may be nil.
+	// Upstream, when set, is checked by RunUpstreamCheck until the app has
+	// been seen (readiness before the first request); may be nil.
 	Upstream interface {
 		NeedsUpstreamCheck() bool
 		CheckUpstream(ctx context.Context) error
@@ -79,8 +80,8 @@ type Tick struct {
 	Levels   map[string]string  `json:"levels"`
 	Verdict  health.Verdict     `json:"health"`
 	Requests proxy.WindowStats  `json:"requests"`
-	// Backpressure is the limiter state (JSON-ready), if any.
-	Backpressure any `json:"backpressure,omitempty"`
+	// Backpressure is the limiter state, if any.
+	Backpressure *backpressure.State `json:"backpressure,omitempty"`
 	// Tasks is background task health.
 	Tasks []probes.TaskStatus `json:"tasks"`
 	// Judgements are every judged figure with its level and thresholds
@@ -155,31 +156,8 @@ func Interval(cfg *config.Config) time.Duration {
 	return d
 }
 
-// Run ticks until ctx ends, forwarding alert events to the hub if
-// alertEvents is set.
-func (m *Monitor) Run(ctx context.Context, alertEvents func(int) (<-chan alerts.Event, func())) error {
-	var wg sync.WaitGroup
-	if alertEvents != nil && m.d.Hub != nil {
-		ch, cancel := alertEvents(64)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer cancel()
-			for {
-				select {
-				case <-ctx.Done():
-					return
-				case ev, ok := <-ch:
-					if !ok {
-						return
-					}
-					m.d.Hub.Publish(events.Event{Type: ev.Type, Data: ev})
-				}
-			}
-		}()
-	}
-	defer wg.Wait()
-	cfg, _ := m.d.Config.Get()
+// Run ticks until ctx ends: every Interval, and at once when poked.
+func (m *Monitor) Run(ctx context.Context) error {
 	t := time.NewTimer(0)
 	defer t.Stop()
 	for {
@@ -188,11 +166,42 @@ func (m *Monitor) Run(ctx context.Context, alertEvents func(int) (<-chan alerts.
 			return nil
 		case <-t.C:
 			m.Tick()
-			cfg, _ = m.d.Config.Get()
+			cfg, _ := m.d.Config.Get()
 			t.Reset(Interval(cfg))
 		case <-m.poke:
 			m.Tick()
 		}
+	}
+}
+
+// upstreamCheckTimeout bounds one readiness check of the app.
+const upstreamCheckTimeout = 2 * time.Second
+
+// RunUpstreamCheck checks the app every Interval until it has been seen
+// (readiness before the first request), on its own loop: the tick does no
+// I/O. It returns when ctx ends; without Deps.Upstream it returns at once.
+func (m *Monitor) RunUpstreamCheck(ctx context.Context) error {
+	u := m.d.Upstream
+	if u == nil {
+		return nil
+	}
+	t := time.NewTimer(0)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		if u.NeedsUpstreamCheck() {
+			cctx, cancel := context.WithTimeout(ctx, upstreamCheckTimeout)
+			if err := u.CheckUpstream(cctx); err != nil && ctx.Err() == nil {
+				m.d.Log.Warn("upstream_unreachable", zap.String("error", err.Error()))
+			}
+			cancel()
+		}
+		cfg, _ := m.d.Config.Get()
+		t.Reset(Interval(cfg))
 	}
 }
 
@@ -207,13 +216,6 @@ func (m *Monitor) Tick() *Tick {
 	defer m.mu.Unlock()
 	now := m.d.Now()
 	cfg, _ := m.d.Config.Get()
-	if u := m.d.Upstream; u != nil && u.NeedsUpstreamCheck() {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		if err := u.CheckUpstream(ctx); err != nil {
-			m.d.Log.Warn("upstream_unreachable", zap.String("error", err.Error()))
-		}
-		cancel()
-	}
 
 	var probeResults map[string]probes.Result
 	figs := map[string]float64{}
@@ -308,7 +310,7 @@ func (m *Monitor) Tick() *Tick {
 		for _, s := range cfg.Backpressure.ShedSignals {
 			shed[s] = true
 		}
-		for _, s := range pressureSignals {
+		for _, s := range config.ShedSignals() {
 			lvl := tick.Levels[s]
 			if !shed[s] {
 				lvl = "ok"
@@ -320,7 +322,8 @@ func (m *Monitor) Tick() *Tick {
 		m.d.Actions.Observe(figs, tick.Levels)
 	}
 	if m.d.Backpressure != nil {
-		tick.Backpressure = m.d.Backpressure()
+		bp := m.d.Backpressure()
+		tick.Backpressure = &bp
 	}
 	m.last.Store(tick)
 	for _, h := range m.hooks {
@@ -331,9 +334,6 @@ func (m *Monitor) Tick() *Tick {
 	}
 	return tick
 }
-
-// pressureSignals are the shedding signals backpressure understands.
-var pressureSignals = []string{"memory", "cpu", "db_connections", "redis_evicting", "error_rate", "response_time"}
 
 // Levels maps figures to signal levels ("ok", "warning", "critical") by
 // the configured thresholds (figures.LevelOf). A signal whose figure is
@@ -347,24 +347,24 @@ func Levels(cfg *config.Config, f map[string]float64) map[string]string {
 		return string(figures.LevelOf(cfg, name, v))
 	}
 	lv := map[string]string{
-		"memory":         level(figures.MemoryUsage),
-		"cpu":            level(figures.CPUUsage),
-		"disk":           level(figures.DiskUsage),
-		"db_connections": level(figures.ConnectionPoolUtilization),
-		"db_query":       level(figures.DBLatency),
-		"error_rate":     level(figures.AppErrorRate), // shedding never sheds for its own rejections
-		"response_time":  level(figures.AvgResponseTime),
-		"queue":          level(figures.QueueDepth),
-		"job_queue":      level(figures.JobQueueDepth),
-		"redis_memory":   level(figures.RedisMemoryUsage),
-		"redis_evicting": "ok",
+		config.ShedMemory:        level(figures.MemoryUsage),
+		config.ShedCPU:           level(figures.CPUUsage),
+		"disk":                   level(figures.DiskUsage),
+		config.ShedDBConnections: level(figures.ConnectionPoolUtilization),
+		"db_query":               level(figures.DBLatency),
+		config.ShedErrorRate:     level(figures.AppErrorRate), // shedding never sheds for its own rejections
+		config.ShedResponseTime:  level(figures.AvgResponseTime),
+		"queue":                  level(figures.QueueDepth),
+		"job_queue":              level(figures.JobQueueDepth),
+		"redis_memory":           level(figures.RedisMemoryUsage),
+		config.ShedRedisEvicting: "ok",
 	}
 	// Redis evicting keys means it is full and throwing data (sessions)
 	// away: a warning; critical when it is also at its memory limit.
 	if v, ok := f["redis_evicted_per_sec"]; ok && v > 0 && !math.IsNaN(v) {
-		lv["redis_evicting"] = "warning"
+		lv[config.ShedRedisEvicting] = "warning"
 		if lv["redis_memory"] == "critical" {
-			lv["redis_evicting"] = "critical"
+			lv[config.ShedRedisEvicting] = "critical"
 		}
 	}
 	return lv

@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/pulsegate/pulsegate/config"
+	"github.com/pulsegate/pulsegate/figures"
 )
 
 // DatabaseProbeName is the component name of the database probe.
@@ -425,15 +426,15 @@ func (d *Database) fail(res *Result, details *DatabaseDetails, err error) {
 	}
 }
 
-// judge turns a reading into figures, details, status and reasons, and
+// judge turns a reading into figs, details, status and reasons, and
 // logs the transitions the product logs.
 func (d *Database) judge(res *Result, details *DatabaseDetails, rd *dbReading, now time.Time) {
 	details.Engine = rd.engine
 	details.Version = rd.version
 	lat := rd.latency.Seconds()
 	details.LatencySeconds = lat
-	figures := map[string]float64{"db_latency": lat}
-	res.Figures = figures
+	figs := map[string]float64{string(figures.DBLatency): lat}
+	res.Figures = figs
 
 	level := StatusOK
 	raise := func(s Status, reason string) {
@@ -498,7 +499,7 @@ func (d *Database) judge(res *Result, details *DatabaseDetails, rd *dbReading, n
 	details.Connections = conns
 	if conns.Limit > 0 {
 		conns.Utilization = float64(conns.InUse) / float64(conns.Limit)
-		figures["connection_pool_utilization"] = conns.Utilization
+		figs[string(figures.ConnectionPoolUtilization)] = conns.Utilization
 		u := conns.Utilization
 		pct := int(math.Round(u * 100))
 		poolLevel := StatusOK
@@ -623,7 +624,7 @@ func (d *Database) judge(res *Result, details *DatabaseDetails, rd *dbReading, n
 		ls.BySource = ls.BySource[:dbListMax]
 	}
 	details.LeakSuspects = ls
-	figures["db_leak_suspects"] = float64(ls.Count)
+	figs["db_leak_suspects"] = float64(ls.Count)
 	if ls.Count > 0 {
 		var from []string
 		for i, g := range ls.BySource {
@@ -662,8 +663,8 @@ func (d *Database) judge(res *Result, details *DatabaseDetails, rd *dbReading, n
 		}
 	}
 	details.IdleInTransaction = it
-	figures["db_idle_in_transaction"] = float64(it.Count)
-	figures["db_idle_in_transaction_oldest"] = it.OldestSeconds
+	figs["db_idle_in_transaction"] = float64(it.Count)
+	figs["db_idle_in_transaction_oldest"] = it.OldestSeconds
 	if it.Count > 0 && it.OldestSeconds > d.idleTxnWarn {
 		raise(StatusWarning, fmt.Sprintf("%d sessions idle in transaction, oldest %s (%s, warning > %s)",
 			it.Count, dbSeconds(it.OldestSeconds), sessionSource(idleTxn[0]), dbSeconds(d.idleTxnWarn)))
@@ -690,7 +691,7 @@ func (d *Database) judge(res *Result, details *DatabaseDetails, rd *dbReading, n
 		}
 		details.LongQueries = append(details.LongQueries, publicSession(s, s.runFor))
 	}
-	figures["db_long_queries"] = float64(n)
+	figs["db_long_queries"] = float64(n)
 	if n > 0 {
 		raise(StatusWarning, fmt.Sprintf("%d queries running > %s, longest %s (%s)", n, dbSeconds(d.longQuery), dbSeconds(long[0].runFor), sessionSource(long[0])))
 	}

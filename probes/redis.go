@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/pulsegate/pulsegate/config"
+	"github.com/pulsegate/pulsegate/figures"
 )
 
 // RedisProbeName is the component name of the Redis probe.
@@ -455,8 +456,8 @@ func (r *Redis) Probe(ctx context.Context) Result {
 	lat := time.Since(t0).Seconds()
 	r.authFailed = false
 	det.LatencySeconds = lat
-	figures := map[string]float64{"redis_latency": lat}
-	res.Figures = figures
+	figs := map[string]float64{string(figures.RedisLatency): lat}
+	res.Figures = figs
 
 	infoText, err := r.client.Info(ctx).Result()
 	if err != nil {
@@ -479,9 +480,9 @@ func (r *Redis) Probe(ctx context.Context) Result {
 		raise(StatusWarning, fmt.Sprintf("PING took %s (warning ≥ %s)", dbSeconds(lat), dbSeconds(r.latWarn)))
 	}
 
-	r.judgeMemory(det, info, figures, raise)
+	r.judgeMemory(det, info, figs, raise)
 	r.judgeClients(ctx, det, info, raise)
-	r.judgeEvictions(det, info, figures, start, raise)
+	r.judgeEvictions(det, info, figs, start, raise)
 	if ks, ok := info["keyspace"][fmt.Sprintf("db%d", r.db)]; ok {
 		f := parseKeyspaceLine(ks)
 		det.Keyspace = &RedisKeyspace{DB: r.db, Keys: f["keys"], Expires: f["expires"]}
@@ -492,13 +493,13 @@ func (r *Redis) Probe(ctx context.Context) Result {
 	if err := r.scan(ctx, det, start); err != nil {
 		return fail("SCAN of "+r.prefix+"*", err)
 	}
-	r.judgeSessions(det, figures, raise)
+	r.judgeSessions(det, figs, raise)
 
 	if len(r.queues) > 0 {
 		if err := r.readQueues(ctx, det); err != nil {
 			return fail("reading queue lengths", err)
 		}
-		r.judgeQueues(det, figures, raise)
+		r.judgeQueues(det, figs, raise)
 	}
 	if r.noSize {
 		det.Partial = append(det.Partial, "+memory|usage")
@@ -514,7 +515,7 @@ func (r *Redis) Probe(ctx context.Context) Result {
 // judgeMemory compares used_memory with maxmemory, or with the
 // container/host memory when maxmemory is 0 (no limit). It never divides
 // by zero: with no known limit, usage is null and no figure is published.
-func (r *Redis) judgeMemory(det *RedisDetails, info map[string]map[string]string, figures map[string]float64, raise func(Status, string)) {
+func (r *Redis) judgeMemory(det *RedisDetails, info map[string]map[string]string, figs map[string]float64, raise func(Status, string)) {
 	used, ok := infoInt(info, "memory", "used_memory")
 	if !ok {
 		return
@@ -542,7 +543,7 @@ func (r *Redis) judgeMemory(det *RedisDetails, info map[string]map[string]string
 	m.LimitBytes = &limit
 	u := float64(used) / float64(limit)
 	m.Usage = &u
-	figures["redis_memory_usage"] = u
+	figs[string(figures.RedisMemoryUsage)] = u
 	lvl := StatusOK
 	switch {
 	case u >= r.memCrit:
@@ -553,7 +554,7 @@ func (r *Redis) judgeMemory(det *RedisDetails, info map[string]map[string]string
 		raise(lvl, fmt.Sprintf("Redis memory at %.0f%% of %s (%s, warning ≥ %.0f%%)", u*100, redisFmtBytes(limit), m.LimitSource, r.memWarn*100))
 	}
 	if dbSeverity(lvl) > dbSeverity(r.memLevel) {
-		r.log.Warn("redis_memory_usage",
+		r.log.Warn(string(figures.RedisMemoryUsage),
 			zap.String("text", fmt.Sprintf("Redis memory usage at %.0f%%", u*100)),
 			zap.Int64("used_bytes", used), zap.Int64("limit_bytes", limit), zap.String("limit_source", m.LimitSource))
 	}
@@ -598,7 +599,7 @@ func (r *Redis) judgeClients(ctx context.Context, det *RedisDetails, info map[st
 
 // judgeEvictions turns the evicted_keys counter into a rate; a counter
 // that went down (or an uptime that did) is a restart, not a negative rate.
-func (r *Redis) judgeEvictions(det *RedisDetails, info map[string]map[string]string, figures map[string]float64, now time.Time, raise func(Status, string)) {
+func (r *Redis) judgeEvictions(det *RedisDetails, info map[string]map[string]string, figs map[string]float64, now time.Time, raise func(Status, string)) {
 	ev, ok := infoInt(info, "stats", "evicted_keys")
 	if !ok {
 		return
@@ -609,7 +610,7 @@ func (r *Redis) judgeEvictions(det *RedisDetails, info map[string]map[string]str
 		if el := now.Sub(r.prevEvictedAt).Seconds(); el > 0 {
 			rate := float64(ev-r.prevEvicted) / el
 			e.PerSecond = &rate
-			figures["redis_evicted_per_sec"] = rate
+			figs["redis_evicted_per_sec"] = rate
 			if rate > 0 {
 				raise(StatusWarning, fmt.Sprintf("Redis is evicting keys: %.2f/s (sessions may be lost)", rate))
 			}
@@ -754,13 +755,13 @@ func (r *Redis) visit(ctx context.Context, keys []string, sized *int) error {
 
 // judgeSessions publishes the session figures (from completed passes only)
 // and the growth fit.
-func (r *Redis) judgeSessions(det *RedisDetails, figures map[string]float64, raise func(Status, string)) {
+func (r *Redis) judgeSessions(det *RedisDetails, figs map[string]float64, raise func(Status, string)) {
 	s := det.Sessions
 	if s == nil || s.Partial {
 		return
 	}
-	figures["session_count"] = float64(s.Count)
-	figures["session_without_ttl"] = float64(s.WithoutTTL)
+	figs["session_count"] = float64(s.Count)
+	figs["session_without_ttl"] = float64(s.WithoutTTL)
 	if s.WithoutTTL > 0 {
 		raise(StatusWarning, fmt.Sprintf("%d of %d session keys under %q have no TTL (leak: they never expire)", s.WithoutTTL, s.Count, r.prefix))
 		if !r.sessionLeak {
@@ -904,14 +905,14 @@ func (r *Redis) readQueues(ctx context.Context, det *RedisDetails) error {
 }
 
 // judgeQueues compares the deepest queue with thresholds.job_queue_warning/critical.
-func (r *Redis) judgeQueues(det *RedisDetails, figures map[string]float64, raise func(Status, string)) {
+func (r *Redis) judgeQueues(det *RedisDetails, figs map[string]float64, raise func(Status, string)) {
 	var deepest RedisQueue
 	for _, q := range det.Queues {
 		if q.Depth >= deepest.Depth {
 			deepest = q
 		}
 	}
-	figures["job_queue_depth"] = float64(deepest.Depth)
+	figs[string(figures.JobQueueDepth)] = float64(deepest.Depth)
 	lvl := StatusOK
 	switch {
 	case r.queueCrit > 0 && deepest.Depth >= int64(r.queueCrit):
@@ -922,7 +923,7 @@ func (r *Redis) judgeQueues(det *RedisDetails, figures map[string]float64, raise
 		raise(lvl, fmt.Sprintf("job queue %s holds %d jobs (warning ≥ %d)", deepest.Key, deepest.Depth, r.queueWarn))
 	}
 	if dbSeverity(lvl) > dbSeverity(r.queueLevel) {
-		r.log.Warn("job_queue_depth",
+		r.log.Warn(string(figures.JobQueueDepth),
 			zap.String("text", fmt.Sprintf("Job queue %s backing up: %d jobs", deepest.Key, deepest.Depth)),
 			zap.String("queue", deepest.Key), zap.Int64("depth", deepest.Depth), zap.String("level", string(lvl)))
 	}
