@@ -1,17 +1,15 @@
 package main
 
 import (
-	"net/http"
-
 	"github.com/pulsegate/pulsegate/config"
 	"github.com/pulsegate/pulsegate/dashboard"
 )
 
-// dashboardHandler returns the dashboard for the admin routes. The value
-// also keeps the history ring (build feeds it every monitor tick through
-// its Record method). Its pages read thresholds from the live config via
-// the admin API, so cfg is not needed here.
-func dashboardHandler(cfg *config.Config) http.Handler {
+// dashboardHandler returns the dashboard for the admin routes. It also
+// keeps the history ring (build feeds it every monitor tick). Its pages
+// read thresholds and judgements from the admin API, so cfg is not needed
+// here.
+func dashboardHandler(cfg *config.Config) *dashboard.Dashboard {
 	d, err := dashboard.New(dashboard.Options{})
 	if err != nil {
 		// The templates and assets are embedded: this only fails if the

@@ -95,3 +95,16 @@ func TestUnknownCommand(t *testing.T) {
 		t.Fatalf("version: %d %q", code, out)
 	}
 }
+
+func TestCheckConfigNamesDeprecatedSettings(t *testing.T) {
+	code, out, errOut := runCmd(t, []string{"RESPONSIVENESS_QUEUE_CRITICAL_THRESHOLD=150"}, "check-config")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	if !strings.Contains(errOut, "deprecated: thresholds.queue_critical (RESPONSIVENESS_QUEUE_CRITICAL_THRESHOLD) no longer sets thresholds.job_queue_critical and backpressure.queue_size") {
+		t.Errorf("check-config stderr lacks the deprecation line:\n%s", errOut)
+	}
+	if !strings.Contains(out, "queue_size: 150") {
+		t.Errorf("the carried value is not in the effective configuration:\n%s", out)
+	}
+}

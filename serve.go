@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -24,7 +25,9 @@ import (
 	"github.com/pulsegate/pulsegate/alerts"
 	"github.com/pulsegate/pulsegate/backpressure"
 	"github.com/pulsegate/pulsegate/config"
+	"github.com/pulsegate/pulsegate/dashboard"
 	"github.com/pulsegate/pulsegate/events"
+	"github.com/pulsegate/pulsegate/figures"
 	"github.com/pulsegate/pulsegate/health"
 	"github.com/pulsegate/pulsegate/monitor"
 	"github.com/pulsegate/pulsegate/probes"
@@ -33,7 +36,7 @@ import (
 )
 
 func cmdServe(ctx context.Context, args, environ []string, stdout, stderr io.Writer) int {
-	cfg, code := loadConfig("serve", args, environ, stderr)
+	cfg, deps, code := loadConfigNoting("serve", args, environ, stderr)
 	if cfg == nil {
 		return code
 	}
@@ -43,6 +46,10 @@ func cmdServe(ctx context.Context, args, environ []string, stdout, stderr io.Wri
 		return 1
 	}
 	defer log.Sync()
+	for _, d := range deps {
+		log.Warn("config_deprecated", zap.String("key", d.Key), zap.String("env", d.Env),
+			zap.Strings("carried_to", d.Carried), zap.String("text", d.String()))
+	}
 	a, err := build(cfg, log, level, dashboardHandler(cfg))
 	if err != nil {
 		log.Error("startup_failed", zap.Error(err))
@@ -87,6 +94,7 @@ type app struct {
 	alerts   *alerts.Manager
 	actions  *actions.Actions
 	monitor  *monitor.Monitor
+	health   *health.Evaluator
 	hub      *events.Hub
 	api      *adminapi.API
 	proxySrv *http.Server
@@ -98,8 +106,8 @@ type app struct {
 	loops []func(context.Context) error
 }
 
-// build wires every component for cfg. dashboard may be nil.
-func build(cfg *config.Config, log *zap.Logger, level zap.AtomicLevel, dashboard http.Handler) (*app, error) {
+// build wires every component for cfg. dash may be nil.
+func build(cfg *config.Config, log *zap.Logger, level zap.AtomicLevel, dash *dashboard.Dashboard) (*app, error) {
 	a := &app{log: log, holder: config.NewHolder(cfg), reg: prometheus.NewRegistry(), hub: events.New()}
 	a.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	ok := false
@@ -116,6 +124,7 @@ func build(cfg *config.Config, log *zap.Logger, level zap.AtomicLevel, dashboard
 	if a.proxy, err = proxy.New(cfg, log.Named("proxy"), a.reg); err != nil {
 		return nil, err
 	}
+	a.reg.MustRegister(a.proxy.Stats().RateCollectors(time.Now)...)
 	if a.chain, err = backpressure.New(cfg, log.Named("backpressure"), a.reg, a.proxy.Forwarder()); err != nil {
 		return nil, fmt.Errorf("backpressure: %w", err)
 	}
@@ -148,36 +157,41 @@ func build(cfg *config.Config, log *zap.Logger, level zap.AtomicLevel, dashboard
 	if a.alerts, err = alerts.New(cfg, log.Named("alerts"), a.reg, a.st, time.Now); err != nil {
 		return nil, fmt.Errorf("alerts: %w", err)
 	}
+	a.alerts.PublishTo(a.hub) // one broadcaster for alert events and ticks
 	if a.actions, err = actions.New(cfg, log.Named("actions"), a.reg, a.tasks,
 		actions.Deps{CloseIdleUpstream: a.proxy.CloseIdleConnections}); err != nil {
 		return nil, fmt.Errorf("actions: %w", err)
 	}
+	a.health = health.New(cfg, time.Now)
 	a.monitor = monitor.New(monitor.Deps{
 		Log: log.Named("monitor"), Config: a.holder, Probes: a.runner.Store(), Tasks: a.tasks,
 		Requests: a.proxy.Stats(), Pressure: a.chain, Alerts: a.alerts, Actions: actionsWithMode{a.actions, a.chain},
-		Health: health.New(cfg, time.Now), Hub: a.hub,
-		Backpressure:  func() any { return a.chain.State() },
+		Health: a.health, Hub: a.hub,
+		Backpressure:  a.chain.State,
 		UpstreamDials: a.proxy.UpstreamDials,
 		Upstream:      a.proxy,
 	})
 
 	// A new probe result is evaluated at once, not at the next tick.
 	a.runner.OnResult = func(probes.Result) { a.monitor.Poke() }
-	// The dashboard keeps its own history of ticks for the trend graphs.
-	if rec, ok := dashboard.(interface{ Record(*monitor.Tick) }); ok {
-		a.monitor.OnTick(rec.Record)
+	// The history ring behind the dashboard's trend graphs is fed by the tick.
+	var dashHandler http.Handler
+	if dash != nil {
+		a.monitor.OnTick(dash.History().Record)
+		dashHandler = dash
 	}
 	a.api = adminapi.New(adminapi.Deps{
 		Log: log.Named("admin"), Config: a.holder, Gatherer: a.reg, Requests: a.proxy.Stats(),
 		Resources:    a.resources,
-		Health:       func() any { return a.monitor.Verdict() },
-		Backpressure: func() any { return a.chain.State() },
+		Health:       a.monitor.Verdict,
+		Backpressure: a.chain.State,
+		Judgements:   a.monitor.Judgements,
 		Extra:        a.extraSections,
 		Alerts:       alertsAdapter{a.alerts},
 		Audit:        a.st,
 		Events:       a.hub,
 		Ready:        a.ready,
-		Dashboard:    dashboard,
+		Dashboard:    dashHandler,
 	})
 
 	// Live configuration: every part takes the new config after a
@@ -185,6 +199,7 @@ func build(cfg *config.Config, log *zap.Logger, level zap.AtomicLevel, dashboard
 	a.holder.Subscribe(func(c *config.Config) {
 		level.SetLevel(mustLevel(c.Log.Level, level.Level()))
 		errs := []error{a.proxy.Apply(c), a.chain.Apply(c), a.alerts.Apply(c)}
+		a.health.Apply(c)
 		a.runner.Apply(c)
 		a.actions.Apply(c)
 		a.tasks.SetEnabled(c.Responsiveness.TaskMonitoringEnabled)
@@ -227,7 +242,8 @@ func build(cfg *config.Config, log *zap.Logger, level zap.AtomicLevel, dashboard
 		a.chain.Run,
 		a.alerts.Run,
 		a.actions.Run,
-		func(ctx context.Context) error { return a.monitor.Run(ctx, a.alerts.Subscribe) },
+		a.monitor.Run,
+		a.monitor.RunUpstreamCheck,
 	}
 	ok = true
 	return a, nil
@@ -261,14 +277,14 @@ func (a *app) memoryLimit() (uint64, string, bool) {
 // resources reads the latest probe figures for the performance JSON.
 func (a *app) resources() adminapi.Resources {
 	f := a.runner.Store().Figures()
-	get := func(k string) *float64 {
-		if v, ok := f[k]; ok {
+	get := func(k figures.Name) *float64 {
+		if v, ok := f[string(k)]; ok {
 			return &v
 		}
 		return nil
 	}
-	return adminapi.Resources{MemoryUsage: get("memory_usage"), CPUUsage: get("cpu_usage"),
-		ConnectionPoolUtilization: get("connection_pool_utilization"), DBLatency: get("db_latency")}
+	return adminapi.Resources{MemoryUsage: get(figures.MemoryUsage), CPUUsage: get(figures.CPUUsage),
+		ConnectionPoolUtilization: get(figures.ConnectionPoolUtilization), DBLatency: get(figures.DBLatency)}
 }
 
 // extraSections adds the probes and background tasks to the performance JSON.
@@ -304,9 +320,15 @@ type actionsWithMode struct {
 	chain *backpressure.Chain
 }
 
-func (x actionsWithMode) Observe(figures map[string]float64, levels map[string]string) {
-	levels["backpressure"] = x.chain.State().Mode
-	x.Actions.Observe(figures, levels)
+// Observe adds the mode to a copy of the levels: the tick's own levels
+// (published to the API and the dashboard) stay the figures' levels.
+func (x actionsWithMode) Observe(figs map[string]float64, levels map[string]string) {
+	lv := maps.Clone(levels)
+	if lv == nil {
+		lv = map[string]string{}
+	}
+	lv["backpressure"] = x.chain.State().Mode
+	x.Actions.Observe(figs, lv)
 }
 
 // upstreamFailuresNotReady: this many consecutive failures to reach the

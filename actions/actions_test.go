@@ -319,11 +319,11 @@ func TestRecycleOnErrorRate(t *testing.T) {
 	cfg.Actions.RecycleConnections = true
 	h := start(t, cfg, Deps{CloseIdleUpstream: func() { closed.Add(1) }}, false)
 
-	h.a.Observe(map[string]float64{"error_rate": 0.07}, nil) // warning only
+	h.a.Observe(map[string]float64{"app_error_rate": 0.07}, nil) // warning only
 	if closed.Load() != 0 {
 		t.Fatal("recycled at warning")
 	}
-	h.a.Observe(map[string]float64{"error_rate": 0.2}, nil)
+	h.a.Observe(map[string]float64{"app_error_rate": 0.2}, nil)
 	if closed.Load() != 1 {
 		t.Fatalf("CloseIdleUpstream called %d times, want 1", closed.Load())
 	}
@@ -362,7 +362,7 @@ func TestRecycleOnChurnSpikeAndDryRun(t *testing.T) {
 	dry := *cfg
 	dry.Actions.DryRun = true
 	h.a.Apply(&dry)
-	h.a.Observe(map[string]float64{"error_rate": 0.5}, nil)
+	h.a.Observe(map[string]float64{"app_error_rate": 0.5}, nil)
 	if closed.Load() != 1 || h.status(ActionRecycle).LastOutcome != OutcomeDryRun {
 		t.Errorf("dry-run: closed %d, status %+v", closed.Load(), h.status(ActionRecycle))
 	}
@@ -372,7 +372,7 @@ func TestRecycleDisabledWithoutDeps(t *testing.T) {
 	cfg := baseConfig()
 	cfg.Actions.RecycleConnections = true
 	h := start(t, cfg, Deps{}, false)
-	h.a.Observe(map[string]float64{"error_rate": 0.5}, nil)
+	h.a.Observe(map[string]float64{"app_error_rate": 0.5}, nil)
 	st := h.status(ActionRecycle)
 	if st.Enabled || st.Count != 0 || !strings.Contains(st.Why, "proxy") {
 		t.Errorf("status = %+v", st)

@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/pulsegate/pulsegate/config"
+	"github.com/pulsegate/pulsegate/figures"
 )
 
 // Level names used in Observe's levels map.
@@ -21,23 +22,17 @@ const (
 	levelCritical = "critical"
 )
 
-// levelOf returns levels[key] when present, else the level of figures[fig]
+// levelOf returns levels[key] when present, else the level of figs[fig]
 // against the warning/critical thresholds ("" when neither is known).
-func levelOf(levels map[string]string, key string, figures map[string]float64, fig string, warn, crit float64) string {
+func levelOf(cfg *config.Config, levels map[string]string, key string, figs map[string]float64, fig figures.Name) string {
 	if l, ok := levels[key]; ok {
 		return l
 	}
-	v, ok := figures[fig]
+	v, ok := figs[string(fig)]
 	if !ok || math.IsNaN(v) {
 		return ""
 	}
-	switch {
-	case crit > 0 && v >= crit:
-		return levelCritical
-	case warn > 0 && v >= warn:
-		return levelWarning
-	}
-	return "ok"
+	return string(figures.LevelOf(cfg, fig, v))
 }
 
 // Observe takes the latest figures (names of docs/ARCHITECTURE.md:
@@ -45,29 +40,28 @@ func levelOf(levels map[string]string, key string, figures map[string]float64, f
 // levels (keys memory, error_rate, response_time, and backpressure = the
 // Chain's mode) at every monitoring tick, and triggers what they call for.
 // It never blocks: the cleanup POST runs on Run's goroutine.
-func (a *Actions) Observe(figures map[string]float64, levels map[string]string) {
+func (a *Actions) Observe(figs map[string]float64, levels map[string]string) {
 	now := a.now()
 	cfg := a.cfg.Load()
-	r := cfg.Responsiveness
 
-	mem, hasMem := figures["memory_usage"]
+	mem, hasMem := figs[string(figures.MemoryUsage)]
 	if hasMem && !math.IsNaN(mem) {
 		a.noteMemory(mem)
 	} else {
 		mem = math.NaN()
 	}
-	switch lvl := levelOf(levels, "memory", figures, "memory_usage", r.MemoryWarningThreshold, r.MemoryCriticalThreshold); lvl {
+	switch lvl := levelOf(cfg, levels, config.ShedMemory, figs, figures.MemoryUsage); lvl {
 	case levelWarning, levelCritical:
 		a.requestCleanup(cleanupTrigger{reason: "memory_" + lvl, memory: mem})
 	}
 
-	if lvl := levelOf(levels, "error_rate", figures, "error_rate", cfg.Thresholds.ErrorRateWarning, cfg.Thresholds.ErrorRateCritical); lvl == levelCritical {
+	if lvl := levelOf(cfg, levels, config.ShedErrorRate, figs, figures.AppErrorRate); lvl == levelCritical {
 		a.recycle(now, "error_rate_critical")
-	} else if a.churnSpike(figures) {
+	} else if a.churnSpike(figs) {
 		a.recycle(now, "connection_churn")
 	}
 
-	a.observeOverload(now, cfg, figures, levels)
+	a.observeOverload(now, cfg, figs, levels)
 }
 
 // noteMemory logs the product's "Cleanup completed" line at the first
@@ -83,7 +77,7 @@ func (a *Actions) noteMemory(mem float64) {
 	}
 	fields := []zap.Field{
 		zap.String("event", "cleanup_completed"),
-		zap.Float64("memory_usage", mem),
+		zap.Float64(string(figures.MemoryUsage), mem),
 		zap.Time("cleanup_at", p.at),
 	}
 	if !math.IsNaN(p.before) {
@@ -174,7 +168,7 @@ func (a *Actions) runCleanup(ctx context.Context, tr cleanupTrigger) {
 	msg := "Periodic cleanup - triggering cleanup"
 	if !math.IsNaN(tr.memory) {
 		msg = fmt.Sprintf("Memory usage at %.0f%% - triggering cleanup", tr.memory*100)
-		fields = append(fields, zap.Float64("memory_usage", tr.memory))
+		fields = append(fields, zap.Float64(string(figures.MemoryUsage), tr.memory))
 	}
 	if tr.reason == "interval" {
 		a.log.Info(msg, fields...)
@@ -209,7 +203,7 @@ func (a *Actions) postCleanup(ctx context.Context, rawURL string, timeout time.D
 	defer cancel()
 	body := map[string]any{"trigger": tr.reason, "source": "pulsegate"}
 	if !math.IsNaN(tr.memory) {
-		body["memory_usage"] = tr.memory
+		body[string(figures.MemoryUsage)] = tr.memory
 	}
 	b, _ := json.Marshal(body)
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, rawURL, bytes.NewReader(b))
@@ -257,8 +251,8 @@ func (a *Actions) recycle(now time.Time, trigger string) {
 
 // churnSpike reports whether the upstream dial rate is far above its own
 // moving baseline (and above churnFloor); the baseline then absorbs it.
-func (a *Actions) churnSpike(figures map[string]float64) bool {
-	v, ok := figures[ChurnFigure]
+func (a *Actions) churnSpike(figs map[string]float64) bool {
+	v, ok := figs[ChurnFigure]
 	if !ok || math.IsNaN(v) || v < 0 {
 		return false
 	}
@@ -277,15 +271,15 @@ func (a *Actions) churnSpike(figures map[string]float64) bool {
 // condition (backpressure shedding, response time critical, or the request
 // queue at its critical depth) must hold for backpressure.shed_hold before
 // Overloaded turns true, and be clear for as long before it turns false.
-func (a *Actions) observeOverload(now time.Time, cfg *config.Config, figures map[string]float64, levels map[string]string) {
+func (a *Actions) observeOverload(now time.Time, cfg *config.Config, figs map[string]float64, levels map[string]string) {
 	cause := ""
 	switch {
 	case levels["backpressure"] == "shedding":
 		cause = "backpressure shedding"
 	case levels["response_time"] == levelCritical:
 		cause = "response time critical"
-	case cfg.Thresholds.QueueCritical > 0 && figures["queue_depth"] >= float64(cfg.Thresholds.QueueCritical):
-		cause = fmt.Sprintf("request queue at %.0f (critical %d)", figures["queue_depth"], cfg.Thresholds.QueueCritical)
+	case levelOf(cfg, nil, "", figs, figures.QueueDepth) == levelCritical:
+		cause = fmt.Sprintf("request queue at %.0f (critical %d)", figs[string(figures.QueueDepth)], cfg.Thresholds.QueueCritical)
 	}
 	hold := cfg.Backpressure.ShedHold.Duration()
 	a.mu.Lock()

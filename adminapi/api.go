@@ -19,8 +19,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 
+	"github.com/pulsegate/pulsegate/backpressure"
 	"github.com/pulsegate/pulsegate/config"
 	"github.com/pulsegate/pulsegate/events"
+	"github.com/pulsegate/pulsegate/figures"
+	"github.com/pulsegate/pulsegate/health"
 	"github.com/pulsegate/pulsegate/proxy"
 	"github.com/pulsegate/pulsegate/store"
 )
@@ -104,10 +107,14 @@ type Deps struct {
 	Requests *proxy.Stats
 	// Resources returns the latest probe figures.
 	Resources func() Resources
-	// Health returns the latest health verdict (JSON-ready).
-	Health func() any
-	// Backpressure returns the limiter state (JSON-ready).
-	Backpressure func() any
+	// Health returns the latest health verdict.
+	Health func() health.Verdict
+	// Backpressure returns the limiter state.
+	Backpressure func() backpressure.State
+	// Judgements judges every figure with cfg (the "judgements" object of
+	// the performance JSON, per figure: value, level, thresholds); nil
+	// serves an empty object.
+	Judgements func(cfg *config.Config) map[figures.Name]figures.Judgement
 	// Extra returns more sections merged into the performance JSON (e.g. probes, tasks).
 	Extra  func() map[string]any
 	Alerts Alerts
@@ -151,6 +158,7 @@ func New(d Deps) *API {
 	m.HandleFunc("POST /admin/api/alerts/responsiveness/acknowledge", a.write(a.acknowledge))
 	m.HandleFunc("POST /admin/responsiveness/login", a.login)
 	m.HandleFunc("POST /admin/responsiveness/logout", a.logout)
+	m.HandleFunc("GET /admin/responsiveness/api/whoami", a.whoami)
 	// The login page, static assets and the embeddable widget script hold
 	// no data; everything they fetch goes through auth.
 	m.HandleFunc("GET /admin/responsiveness/login", a.public)

@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/pulsegate/pulsegate/config"
+	"github.com/pulsegate/pulsegate/figures"
 	"github.com/pulsegate/pulsegate/store"
 )
 
@@ -38,10 +39,10 @@ func (a *API) performance(w http.ResponseWriter, r *http.Request, _ principal) {
 	}
 	out := map[string]any{"timestamp": now.UTC().Format(time.RFC3339)}
 	rm := map[string]any{
-		"memory_usage_percent":        pct(res.MemoryUsage),
-		"cpu_usage_percent":           pct(res.CPUUsage),
-		"connection_pool_utilization": pct(res.ConnectionPoolUtilization),
-		"active_threads":              nil,
+		"memory_usage_percent":                    pct(res.MemoryUsage),
+		"cpu_usage_percent":                       pct(res.CPUUsage),
+		string(figures.ConnectionPoolUtilization): pct(res.ConnectionPoolUtilization),
+		"active_threads":                          nil,
 	}
 	if s := a.d.Requests; s != nil {
 		topN := 10
@@ -52,17 +53,20 @@ func (a *API) performance(w http.ResponseWriter, r *http.Request, _ principal) {
 		w1 := snap.Windows["1m"]
 		rm["active_threads"] = snap.InFlight
 		out["performance_metrics"] = map[string]any{
-			"avg_response_time":  w1.AvgResponseTime,
-			"slow_request_count": w1.SlowRequests,
-			"error_rate":         w1.ErrorRate,
-			"throughput_rps":     w1.ThroughputRPS,
-			"p50_response_time":  w1.P50,
-			"p95_response_time":  w1.P95,
-			"p99_response_time":  w1.P99,
-			"apdex":              w1.Apdex,
-			"requests":           w1.Requests,
-			"db_query_time":      res.DBLatency,
-			"window":             "1m",
+			string(figures.AvgResponseTime): w1.AvgResponseTime,
+			"slow_request_count":            w1.SlowRequests,
+			string(figures.ErrorRate):       w1.ErrorRate,
+			string(figures.AppErrorRate):    w1.AppErrorRate,
+			"rejections":                    w1.Rejections,
+			"rejection_rate":                w1.RejectionRate,
+			"throughput_rps":                w1.ThroughputRPS,
+			"p50_response_time":             w1.P50,
+			string(figures.P95ResponseTime): w1.P95,
+			"p99_response_time":             w1.P99,
+			string(figures.Apdex):           w1.Apdex,
+			"requests":                      w1.Requests,
+			"db_query_time":                 res.DBLatency,
+			"window":                        "1m",
 		}
 		out["windows"] = snap.Windows
 		out["routes"] = snap.Routes
@@ -77,6 +81,14 @@ func (a *API) performance(w http.ResponseWriter, r *http.Request, _ principal) {
 		out["uptime_seconds"] = snap.Uptime
 	}
 	out["resource_metrics"] = rm
+	// Judged with the configuration in force now: a threshold just posted
+	// shows at once, on the latest measurements.
+	judgements := map[figures.Name]figures.Judgement{}
+	if a.d.Judgements != nil {
+		cfg, _ := a.d.Config.Get()
+		judgements = a.d.Judgements(cfg)
+	}
+	out["judgements"] = judgements
 	if a.d.Backpressure != nil {
 		out["backpressure"] = a.d.Backpressure()
 	}
@@ -153,7 +165,10 @@ func (a *API) postConfig(w http.ResponseWriter, r *http.Request, who principal) 
 		Outcome: store.OutcomeOK, Target: "version " + strconv.FormatUint(ver, 10), Changes: changes})
 	applied, _ := a.d.Config.Get()
 	w.Header().Set("ETag", strconv.Quote(strconv.FormatUint(ver, 10)))
-	writeJSON(w, http.StatusOK, map[string]any{"version": ver, "changes": changes, "config": configDoc(applied, ver)})
+	// Settings read only at start keep their old value until a restart:
+	// the answer names every such change since start.
+	writeJSON(w, http.StatusOK, map[string]any{"version": ver, "changes": changes,
+		"restart_required": a.d.Config.PendingRestart(), "config": configDoc(applied, ver)})
 }
 
 // requestedVersion reads the expected version from If-Match or the body's
@@ -316,7 +331,7 @@ func (a *API) acknowledge(w http.ResponseWriter, r *http.Request, who principal)
 		writeError(w, http.StatusNotFound, "unknown alert id")
 		return
 	}
-	res, err := a.d.Alerts.Acknowledge(ids, req.Note, who.actor)
+	res, err := a.d.Alerts.Acknowledge(ids, req.Note, who.by())
 	entry := store.AuditEntry{Actor: who.actor, Source: r.RemoteAddr, Action: store.ActionAlertAcknowledge,
 		Target: strings.Join(ids, ","), Outcome: store.OutcomeOK}
 	switch {
@@ -357,16 +372,22 @@ func (a *API) login(w http.ResponseWriter, r *http.Request) {
 	}
 	var req struct {
 		Token string `json:"token"`
+		Name  string `json:"name"`
 	}
 	if err := json.Unmarshal(body, &req); err != nil || req.Token == "" {
-		writeError(w, http.StatusBadRequest, `body: want {"token": "..."}`)
+		writeError(w, http.StatusBadRequest, `body: want {"token": "...", "name": "your name"}`)
+		return
+	}
+	name, err := cleanName(req.Name)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
 	cfg, _ := a.d.Config.Get()
 	tok := cfg.Admin.Token.Reveal()
 	want, got := tokenHash(tok), tokenHash(req.Token)
 	if tok == "" {
-		writeError(w, http.StatusForbidden, "no RESPONSIVENESS_ADMIN_TOKEN is configured: the dashboard is open to loopback clients only")
+		writeError(w, http.StatusForbidden, "no RESPONSIVENESS_ADMIN_TOKEN is configured, so there is nothing to sign in with: set it and restart pulsegate (until then the dashboard is read-only, for loopback clients only)")
 		return
 	}
 	if !equalHash(want, got) {
@@ -374,11 +395,15 @@ func (a *API) login(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusUnauthorized, "invalid token")
 		return
 	}
-	c := newSession(tok, a.d.Now())
+	c := newSession(tok, name, a.d.Now())
 	c.Secure = r.TLS != nil
 	http.SetCookie(w, c)
-	a.record(store.AuditEntry{Actor: fingerprint("token", req.Token), Source: r.RemoteAddr, Action: "session.login", Outcome: store.OutcomeOK})
-	writeJSON(w, http.StatusOK, map[string]any{"ok": true, "expires": c.Expires.UTC().Format(time.RFC3339)})
+	actor := fingerprint("token", req.Token)
+	if name != "" {
+		actor = name + " (" + actor + ")"
+	}
+	a.record(store.AuditEntry{Actor: actor, Source: r.RemoteAddr, Action: "session.login", Outcome: store.OutcomeOK})
+	writeJSON(w, http.StatusOK, map[string]any{"ok": true, "name": name, "expires": c.Expires.UTC().Format(time.RFC3339)})
 }
 
 func (a *API) logout(w http.ResponseWriter, r *http.Request) {

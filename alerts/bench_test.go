@@ -17,7 +17,7 @@ func steadyInput() Input {
 		Figures: map[string]float64{
 			"memory_usage": 0.85, "cpu_usage": 0.4, "disk_usage": 0.5, "connection_pool_utilization": 0.3,
 			"db_latency": 0.002, "db_long_queries": 0, "db_leak_suspects": 0, "db_idle_in_transaction_oldest": 0,
-			"job_queue_depth": 3, "queue_depth": 0, "error_rate": 0.01, "avg_response_time": 0.12,
+			"job_queue_depth": 3, "queue_depth": 0, "app_error_rate": 0.01, "avg_response_time": 0.12,
 			"redis_memory_usage": 0.2, "redis_evicted_per_sec": 0, "session_without_ttl": 0,
 		},
 		ProbeStatus: map[string]string{"system_optimizer": "warning", "database_manager": "ok", "session_monitoring": "ok"},

@@ -158,7 +158,7 @@ type Manager struct {
 	tracks  map[string]*track
 	byID    map[string]*track // active alerts by id
 	history []Alert           // resolved, oldest first, bounded by alerts.history_size
-	subs    map[*subscriber]struct{}
+	stream  Stream            // live listeners (events.Hub); nil: none
 
 	channels []*channel
 	running  atomic.Bool
@@ -202,7 +202,6 @@ func New(cfg *config.Config, log *zap.Logger, reg prometheus.Registerer, st *sto
 		host:           host,
 		tracks:         map[string]*track{},
 		byID:           map[string]*track{},
-		subs:           map[*subscriber]struct{}{},
 		client:         &http.Client{Transport: tr, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }},
 		backoffBase:    500 * time.Millisecond,
 		backoffMax:     30 * time.Second,
@@ -335,9 +334,6 @@ func validate(cfg *config.Config) error {
 				errs = append(errs, fmt.Errorf("alerts.email.to[%d]: not an email address: %q", i, to))
 			}
 		}
-	}
-	if err := validateRules(cfg); err != nil {
-		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

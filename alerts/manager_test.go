@@ -19,6 +19,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/pulsegate/pulsegate/config"
+	"github.com/pulsegate/pulsegate/events"
 	"github.com/pulsegate/pulsegate/store"
 )
 
@@ -40,6 +41,7 @@ type harness struct {
 	reg  *prometheus.Registry
 	logs *observer.ObservedLogs
 	clk  *clock
+	hub  *events.Hub
 }
 
 func newHarness(t *testing.T, cfg *config.Config, st *store.Store) *harness {
@@ -55,7 +57,9 @@ func newHarness(t *testing.T, cfg *config.Config, st *store.Store) *harness {
 		t.Fatalf("New: %v", err)
 	}
 	m.backoffBase = 10 * time.Millisecond
-	return &harness{m: m, reg: reg, logs: logs, clk: clk}
+	hub := events.New()
+	m.PublishTo(hub)
+	return &harness{m: m, reg: reg, logs: logs, clk: clk, hub: hub}
 }
 
 func openStore(t *testing.T, dir string) *store.Store {
@@ -109,8 +113,9 @@ func TestRuleTable(t *testing.T) {
 		{RuleDBLatency, "db_latency", 2.4, 6, 2, 5, "Database query time at 2.4s", "Database query time at 6.0s", "Identify slow database queries"},
 		{RuleDBIdleInTx, "db_idle_in_transaction_oldest", 45, 61, 30, 60, "idle in transaction for 45.0s", "idle in transaction for 61.0s", "Check for connection leaks in code"},
 		{RuleJobQueueDepth, "job_queue_depth", 60, 120, 50, 100, "Job queue depth at 60 jobs", "Job queue depth at 120 jobs", "Check task coordination settings"},
-		{RuleQueueDepth, "queue_depth", 50, 100, 50, 100, "Request queue at 50 pending requests", "Request queue at 100 pending requests", "Implement backpressure, scale resources"},
-		{RuleErrorRate, "error_rate", 0.075, 0.12, 0.05, 0.10, "Error rate at 7.5%", "Error rate at 12.0%", "Alert admins, investigate errors"},
+		{RuleQueueDepth, "queue_depth", 50, 100, 50, 100, "Request queue at 50 pending requests", "Request queue at 100 pending requests", "pulsegate is already applying backpressure"},
+		{RuleErrorRate, "app_error_rate", 0.075, 0.12, 0.05, 0.10, "App error rate at 7.5%", "App error rate at 12.0%", "Alert admins, investigate errors"},
+		{RuleRejections, "rejection_rate", 0.075, 0.12, 0.05, 0.10, "Backpressure rejecting 7.5% of requests (429/503 from pulsegate)", "Backpressure rejecting 12.0% of requests (429/503 from pulsegate)", "pulsegate is protecting the app"},
 		{RuleAvgResponseTime, "avg_response_time", 7.2, 11, 5, 10, "Average response time at 7.2s", "Average response time at 11.0s", "Identify slow database queries; check for blocking background tasks"},
 		{RuleRedisMemoryUsage, "redis_memory_usage", 0.85, 0.97, 0.8, 0.9, "Redis memory usage at 85%", "Redis memory usage at 97%", "Check session cleanup configuration"},
 		{RuleRedisEvictions, "redis_evicted_per_sec", 3, 0, 0, 0, "Redis evicting keys - 3.0 keys/s", "", "Check session cleanup configuration"},
@@ -156,7 +161,7 @@ func TestRuleTable(t *testing.T) {
 
 func TestBelowThresholdNeverFires(t *testing.T) {
 	h := newHarness(t, nil, nil)
-	h.m.Evaluate(t0, figs("memory_usage", 0.79, "error_rate", 0.049, "queue_depth", 49.0, "redis_evicted_per_sec", 0.0, "session_without_ttl", 0.0))
+	h.m.Evaluate(t0, figs("memory_usage", 0.79, "app_error_rate", 0.049, "queue_depth", 49.0, "redis_evicted_per_sec", 0.0, "session_without_ttl", 0.0))
 	if a := h.m.Active(); len(a) != 0 {
 		t.Errorf("alerts fired below every threshold: %+v", a)
 	}
@@ -198,7 +203,7 @@ func TestHysteresis(t *testing.T) {
 	// Defaults: memory 0.8 / 0.9, resolve_margin 0.05 → warning holds down
 	// to 0.76, critical down to 0.855.
 	h := newHarness(t, nil, nil)
-	sub, cancel := h.m.Subscribe(32)
+	sub, cancel := h.hub.Subscribe(32)
 	defer cancel()
 	steps := []struct {
 		v        float64
@@ -228,7 +233,8 @@ func TestHysteresis(t *testing.T) {
 		}
 		var got string
 		select {
-		case ev := <-sub:
+		case hev := <-sub:
+			ev := hev.Data.(Event)
 			got = ev.Type
 			if ev.Type == EventEscalated && ev.PreviousSeverity != store.SeverityWarning {
 				t.Errorf("escalation previous_severity = %q", ev.PreviousSeverity)
@@ -408,7 +414,7 @@ func TestConcurrentAcknowledgeEvaluateList(t *testing.T) {
 	h := newHarness(t, nil, st)
 	h.m.Evaluate(t0, figs("memory_usage", 0.85))
 	a := mustActive(t, h.m, RuleMemoryUsage)
-	sub, cancel := h.m.Subscribe(1024)
+	sub, cancel := h.hub.Subscribe(1024)
 	defer cancel()
 
 	var wg sync.WaitGroup
@@ -457,7 +463,7 @@ func TestConcurrentAcknowledgeEvaluateList(t *testing.T) {
 	}
 	n := 0
 	for len(sub) > 0 {
-		if ev := <-sub; ev.Type == EventAcknowledged {
+		if ev := (<-sub).Data.(Event); ev.Type == EventAcknowledged {
 			n++
 		}
 	}
@@ -597,10 +603,6 @@ func TestApplyChangesThresholdsLive(t *testing.T) {
 		desc, field string
 		mut         func(*config.Config)
 	}{
-		{"warning above critical", "responsiveness.memory_warning_threshold", func(c *config.Config) {
-			c.Responsiveness.MemoryWarningThreshold = 0.95
-		}},
-		{"NaN threshold", "thresholds.error_rate_warning", func(c *config.Config) { c.Thresholds.ErrorRateWarning = math.NaN() }},
 		{"margin", "alerts.resolve_margin", func(c *config.Config) { c.Alerts.ResolveMargin = 1 }},
 		{"history", "alerts.history_size", func(c *config.Config) { c.Alerts.HistorySize = 0 }},
 		{"timeout", "alerts.timeout", func(c *config.Config) { c.Alerts.Timeout = 0 }},
@@ -694,8 +696,8 @@ func TestSessionLeakGrowthMessage(t *testing.T) {
 
 func TestSlowSubscriberNeverBlocksEvaluate(t *testing.T) {
 	h := newHarness(t, nil, nil)
-	slow, cancelSlow := h.m.Subscribe(1)
-	fast, cancelFast := h.m.Subscribe(100)
+	slow, cancelSlow := h.hub.Subscribe(1)
+	fast, cancelFast := h.hub.Subscribe(100)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -718,7 +720,7 @@ func TestSlowSubscriberNeverBlocksEvaluate(t *testing.T) {
 	if n := len(slow); n != 1 {
 		t.Errorf("slow subscriber buffered %d; want 1", n)
 	}
-	if d := testutil.ToFloat64(h.m.met.dropped.WithLabelValues(ChannelStream)); d != 19 {
+	if d := h.hub.Dropped(); d != 19 {
 		t.Errorf("stream drops = %v; want 19", d)
 	}
 	cancelSlow()

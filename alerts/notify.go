@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/pulsegate/pulsegate/config"
+	"github.com/pulsegate/pulsegate/events"
 	"github.com/pulsegate/pulsegate/store"
 )
 
@@ -72,13 +73,8 @@ func (m *Manager) enabledChannels(cfg *config.Config) []string {
 // blocking. Callers hold m.mu, which keeps events in order.
 func (m *Manager) emit(cfg *config.Config, ev Event) {
 	m.met.events.WithLabelValues(ev.Type).Inc()
-	for s := range m.subs {
-		select {
-		case s.ch <- ev:
-		default:
-			s.dropped++
-			m.met.dropped.WithLabelValues(ChannelStream).Inc()
-		}
+	if m.stream != nil {
+		m.stream.Publish(events.Event{Type: ev.Type, Data: ev})
 	}
 	for _, c := range m.channels {
 		if !c.n.enabled(cfg) || !c.n.wants(cfg, ev) {
@@ -192,40 +188,19 @@ func postError(what, endpoint string, err error) error {
 	return fmt.Errorf("posting to %s %s: %w", what, redactedEndpoint(endpoint), err)
 }
 
-// subscriber is one live-stream listener.
-type subscriber struct {
-	ch      chan Event
-	dropped int
+// Stream receives every alert event for live listeners (the dashboard's
+// SSE feed): events.Hub, the one broadcaster of alerts and ticks. Publish
+// must never block.
+type Stream interface {
+	Publish(events.Event)
 }
 
-// Subscribe returns a live stream of events (for the dashboard's SSE or
-// WebSocket feed) with a buffer of buf events (<= 0: 64), and a cancel
-// function that ends the subscription and closes the channel. A
-// subscriber that does not keep up loses events (counted in
-// pulsegate_alert_notifications_dropped_total{channel="stream"}); it never
-// slows Evaluate.
-func (m *Manager) Subscribe(buf int) (<-chan Event, func()) {
-	if buf <= 0 {
-		buf = 64
-	}
-	s := &subscriber{ch: make(chan Event, buf)}
+// PublishTo sends every alert event to s (as events.Event{Type: the
+// event's type, Data: the Event}). Call it before Evaluate runs.
+func (m *Manager) PublishTo(s Stream) {
 	m.mu.Lock()
-	m.subs[s] = struct{}{}
-	m.mu.Unlock()
-	cancelled := false
-	return s.ch, func() {
-		m.mu.Lock()
-		defer m.mu.Unlock()
-		if cancelled {
-			return
-		}
-		cancelled = true
-		delete(m.subs, s)
-		close(s.ch)
-		if s.dropped > 0 {
-			m.log.Debug("alert_stream_closed", zap.Int("dropped", s.dropped))
-		}
-	}
+	defer m.mu.Unlock()
+	m.stream = s
 }
 
 // severityRank orders severities for min_severity filters.

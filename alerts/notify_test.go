@@ -131,7 +131,7 @@ func TestWebhookRetriesUntilSuccess(t *testing.T) {
 	cfg.Alerts.Retries = 3
 	h := newHarness(t, cfg, nil)
 	h.run(t)
-	h.m.Evaluate(t0, figs("error_rate", 0.12))
+	h.m.Evaluate(t0, figs("app_error_rate", 0.12))
 	var p WebhookPayload
 	select {
 	case p = <-bodies:
@@ -142,7 +142,7 @@ func TestWebhookRetriesUntilSuccess(t *testing.T) {
 		t.Errorf("%d calls; want 2 failures then 1 success", calls.Load())
 	}
 	if p.Type != EventFiring || p.Service != "pulsegate" || p.Alert.Rule != RuleErrorRate || p.Alert.Severity != "critical" ||
-		p.Alert.Message != "Error rate at 12.0%" || p.Alert.Recommendation == "" || p.Alert.ID == "" {
+		p.Alert.Message != "App error rate at 12.0%" || p.Alert.Recommendation == "" || p.Alert.ID == "" {
 		t.Errorf("payload = %+v", p)
 	}
 	eventually(t, "success counted", func() bool { return h.notifications(ChannelWebhook, outcomeSuccess) == 1 })

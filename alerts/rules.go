@@ -1,30 +1,31 @@
 package alerts
 
 import (
-	"fmt"
 	"math"
 	"strconv"
 
 	"github.com/pulsegate/pulsegate/config"
+	"github.com/pulsegate/pulsegate/figures"
 	"github.com/pulsegate/pulsegate/store"
 )
 
 // Rule names. Figure rules read the figure of the same name (see
 // docs/ARCHITECTURE.md), except where noted in the rule table.
 const (
-	RuleMemoryUsage       = "memory_usage"
-	RuleCPUUsage          = "cpu_usage"
-	RuleDiskUsage         = "disk_usage"
-	RuleConnectionPool    = "connection_pool_utilization"
-	RuleDBLatency         = "db_latency"
+	RuleMemoryUsage       = string(figures.MemoryUsage)
+	RuleCPUUsage          = string(figures.CPUUsage)
+	RuleDiskUsage         = string(figures.DiskUsage)
+	RuleConnectionPool    = string(figures.ConnectionPoolUtilization)
+	RuleDBLatency         = string(figures.DBLatency)
 	RuleDBLongQueries     = "db_long_queries"
 	RuleDBConnectionLeak  = "db_connection_leak"
 	RuleDBIdleInTx        = "db_idle_in_transaction_oldest"
-	RuleJobQueueDepth     = "job_queue_depth"
-	RuleQueueDepth        = "queue_depth"
-	RuleErrorRate         = "error_rate"
-	RuleAvgResponseTime   = "avg_response_time"
-	RuleRedisMemoryUsage  = "redis_memory_usage"
+	RuleJobQueueDepth     = string(figures.JobQueueDepth)
+	RuleQueueDepth        = string(figures.QueueDepth)
+	RuleErrorRate         = string(figures.ErrorRate) // reads app_error_rate: what the app caused
+	RuleRejections        = "backpressure_rejections"
+	RuleAvgResponseTime   = string(figures.AvgResponseTime)
+	RuleRedisMemoryUsage  = string(figures.RedisMemoryUsage)
 	RuleRedisEvictions    = "redis_evicted_per_sec"
 	RuleSessionWithoutTTL = "session_without_ttl"
 	RuleProbeDown         = "probe_down"
@@ -64,6 +65,16 @@ type rule struct {
 	recommendation string
 }
 
+// figureLevels reads a figure's thresholds from the configuration
+// (figures is their one home).
+func figureLevels(n figures.Name) func(c *config.Config) levels {
+	f, _ := figures.Lookup(n)
+	return func(c *config.Config) levels {
+		t := f.Thresholds(c)
+		return levels{warn: t.Warning, crit: t.Critical, warnOn: t.WarningOn, critOn: t.CriticalOn}
+	}
+}
+
 // pair is the common "warning and critical from two config fields" case.
 func pair(w, c float64) levels {
 	return levels{warn: w, crit: c, warnOn: w > 0 && !math.IsNaN(w), critOn: c > 0 && !math.IsNaN(c)}
@@ -95,49 +106,34 @@ func plural(v float64, one, many string) string {
 // figureRules is the rule table for figures, in evaluation order.
 var figureRules = []rule{
 	{
-		name: RuleMemoryUsage, figure: "memory_usage",
-		warnKey: "responsiveness.memory_warning_threshold", critKey: "responsiveness.memory_critical_threshold",
-		levels: func(c *config.Config) levels {
-			return pair(c.Responsiveness.MemoryWarningThreshold, c.Responsiveness.MemoryCriticalThreshold)
-		},
+		name: RuleMemoryUsage, figure: string(figures.MemoryUsage),
+		levels:         figureLevels(figures.MemoryUsage),
 		message:        func(v, _ float64) string { return "Memory usage at " + pct(v) },
 		recommendation: recHighMemory,
 	},
 	{
-		name: RuleCPUUsage, figure: "cpu_usage",
-		warnKey: "responsiveness.cpu_warning_threshold", critKey: "responsiveness.cpu_critical_threshold",
-		levels: func(c *config.Config) levels {
-			return pair(c.Responsiveness.CPUWarningThreshold, c.Responsiveness.CPUCriticalThreshold)
-		},
+		name: RuleCPUUsage, figure: string(figures.CPUUsage),
+		levels:         figureLevels(figures.CPUUsage),
 		message:        func(v, _ float64) string { return "CPU usage at " + pct(v) },
 		recommendation: "Review request processing logic; optimize resource-intensive operations; check for blocking background tasks; scale resources if the load is legitimate",
 	},
 	{
-		name: RuleDiskUsage, figure: "disk_usage",
-		warnKey: "thresholds.disk_warning", critKey: "thresholds.disk_critical",
-		levels: func(c *config.Config) levels {
-			return pair(c.Thresholds.DiskWarning, c.Thresholds.DiskCritical)
-		},
+		name: RuleDiskUsage, figure: string(figures.DiskUsage),
+		levels:         figureLevels(figures.DiskUsage),
 		message:        func(v, _ float64) string { return "Disk usage at " + pct(v) },
 		recommendation: "Clean up temp files and old logs; alert admins; check which of system.disk_paths is filling up",
 	},
 	{
-		name: RuleConnectionPool, figure: "connection_pool_utilization",
-		warnKey: "responsiveness.db_connection_warning_threshold", critKey: "responsiveness.db_connection_critical_threshold",
-		levels: func(c *config.Config) levels {
-			return pair(c.Responsiveness.DBConnectionWarningThreshold, c.Responsiveness.DBConnectionCriticalThreshold)
-		},
+		name: RuleConnectionPool, figure: string(figures.ConnectionPoolUtilization),
+		levels: figureLevels(figures.ConnectionPoolUtilization),
 		message: func(v, _ float64) string {
 			return "Database connection pool at " + pct(v) + " utilization"
 		},
 		recommendation: recDBConn,
 	},
 	{
-		name: RuleDBLatency, figure: "db_latency",
-		warnKey: "thresholds.db_query_warning", critKey: "thresholds.db_query_critical",
-		levels: func(c *config.Config) levels {
-			return pair(float64(c.Thresholds.DBQueryWarning), float64(c.Thresholds.DBQueryCritical))
-		},
+		name: RuleDBLatency, figure: string(figures.DBLatency),
+		levels: figureLevels(figures.DBLatency),
 		message: func(v, _ float64) string {
 			return "Database query time at " + secs(v) + " (SELECT 1 round trip)"
 		},
@@ -147,7 +143,7 @@ var figureRules = []rule{
 		name: RuleDBLongQueries, figure: "db_long_queries",
 		levels: anyAboveZero,
 		message: func(v, _ float64) string {
-			return count(v) + " database " + plural(v, "query", "queries") + " running longer than thresholds.db_query_critical"
+			return count(v) + " database " + plural(v, "query", "queries") + " running longer than database.long_query_threshold"
 		},
 		recommendation: recSlowDB,
 	},
@@ -172,51 +168,46 @@ var figureRules = []rule{
 		recommendation: "Check for connection leaks in code: a transaction was opened and never committed or rolled back; verify connection pool configuration",
 	},
 	{
-		name: RuleJobQueueDepth, figure: "job_queue_depth",
-		warnKey: "thresholds.queue_warning", critKey: "thresholds.queue_critical",
-		levels: func(c *config.Config) levels {
-			return pair(float64(c.Thresholds.QueueWarning), float64(c.Thresholds.QueueCritical))
-		},
+		name: RuleJobQueueDepth, figure: string(figures.JobQueueDepth),
+		levels: figureLevels(figures.JobQueueDepth),
 		message: func(v, _ float64) string {
 			return "Job queue depth at " + count(v) + " " + plural(v, "job", "jobs")
 		},
 		recommendation: recTasks + "; add workers if the queue keeps growing",
 	},
 	{
-		name: RuleQueueDepth, figure: "queue_depth",
-		warnKey: "thresholds.queue_warning", critKey: "thresholds.queue_critical",
-		levels: func(c *config.Config) levels {
-			return pair(float64(c.Thresholds.QueueWarning), float64(c.Thresholds.QueueCritical))
-		},
+		name: RuleQueueDepth, figure: string(figures.QueueDepth),
+		levels: figureLevels(figures.QueueDepth),
 		message: func(v, _ float64) string {
 			return "Request queue at " + count(v) + " pending " + plural(v, "request", "requests")
 		},
-		recommendation: "Implement backpressure, scale resources (more app workers or replicas); identify slow endpoints and blocking operations",
+		recommendation: "pulsegate is already applying backpressure: requests beyond the concurrency limit wait in its queue, and past backpressure.queue_size they get 503 with Retry-After. Add app capacity (workers or replicas) and find the slow endpoints and blocking operations holding the workers",
 	},
 	{
-		name: RuleErrorRate, figure: "error_rate",
-		warnKey: "thresholds.error_rate_warning", critKey: "thresholds.error_rate_critical",
-		levels: func(c *config.Config) levels {
-			return pair(c.Thresholds.ErrorRateWarning, c.Thresholds.ErrorRateCritical)
-		},
-		message:        func(v, _ float64) string { return "Error rate at " + pct1(v) },
+		// The app's errors (5xx, and 502/504 when it cannot be reached or
+		// answers too late): pulsegate's own rejections have their rule.
+		name: RuleErrorRate, figure: string(figures.AppErrorRate),
+		levels:         figureLevels(figures.AppErrorRate),
+		message:        func(v, _ float64) string { return "App error rate at " + pct1(v) },
 		recommendation: "Alert admins, investigate errors: check the app's logs for the failing routes; check database and Redis health",
 	},
 	{
-		name: RuleAvgResponseTime, figure: "avg_response_time",
-		warnKey: "thresholds.response_time_warning", critKey: "thresholds.response_time_critical",
-		levels: func(c *config.Config) levels {
-			return pair(float64(c.Thresholds.ResponseTimeWarning), float64(c.Thresholds.ResponseTimeCritical))
+		name: RuleRejections, figure: string(figures.RejectionRate),
+		levels: figureLevels(figures.RejectionRate),
+		message: func(v, _ float64) string {
+			return "Backpressure rejecting " + pct1(v) + " of requests (429/503 from pulsegate)"
 		},
+		recommendation: "pulsegate is protecting the app: its backpressure answers 429 (rate limits) or 503 (queue full, queue timeout, shedding) itself; the backpressure section of the performance API says which limiter and why. Add app capacity (workers or replicas), or raise backpressure.max_concurrency, backpressure.queue_size or the rate limits if the app has headroom",
+	},
+	{
+		name: RuleAvgResponseTime, figure: string(figures.AvgResponseTime),
+		levels:         figureLevels(figures.AvgResponseTime),
 		message:        func(v, _ float64) string { return "Average response time at " + secs(v) },
 		recommendation: recSlowReq,
 	},
 	{
-		name: RuleRedisMemoryUsage, figure: "redis_memory_usage",
-		warnKey: "responsiveness.memory_warning_threshold", critKey: "responsiveness.memory_critical_threshold",
-		levels: func(c *config.Config) levels {
-			return pair(c.Responsiveness.MemoryWarningThreshold, c.Responsiveness.MemoryCriticalThreshold)
-		},
+		name: RuleRedisMemoryUsage, figure: string(figures.RedisMemoryUsage),
+		levels:         figureLevels(figures.RedisMemoryUsage),
 		message:        func(v, _ float64) string { return "Redis memory usage at " + pct(v) },
 		recommendation: "Check session cleanup configuration; configure appropriate session timeouts; monitor for session-related memory leaks; set or raise Redis maxmemory",
 	},
@@ -299,20 +290,4 @@ func (l levels) threshold(sev string) float64 {
 		return l.crit
 	}
 	return l.warn
-}
-
-func validateRules(c *config.Config) error {
-	for _, r := range figureRules {
-		if r.warnKey == "" || r.warnKey == r.critKey {
-			continue
-		}
-		l := r.levels(c)
-		if math.IsNaN(l.warn) || math.IsNaN(l.crit) || math.IsInf(l.warn, 0) || math.IsInf(l.crit, 0) {
-			return fmt.Errorf("%s/%s: must be finite numbers", r.warnKey, r.critKey)
-		}
-		if l.warnOn && l.critOn && l.warn >= l.crit {
-			return fmt.Errorf("%s (%v) must be below %s (%v)", r.warnKey, l.warn, r.critKey, l.crit)
-		}
-	}
-	return nil
 }

@@ -90,6 +90,6 @@ func BenchmarkChainAdaptive(b *testing.B) {
 func BenchmarkChainLimitContended(b *testing.B) {
 	runParallel(b, benchChain(b, func(c *configT) {
 		c.Backpressure.MaxConcurrency = 1
-		c.Thresholds.QueueCritical = 1 << 20
+		c.Backpressure.QueueSize = 1 << 20
 	}), 1)
 }

@@ -3,23 +3,25 @@ package backpressure
 import (
 	"sync"
 	"time"
+
+	"github.com/pulsegate/pulsegate/config"
 )
 
-// Pressure signals SetPressure accepts (the names every package uses).
+// Pressure signals SetPressure accepts: config's shed signals.
 const (
-	SignalMemory        = "memory"
-	SignalCPU           = "cpu"
-	SignalDBConnections = "db_connections"
-	SignalRedisEvicting = "redis_evicting"
-	SignalErrorRate     = "error_rate"
-	SignalResponseTime  = "response_time"
+	SignalMemory        = config.ShedMemory
+	SignalCPU           = config.ShedCPU
+	SignalDBConnections = config.ShedDBConnections
+	SignalRedisEvicting = config.ShedRedisEvicting
+	SignalErrorRate     = config.ShedErrorRate
+	SignalResponseTime  = config.ShedResponseTime
 )
 
 // Signals lists the pressure signals in their fixed order (the order also
-// breaks ties when several are critical at once).
-var Signals = [...]string{SignalMemory, SignalCPU, SignalDBConnections, SignalRedisEvicting, SignalErrorRate, SignalResponseTime}
+// breaks ties when several are critical at once): config.ShedSignals.
+var Signals = config.ShedSignals()
 
-const nSignals = len(Signals)
+const nSignals = config.NumShedSignals
 
 func signalIndex(name string) int {
 	for i, s := range Signals {

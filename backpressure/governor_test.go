@@ -253,7 +253,7 @@ func TestDryRunConcurrencyCountsQueueFull(t *testing.T) {
 	cfg := baseConfig()
 	cfg.Backpressure.DryRun = true
 	cfg.Backpressure.MaxConcurrency = 2
-	cfg.Thresholds.QueueCritical = 1
+	cfg.Backpressure.QueueSize = 1
 	c, _, _ := newTestChain(t, cfg, up)
 	done := make(chan struct{}, 5)
 	for range 5 {

@@ -2,7 +2,6 @@ package backpressure
 
 import (
 	"errors"
-	"fmt"
 	"math"
 	"strings"
 	"time"
@@ -15,7 +14,7 @@ import (
 // through an atomic pointer by Apply.
 type settings struct {
 	maxConcurrency int           // 0 = no fixed limit
-	queueBound     int           // thresholds.queue_critical: most requests waiting
+	queueBound     int           // backpressure.queue_size: most requests waiting
 	queueWarning   int           // thresholds.queue_warning (reported only)
 	queueTimeout   time.Duration // longest wait for a slot
 
@@ -64,67 +63,9 @@ func newSettings(cfg *config.Config) (*settings, error) {
 		return nil, errors.New("backpressure: configuration is nil")
 	}
 	b := cfg.Backpressure
-	var errs []error
-	bad := func(field, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("backpressure: %s: %s", field, fmt.Sprintf(format, args...)))
-	}
-	if b.MaxConcurrency < 0 {
-		bad("backpressure.max_concurrency", "must be ≥ 0 (0 = no fixed limit), got %d", b.MaxConcurrency)
-	}
-	if cfg.Thresholds.QueueCritical < 0 {
-		bad("thresholds.queue_critical", "must be ≥ 0, got %d", cfg.Thresholds.QueueCritical)
-	}
-	if qt := float64(b.QueueTimeout); !finite(qt) || qt <= 0 {
-		bad("backpressure.queue_timeout", "must be a finite number of seconds > 0, got %v", qt)
-	}
-	checkRate := func(rpsField, burstField string, rps float64, burst int) {
-		if !finite(rps) || rps < 0 {
-			bad(rpsField, "must be a finite number ≥ 0 (0 = off), got %v", rps)
-		}
-		if burst < 0 {
-			bad(burstField, "must be ≥ 0 (0 = ceil(rps)), got %d", burst)
-		}
-	}
-	checkRate("backpressure.rate_limit_rps", "backpressure.rate_limit_burst", b.RateLimitRPS, b.RateLimitBurst)
-	checkRate("backpressure.per_client_rps", "backpressure.per_client_burst", b.PerClientRPS, b.PerClientBurst)
-	if b.PerClientRPS > 0 && b.PerClientMaxClients < 1 {
-		bad("backpressure.per_client_max_clients", "must be ≥ 1 when per_client_rps is set, got %d", b.PerClientMaxClients)
-	}
-	if a := b.Adaptive; a.Enabled {
-		if a.MinLimit < 1 {
-			bad("backpressure.adaptive.min_limit", "must be ≥ 1, got %d", a.MinLimit)
-		}
-		if a.MaxLimit < a.MinLimit {
-			bad("backpressure.adaptive.max_limit", "must be ≥ min_limit (%d), got %d", a.MinLimit, a.MaxLimit)
-		}
-		if iv := float64(a.MinRTTInterval); !finite(iv) || iv <= 0 {
-			bad("backpressure.adaptive.min_rtt_interval", "must be a finite number of seconds > 0, got %v", iv)
-		}
-		if !finite(a.Headroom) || a.Headroom < 0 || a.Headroom > 10 {
-			bad("backpressure.adaptive.headroom", "must be in [0, 10], got %v", a.Headroom)
-		}
-	}
-	if !finite(b.ShedFraction) || b.ShedFraction < 0 || b.ShedFraction > 1 {
-		bad("backpressure.shed_fraction", "must be in [0, 1], got %v", b.ShedFraction)
-	}
-	if h := float64(b.ShedHold); !finite(h) || h < 0 {
-		bad("backpressure.shed_hold", "must be a finite number of seconds ≥ 0, got %v", h)
-	}
-	checkPaths := func(field string, paths []string) {
-		for i, p := range paths {
-			if !strings.HasPrefix(p, "/") {
-				bad(fmt.Sprintf("%s[%d]", field, i), "must be a path prefix starting with '/', got %q", p)
-			}
-		}
-	}
-	checkPaths("backpressure.critical_routes", b.CriticalRoutes)
-	checkPaths("backpressure.low_priority_routes", b.LowPriorityRoutes)
-	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
-	}
 	s := &settings{
 		maxConcurrency: b.MaxConcurrency,
-		queueBound:     cfg.Thresholds.QueueCritical,
+		queueBound:     b.QueueSize,
 		queueWarning:   cfg.Thresholds.QueueWarning,
 		queueTimeout:   b.QueueTimeout.Duration(),
 		rateRPS:        b.RateLimitRPS,

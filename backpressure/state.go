@@ -19,7 +19,7 @@ type State struct {
 	// InFlight holds a slot (forwarded to the app); Queued waits for one.
 	InFlight int64 `json:"in_flight"`
 	Queued   int64 `json:"queued"`
-	// QueueLimit is the queue's bound (thresholds.queue_critical),
+	// QueueLimit is the queue's bound (backpressure.queue_size),
 	// QueueWarning the warning threshold.
 	QueueLimit          int     `json:"queue_limit"`
 	QueueWarning        int     `json:"queue_warning"`

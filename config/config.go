@@ -176,8 +176,8 @@ type Thresholds struct {
 	DiskCritical float64 `koanf:"disk_critical" json:"disk_critical"`
 	// QueueWarning is the number of queued requests that is a warning. Default 50.
 	QueueWarning int `koanf:"queue_warning" json:"queue_warning"`
-	// QueueCritical is the number of queued requests that is critical, and
-	// the queue's bound. Default 100.
+	// QueueCritical is the number of queued requests that is critical. Default 100.
+	// (It used to be the queue's bound too: that is backpressure.queue_size.)
 	QueueCritical int `koanf:"queue_critical" json:"queue_critical"`
 	// ErrorRateWarning is the 1-minute error-rate fraction that is a warning. Default 0.05.
 	ErrorRateWarning float64 `koanf:"error_rate_warning" json:"error_rate_warning"`
@@ -187,10 +187,26 @@ type Thresholds struct {
 	ResponseTimeWarning Seconds `koanf:"response_time_warning" json:"response_time_warning"`
 	// ResponseTimeCritical is the 1-minute average response time that is critical. Default 10 s.
 	ResponseTimeCritical Seconds `koanf:"response_time_critical" json:"response_time_critical"`
-	// DBQueryWarning: a query running this long is a warning. Default 2 s.
+	// DBQueryWarning is the database's query time (the probe's SELECT 1
+	// round trip) that is a warning. Default 2 s.
 	DBQueryWarning Seconds `koanf:"db_query_warning" json:"db_query_warning"`
-	// DBQueryCritical: a query running this long is critical. Default 5 s.
+	// DBQueryCritical is the database query time that is critical. Default 5 s.
 	DBQueryCritical Seconds `koanf:"db_query_critical" json:"db_query_critical"`
+	// RedisLatencyWarning is the Redis PING round trip that is a warning. Default 2 s.
+	RedisLatencyWarning Seconds `koanf:"redis_latency_warning" json:"redis_latency_warning"`
+	// RedisLatencyCritical is the Redis PING round trip that is critical. Default 5 s.
+	RedisLatencyCritical Seconds `koanf:"redis_latency_critical" json:"redis_latency_critical"`
+	// JobQueueWarning is the depth of the deepest watched job queue
+	// (redis.queue_keys) that is a warning. Default 50.
+	JobQueueWarning int `koanf:"job_queue_warning" json:"job_queue_warning"`
+	// JobQueueCritical is the job-queue depth that is critical. Default 100.
+	JobQueueCritical int `koanf:"job_queue_critical" json:"job_queue_critical"`
+	// ApdexWarning is the 1-minute Apdex score at or below which it is a
+	// warning (Apdex is bad below). Default 0.85.
+	ApdexWarning float64 `koanf:"apdex_warning" json:"apdex_warning"`
+	// ApdexCritical is the 1-minute Apdex score at or below which it is
+	// critical; below ApdexWarning. Default 0.7.
+	ApdexCritical float64 `koanf:"apdex_critical" json:"apdex_critical"`
 }
 
 // Database configures the database probe.
@@ -206,6 +222,9 @@ type Database struct {
 	// AppPoolSize is the app's own pool size (SQLAlchemy pool_size +
 	// max_overflow); 0 = unknown. Used to warn before the app's pool is exhausted.
 	AppPoolSize int `koanf:"app_pool_size" json:"app_pool_size"`
+	// LongQueryThreshold: a query running longer than this counts as a long
+	// query (db_long_queries). Default 5 s.
+	LongQueryThreshold Seconds `koanf:"long_query_threshold" json:"long_query_threshold"`
 	// AppUser restricts the app's pool count to this DB user; empty = all users except the probe's.
 	AppUser string `koanf:"app_user" json:"app_user"`
 }
@@ -244,6 +263,9 @@ type System struct {
 type Backpressure struct {
 	// MaxConcurrency caps requests in flight to the app; 0 = no fixed limit.
 	MaxConcurrency int `koanf:"max_concurrency" json:"max_concurrency"`
+	// QueueSize is the most requests waiting for a concurrency slot; one
+	// more gets 503 at once (0: none wait). Default 100.
+	QueueSize int `koanf:"queue_size" json:"queue_size"`
 	// QueueTimeout is the longest a request waits for a slot before 503. Default 10 s.
 	QueueTimeout Seconds `koanf:"queue_timeout" json:"queue_timeout"`
 	// RateLimitRPS is the global rate limit in requests per second; 0 = off.

@@ -52,11 +52,18 @@ func Defaults() *Config {
 			ResponseTimeCritical: 10,
 			DBQueryWarning:       2,
 			DBQueryCritical:      5,
+			RedisLatencyWarning:  2,
+			RedisLatencyCritical: 5,
+			JobQueueWarning:      50,
+			JobQueueCritical:     100,
+			ApdexWarning:         0.85,
+			ApdexCritical:        0.7,
 		},
 		Database: Database{
 			ProbeTimeout:             2,
 			LeakAge:                  300,
 			IdleInTransactionWarning: 30,
+			LongQueryThreshold:       5,
 		},
 		Redis: Redis{
 			SessionPrefix: "session:",
@@ -69,6 +76,7 @@ func Defaults() *Config {
 			ProcRoot:   "/proc",
 		},
 		Backpressure: Backpressure{
+			QueueSize:           100,
 			QueueTimeout:        10,
 			PerClientMaxClients: 10000,
 			Adaptive: Adaptive{

@@ -88,13 +88,19 @@ var envTable = []envEntry{
 	{"RESPONSIVENESS_DISK_WARNING_THRESHOLD", "thresholds.disk_warning", "Disk warning level, used fraction of the fullest watched path."},
 	{"RESPONSIVENESS_DISK_CRITICAL_THRESHOLD", "thresholds.disk_critical", "Disk critical level, used fraction."},
 	{"RESPONSIVENESS_QUEUE_WARNING_THRESHOLD", "thresholds.queue_warning", "Request queue warning level, queued requests."},
-	{"RESPONSIVENESS_QUEUE_CRITICAL_THRESHOLD", "thresholds.queue_critical", "Request queue critical level and the queue's bound, queued requests."},
+	{"RESPONSIVENESS_QUEUE_CRITICAL_THRESHOLD", "thresholds.queue_critical", "Request queue critical level, queued requests (the bound is backpressure.queue_size)."},
 	{"RESPONSIVENESS_ERROR_RATE_WARNING_THRESHOLD", "thresholds.error_rate_warning", "Error rate warning level, fraction of requests (1-minute window)."},
 	{"RESPONSIVENESS_ERROR_RATE_CRITICAL_THRESHOLD", "thresholds.error_rate_critical", "Error rate critical level, fraction of requests."},
 	{"RESPONSIVENESS_RESPONSE_TIME_WARNING_THRESHOLD", "thresholds.response_time_warning", "Average response time warning level, seconds (1-minute window)."},
 	{"RESPONSIVENESS_RESPONSE_TIME_CRITICAL_THRESHOLD", "thresholds.response_time_critical", "Average response time critical level, seconds."},
-	{"RESPONSIVENESS_DB_QUERY_WARNING_THRESHOLD", "thresholds.db_query_warning", "A database query running this long is a warning, seconds."},
-	{"RESPONSIVENESS_DB_QUERY_CRITICAL_THRESHOLD", "thresholds.db_query_critical", "A database query running this long is critical, seconds."},
+	{"RESPONSIVENESS_DB_QUERY_WARNING_THRESHOLD", "thresholds.db_query_warning", "Database query time (the probe's SELECT 1 round trip) warning level, seconds."},
+	{"RESPONSIVENESS_DB_QUERY_CRITICAL_THRESHOLD", "thresholds.db_query_critical", "Database query time critical level, seconds."},
+	{"RESPONSIVENESS_THRESHOLDS_REDIS_LATENCY_WARNING", "thresholds.redis_latency_warning", "Redis PING round trip warning level, seconds."},
+	{"RESPONSIVENESS_THRESHOLDS_REDIS_LATENCY_CRITICAL", "thresholds.redis_latency_critical", "Redis PING round trip critical level, seconds."},
+	{"RESPONSIVENESS_THRESHOLDS_JOB_QUEUE_WARNING", "thresholds.job_queue_warning", "Job-queue warning level: jobs in the deepest of redis.queue_keys."},
+	{"RESPONSIVENESS_THRESHOLDS_JOB_QUEUE_CRITICAL", "thresholds.job_queue_critical", "Job-queue critical level, jobs."},
+	{"RESPONSIVENESS_THRESHOLDS_APDEX_WARNING", "thresholds.apdex_warning", "Apdex warning level: a 1-minute score at or below it is a warning (0..1, bad below)."},
+	{"RESPONSIVENESS_THRESHOLDS_APDEX_CRITICAL", "thresholds.apdex_critical", "Apdex critical level: a 1-minute score at or below it is critical; below the warning level."},
 
 	// database
 	{"RESPONSIVENESS_DB_DSN", "database.dsn", "Database to probe: mysql://user:pass@host:3306/db or postgres://user:pass@host:5432/db (percent-encode @ # % : in the password). Unset = probe off."},
@@ -102,6 +108,7 @@ var envTable = []envEntry{
 	{"RESPONSIVENESS_DATABASE_LEAK_AGE", "database.leak_age", "Connections idle longer than this are leak suspects, seconds."},
 	{"RESPONSIVENESS_DATABASE_IDLE_IN_TRANSACTION_WARNING", "database.idle_in_transaction_warning", "A transaction idle this long is a warning, seconds."},
 	{"RESPONSIVENESS_DATABASE_APP_POOL_SIZE", "database.app_pool_size", "The app's own pool size (SQLAlchemy pool_size + max_overflow); 0 = unknown."},
+	{"RESPONSIVENESS_DATABASE_LONG_QUERY_THRESHOLD", "database.long_query_threshold", "A query running longer than this is a long query (db_long_queries), seconds."},
 	{"RESPONSIVENESS_DATABASE_APP_USER", "database.app_user", "Count only this database user's connections as the app's pool; empty = every user but the probe's."},
 
 	// redis
@@ -120,6 +127,7 @@ var envTable = []envEntry{
 
 	// backpressure
 	{"RESPONSIVENESS_MAX_CONCURRENCY", "backpressure.max_concurrency", "Most requests in flight to the app; the rest queue. 0 = no fixed limit."},
+	{"RESPONSIVENESS_BACKPRESSURE_QUEUE_SIZE", "backpressure.queue_size", "Most requests waiting for a concurrency slot; one more gets 503 at once (0 = none wait)."},
 	{"RESPONSIVENESS_BACKPRESSURE_QUEUE_TIMEOUT", "backpressure.queue_timeout", "Longest wait for a concurrency slot before 503, seconds."},
 	{"RESPONSIVENESS_RATE_LIMIT_RPS", "backpressure.rate_limit_rps", "Global rate limit, requests per second; 0 = off."},
 	{"RESPONSIVENESS_RATE_LIMIT_BURST", "backpressure.rate_limit_burst", "Global burst; 0 = max(1, ceil(rps)). Must be 0 while the rate limit is off."},

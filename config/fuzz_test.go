@@ -33,7 +33,7 @@ func checkLoaded(t *testing.T, cfg *Config, err error) {
 	if rerr != nil {
 		t.Fatalf("RenderYAML: %v", rerr)
 	}
-	back, lerr := load(out, "rendered", nil)
+	back, _, lerr := load(out, "rendered", nil)
 	if lerr != nil {
 		t.Fatalf("rendered YAML does not load back: %v\n%s", lerr, out)
 	}
@@ -47,7 +47,7 @@ func checkLoaded(t *testing.T, cfg *Config, err error) {
 
 func FuzzLoadYAML(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
-		cfg, err := load(data, "fuzz.yaml", nil)
+		cfg, _, err := load(data, "fuzz.yaml", nil)
 		checkLoaded(t, cfg, err)
 	})
 }
@@ -56,7 +56,7 @@ func FuzzLoadEnv(f *testing.F) {
 	f.Fuzz(func(t *testing.T, idx uint8, value string, extra string) {
 		environ := []string{envTable[int(idx)%len(envTable)].name + "=" + value}
 		environ = append(environ, strings.Split(extra, "\n")...)
-		cfg, err := load(nil, "", environ)
+		cfg, _, err := load(nil, "", environ)
 		checkLoaded(t, cfg, err)
 	})
 }

@@ -23,6 +23,9 @@ type snapshot struct {
 // new one (Patch does) and Update.
 type Holder struct {
 	cur atomic.Pointer[snapshot]
+	// started is the configuration the process started with: settings that
+	// need a restart keep its values until then.
+	started *Config
 
 	mu         sync.Mutex // serialises Update and guards the fields below
 	subs       []func(*Config)
@@ -32,7 +35,7 @@ type Holder struct {
 
 // NewHolder publishes c as version 1.
 func NewHolder(c *Config) *Holder {
-	h := &Holder{}
+	h := &Holder{started: c}
 	h.cur.Store(&snapshot{cfg: c, version: 1})
 	return h
 }
@@ -41,6 +44,13 @@ func NewHolder(c *Config) *Holder {
 func (h *Holder) Get() (*Config, uint64) {
 	s := h.cur.Load()
 	return s.cfg, s.version
+}
+
+// PendingRestart lists the settings changed since start that take effect
+// only after a restart (RestartKeys), empty when there are none.
+func (h *Holder) PendingRestart() []string {
+	cur, _ := h.Get()
+	return RestartRequired(h.started, cur)
 }
 
 // Update publishes next if fromVersion is the current version (fromVersion

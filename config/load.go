@@ -33,6 +33,15 @@ type LoadOptions struct {
 // parsing the file fails with a plain wrapped error. No error text repeats a
 // secret.
 func Load(opts LoadOptions) (*Config, error) {
+	cfg, _, err := LoadWithDeprecations(opts)
+	return cfg, err
+}
+
+// LoadWithDeprecations is Load that also returns the settings given with a
+// meaning they no longer have alone (their value was carried to the
+// settings that took it over; see Deprecation). serve logs them and
+// check-config prints them.
+func LoadWithDeprecations(opts LoadOptions) (*Config, []Deprecation, error) {
 	path := opts.File
 	if path == "" {
 		path = lookupEnv(opts.Environ, EnvConfigFile)
@@ -41,7 +50,7 @@ func Load(opts LoadOptions) (*Config, error) {
 	if path != "" {
 		b, err := file.Provider(path).ReadBytes()
 		if err != nil {
-			return nil, fmt.Errorf("reading config file: %w", err)
+			return nil, nil, fmt.Errorf("reading config file: %w", err)
 		}
 		data = b
 	}
@@ -61,20 +70,20 @@ func lookupEnv(environ []string, name string) string {
 
 // load is Load after the file is read: data is the YAML (nil = no file),
 // source names it in messages.
-func load(data []byte, source string, environ []string) (*Config, error) {
+func load(data []byte, source string, environ []string) (*Config, []Deprecation, error) {
 	fields := configFields()
 	sections := sectionKeys(fields)
 
 	k := koanf.New(".")
 	if err := k.Load(confmap.Provider(defaultsFlat(fields), "."), nil); err != nil {
-		return nil, fmt.Errorf("loading defaults: %w", err)
+		return nil, nil, fmt.Errorf("loading defaults: %w", err)
 	}
 
 	fileKeys := map[string]bool{}
 	if len(data) > 0 {
 		doc, err := yaml.Parser().Unmarshal(data)
 		if err != nil {
-			return nil, fmt.Errorf("parsing config file %s: %s", source, sanitizeYAMLError(err))
+			return nil, nil, fmt.Errorf("parsing config file %s: %s", source, sanitizeYAMLError(err))
 		}
 		maps.IntfaceKeysToStrings(doc)
 		dropNullSections(doc, "", sections)
@@ -83,13 +92,13 @@ func load(data []byte, source string, environ []string) (*Config, error) {
 			fileKeys[key] = true
 		}
 		if err := k.Load(confmap.Provider(doc, ""), nil); err != nil {
-			return nil, fmt.Errorf("merging config file %s: %w", source, err)
+			return nil, nil, fmt.Errorf("merging config file %s: %w", source, err)
 		}
 	}
 
 	envValues, errs := parseEnviron(environ)
 	if err := k.Load(confmap.Provider(envValues, "."), nil); err != nil {
-		return nil, fmt.Errorf("merging environment: %w", err)
+		return nil, nil, fmt.Errorf("merging environment: %w", err)
 	}
 
 	where := func(key string) string {
@@ -108,12 +117,16 @@ func load(data []byte, source string, environ []string) (*Config, error) {
 	}, where)...)
 	if len(errs) > 0 {
 		errs = append(errs, validationExcept(cfg, errs)...)
-		return nil, &ValidationError{Errors: errs}
+		return nil, nil, &ValidationError{Errors: errs}
 	}
+	deps := carrySplitMeanings(cfg, func(key string) bool {
+		_, inEnv := envValues[key]
+		return inEnv || fileKeys[key]
+	})
 	if err := cfg.Validate(); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return cfg, nil
+	return cfg, deps, nil
 }
 
 // validationExcept returns Validate's problems for the keys that decoded

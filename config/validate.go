@@ -478,12 +478,24 @@ func (c *Config) validate() []FieldError {
 	v.fractionPair("thresholds.error_rate_warning", "thresholds.error_rate_critical", t.ErrorRateWarning, t.ErrorRateCritical)
 	v.secondsPair("thresholds.response_time_warning", "thresholds.response_time_critical", t.ResponseTimeWarning, t.ResponseTimeCritical)
 	v.secondsPair("thresholds.db_query_warning", "thresholds.db_query_critical", t.DBQueryWarning, t.DBQueryCritical)
+	v.secondsPair("thresholds.redis_latency_warning", "thresholds.redis_latency_critical", t.RedisLatencyWarning, t.RedisLatencyCritical)
+	okJW := v.intRange("thresholds.job_queue_warning", t.JobQueueWarning, 1, maxSize)
+	okJC := v.intRange("thresholds.job_queue_critical", t.JobQueueCritical, 1, maxSize)
+	if okJW && okJC {
+		v.less("thresholds.job_queue_warning", "thresholds.job_queue_critical", float64(t.JobQueueWarning), float64(t.JobQueueCritical))
+	}
+	// Apdex is bad below: critical < warning.
+	okAW, okAC := v.fraction("thresholds.apdex_warning", t.ApdexWarning), v.fraction("thresholds.apdex_critical", t.ApdexCritical)
+	if okAW && okAC {
+		v.less("thresholds.apdex_critical", "thresholds.apdex_warning", t.ApdexCritical, t.ApdexWarning)
+	}
 
 	d := c.Database
 	v.dsn("database.dsn", d.DSN)
 	v.positive("database.probe_timeout", d.ProbeTimeout)
 	v.positive("database.leak_age", d.LeakAge)
 	v.positive("database.idle_in_transaction_warning", d.IdleInTransactionWarning)
+	v.positive("database.long_query_threshold", d.LongQueryThreshold)
 	v.intRange("database.app_pool_size", d.AppPoolSize, 0, maxSize)
 	if strings.ContainsFunc(d.AppUser, isControl) {
 		v.add("database.app_user", "must not contain control characters")
@@ -513,6 +525,7 @@ func (c *Config) validate() []FieldError {
 
 	b := c.Backpressure
 	v.intRange("backpressure.max_concurrency", b.MaxConcurrency, 0, maxSize)
+	v.intRange("backpressure.queue_size", b.QueueSize, 0, maxSize)
 	v.positive("backpressure.queue_timeout", b.QueueTimeout)
 	v.rate("backpressure.rate_limit_rps", "backpressure.rate_limit_burst", b.RateLimitRPS, b.RateLimitBurst)
 	v.rate("backpressure.per_client_rps", "backpressure.per_client_burst", b.PerClientRPS, b.PerClientBurst)
@@ -530,7 +543,8 @@ func (c *Config) validate() []FieldError {
 	v.fraction("backpressure.shed_fraction", b.ShedFraction)
 	v.nonNegative("backpressure.shed_hold", b.ShedHold)
 	for _, s := range b.ShedSignals {
-		v.oneOf("backpressure.shed_signals", s, "memory", "cpu", "db_connections", "redis_evicting", "error_rate", "response_time")
+		signals := ShedSignals()
+		v.oneOf("backpressure.shed_signals", s, signals[:]...)
 	}
 	v.routes("backpressure.critical_routes", b.CriticalRoutes)
 	v.routes("backpressure.low_priority_routes", b.LowPriorityRoutes)

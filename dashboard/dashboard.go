@@ -27,7 +27,7 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/pulsegate/pulsegate/monitor"
+	"github.com/pulsegate/pulsegate/history"
 )
 
 // Prefix is where the dashboard lives on both listeners.
@@ -60,7 +60,7 @@ type Options struct {
 type Dashboard struct {
 	log     *zap.Logger
 	now     func() time.Time
-	hist    *History
+	hist    *history.History
 	pages   *template.Template
 	assets  map[string]asset
 	handler http.Handler
@@ -94,7 +94,7 @@ func New(o Options) (*Dashboard, error) {
 	if o.Retention == 0 {
 		o.Retention = 24 * time.Hour
 	}
-	hist, err := NewHistory(o.Resolution, o.Retention)
+	hist, err := history.New(o.Resolution, o.Retention)
 	if err != nil {
 		return nil, fmt.Errorf("dashboard: %w", err)
 	}
@@ -115,15 +115,9 @@ func New(o Options) (*Dashboard, error) {
 	return d, nil
 }
 
-// The monitor feeds the history through this method (serve.go looks for it
-// with a type assertion, so a changed signature would fail silently).
-var _ interface{ Record(*monitor.Tick) } = (*Dashboard)(nil)
-
-// Record adds a monitor tick to the history ring.
-func (d *Dashboard) Record(t *monitor.Tick) { d.hist.Record(t) }
-
-// History is the ring behind the trend graphs.
-func (d *Dashboard) History() *History { return d.hist }
+// History is the ring behind the trend graphs; the monitor feeds it
+// (serve registers History().Record with Monitor.OnTick).
+func (d *Dashboard) History() *history.History { return d.hist }
 
 // ServeHTTP serves every path under Prefix.
 func (d *Dashboard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -215,7 +209,7 @@ func (d *Dashboard) serveHistory(w http.ResponseWriter, r *http.Request) {
 	if name == "" {
 		name = "15m"
 	}
-	dur, ok := Ranges[name]
+	dur, ok := history.Ranges[name]
 	if !ok {
 		writeError(w, http.StatusBadRequest, "range: want 15m, 1h or 24h")
 		return

@@ -15,6 +15,7 @@ import (
 	"github.com/pulsegate/pulsegate/adminapi"
 	"github.com/pulsegate/pulsegate/config"
 	"github.com/pulsegate/pulsegate/dashboard"
+	"github.com/pulsegate/pulsegate/history"
 	"github.com/pulsegate/pulsegate/monitor"
 )
 
@@ -245,13 +246,13 @@ func TestHistoryEndpoint(t *testing.T) {
 	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 	d := newDashboard(t, dashboard.Options{Now: func() time.Time { return now }})
 	for i := 0; i < 30; i++ {
-		d.Record(&monitor.Tick{Time: now.Add(-time.Duration(i) * 10 * time.Second), Figures: map[string]float64{"cpu_usage": 0.5}})
+		d.History().Record(&monitor.Tick{Time: now.Add(-time.Duration(i) * 10 * time.Second), Figures: map[string]float64{"cpu_usage": 0.5}})
 	}
 	r := get(t, d, "/admin/responsiveness/api/history?range=1h")
 	if r.StatusCode != http.StatusOK || r.Header.Get("Content-Type") != "application/json" {
 		t.Fatalf("status %d, type %q", r.StatusCode, r.Header.Get("Content-Type"))
 	}
-	var v dashboard.HistoryView
+	var v history.View
 	if err := json.NewDecoder(r.Body).Decode(&v); err != nil {
 		t.Fatal(err)
 	}
@@ -299,5 +300,16 @@ func TestBehindAdminAPI(t *testing.T) {
 	r = get(t, h, "/admin/responsiveness/static/js/app.js")
 	if r.Header.Get("Cache-Control") != "no-cache" || r.Header.Get("ETag") == "" {
 		t.Errorf("asset through the API: Cache-Control %q ETag %q", r.Header.Get("Cache-Control"), r.Header.Get("ETag"))
+	}
+}
+
+// The default day at 10 s is 8640 points of 80 bytes.
+func TestDefaultHistorySize(t *testing.T) {
+	d, err := dashboard.New(dashboard.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := d.History().Capacity(); c != 8640 {
+		t.Errorf("capacity %d, want 8640", c)
 	}
 }

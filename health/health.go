@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/pulsegate/pulsegate/config"
+	"github.com/pulsegate/pulsegate/figures"
 	"github.com/pulsegate/pulsegate/probes"
 )
 
@@ -79,8 +80,11 @@ type RequestSignals struct {
 	// AvgResponseTime and P95 are seconds.
 	AvgResponseTime float64 `json:"avg_response_time"`
 	P95             float64 `json:"p95_response_time"`
-	// ErrorRate is a fraction of the window's requests.
+	// ErrorRate is the share of answered requests that failed for their
+	// client (rejections included); AppErrorRate the share the app caused,
+	// which is what request_performance judges.
 	ErrorRate     float64 `json:"error_rate"`
+	AppErrorRate  float64 `json:"app_error_rate"`
 	ThroughputRPS float64 `json:"throughput_rps"`
 	// Requests is how many requests the window holds.
 	Requests int64 `json:"requests"`
@@ -232,10 +236,30 @@ type rawComponent struct {
 	details any
 }
 
-// Evaluate computes the verdict for in at the Evaluator's clock.
+// Evaluate computes the verdict for in at the Evaluator's clock and
+// advances the hysteresis.
 func (e *Evaluator) Evaluate(in Inputs) Verdict {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	return e.evaluate(in)
+}
+
+// Preview is Evaluate without side effects: the hysteresis state is left
+// as it was (for a reader asking before the first evaluation).
+func (e *Evaluator) Preview(in Inputs) Verdict {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	kept := e.state
+	e.state = make(map[string]*componentState, len(kept))
+	for k, st := range kept {
+		c := *st
+		e.state[k] = &c
+	}
+	defer func() { e.state = kept }()
+	return e.evaluate(in)
+}
+
+func (e *Evaluator) evaluate(in Inputs) Verdict {
 	now := e.now()
 	cfg := e.cfg
 
@@ -431,20 +455,17 @@ func (e *Evaluator) requestComponent(r RequestSignals) rawComponent {
 	if !r.Valid {
 		return rawComponent{level: Disabled, reasons: []string{"no request signals"}}
 	}
-	t := e.cfg.Thresholds
 	rc := rawComponent{level: Healthy, details: r}
-	raise := func(l Level, text string) {
-		if l.rank() > rc.level.rank() {
-			rc.level = l
-		}
-		rc.reasons = append(rc.reasons, text)
-	}
-	judge := func(v, warn, crit float64, format func(float64) string, what string) {
-		switch {
-		case crit > 0 && v >= crit:
-			raise(Critical, fmt.Sprintf("%s %s ≥ critical %s", what, format(v), format(crit)))
-		case warn > 0 && v >= warn:
-			raise(Warning, fmt.Sprintf("%s %s ≥ warning %s", what, format(v), format(warn)))
+	judge := func(name figures.Name, v float64, what string, format func(float64) string) {
+		f, _ := figures.Lookup(name)
+		t := f.Thresholds(e.cfg)
+		switch figures.Compare(v, f.BadWhen, t) {
+		case figures.Critical:
+			rc.level = Critical
+			rc.reasons = append(rc.reasons, fmt.Sprintf("%s %s ≥ critical %s", what, format(v), format(t.Critical)))
+		case figures.Warning:
+			rc.level = levelByRank[max(rc.level.rank(), Warning.rank())]
+			rc.reasons = append(rc.reasons, fmt.Sprintf("%s %s ≥ warning %s", what, format(v), format(t.Warning)))
 		}
 	}
 	percent := func(f float64) string { return strconv.FormatFloat(math.Round(f*1000)/10, 'f', -1, 64) + "%" }
@@ -453,11 +474,10 @@ func (e *Evaluator) requestComponent(r RequestSignals) rawComponent {
 	if r.Requests < e.minRequests {
 		rc.reasons = append(rc.reasons, fmt.Sprintf("not enough traffic to judge (%d requests in the window, need %d)", r.Requests, e.minRequests))
 	} else {
-		judge(r.ErrorRate, t.ErrorRateWarning, t.ErrorRateCritical, percent,
-			fmt.Sprintf("error rate over %d requests", r.Requests))
-		judge(r.AvgResponseTime, float64(t.ResponseTimeWarning), float64(t.ResponseTimeCritical), seconds, "average response time")
+		judge(figures.AppErrorRate, r.AppErrorRate, fmt.Sprintf("app error rate over %d requests", r.Requests), percent)
+		judge(figures.AvgResponseTime, r.AvgResponseTime, "average response time", seconds)
 	}
-	judge(float64(r.QueueDepth), float64(t.QueueWarning), float64(t.QueueCritical), count, "queued requests")
+	judge(figures.QueueDepth, float64(r.QueueDepth), "queued requests", count)
 	return rc
 }
 
@@ -468,21 +488,21 @@ func metricsFrom(in Inputs) Metrics {
 			maps.Copy(figs, r.Figures)
 		}
 	}
-	fig := func(name string) *float64 {
-		v, ok := figs[name]
+	fig := func(name figures.Name) *float64 {
+		v, ok := figs[string(name)]
 		if !ok || math.IsNaN(v) || math.IsInf(v, 0) {
 			return nil
 		}
 		return &v
 	}
 	m := Metrics{
-		MemoryUsage:               fig("memory_usage"),
-		CPUUsage:                  fig("cpu_usage"),
-		ConnectionPoolUtilization: fig("connection_pool_utilization"),
-		DiskUsage:                 fig("disk_usage"),
-		DBLatency:                 fig("db_latency"),
-		RedisLatency:              fig("redis_latency"),
-		RedisMemoryUsage:          fig("redis_memory_usage"),
+		MemoryUsage:               fig(figures.MemoryUsage),
+		CPUUsage:                  fig(figures.CPUUsage),
+		ConnectionPoolUtilization: fig(figures.ConnectionPoolUtilization),
+		DiskUsage:                 fig(figures.DiskUsage),
+		DBLatency:                 fig(figures.DBLatency),
+		RedisLatency:              fig(figures.RedisLatency),
+		RedisMemoryUsage:          fig(figures.RedisMemoryUsage),
 		SessionCount:              fig("session_count"),
 	}
 	if r := in.Request; r.Valid {

@@ -175,11 +175,11 @@ func TestRequestPerformance(t *testing.T) {
 		want   Level
 		reason string
 	}{
-		{"quiet", RequestSignals{ErrorRate: 1, AvgResponseTime: 30, Requests: 3, Valid: true}, Healthy,
+		{"quiet", RequestSignals{AppErrorRate: 1, AvgResponseTime: 30, Requests: 3, Valid: true}, Healthy,
 			"not enough traffic to judge (3 requests in the window, need 10)"},
-		{"errors critical", RequestSignals{ErrorRate: 0.12, AvgResponseTime: 0.2, Requests: 200, Valid: true}, Critical,
+		{"errors critical", RequestSignals{AppErrorRate: 0.12, AvgResponseTime: 0.2, Requests: 200, Valid: true}, Critical,
 			"error rate over 200 requests 12% ≥ critical 10%"},
-		{"errors warning", RequestSignals{ErrorRate: 0.05, Requests: 200, Valid: true}, Warning, "≥ warning 5%"},
+		{"errors warning", RequestSignals{AppErrorRate: 0.05, Requests: 200, Valid: true}, Warning, "≥ warning 5%"},
 		{"slow", RequestSignals{AvgResponseTime: 6.25, Requests: 50, Valid: true}, Warning,
 			"average response time 6.25 s ≥ warning 5 s"},
 		{"queue", RequestSignals{QueueDepth: 120, Requests: 2, Valid: true}, Critical, "queued requests 120 ≥ critical 100"},
@@ -280,7 +280,7 @@ func TestApplyChangesThresholds(t *testing.T) {
 	cfg := configured()
 	e := New(cfg, c.Now, WithHold(0), WithHoldObservations(1))
 	in := healthyInputs(c)
-	in.Request = RequestSignals{ErrorRate: 0.03, Requests: 100, Valid: true}
+	in.Request = RequestSignals{AppErrorRate: 0.03, Requests: 100, Valid: true}
 	if v := e.Evaluate(in); v.Components[RequestPerformance] != Healthy {
 		t.Fatalf("3%% errors at a 5%% threshold: %s", v.Components[RequestPerformance])
 	}

@@ -22,8 +22,10 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/pulsegate/pulsegate/alerts"
+	"github.com/pulsegate/pulsegate/backpressure"
 	"github.com/pulsegate/pulsegate/config"
 	"github.com/pulsegate/pulsegate/events"
+	"github.com/pulsegate/pulsegate/figures"
 	"github.com/pulsegate/pulsegate/health"
 	"github.com/pulsegate/pulsegate/probes"
 	"github.com/pulsegate/pulsegate/proxy"
@@ -59,11 +61,11 @@ type Deps struct {
 	Health   *health.Evaluator
 	Hub      *events.Hub
 	// Backpressure returns the limiter state for snapshots; may be nil.
-	Backpressure func() any
+	Backpressure func() backpressure.State
 	// UpstreamDials counts connections opened to the app (churn); may be nil.
 	UpstreamDials func() uint64
-	// Upstream, when set, is checked every tick until the app has been
-	// seen (readiness before the first request); may be nil.
+	// Upstream, when set, is checked by RunUpstreamCheck until the app has
+	// been seen (readiness before the first request); may be nil.
 	Upstream interface {
 		NeedsUpstreamCheck() bool
 		CheckUpstream(ctx context.Context) error
@@ -78,10 +80,16 @@ type Tick struct {
 	Levels   map[string]string  `json:"levels"`
 	Verdict  health.Verdict     `json:"health"`
 	Requests proxy.WindowStats  `json:"requests"`
-	// Backpressure is the limiter state (JSON-ready), if any.
-	Backpressure any `json:"backpressure,omitempty"`
+	// Backpressure is the limiter state, if any.
+	Backpressure *backpressure.State `json:"backpressure,omitempty"`
 	// Tasks is background task health.
 	Tasks []probes.TaskStatus `json:"tasks"`
+	// Judgements are every judged figure with its level and thresholds
+	// (the dashboard colours from these, never re-judging).
+	Judgements map[figures.Name]figures.Judgement `json:"judgements"`
+	// judged is what the judgements were computed from, so that a reader
+	// can judge the same measurements with a newer configuration.
+	judged figures.Inputs
 }
 
 // Monitor runs the evaluation loop. Build it with New.
@@ -124,12 +132,17 @@ func (m *Monitor) OnTick(fn func(*Tick)) { m.hooks = append(m.hooks, fn) }
 // Last returns the latest tick, or nil before the first.
 func (m *Monitor) Last() *Tick { return m.last.Load() }
 
-// Verdict returns the latest health verdict (evaluating once if none yet).
+// Verdict returns the latest tick's health verdict. Before the first tick
+// it is the evaluator's verdict of nothing measured yet: reading it never
+// evaluates alerts, shedding or actions.
 func (m *Monitor) Verdict() health.Verdict {
 	if t := m.last.Load(); t != nil {
 		return t.Verdict
 	}
-	return m.Tick().Verdict
+	if m.d.Health == nil {
+		return health.Verdict{}
+	}
+	return m.d.Health.Preview(health.Inputs{})
 }
 
 // Interval is how often Run ticks: the monitoring interval, but at least
@@ -143,31 +156,8 @@ func Interval(cfg *config.Config) time.Duration {
 	return d
 }
 
-// Run ticks until ctx ends, forwarding alert events to the hub if
-// alertEvents is set.
-func (m *Monitor) Run(ctx context.Context, alertEvents func(int) (<-chan alerts.Event, func())) error {
-	var wg sync.WaitGroup
-	if alertEvents != nil && m.d.Hub != nil {
-		ch, cancel := alertEvents(64)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer cancel()
-			for {
-				select {
-				case <-ctx.Done():
-					return
-				case ev, ok := <-ch:
-					if !ok {
-						return
-					}
-					m.d.Hub.Publish(events.Event{Type: ev.Type, Data: ev})
-				}
-			}
-		}()
-	}
-	defer wg.Wait()
-	cfg, _ := m.d.Config.Get()
+// Run ticks until ctx ends: every Interval, and at once when poked.
+func (m *Monitor) Run(ctx context.Context) error {
 	t := time.NewTimer(0)
 	defer t.Stop()
 	for {
@@ -176,11 +166,42 @@ func (m *Monitor) Run(ctx context.Context, alertEvents func(int) (<-chan alerts.
 			return nil
 		case <-t.C:
 			m.Tick()
-			cfg, _ = m.d.Config.Get()
+			cfg, _ := m.d.Config.Get()
 			t.Reset(Interval(cfg))
 		case <-m.poke:
 			m.Tick()
 		}
+	}
+}
+
+// upstreamCheckTimeout bounds one readiness check of the app.
+const upstreamCheckTimeout = 2 * time.Second
+
+// RunUpstreamCheck checks the app every Interval until it has been seen
+// (readiness before the first request), on its own loop: the tick does no
+// I/O. It returns when ctx ends; without Deps.Upstream it returns at once.
+func (m *Monitor) RunUpstreamCheck(ctx context.Context) error {
+	u := m.d.Upstream
+	if u == nil {
+		return nil
+	}
+	t := time.NewTimer(0)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		if u.NeedsUpstreamCheck() {
+			cctx, cancel := context.WithTimeout(ctx, upstreamCheckTimeout)
+			if err := u.CheckUpstream(cctx); err != nil && ctx.Err() == nil {
+				m.d.Log.Warn("upstream_unreachable", zap.String("error", err.Error()))
+			}
+			cancel()
+		}
+		cfg, _ := m.d.Config.Get()
+		t.Reset(Interval(cfg))
 	}
 }
 
@@ -195,20 +216,13 @@ func (m *Monitor) Tick() *Tick {
 	defer m.mu.Unlock()
 	now := m.d.Now()
 	cfg, _ := m.d.Config.Get()
-	if u := m.d.Upstream; u != nil && u.NeedsUpstreamCheck() {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		if err := u.CheckUpstream(ctx); err != nil {
-			m.d.Log.Warn("upstream_unreachable", zap.String("error", err.Error()))
-		}
-		cancel()
-	}
 
 	var probeResults map[string]probes.Result
-	figures := map[string]float64{}
+	figs := map[string]float64{}
 	if m.d.Probes != nil {
 		probeResults = m.d.Probes.Snapshot()
 		for k, v := range m.d.Probes.Figures() {
-			figures[k] = v
+			figs[k] = v
 		}
 	}
 	tick := &Tick{Time: now}
@@ -219,8 +233,9 @@ func (m *Monitor) Tick() *Tick {
 		sig.Valid = true
 		sig.Requests = int64(w.Requests)
 		sig.ErrorRate = w.ErrorRate
+		sig.AppErrorRate = w.AppErrorRate
 		sig.ThroughputRPS = w.ThroughputRPS
-		figures["throughput_rps"] = w.ThroughputRPS
+		figs[string(figures.ThroughputRPS)] = w.ThroughputRPS
 		if w.AvgResponseTime != nil {
 			sig.AvgResponseTime = *w.AvgResponseTime
 		}
@@ -228,35 +243,42 @@ func (m *Monitor) Tick() *Tick {
 			sig.P95 = *w.P95
 		}
 		if w.Requests >= minRequestsForRates {
-			figures["error_rate"] = w.ErrorRate
+			figs[string(figures.ErrorRate)] = w.ErrorRate
+			figs[string(figures.AppErrorRate)] = w.AppErrorRate
+			figs[string(figures.RejectionRate)] = w.RejectionRate
 			if w.AvgResponseTime != nil {
-				figures["avg_response_time"] = *w.AvgResponseTime
-				figures["p95_response_time"] = *w.P95
+				figs[string(figures.AvgResponseTime)] = *w.AvgResponseTime
+				figs[string(figures.P95ResponseTime)] = *w.P95
+			}
+			if w.Apdex != nil {
+				figs[string(figures.Apdex)] = *w.Apdex
 			}
 		}
 	}
 	if m.d.UpstreamDials != nil {
 		n := m.d.UpstreamDials()
 		if !m.prevAt.IsZero() && now.After(m.prevAt) && n >= m.prevDials {
-			figures["upstream_dials_per_sec"] = float64(n-m.prevDials) / now.Sub(m.prevAt).Seconds()
+			figs["upstream_dials_per_sec"] = float64(n-m.prevDials) / now.Sub(m.prevAt).Seconds()
 		}
 		m.prevDials, m.prevAt = n, now
 	}
 	if m.d.Pressure != nil {
 		q := m.d.Pressure.QueueDepth()
 		sig.QueueDepth = q
-		figures["queue_depth"] = float64(q)
+		figs[string(figures.QueueDepth)] = float64(q)
 	}
 	var tasks health.TaskSignals
 	if m.d.Tasks != nil {
 		tasks = health.TaskSignalsFrom(m.d.Tasks, now)
 		tick.Tasks = tasks.Tasks
 	}
-	tick.Figures = figures
-	tick.Levels = Levels(cfg, figures)
+	tick.Figures = figs
+	tick.Levels = Levels(cfg, figs)
+	tick.judged = judgeInputs(cfg, figs, probeResults)
+	tick.Judgements = figures.JudgeAll(cfg, tick.judged)
 
 	if m.d.Alerts != nil {
-		in := alerts.Input{Figures: figures, ProbeStatus: map[string]string{}, Tasks: map[string]string{}}
+		in := alerts.Input{Figures: figs, ProbeStatus: map[string]string{}, Tasks: map[string]string{}}
 		for name, r := range probeResults {
 			in.ProbeStatus[name] = string(r.Status)
 		}
@@ -264,7 +286,7 @@ func (m *Monitor) Tick() *Tick {
 			switch {
 			case t.Stuck:
 				in.Tasks[t.Name] = "stuck"
-			case t.ConsecutiveFailures >= 3:
+			case t.ConsecutiveFailures >= probes.TaskCriticalConsecutiveFailures:
 				in.Tasks[t.Name] = "failing"
 			default:
 				in.Tasks[t.Name] = "ok"
@@ -288,7 +310,7 @@ func (m *Monitor) Tick() *Tick {
 		for _, s := range cfg.Backpressure.ShedSignals {
 			shed[s] = true
 		}
-		for _, s := range pressureSignals {
+		for _, s := range config.ShedSignals() {
 			lvl := tick.Levels[s]
 			if !shed[s] {
 				lvl = "ok"
@@ -297,10 +319,11 @@ func (m *Monitor) Tick() *Tick {
 		}
 	}
 	if m.d.Actions != nil {
-		m.d.Actions.Observe(figures, tick.Levels)
+		m.d.Actions.Observe(figs, tick.Levels)
 	}
 	if m.d.Backpressure != nil {
-		tick.Backpressure = m.d.Backpressure()
+		bp := m.d.Backpressure()
+		tick.Backpressure = &bp
 	}
 	m.last.Store(tick)
 	for _, h := range m.hooks {
@@ -312,48 +335,74 @@ func (m *Monitor) Tick() *Tick {
 	return tick
 }
 
-// pressureSignals are the shedding signals backpressure understands.
-var pressureSignals = []string{"memory", "cpu", "db_connections", "redis_evicting", "error_rate", "response_time"}
-
 // Levels maps figures to signal levels ("ok", "warning", "critical") by
-// the configured thresholds. A signal whose figure is unknown is "ok":
-// nothing is shed or cleaned up on a guess.
+// the configured thresholds (figures.LevelOf). A signal whose figure is
+// unknown is "ok": nothing is shed or cleaned up on a guess.
 func Levels(cfg *config.Config, f map[string]float64) map[string]string {
-	r := cfg.Responsiveness
-	t := cfg.Thresholds
+	level := func(name figures.Name) string {
+		v, ok := f[string(name)]
+		if !ok {
+			return string(figures.OK)
+		}
+		return string(figures.LevelOf(cfg, name, v))
+	}
 	lv := map[string]string{
-		"memory":         level(f, "memory_usage", r.MemoryWarningThreshold, r.MemoryCriticalThreshold),
-		"cpu":            level(f, "cpu_usage", r.CPUWarningThreshold, r.CPUCriticalThreshold),
-		"disk":           level(f, "disk_usage", t.DiskWarning, t.DiskCritical),
-		"db_connections": level(f, "connection_pool_utilization", r.DBConnectionWarningThreshold, r.DBConnectionCriticalThreshold),
-		"db_query":       level(f, "db_latency", float64(t.DBQueryWarning), float64(t.DBQueryCritical)),
-		"error_rate":     level(f, "error_rate", t.ErrorRateWarning, t.ErrorRateCritical),
-		"response_time":  level(f, "avg_response_time", float64(t.ResponseTimeWarning), float64(t.ResponseTimeCritical)),
-		"queue":          level(f, "queue_depth", float64(t.QueueWarning), float64(t.QueueCritical)),
-		"job_queue":      level(f, "job_queue_depth", float64(t.QueueWarning), float64(t.QueueCritical)),
-		"redis_memory":   level(f, "redis_memory_usage", r.MemoryWarningThreshold, r.MemoryCriticalThreshold),
-		"redis_evicting": "ok",
+		config.ShedMemory:        level(figures.MemoryUsage),
+		config.ShedCPU:           level(figures.CPUUsage),
+		"disk":                   level(figures.DiskUsage),
+		config.ShedDBConnections: level(figures.ConnectionPoolUtilization),
+		"db_query":               level(figures.DBLatency),
+		config.ShedErrorRate:     level(figures.AppErrorRate), // shedding never sheds for its own rejections
+		config.ShedResponseTime:  level(figures.AvgResponseTime),
+		"queue":                  level(figures.QueueDepth),
+		"job_queue":              level(figures.JobQueueDepth),
+		"redis_memory":           level(figures.RedisMemoryUsage),
+		config.ShedRedisEvicting: "ok",
 	}
 	// Redis evicting keys means it is full and throwing data (sessions)
 	// away: a warning; critical when it is also at its memory limit.
 	if v, ok := f["redis_evicted_per_sec"]; ok && v > 0 && !math.IsNaN(v) {
-		lv["redis_evicting"] = "warning"
+		lv[config.ShedRedisEvicting] = "warning"
 		if lv["redis_memory"] == "critical" {
-			lv["redis_evicting"] = "critical"
+			lv[config.ShedRedisEvicting] = "critical"
 		}
 	}
 	return lv
 }
 
-func level(f map[string]float64, key string, warn, crit float64) string {
-	v, ok := f[key]
-	switch {
-	case !ok || math.IsNaN(v):
-		return "ok"
-	case v >= crit:
-		return "critical"
-	case v >= warn:
-		return "warning"
+// judgeInputs are the tick's measurements for figures.JudgeAll: the
+// figures, the sources that are not configured (their figures are
+// disabled, with the setting that turns them on) and memory's qualifier.
+func judgeInputs(cfg *config.Config, figs map[string]float64, results map[string]probes.Result) figures.Inputs {
+	in := figures.Inputs{Values: figs, Off: map[figures.Source]string{}, Of: map[figures.Name]string{}}
+	if !cfg.Responsiveness.MonitoringEnabled {
+		why := "monitoring is off: set RESPONSIVENESS_MONITORING_ENABLED=true (restart required)"
+		in.Off[figures.System], in.Off[figures.Database], in.Off[figures.Redis] = why, why, why
 	}
-	return "ok"
+	if !cfg.Database.DSN.IsSet() {
+		in.Off[figures.Database] = "set RESPONSIVENESS_DB_DSN to measure the database"
+	}
+	if !cfg.Redis.URL.IsSet() {
+		in.Off[figures.Redis] = "set RESPONSIVENESS_REDIS_URL to measure Redis"
+	}
+	if d, ok := results[probes.SystemComponent].Details.(probes.SystemDetails); ok {
+		switch d.Memory.LimitSource {
+		case probes.LimitSourceCgroup:
+			in.Of[figures.MemoryUsage] = "of the container limit"
+		case "":
+		default:
+			in.Of[figures.MemoryUsage] = "of host memory"
+		}
+	}
+	return in
+}
+
+// Judgements judges the latest tick's measurements with cfg (the current
+// configuration: a threshold changed since the tick shows at once). Before
+// the first tick every figure is not measured yet.
+func (m *Monitor) Judgements(cfg *config.Config) map[figures.Name]figures.Judgement {
+	if t := m.last.Load(); t != nil {
+		return figures.JudgeAll(cfg, t.judged)
+	}
+	return figures.JudgeAll(cfg, judgeInputs(cfg, nil, nil))
 }

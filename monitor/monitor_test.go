@@ -41,7 +41,7 @@ func TestPokeTicksAtOnce(t *testing.T) {
 	m := New(Deps{Config: config.NewHolder(cfg), Probes: st, Health: health.New(cfg, nil)})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
-	go func() { done <- m.Run(ctx, nil) }()
+	go func() { done <- m.Run(ctx) }()
 	defer func() { cancel(); <-done }()
 	deadline := time.Now().Add(10 * time.Second)
 	for m.Last() == nil { // the first tick runs at start
@@ -124,5 +124,62 @@ func TestTickDrivesPressureAlertsAndEvents(t *testing.T) {
 	}
 	if m.Last() != tick {
 		t.Error("Last() is not the latest tick")
+	}
+}
+
+// fakeUpstream counts readiness checks; the check blocks until released.
+type fakeUpstream struct {
+	checks  chan struct{}
+	release chan struct{}
+}
+
+func (f *fakeUpstream) NeedsUpstreamCheck() bool { return true }
+func (f *fakeUpstream) CheckUpstream(ctx context.Context) error {
+	f.checks <- struct{}{}
+	select {
+	case <-f.release:
+	case <-ctx.Done():
+	}
+	return ctx.Err()
+}
+
+// TestUpstreamCheckHasItsOwnLoop: the readiness check of the app runs on
+// RunUpstreamCheck, never inside a tick (a tick while a check hangs
+// returns at once), and its loop stops with its context (goleak).
+func TestUpstreamCheckHasItsOwnLoop(t *testing.T) {
+	cfg := config.Defaults()
+	up := &fakeUpstream{checks: make(chan struct{}, 1), release: make(chan struct{})}
+	m := New(Deps{Config: config.NewHolder(cfg), Health: health.New(cfg, nil), Upstream: up})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- m.RunUpstreamCheck(ctx) }()
+	<-up.checks // a check is in flight and hangs
+	if tk := m.Tick(); tk == nil {
+		t.Fatal("no tick")
+	}
+	select {
+	case <-up.checks:
+		t.Fatal("Tick checked the upstream")
+	default:
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("RunUpstreamCheck = %v", err)
+	}
+}
+
+// TestVerdictBeforeTheFirstTickHasNoSideEffects: asking for the verdict
+// before any tick evaluates nothing else (no alerts, no pressure).
+func TestVerdictBeforeTheFirstTickHasNoSideEffects(t *testing.T) {
+	cfg := config.Defaults()
+	al := &fakeAlerts{}
+	pr := &fakePressure{got: map[string]string{}}
+	m := New(Deps{Config: config.NewHolder(cfg), Health: health.New(cfg, nil), Alerts: al, Pressure: pr})
+	v := m.Verdict()
+	if v.Status == "" {
+		t.Errorf("verdict before the first tick has no status: %+v", v)
+	}
+	if al.in.Figures != nil || len(pr.got) != 0 || m.Last() != nil {
+		t.Errorf("Verdict ran a tick: alerts %+v, pressure %v", al.in, pr.got)
 	}
 }

@@ -6,6 +6,8 @@ import (
 	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/pulsegate/pulsegate/figures"
 )
 
 // FigureMetric says how a probe figure is exported to Prometheus.
@@ -21,24 +23,24 @@ type FigureMetric struct {
 // counts keep their name. A figure not in the table is exported by
 // FigureMetricFor's rule.
 var figureMetrics = map[string]FigureMetric{
-	"memory_usage":                  {"pulsegate_memory_usage_ratio", "Working set ÷ memory limit (container, or host when unlimited)."},
-	"cpu_usage":                     {"pulsegate_cpu_usage_ratio", "Container CPU ÷ quota (host CPU when unlimited)."},
-	"disk_usage":                    {"pulsegate_disk_usage_ratio", "Highest used fraction over the configured disk paths."},
-	"host_memory_usage":             {"pulsegate_host_memory_usage_ratio", "Host memory in use ÷ host total."},
-	"host_cpu_usage":                {"pulsegate_host_cpu_usage_ratio", "Host CPU busy fraction over all CPUs."},
-	"cpu_throttled":                 {"pulsegate_cpu_throttled_ratio", "Fraction of CFS periods throttled since the previous sample."},
-	"connection_pool_utilization":   {"pulsegate_connection_pool_utilization_ratio", "Database connections in use ÷ max_connections."},
-	"db_latency":                    {"pulsegate_db_latency_seconds", "Database SELECT 1 round trip."},
-	"db_idle_in_transaction":        {"pulsegate_db_idle_in_transaction", "Database sessions idle in transaction."},
-	"db_idle_in_transaction_oldest": {"pulsegate_db_idle_in_transaction_oldest_seconds", "Age of the oldest session idle in transaction."},
-	"db_leak_suspects":              {"pulsegate_db_leak_suspects", "Database connections idle longer than the leak age."},
-	"db_long_queries":               {"pulsegate_db_long_queries", "Queries running longer than the critical query time."},
-	"redis_latency":                 {"pulsegate_redis_latency_seconds", "Redis PING round trip."},
-	"redis_memory_usage":            {"pulsegate_redis_memory_usage_ratio", "Redis used_memory ÷ maxmemory (or ÷ container/host memory when maxmemory is 0)."},
-	"redis_evicted_per_sec":         {"pulsegate_redis_evicted_per_second", "Redis evicted keys per second."},
-	"session_count":                 {"pulsegate_session_count", "Keys under the session prefix."},
-	"session_without_ttl":           {"pulsegate_session_without_ttl", "Session keys without a TTL."},
-	"job_queue_depth":               {"pulsegate_job_queue_depth", "Largest configured job queue length."},
+	string(figures.MemoryUsage):               {"pulsegate_memory_usage_ratio", "Working set ÷ memory limit (container, or host when unlimited)."},
+	string(figures.CPUUsage):                  {"pulsegate_cpu_usage_ratio", "Container CPU ÷ quota (host CPU when unlimited)."},
+	string(figures.DiskUsage):                 {"pulsegate_disk_usage_ratio", "Highest used fraction over the configured disk paths."},
+	"host_memory_usage":                       {"pulsegate_host_memory_usage_ratio", "Host memory in use ÷ host total."},
+	"host_cpu_usage":                          {"pulsegate_host_cpu_usage_ratio", "Host CPU busy fraction over all CPUs."},
+	"cpu_throttled":                           {"pulsegate_cpu_throttled_ratio", "Fraction of CFS periods throttled since the previous sample."},
+	string(figures.ConnectionPoolUtilization): {"pulsegate_connection_pool_utilization_ratio", "Database connections in use ÷ max_connections."},
+	string(figures.DBLatency):                 {"pulsegate_db_latency_seconds", "Database SELECT 1 round trip."},
+	"db_idle_in_transaction":                  {"pulsegate_db_idle_in_transaction", "Database sessions idle in transaction."},
+	"db_idle_in_transaction_oldest":           {"pulsegate_db_idle_in_transaction_oldest_seconds", "Age of the oldest session idle in transaction."},
+	"db_leak_suspects":                        {"pulsegate_db_leak_suspects", "Database connections idle longer than the leak age."},
+	"db_long_queries":                         {"pulsegate_db_long_queries", "Queries running longer than database.long_query_threshold."},
+	string(figures.RedisLatency):              {"pulsegate_redis_latency_seconds", "Redis PING round trip."},
+	string(figures.RedisMemoryUsage):          {"pulsegate_redis_memory_usage_ratio", "Redis used_memory ÷ maxmemory (or ÷ container/host memory when maxmemory is 0)."},
+	"redis_evicted_per_sec":                   {"pulsegate_redis_evicted_per_second", "Redis evicted keys per second."},
+	"session_count":                           {"pulsegate_session_count", "Keys under the session prefix."},
+	"session_without_ttl":                     {"pulsegate_session_without_ttl", "Session keys without a TTL."},
+	string(figures.JobQueueDepth):             {"pulsegate_job_queue_depth", "Largest configured job queue length."},
 }
 
 // FigureMetricFor returns the metric for a figure: the figureMetrics entry,

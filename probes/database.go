@@ -8,12 +8,14 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
 	"go.uber.org/zap"
 
 	"github.com/pulsegate/pulsegate/config"
+	"github.com/pulsegate/pulsegate/figures"
 )
 
 // DatabaseProbeName is the component name of the database probe.
@@ -259,15 +261,12 @@ type Database struct {
 	log      *zap.Logger
 	now      func() time.Time
 
-	latWarn, latCrit   float64
-	poolWarn, poolCrit float64
-	leakAge            float64
-	idleTxnWarn        float64
-	longQuery          float64
-	appPoolSize        int
-	appUser            string
+	// next holds the limits of the latest configuration (Apply); each
+	// Probe copies them into dbLimits before it judges.
+	next atomic.Pointer[dbLimits]
 
-	mu sync.Mutex
+	mu       sync.Mutex
+	dbLimits // the limits this tick judges against
 	// transition state for logs
 	poolLevel    Status
 	leakCount    int
@@ -308,21 +307,14 @@ func newDatabase(cfg *config.Config, log *zap.Logger) (*Database, error) {
 		return nil, fmt.Errorf("database.probe_timeout must be > 0, got %v", float64(dc.ProbeTimeout))
 	}
 	d := &Database{
-		target:      parts.Redacted(),
-		scrubber:    newSecretScrubber(parts.Password, dc.DSN.Reveal()),
-		log:         log.Named(DatabaseProbeName),
-		now:         time.Now,
-		latWarn:     float64(cfg.Thresholds.DBQueryWarning),
-		latCrit:     float64(cfg.Thresholds.DBQueryCritical),
-		poolWarn:    cfg.Responsiveness.DBConnectionWarningThreshold,
-		poolCrit:    cfg.Responsiveness.DBConnectionCriticalThreshold,
-		leakAge:     float64(dc.LeakAge),
-		idleTxnWarn: float64(dc.IdleInTransactionWarning),
-		longQuery:   float64(cfg.Thresholds.DBQueryCritical),
-		appPoolSize: dc.AppPoolSize,
-		appUser:     dc.AppUser,
-		poolLevel:   StatusOK,
+		target:    parts.Redacted(),
+		scrubber:  newSecretScrubber(parts.Password, dc.DSN.Reveal()),
+		log:       log.Named(DatabaseProbeName),
+		now:       time.Now,
+		poolLevel: StatusOK,
 	}
+	d.Apply(cfg)
+	d.dbLimits = *d.next.Load()
 	switch parts.Scheme {
 	case "mysql", "mariadb":
 		d.kind = "mysql"
@@ -337,6 +329,36 @@ func newDatabase(cfg *config.Config, log *zap.Logger) (*Database, error) {
 		return nil, fmt.Errorf("database.dsn (RESPONSIVENESS_DB_DSN): %s", d.scrubber.Scrub(err.Error()))
 	}
 	return d, nil
+}
+
+// dbLimits are the settings the database probe judges against. They are
+// live: Apply swaps them, and the next Probe uses them.
+type dbLimits struct {
+	latWarn, latCrit   float64
+	poolWarn, poolCrit float64
+	leakAge            float64
+	idleTxnWarn        float64
+	longQuery          float64
+	appPoolSize        int
+	appUser            string
+}
+
+// Apply takes the thresholds and pool settings of a new configuration; the
+// next Probe judges against them. The DSN and the probe timeout (the
+// driver's connect and statement timeouts) are fixed at construction.
+func (d *Database) Apply(cfg *config.Config) {
+	dc, t, r := cfg.Database, cfg.Thresholds, cfg.Responsiveness
+	d.next.Store(&dbLimits{
+		latWarn:     float64(t.DBQueryWarning),
+		latCrit:     float64(t.DBQueryCritical),
+		poolWarn:    r.DBConnectionWarningThreshold,
+		poolCrit:    r.DBConnectionCriticalThreshold,
+		leakAge:     float64(dc.LeakAge),
+		idleTxnWarn: float64(dc.IdleInTransactionWarning),
+		longQuery:   float64(dc.LongQueryThreshold),
+		appPoolSize: dc.AppPoolSize,
+		appUser:     dc.AppUser,
+	})
 }
 
 // Name returns "database_manager".
@@ -357,6 +379,7 @@ func (d *Database) Close() error {
 func (d *Database) Probe(ctx context.Context) Result {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	d.dbLimits = *d.next.Load()
 	start := d.now()
 	res := Result{Probe: DatabaseProbeName, Started: start}
 	details := &DatabaseDetails{Engine: d.kind, Target: d.target}
@@ -403,15 +426,15 @@ func (d *Database) fail(res *Result, details *DatabaseDetails, err error) {
 	}
 }
 
-// judge turns a reading into figures, details, status and reasons, and
+// judge turns a reading into figs, details, status and reasons, and
 // logs the transitions the product logs.
 func (d *Database) judge(res *Result, details *DatabaseDetails, rd *dbReading, now time.Time) {
 	details.Engine = rd.engine
 	details.Version = rd.version
 	lat := rd.latency.Seconds()
 	details.LatencySeconds = lat
-	figures := map[string]float64{"db_latency": lat}
-	res.Figures = figures
+	figs := map[string]float64{string(figures.DBLatency): lat}
+	res.Figures = figs
 
 	level := StatusOK
 	raise := func(s Status, reason string) {
@@ -476,7 +499,7 @@ func (d *Database) judge(res *Result, details *DatabaseDetails, rd *dbReading, n
 	details.Connections = conns
 	if conns.Limit > 0 {
 		conns.Utilization = float64(conns.InUse) / float64(conns.Limit)
-		figures["connection_pool_utilization"] = conns.Utilization
+		figs[string(figures.ConnectionPoolUtilization)] = conns.Utilization
 		u := conns.Utilization
 		pct := int(math.Round(u * 100))
 		poolLevel := StatusOK
@@ -601,7 +624,7 @@ func (d *Database) judge(res *Result, details *DatabaseDetails, rd *dbReading, n
 		ls.BySource = ls.BySource[:dbListMax]
 	}
 	details.LeakSuspects = ls
-	figures["db_leak_suspects"] = float64(ls.Count)
+	figs["db_leak_suspects"] = float64(ls.Count)
 	if ls.Count > 0 {
 		var from []string
 		for i, g := range ls.BySource {
@@ -640,8 +663,8 @@ func (d *Database) judge(res *Result, details *DatabaseDetails, rd *dbReading, n
 		}
 	}
 	details.IdleInTransaction = it
-	figures["db_idle_in_transaction"] = float64(it.Count)
-	figures["db_idle_in_transaction_oldest"] = it.OldestSeconds
+	figs["db_idle_in_transaction"] = float64(it.Count)
+	figs["db_idle_in_transaction_oldest"] = it.OldestSeconds
 	if it.Count > 0 && it.OldestSeconds > d.idleTxnWarn {
 		raise(StatusWarning, fmt.Sprintf("%d sessions idle in transaction, oldest %s (%s, warning > %s)",
 			it.Count, dbSeconds(it.OldestSeconds), sessionSource(idleTxn[0]), dbSeconds(d.idleTxnWarn)))
@@ -668,7 +691,7 @@ func (d *Database) judge(res *Result, details *DatabaseDetails, rd *dbReading, n
 		}
 		details.LongQueries = append(details.LongQueries, publicSession(s, s.runFor))
 	}
-	figures["db_long_queries"] = float64(n)
+	figs["db_long_queries"] = float64(n)
 	if n > 0 {
 		raise(StatusWarning, fmt.Sprintf("%d queries running > %s, longest %s (%s)", n, dbSeconds(d.longQuery), dbSeconds(long[0].runFor), sessionSource(long[0])))
 	}

@@ -481,6 +481,7 @@ func TestDatabaseLongQuery(t *testing.T) {
 		cfg := testDBConfig(f.probeURL(probeUser, "probe-pw"))
 		cfg.Thresholds.DBQueryWarning = 0.5
 		cfg.Thresholds.DBQueryCritical = 1
+		cfg.Database.LongQueryThreshold = 1
 		d, _ := newTestDatabase(t, cfg)
 
 		db := f.open(t, appUser, "app-pw")

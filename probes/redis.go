@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -15,6 +17,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/pulsegate/pulsegate/config"
+	"github.com/pulsegate/pulsegate/figures"
 )
 
 // RedisProbeName is the component name of the Redis probe.
@@ -225,16 +228,13 @@ type Redis struct {
 	now      func() time.Time
 	memLimit MemoryLimitFunc
 
-	prefix, match        string
-	queues               []string
-	budget               int
-	scanTime             time.Duration
-	latWarn, latCrit     float64
-	memWarn, memCrit     float64
-	connWarn, connCrit   float64
-	queueWarn, queueCrit int
+	scanTime time.Duration
+	// next holds the settings of the latest configuration (Apply); each
+	// Probe copies them into redisSettings before it reads.
+	next atomic.Pointer[redisSettings]
 
-	mu sync.Mutex
+	mu            sync.Mutex
+	redisSettings // the settings this tick reads and judges with
 	// scan state
 	cursor uint64
 	pass   redisPass
@@ -331,26 +331,61 @@ func newRedis(cfg *config.Config, log *zap.Logger, opts ...RedisOption) (*Redis,
 		scrubber:   scrubber,
 		log:        log.Named(RedisProbeName),
 		now:        time.Now,
-		prefix:     rc.SessionPrefix,
-		match:      RedisGlobEscape(rc.SessionPrefix) + "*",
-		queues:     append([]string(nil), rc.QueueKeys...),
-		budget:     rc.ScanBudget,
 		scanTime:   min(timeout/4, redisScanTimeMax),
-		latWarn:    float64(cfg.Thresholds.DBQueryWarning),
-		latCrit:    float64(cfg.Thresholds.DBQueryCritical),
-		memWarn:    cfg.Responsiveness.MemoryWarningThreshold,
-		memCrit:    cfg.Responsiveness.MemoryCriticalThreshold,
-		connWarn:   cfg.Responsiveness.DBConnectionWarningThreshold,
-		connCrit:   cfg.Responsiveness.DBConnectionCriticalThreshold,
-		queueWarn:  cfg.Thresholds.QueueWarning,
-		queueCrit:  cfg.Thresholds.QueueCritical,
 		memLevel:   StatusOK,
 		queueLevel: StatusOK,
 	}
+	r.Apply(cfg)
+	r.redisSettings = *r.next.Load()
 	for _, o := range opts {
 		o(r)
 	}
 	return r, nil
+}
+
+// redisSettings are what the Redis probe reads and judges with. They are
+// live: Apply swaps them, and the next Probe uses them.
+type redisSettings struct {
+	prefix, match        string
+	queues               []string
+	budget               int
+	latWarn, latCrit     float64
+	memWarn, memCrit     float64
+	connWarn, connCrit   float64
+	queueWarn, queueCrit int
+}
+
+// Apply takes the session prefix, queue keys, scan budget and thresholds
+// of a new configuration; the next Probe uses them (a new prefix starts a
+// new SCAN pass). The URL and the probe timeout (the client's dial and
+// read timeouts) are fixed at construction.
+func (r *Redis) Apply(cfg *config.Config) {
+	rc, t, rs := cfg.Redis, cfg.Thresholds, cfg.Responsiveness
+	r.next.Store(&redisSettings{
+		prefix:    rc.SessionPrefix,
+		match:     RedisGlobEscape(rc.SessionPrefix) + "*",
+		queues:    slices.Clone(rc.QueueKeys),
+		budget:    rc.ScanBudget,
+		latWarn:   float64(t.RedisLatencyWarning),
+		latCrit:   float64(t.RedisLatencyCritical),
+		memWarn:   rs.MemoryWarningThreshold,
+		memCrit:   rs.MemoryCriticalThreshold,
+		connWarn:  rs.DBConnectionWarningThreshold,
+		connCrit:  rs.DBConnectionCriticalThreshold,
+		queueWarn: t.JobQueueWarning,
+		queueCrit: t.JobQueueCritical,
+	})
+}
+
+// takeSettings installs the latest settings for this tick. Keys counted
+// under another prefix say nothing about the new one: a changed prefix
+// restarts the SCAN pass and the growth ring.
+func (r *Redis) takeSettings() {
+	next := r.next.Load()
+	if r.prefix != "" && next.prefix != r.prefix {
+		r.cursor, r.pass, r.last, r.passes, r.ring = 0, redisPass{}, nil, 0, nil
+	}
+	r.redisSettings = *next
 }
 
 // Name returns "session_monitoring".
@@ -384,6 +419,7 @@ func redisAuthError(err error) (auth, noperm bool) {
 func (r *Redis) Probe(ctx context.Context) Result {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.takeSettings()
 	start := r.now()
 	res := Result{Probe: RedisProbeName, Started: start}
 	det := &RedisDetails{Target: r.target}
@@ -420,8 +456,8 @@ func (r *Redis) Probe(ctx context.Context) Result {
 	lat := time.Since(t0).Seconds()
 	r.authFailed = false
 	det.LatencySeconds = lat
-	figures := map[string]float64{"redis_latency": lat}
-	res.Figures = figures
+	figs := map[string]float64{string(figures.RedisLatency): lat}
+	res.Figures = figs
 
 	infoText, err := r.client.Info(ctx).Result()
 	if err != nil {
@@ -444,9 +480,9 @@ func (r *Redis) Probe(ctx context.Context) Result {
 		raise(StatusWarning, fmt.Sprintf("PING took %s (warning ≥ %s)", dbSeconds(lat), dbSeconds(r.latWarn)))
 	}
 
-	r.judgeMemory(det, info, figures, raise)
+	r.judgeMemory(det, info, figs, raise)
 	r.judgeClients(ctx, det, info, raise)
-	r.judgeEvictions(det, info, figures, start, raise)
+	r.judgeEvictions(det, info, figs, start, raise)
 	if ks, ok := info["keyspace"][fmt.Sprintf("db%d", r.db)]; ok {
 		f := parseKeyspaceLine(ks)
 		det.Keyspace = &RedisKeyspace{DB: r.db, Keys: f["keys"], Expires: f["expires"]}
@@ -457,13 +493,13 @@ func (r *Redis) Probe(ctx context.Context) Result {
 	if err := r.scan(ctx, det, start); err != nil {
 		return fail("SCAN of "+r.prefix+"*", err)
 	}
-	r.judgeSessions(det, figures, raise)
+	r.judgeSessions(det, figs, raise)
 
 	if len(r.queues) > 0 {
 		if err := r.readQueues(ctx, det); err != nil {
 			return fail("reading queue lengths", err)
 		}
-		r.judgeQueues(det, figures, raise)
+		r.judgeQueues(det, figs, raise)
 	}
 	if r.noSize {
 		det.Partial = append(det.Partial, "+memory|usage")
@@ -479,7 +515,7 @@ func (r *Redis) Probe(ctx context.Context) Result {
 // judgeMemory compares used_memory with maxmemory, or with the
 // container/host memory when maxmemory is 0 (no limit). It never divides
 // by zero: with no known limit, usage is null and no figure is published.
-func (r *Redis) judgeMemory(det *RedisDetails, info map[string]map[string]string, figures map[string]float64, raise func(Status, string)) {
+func (r *Redis) judgeMemory(det *RedisDetails, info map[string]map[string]string, figs map[string]float64, raise func(Status, string)) {
 	used, ok := infoInt(info, "memory", "used_memory")
 	if !ok {
 		return
@@ -507,7 +543,7 @@ func (r *Redis) judgeMemory(det *RedisDetails, info map[string]map[string]string
 	m.LimitBytes = &limit
 	u := float64(used) / float64(limit)
 	m.Usage = &u
-	figures["redis_memory_usage"] = u
+	figs[string(figures.RedisMemoryUsage)] = u
 	lvl := StatusOK
 	switch {
 	case u >= r.memCrit:
@@ -518,7 +554,7 @@ func (r *Redis) judgeMemory(det *RedisDetails, info map[string]map[string]string
 		raise(lvl, fmt.Sprintf("Redis memory at %.0f%% of %s (%s, warning ≥ %.0f%%)", u*100, redisFmtBytes(limit), m.LimitSource, r.memWarn*100))
 	}
 	if dbSeverity(lvl) > dbSeverity(r.memLevel) {
-		r.log.Warn("redis_memory_usage",
+		r.log.Warn(string(figures.RedisMemoryUsage),
 			zap.String("text", fmt.Sprintf("Redis memory usage at %.0f%%", u*100)),
 			zap.Int64("used_bytes", used), zap.Int64("limit_bytes", limit), zap.String("limit_source", m.LimitSource))
 	}
@@ -563,7 +599,7 @@ func (r *Redis) judgeClients(ctx context.Context, det *RedisDetails, info map[st
 
 // judgeEvictions turns the evicted_keys counter into a rate; a counter
 // that went down (or an uptime that did) is a restart, not a negative rate.
-func (r *Redis) judgeEvictions(det *RedisDetails, info map[string]map[string]string, figures map[string]float64, now time.Time, raise func(Status, string)) {
+func (r *Redis) judgeEvictions(det *RedisDetails, info map[string]map[string]string, figs map[string]float64, now time.Time, raise func(Status, string)) {
 	ev, ok := infoInt(info, "stats", "evicted_keys")
 	if !ok {
 		return
@@ -574,7 +610,7 @@ func (r *Redis) judgeEvictions(det *RedisDetails, info map[string]map[string]str
 		if el := now.Sub(r.prevEvictedAt).Seconds(); el > 0 {
 			rate := float64(ev-r.prevEvicted) / el
 			e.PerSecond = &rate
-			figures["redis_evicted_per_sec"] = rate
+			figs["redis_evicted_per_sec"] = rate
 			if rate > 0 {
 				raise(StatusWarning, fmt.Sprintf("Redis is evicting keys: %.2f/s (sessions may be lost)", rate))
 			}
@@ -719,13 +755,13 @@ func (r *Redis) visit(ctx context.Context, keys []string, sized *int) error {
 
 // judgeSessions publishes the session figures (from completed passes only)
 // and the growth fit.
-func (r *Redis) judgeSessions(det *RedisDetails, figures map[string]float64, raise func(Status, string)) {
+func (r *Redis) judgeSessions(det *RedisDetails, figs map[string]float64, raise func(Status, string)) {
 	s := det.Sessions
 	if s == nil || s.Partial {
 		return
 	}
-	figures["session_count"] = float64(s.Count)
-	figures["session_without_ttl"] = float64(s.WithoutTTL)
+	figs["session_count"] = float64(s.Count)
+	figs["session_without_ttl"] = float64(s.WithoutTTL)
 	if s.WithoutTTL > 0 {
 		raise(StatusWarning, fmt.Sprintf("%d of %d session keys under %q have no TTL (leak: they never expire)", s.WithoutTTL, s.Count, r.prefix))
 		if !r.sessionLeak {
@@ -868,15 +904,15 @@ func (r *Redis) readQueues(ctx context.Context, det *RedisDetails) error {
 	return nil
 }
 
-// judgeQueues compares the deepest queue with thresholds.queue_warning/critical.
-func (r *Redis) judgeQueues(det *RedisDetails, figures map[string]float64, raise func(Status, string)) {
+// judgeQueues compares the deepest queue with thresholds.job_queue_warning/critical.
+func (r *Redis) judgeQueues(det *RedisDetails, figs map[string]float64, raise func(Status, string)) {
 	var deepest RedisQueue
 	for _, q := range det.Queues {
 		if q.Depth >= deepest.Depth {
 			deepest = q
 		}
 	}
-	figures["job_queue_depth"] = float64(deepest.Depth)
+	figs[string(figures.JobQueueDepth)] = float64(deepest.Depth)
 	lvl := StatusOK
 	switch {
 	case r.queueCrit > 0 && deepest.Depth >= int64(r.queueCrit):
@@ -887,7 +923,7 @@ func (r *Redis) judgeQueues(det *RedisDetails, figures map[string]float64, raise
 		raise(lvl, fmt.Sprintf("job queue %s holds %d jobs (warning ≥ %d)", deepest.Key, deepest.Depth, r.queueWarn))
 	}
 	if dbSeverity(lvl) > dbSeverity(r.queueLevel) {
-		r.log.Warn("job_queue_depth",
+		r.log.Warn(string(figures.JobQueueDepth),
 			zap.String("text", fmt.Sprintf("Job queue %s backing up: %d jobs", deepest.Key, deepest.Depth)),
 			zap.String("queue", deepest.Key), zap.Int64("depth", deepest.Depth), zap.String("level", string(lvl)))
 	}

@@ -195,12 +195,24 @@ func (r *Runner) SetTimeout(probe string, d time.Duration) {
 	r.timeouts[probe] = d
 }
 
-// Apply takes the live parts of a new configuration: interval and probe
-// timeouts (RunnerConfigFrom's fields).
+// Applier is a prober whose settings follow live configuration: the
+// system, database and Redis probes.
+type Applier interface {
+	Apply(cfg *config.Config)
+}
+
+// Apply takes a new configuration: the interval and probe timeouts
+// (RunnerConfigFrom's fields), and every prober's own settings and
+// thresholds, so the next run of each probe judges with them.
 func (r *Runner) Apply(cfg *config.Config) {
 	rc := RunnerConfigFrom(cfg)
 	for name, d := range rc.Timeouts {
 		r.SetTimeout(name, d)
+	}
+	for _, pl := range r.loops {
+		if a, ok := pl.p.(Applier); ok {
+			a.Apply(cfg)
+		}
 	}
 	r.SetInterval(rc.Interval)
 }

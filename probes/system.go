@@ -22,6 +22,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/pulsegate/pulsegate/config"
+	"github.com/pulsegate/pulsegate/figures"
 )
 
 // SystemComponent is the system probe's name: the product's SystemOptimizer.
@@ -273,7 +274,7 @@ func (s *SystemProbe) Probe(ctx context.Context) Result {
 		}
 	}
 	if m := d.Memory; m.UsageFraction != nil {
-		res.Figures["memory_usage"] = *m.UsageFraction
+		res.Figures[string(figures.MemoryUsage)] = *m.UsageFraction
 		what := fmt.Sprintf("memory at %s of host memory (%s)", sysPct(*m.UsageFraction), sysBytes(sysDeref(m.LimitBytes)))
 		if m.LimitSource == LimitSourceCgroup {
 			what = fmt.Sprintf("memory at %s of the %s cgroup limit (working set %s)",
@@ -285,7 +286,7 @@ func (s *SystemProbe) Probe(ctx context.Context) Result {
 		res.Figures["host_memory_usage"] = *m
 	}
 	if c := d.CPU; c.UsageFraction != nil {
-		res.Figures["cpu_usage"] = *c.UsageFraction
+		res.Figures[string(figures.CPUUsage)] = *c.UsageFraction
 		what := fmt.Sprintf("cpu at %s of %d host CPUs", sysPct(*c.UsageFraction), c.HostCPUs)
 		if c.LimitSource == LimitSourceCgroup {
 			what = fmt.Sprintf("cpu at %s of a %.2f-CPU quota", sysPct(*c.UsageFraction), sysDeref(c.QuotaCPUs))
@@ -305,7 +306,7 @@ func (s *SystemProbe) Probe(ctx context.Context) Result {
 			judge(dk.UsedFraction, s.thr.DiskWarning, s.thr.DiskCrit, fmt.Sprintf("disk %s %s used (%s free of %s)",
 				dk.Path, sysPct(dk.UsedFraction), sysBytes(dk.FreeBytes), sysBytes(dk.TotalBytes)))
 		}
-		res.Figures["disk_usage"] = worst
+		res.Figures[string(figures.DiskUsage)] = worst
 	}
 	if len(d.Degraded) > 0 {
 		res.Status = sysWorse(res.Status, StatusWarning)

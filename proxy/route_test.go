@@ -6,6 +6,8 @@ import (
 	"sort"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 func TestTemplateRoute(t *testing.T) {
@@ -113,11 +115,17 @@ func TestWindowAggregates(t *testing.T) {
 	w.record(now, &sample{class: classClientClosed}, apdexT)
 	w.record(now, &sample{class: classRejected}, apdexT)
 	st := w.sum(now, time.Minute, start).stats("1m")
-	if st.Requests != 52 || st.Errors != 10 {
-		t.Fatalf("requests=%d errors=%d; want 52, 10", st.Requests, st.Errors)
+	// error_rate is what clients felt: the app's 10 errors and the
+	// rejection, of the 51 answered (the client-closed one was not).
+	if st.Requests != 52 || st.Errors != 11 || st.AppErrors != 10 || st.Rejections != 1 {
+		t.Fatalf("requests=%d errors=%d app_errors=%d rejections=%d; want 52, 11, 10, 1", st.Requests, st.Errors, st.AppErrors, st.Rejections)
 	}
-	if st.ErrorRate != 0.2 {
-		t.Fatalf("error_rate = %v; want 0.2 (client-closed and rejected excluded)", st.ErrorRate)
+	if math.Abs(st.ErrorRate-11.0/51) > 1e-12 || math.Abs(st.RejectionRate-1.0/51) > 1e-12 {
+		t.Fatalf("error_rate = %v, rejection_rate = %v; want 11/51 and 1/51", st.ErrorRate, st.RejectionRate)
+	}
+	// app_error_rate is what the app caused, of the 50 it answered.
+	if st.AppErrorRate != 0.2 {
+		t.Fatalf("app_error_rate = %v; want 0.2 (client-closed and rejected excluded)", st.AppErrorRate)
 	}
 	if st.Apdex == nil || math.Abs(*st.Apdex-40.0/51) > 1e-9 {
 		t.Fatalf("apdex = %v; want 40/51", st.Apdex)
@@ -126,5 +134,33 @@ func TestWindowAggregates(t *testing.T) {
 	later := now.Add(16 * time.Minute)
 	if st := w.sum(later, 15*time.Minute, start).stats("15m"); st.Requests != 0 || st.AvgResponseTime != nil {
 		t.Fatalf("stale slots counted: %+v", st)
+	}
+}
+
+// TestRateCollectorsExportBothErrorRates: /metrics carries error_rate
+// (clients' view), app_error_rate and rejection_rate, from the 1m window.
+func TestRateCollectorsExportBothErrorRates(t *testing.T) {
+	now := time.Unix(2_000_000, 0)
+	s := newStats(now.Add(-time.Hour), 10, 0)
+	for range 8 {
+		s.global.record(now, &sample{class: class2xx, timed: true}, time.Second)
+	}
+	s.global.record(now, &sample{class: class5xx, isError: true, timed: true}, time.Second)
+	s.global.record(now, &sample{class: classRejected}, time.Second)
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(s.RateCollectors(func() time.Time { return now })...)
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		got[mf.GetName()] = mf.GetMetric()[0].GetGauge().GetValue()
+	}
+	want := map[string]float64{"pulsegate_error_rate_ratio": 0.2, "pulsegate_app_error_rate_ratio": 1.0 / 9, "pulsegate_rejection_rate_ratio": 0.1}
+	for k, v := range want {
+		if math.Abs(got[k]-v) > 1e-12 {
+			t.Errorf("%s = %v, want %v", k, got[k], v)
+		}
 	}
 }

@@ -143,12 +143,25 @@ func (s *Stats) RecentSlow() []SlowRequest {
 // (not rejected, not abandoned by the client, not streams); they are
 // null when there were none.
 type WindowStats struct {
-	Window          string            `json:"window"`
-	Seconds         float64           `json:"seconds"`
-	Requests        uint64            `json:"requests"`
-	ThroughputRPS   float64           `json:"throughput_rps"`
-	Errors          uint64            `json:"errors"`
-	ErrorRate       float64           `json:"error_rate"`
+	Window        string  `json:"window"`
+	Seconds       float64 `json:"seconds"`
+	Requests      uint64  `json:"requests"`
+	ThroughputRPS float64 `json:"throughput_rps"`
+	// Errors are the requests that failed for their client: the app's
+	// 5xx, pulsegate's 502/504 (app unreachable, timed out, broke off) and
+	// pulsegate's own 429/503 rejections. ErrorRate is their share of the
+	// answered requests (client-closed ones are not answered).
+	Errors    uint64  `json:"errors"`
+	ErrorRate float64 `json:"error_rate"`
+	// AppErrors are the failures the app caused (Errors without the
+	// rejections); AppErrorRate is their share of the requests forwarded
+	// to the app and answered.
+	AppErrors    uint64  `json:"app_errors"`
+	AppErrorRate float64 `json:"app_error_rate"`
+	// Rejections are the requests backpressure answered itself (429/503);
+	// RejectionRate is their share of the answered requests.
+	Rejections      uint64            `json:"rejections"`
+	RejectionRate   float64           `json:"rejection_rate"`
 	AvgResponseTime *float64          `json:"avg_response_time"`
 	P50             *float64          `json:"p50"`
 	P95             *float64          `json:"p95"`
@@ -169,10 +182,13 @@ type TimingSplit struct {
 
 // RouteStats is one route's figures over the last 5 minutes.
 type RouteStats struct {
-	Route           string   `json:"route"`
-	Requests        uint64   `json:"requests"`
-	ThroughputRPS   float64  `json:"throughput_rps"`
+	Route         string  `json:"route"`
+	Requests      uint64  `json:"requests"`
+	ThroughputRPS float64 `json:"throughput_rps"`
+	// ErrorRate, AppErrorRate and Rejections mean what they mean in WindowStats.
 	ErrorRate       float64  `json:"error_rate"`
+	AppErrorRate    float64  `json:"app_error_rate"`
+	Rejections      uint64   `json:"rejections"`
 	AvgResponseTime *float64 `json:"avg_response_time"`
 	P95             *float64 `json:"p95"`
 	P99             *float64 `json:"p99"`
@@ -186,13 +202,19 @@ func (a *agg) stats(name string) WindowStats {
 		Seconds:        a.seconds,
 		Requests:       a.count,
 		ThroughputRPS:  float64(a.count) / a.seconds,
-		Errors:         a.errors,
+		AppErrors:      a.errors,
+		Rejections:     a.classes[classRejected],
 		SlowRequests:   a.slow,
 		StatusClasses:  make(map[string]uint64, numClasses),
 		BytesPerSecond: float64(a.bytes) / a.seconds,
 	}
-	if d := a.count - a.classes[classClientClosed] - a.classes[classRejected]; d > 0 {
-		w.ErrorRate = float64(a.errors) / float64(d)
+	w.Errors = w.AppErrors + w.Rejections
+	if answered := a.count - a.classes[classClientClosed]; answered > 0 {
+		w.ErrorRate = float64(w.Errors) / float64(answered)
+		w.RejectionRate = float64(w.Rejections) / float64(answered)
+	}
+	if forwarded := a.count - a.classes[classClientClosed] - a.classes[classRejected]; forwarded > 0 {
+		w.AppErrorRate = float64(a.errors) / float64(forwarded)
 	}
 	for i, n := range classNames {
 		w.StatusClasses[n] = a.classes[i]
@@ -294,7 +316,8 @@ func (s *Stats) Snapshot(now time.Time, topN int) Snapshot {
 		}
 		w := a.stats("5m")
 		all = append(all, RouteStats{Route: r.name, Requests: w.Requests, ThroughputRPS: w.ThroughputRPS,
-			ErrorRate: w.ErrorRate, AvgResponseTime: w.AvgResponseTime, P95: w.P95, P99: w.P99})
+			ErrorRate: w.ErrorRate, AppErrorRate: w.AppErrorRate, Rejections: w.Rejections,
+			AvgResponseTime: w.AvgResponseTime, P95: w.P95, P99: w.P99})
 	}
 	for _, r := range routes {
 		add(r)
@@ -335,4 +358,29 @@ func top(all []RouteStats, n int, less func(a, b RouteStats) bool) []RouteStats 
 		c = c[:n]
 	}
 	return c
+}
+
+// RateCollectors export the 1-minute error rates as gauges, read from the
+// windows at scrape time (the counters behind them are
+// pulsegate_requests_total and pulsegate_errors_total):
+// pulsegate_error_rate_ratio (every failure a client felt, rejections
+// included), pulsegate_app_error_rate_ratio (what the app caused) and
+// pulsegate_rejection_rate_ratio (backpressure's own 429/503). now may be
+// nil (time.Now).
+func (s *Stats) RateCollectors(now func() time.Time) []prometheus.Collector {
+	if now == nil {
+		now = time.Now
+	}
+	gauge := func(name, help string, v func(WindowStats) float64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help, ConstLabels: prometheus.Labels{"window": "1m"}},
+			func() float64 { return v(s.Window(now(), "1m")) })
+	}
+	return []prometheus.Collector{
+		gauge("pulsegate_error_rate_ratio", "Share of answered requests that failed for their client (app 5xx, pulsegate 502/504, backpressure 429/503).",
+			func(w WindowStats) float64 { return w.ErrorRate }),
+		gauge("pulsegate_app_error_rate_ratio", "Share of requests forwarded to the app that failed because of the app (5xx, 502/504).",
+			func(w WindowStats) float64 { return w.AppErrorRate }),
+		gauge("pulsegate_rejection_rate_ratio", "Share of answered requests that backpressure rejected itself (429/503).",
+			func(w WindowStats) float64 { return w.RejectionRate }),
+	}
 }

@@ -1,4 +1,8 @@
-package dashboard
+// Package history keeps a bounded ring of monitor ticks for the trend
+// graphs (the dashboard's GET /admin/responsiveness/api/history): one
+// point per resolution step, the worst value of each figure in the step.
+// The monitor feeds it after every tick (Monitor.OnTick(h.Record)).
+package history
 
 import (
 	"errors"
@@ -6,36 +10,12 @@ import (
 	"sync"
 	"time"
 
-	"github.com/pulsegate/pulsegate/backpressure"
+	"github.com/pulsegate/pulsegate/figures"
 	"github.com/pulsegate/pulsegate/health"
 	"github.com/pulsegate/pulsegate/monitor"
 )
 
-// Series names the figures the history keeps, in the order of the JSON
-// "series" object. Fractions are 0..1, times in seconds.
-var Series = []string{
-	"memory_usage",
-	"cpu_usage",
-	"disk_usage",
-	"connection_pool_utilization",
-	"db_latency",
-	"redis_latency",
-	"redis_memory_usage",
-	"avg_response_time",
-	"p50_response_time",
-	"p95_response_time",
-	"p99_response_time",
-	"throughput_rps",
-	"error_rate",
-	"apdex",
-	"slow_requests",
-	"queue_depth",
-	"in_flight",
-}
-
-const nSeries = 17
-
-// Indexes into point.v, matching Series.
+// Indexes into point.v, one per series; numSeries counts them.
 const (
 	sMemory = iota
 	sCPU
@@ -54,18 +34,46 @@ const (
 	sSlow
 	sQueue
 	sInFlight
+	numSeries
 )
+
+// seriesNames names each series, in the order of the JSON "series"
+// object; the array length makes the compiler keep it in step with the
+// indexes. Fractions are 0..1, times in seconds.
+var seriesNames = [numSeries]string{
+	sMemory:       string(figures.MemoryUsage),
+	sCPU:          string(figures.CPUUsage),
+	sDisk:         string(figures.DiskUsage),
+	sDBPool:       string(figures.ConnectionPoolUtilization),
+	sDBLatency:    string(figures.DBLatency),
+	sRedisLatency: string(figures.RedisLatency),
+	sRedisMemory:  string(figures.RedisMemoryUsage),
+	sAvg:          string(figures.AvgResponseTime),
+	sP50:          "p50_response_time",
+	sP95:          string(figures.P95ResponseTime),
+	sP99:          "p99_response_time",
+	sRPS:          string(figures.ThroughputRPS),
+	sErrorRate:    string(figures.ErrorRate),
+	sApdex:        string(figures.Apdex),
+	sSlow:         "slow_requests",
+	sQueue:        string(figures.QueueDepth),
+	sInFlight:     "in_flight",
+}
+
+// Series names the figures the history keeps, in the order of the JSON
+// "series" object.
+func Series() []string { return append([]string(nil), seriesNames[:]...) }
 
 // figureSeries maps a monitor figure to the series it feeds.
 var figureSeries = map[string]int{
-	"memory_usage":                sMemory,
-	"cpu_usage":                   sCPU,
-	"disk_usage":                  sDisk,
-	"connection_pool_utilization": sDBPool,
-	"db_latency":                  sDBLatency,
-	"redis_latency":               sRedisLatency,
-	"redis_memory_usage":          sRedisMemory,
-	"queue_depth":                 sQueue,
+	string(figures.MemoryUsage):               sMemory,
+	string(figures.CPUUsage):                  sCPU,
+	string(figures.DiskUsage):                 sDisk,
+	string(figures.ConnectionPoolUtilization): sDBPool,
+	string(figures.DBLatency):                 sDBLatency,
+	string(figures.RedisLatency):              sRedisLatency,
+	string(figures.RedisMemoryUsage):          sRedisMemory,
+	string(figures.QueueDepth):                sQueue,
 }
 
 // Health levels as stored in a point; higher is worse.
@@ -85,7 +93,7 @@ type point struct {
 	step   int64 // unix seconds ÷ resolution; 0 = empty slot
 	ticks  uint16
 	health uint8
-	v      [nSeries]float32
+	v      [numSeries]float32
 }
 
 // History is a bounded in-memory ring of monitor ticks for the trend
@@ -98,8 +106,8 @@ type History struct {
 	last int64 // newest step recorded
 }
 
-// NewHistory returns an empty ring of retention ÷ resolution points.
-func NewHistory(resolution, retention time.Duration) (*History, error) {
+// New returns an empty ring of retention ÷ resolution points.
+func New(resolution, retention time.Duration) (*History, error) {
 	if resolution < time.Second || resolution%time.Second != 0 {
 		return nil, errors.New("history resolution: want a whole number of seconds, at least 1")
 	}
@@ -126,7 +134,7 @@ func (h *History) Record(t *monitor.Tick) {
 	if t == nil || t.Time.IsZero() {
 		return
 	}
-	var v [nSeries]float32
+	var v [numSeries]float32
 	for i := range v {
 		v[i] = float32(math.NaN())
 	}
@@ -151,15 +159,9 @@ func (h *History) Record(t *monitor.Tick) {
 		v[sErrorRate] = float32(r.ErrorRate)
 		v[sSlow] = float32(r.SlowRequests)
 	}
-	switch bp := t.Backpressure.(type) {
-	case backpressure.State:
+	if bp := t.Backpressure; bp != nil {
 		v[sInFlight] = float32(bp.InFlight)
 		v[sQueue] = float32(bp.Queued)
-	case *backpressure.State:
-		if bp != nil {
-			v[sInFlight] = float32(bp.InFlight)
-			v[sQueue] = float32(bp.Queued)
-		}
 	}
 	hl := healthUnknown
 	switch t.Verdict.Status {
@@ -189,7 +191,7 @@ func (h *History) Record(t *monitor.Tick) {
 	h.last = max(h.last, step)
 }
 
-func (p *point) merge(v [nSeries]float32, hl uint8) {
+func (p *point) merge(v [numSeries]float32, hl uint8) {
 	for i, x := range v {
 		p.v[i] = worst(i, p.v[i], x)
 	}
@@ -220,10 +222,10 @@ var Ranges = map[string]time.Duration{"15m": 15 * time.Minute, "1h": time.Hour, 
 // coarser steps (the worst value per step, as the ring itself keeps).
 const MaxPoints = 720
 
-// HistoryView is the history endpoint's JSON: column arrays, one entry
+// View is the history endpoint's JSON: column arrays, one entry
 // per step that saw at least one tick, oldest first. Steps without ticks
 // are left out, so a gap in Time is a gap in the data.
-type HistoryView struct {
+type View struct {
 	// Range is the requested range, e.g. "1h".
 	Range string `json:"range"`
 	// StepSeconds is the length of one returned step.
@@ -243,7 +245,7 @@ type HistoryView struct {
 
 // Query returns the points of the last d before now, merged into steps of
 // at least the resolution so that at most MaxPoints are returned.
-func (h *History) Query(name string, d time.Duration, now time.Time) HistoryView {
+func (h *History) Query(name string, d time.Duration, now time.Time) View {
 	resSec := int64(h.res / time.Second)
 	per := int64(1)
 	if n := int64(d / h.res); n > MaxPoints {
@@ -252,8 +254,8 @@ func (h *History) Query(name string, d time.Duration, now time.Time) HistoryView
 	stepSec := resSec * per
 	toStep := h.stepOf(now)
 	fromStep := toStep - int64(d/h.res) + 1
-	out := HistoryView{Range: name, StepSeconds: stepSec, ResolutionSeconds: resSec,
-		From: fromStep * resSec, To: (toStep + 1) * resSec, Series: make(map[string][]*float64, nSeries)}
+	out := View{Range: name, StepSeconds: stepSec, ResolutionSeconds: resSec,
+		From: fromStep * resSec, To: (toStep + 1) * resSec, Series: make(map[string][]*float64, numSeries)}
 
 	h.mu.RLock()
 	var pts []point
@@ -284,8 +286,8 @@ func (h *History) Query(name string, d time.Duration, now time.Time) HistoryView
 
 	out.Time = make([]int64, len(pts))
 	out.Health = make([]string, len(pts))
-	cols := make([][]*float64, nSeries)
-	vals := make([]float64, len(pts)*nSeries) // one allocation for every value
+	cols := make([][]*float64, numSeries)
+	vals := make([]float64, len(pts)*numSeries) // one allocation for every value
 	for i := range cols {
 		cols[i] = make([]*float64, len(pts))
 	}
@@ -294,13 +296,13 @@ func (h *History) Query(name string, d time.Duration, now time.Time) HistoryView
 		out.Health[j] = healthNames[p.health]
 		for i, x := range p.v {
 			if x == x {
-				k := j*nSeries + i
+				k := j*numSeries + i
 				vals[k] = round6(float64(x))
 				cols[i][j] = &vals[k]
 			}
 		}
 	}
-	for i, name := range Series {
+	for i, name := range seriesNames {
 		out.Series[name] = cols[i]
 	}
 	return out

@@ -1,4 +1,4 @@
-package dashboard
+package history
 
 import (
 	"math"
@@ -21,7 +21,7 @@ func tick(at time.Time, cpu float64) *monitor.Tick {
 
 func mustHistory(t *testing.T, res, ret time.Duration) *History {
 	t.Helper()
-	h, err := NewHistory(res, ret)
+	h, err := New(res, ret)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -32,8 +32,8 @@ func TestHistoryRejectsBadSizes(t *testing.T) {
 	for _, c := range []struct{ res, ret time.Duration }{
 		{0, time.Hour}, {1500 * time.Millisecond, time.Hour}, {10 * time.Second, 5 * time.Second}, {time.Second, 365 * 24 * time.Hour},
 	} {
-		if _, err := NewHistory(c.res, c.ret); err == nil {
-			t.Errorf("NewHistory(%v, %v): no error", c.res, c.ret)
+		if _, err := New(c.res, c.ret); err == nil {
+			t.Errorf("New(%v, %v): no error", c.res, c.ret)
 		}
 	}
 }
@@ -58,17 +58,6 @@ func TestHistoryIsBounded(t *testing.T) {
 	}
 	if first := time.Unix(v.Time[0], 0); first.Before(end.Add(-time.Hour - 10*time.Second)) {
 		t.Errorf("oldest point %v is older than the ring's hour before %v", first, end)
-	}
-}
-
-// The default day at 10 s is 8640 points of 80 bytes.
-func TestDefaultHistorySize(t *testing.T) {
-	d, err := New(Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if c := d.History().Capacity(); c != 8640 {
-		t.Errorf("capacity %d, want 8640", c)
 	}
 }
 
@@ -123,7 +112,7 @@ func TestHistoryKeepsWorstPerStep(t *testing.T) {
 	h := mustHistory(t, 10*time.Second, time.Hour)
 	h.Record(&monitor.Tick{Time: t0, Figures: map[string]float64{"memory_usage": 0.4},
 		Requests: proxy.WindowStats{Window: "1m", P95: f(0.2), Apdex: f(0.9), ThroughputRPS: 5, ErrorRate: 0.01},
-		Verdict:  health.Verdict{Status: health.Critical}, Backpressure: backpressure.State{InFlight: 3, Queued: 7}})
+		Verdict:  health.Verdict{Status: health.Critical}, Backpressure: &backpressure.State{InFlight: 3, Queued: 7}})
 	h.Record(&monitor.Tick{Time: t0.Add(4 * time.Second), Figures: map[string]float64{"memory_usage": 0.3, "cpu_usage": math.NaN()},
 		Requests: proxy.WindowStats{Window: "1m", P95: f(0.5), Apdex: f(0.7), ThroughputRPS: 4, ErrorRate: 0.02},
 		Verdict:  health.Verdict{Status: health.Healthy}, Backpressure: &backpressure.State{InFlight: 1, Queued: 2}})
@@ -189,7 +178,7 @@ func TestHistoryGapsAndOldTicks(t *testing.T) {
 }
 
 func BenchmarkRecord(b *testing.B) {
-	h, _ := NewHistory(10*time.Second, 24*time.Hour)
+	h, _ := New(10*time.Second, 24*time.Hour)
 	tk := &monitor.Tick{Figures: map[string]float64{"cpu_usage": 0.5, "memory_usage": 0.3, "disk_usage": 0.2, "error_rate": 0.01},
 		Requests: proxy.WindowStats{Window: "1m", P95: f(0.2), P99: f(0.4), Apdex: f(0.9)}}
 	b.ReportAllocs()
@@ -200,7 +189,7 @@ func BenchmarkRecord(b *testing.B) {
 }
 
 func BenchmarkQuery24h(b *testing.B) {
-	h, _ := NewHistory(10*time.Second, 24*time.Hour)
+	h, _ := New(10*time.Second, 24*time.Hour)
 	for i := 0; i < 8640*2; i++ {
 		h.Record(tick(t0.Add(time.Duration(i)*5*time.Second), 0.5))
 	}
