@@ -26,6 +26,7 @@ import (
 	"github.com/pulsegate/pulsegate/config"
 	"github.com/pulsegate/pulsegate/events"
 	"github.com/pulsegate/pulsegate/health"
+	"github.com/pulsegate/pulsegate/membudget"
 	"github.com/pulsegate/pulsegate/monitor"
 	"github.com/pulsegate/pulsegate/probes"
 	"github.com/pulsegate/pulsegate/proxy"
@@ -43,7 +44,12 @@ func cmdServe(ctx context.Context, args, environ []string, stdout, stderr io.Wri
 		return 1
 	}
 	defer log.Sync()
+	budget := applyRuntime(cfg, environ, log)
 	a, err := build(cfg, log, level, dashboardHandler(cfg))
+	if err == nil {
+		a.runtime = &budget
+		err = registerRuntimeMetrics(a.reg, budget)
+	}
 	if err != nil {
 		log.Error("startup_failed", zap.Error(err))
 		return 1
@@ -96,6 +102,8 @@ type app struct {
 	draining atomic.Bool
 	// loops are the background goroutines run alongside the servers.
 	loops []func(context.Context) error
+	// runtime is the memory budget and GOMAXPROCS applied at start (serve only).
+	runtime *membudget.Budget
 }
 
 // build wires every component for cfg. dashboard may be nil.
@@ -273,11 +281,15 @@ func (a *app) resources() adminapi.Resources {
 
 // extraSections adds the probes and background tasks to the performance JSON.
 func (a *app) extraSections() map[string]any {
-	return map[string]any{
+	out := map[string]any{
 		"probes":           a.runner.Store().Snapshot(),
 		"background_tasks": a.tasks.Snapshot(),
 		"actions":          a.actions.Snapshot(),
 	}
+	if a.runtime != nil {
+		out["runtime"] = runtimeSection(*a.runtime)
+	}
+	return out
 }
 
 // ready is /readyz: not while draining, and not while the app has been

@@ -169,6 +169,11 @@ var envTable = []envEntry{
 	{"RESPONSIVENESS_LOG_LEVEL", "log.level", "Log level: debug, info, warn or error."},
 	{"RESPONSIVENESS_LOG_FORMAT", "log.format", "Log format: json or console."},
 
+	// runtime (read at start)
+	{"RESPONSIVENESS_RUNTIME_MEMORY_LIMIT_SHARE", "runtime.memory_limit_share", "Share of the container memory limit used as Go's soft memory limit (GOMEMLIMIT in the environment wins). Read at start."},
+	{"RESPONSIVENESS_RUNTIME_MEMORY_LIMIT_DEFAULT_MIB", "runtime.memory_limit_default_mib", "Go's soft memory limit outside a memory-limited container, MiB; 0 = none. Read at start."},
+	{"RESPONSIVENESS_RUNTIME_MAX_PROCS", "runtime.max_procs", "GOMAXPROCS when no CPU limit is set (GOMAXPROCS in the environment wins; with a CPU limit Go follows it); 0 = every CPU. Read at start."},
+
 	{"RESPONSIVENESS_DATA_DIR", "data_dir", "Directory of the embedded store (alert history, acknowledgements, audit log)."},
 }
 

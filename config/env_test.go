@@ -243,6 +243,7 @@ func changedValue(t *testing.T, f field, def *Config) string {
 		"alerts.webhook_url":                              "https://hooks.example.com/x",
 		"alerts.alertmanager_url":                         "http://127.0.0.1:9093",
 		"actions.cleanup_url":                             "http://127.0.0.1:5000/cleanup",
+		"runtime.memory_limit_share":                      "0.5",
 		"log.level":                                       "debug",
 		"log.format":                                      "console",
 		"data_dir":                                        "/var/lib/pulsegate",
