@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/netip"
 	"net/url"
 	"strings"
@@ -20,11 +21,19 @@ import (
 type upstreamTransport struct {
 	inline *inlineTransport
 	std    *http.Transport
+	// limit is max_conns_per_host (nil: none).
+	limit *connLimit
 }
 
 func (t *upstreamTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	if takesInline(r) {
 		return t.inline.RoundTrip(r)
+	}
+	if t.limit != nil {
+		// Requests waiting for a slot learn that a Transport connection went
+		// idle (they close it to free its slot). WithClientTrace composes
+		// into the trace it is given: a new one per request.
+		r = r.WithContext(httptrace.WithClientTrace(r.Context(), &httptrace.ClientTrace{PutIdleConn: t.limit.putIdle}))
 	}
 	return t.std.RoundTrip(r)
 }
@@ -99,6 +108,7 @@ func newTransport(cfg *config.Config, dials *atomic.Uint64) *upstreamTransport {
 		ForceAttemptHTTP2:     false,
 	}
 	t.inline.closeSlowIdles = t.std.CloseIdleConnections
+	t.limit = limit
 	return t
 }
 

@@ -362,6 +362,10 @@ func (t *inlineTransport) CloseIdleConnections() {
 	t.mu.Lock()
 	idle := t.idle
 	t.idle = nil
+	if t.reaper != nil {
+		t.reaper.Stop()
+	}
+	t.reaperArmed = false
 	t.mu.Unlock()
 	for _, c := range idle {
 		c.close()
@@ -371,12 +375,6 @@ func (t *inlineTransport) CloseIdleConnections() {
 func (t *inlineTransport) close() {
 	t.closed.Store(true)
 	t.CloseIdleConnections()
-	t.mu.Lock()
-	if t.reaper != nil {
-		t.reaper.Stop()
-	}
-	t.reaperArmed = false
-	t.mu.Unlock()
 }
 
 // connLimit is max_conns_per_host, shared by the inline transport and the
@@ -445,6 +443,9 @@ func (l *connLimit) releaseSlot() {
 	l.mu.Unlock()
 	l.wake()
 }
+
+// putIdle is httptrace's PutIdleConn hook for the fallback Transport.
+func (l *connLimit) putIdle(error) { l.wake() }
 
 // wake lets waiting requests look again.
 func (l *connLimit) wake() {
