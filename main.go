@@ -23,6 +23,7 @@ import (
 
 	"github.com/pulsegate/pulsegate/config"
 	"github.com/pulsegate/pulsegate/membudget"
+	"github.com/pulsegate/pulsegate/proxy"
 )
 
 func main() {
@@ -75,8 +76,28 @@ func heapBytes() uint64 {
 	return s[0].Value.Uint64()
 }
 
-// registerRuntimeMetrics exposes the budget and the heap in /metrics.
-func registerRuntimeMetrics(reg prometheus.Registerer, b membudget.Budget) error {
+// limitClientConns caps the proxy listener's open connections at what fits
+// in the memory budget (runtime.max_client_connections; none outside
+// containers). It returns the limit, nil when there is none.
+func limitClientConns(a *app, cfg *config.Config, b membudget.Budget) *proxy.ConnLimit {
+	n := b.MaxConnections(cfg.Runtime.MaxClientConnections)
+	if n <= 0 {
+		return nil
+	}
+	l := proxy.NewConnLimit(n)
+	if a.runtime != nil {
+		a.runtime.MaxClientConnections = n
+	}
+	a.proxyLn = l.Listener(a.proxyLn)
+	a.proxySrv.ConnState = l.ConnState
+	a.log.Info("client_connection_limit", zap.Int("max_client_connections", n),
+		zap.Int64("memory_budget_bytes", b.LimitBytes), zap.Int64("container_memory_limit_bytes", b.ContainerLimitBytes))
+	return l
+}
+
+// registerRuntimeMetrics exposes the budget, the heap and the client
+// connection cap (when there is one) in /metrics.
+func registerRuntimeMetrics(reg prometheus.Registerer, b membudget.Budget, conns *proxy.ConnLimit) error {
 	budget := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name:        "pulsegate_memory_budget_bytes",
 		Help:        "Go's soft memory limit in force (0 = none); see memory_budget_source in the performance JSON.",
@@ -86,7 +107,23 @@ func registerRuntimeMetrics(reg prometheus.Registerer, b membudget.Budget) error
 		Name: "pulsegate_heap_bytes",
 		Help: "Bytes of heap objects (live and not yet swept), from runtime/metrics.",
 	}, func() float64 { return float64(heapBytes()) })
-	for _, c := range []prometheus.Collector{budget, heap} {
+	cs := []prometheus.Collector{budget, heap}
+	if conns != nil {
+		cs = append(cs,
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Name: "pulsegate_client_connections_max",
+				Help: "Cap on open client connections (runtime.max_client_connections or what fits in the memory budget).",
+			}, func() float64 { return float64(conns.Max()) }),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Name: "pulsegate_client_connections_open",
+				Help: "Client connections open now (counted against the cap).",
+			}, func() float64 { return float64(conns.Open()) }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{
+				Name: "pulsegate_client_connections_evicted_total",
+				Help: "Idle keep-alive client connections closed to make room at the cap.",
+			}, func() float64 { return float64(conns.Evicted()) }))
+	}
+	for _, c := range cs {
 		if err := reg.Register(c); err != nil {
 			return err
 		}
@@ -107,6 +144,7 @@ func runtimeSection(b membudget.Budget) map[string]any {
 		"gogc":                         b.GOGC,
 		"gomaxprocs":                   b.GOMAXPROCS,
 		"gomaxprocs_source":            b.GOMAXPROCSSource,
+		"max_client_connections":       b.MaxClientConnections,
 	}
 	if b.LimitBytes > 0 {
 		out["heap_share_of_budget"] = float64(heap) / float64(b.LimitBytes)

@@ -48,7 +48,7 @@ func cmdServe(ctx context.Context, args, environ []string, stdout, stderr io.Wri
 	a, err := build(cfg, log, level, dashboardHandler(cfg))
 	if err == nil {
 		a.runtime = &budget
-		err = registerRuntimeMetrics(a.reg, budget)
+		err = registerRuntimeMetrics(a.reg, budget, limitClientConns(a, cfg, budget))
 	}
 	if err != nil {
 		log.Error("startup_failed", zap.Error(err))

@@ -356,6 +356,12 @@ type Runtime struct {
 	// MaxProcs is GOMAXPROCS when no CPU limit is set (with one, Go follows
 	// it); capped at the CPUs available; 0 = every CPU. Default 1.
 	MaxProcs int `koanf:"max_procs" json:"max_procs"`
+	// MaxClientConnections caps the client connections open at once; at
+	// the cap the longest-idle keep-alive connection is closed to make
+	// room, and new ones wait in the accept queue. 0 (default) = derived
+	// from the container memory limit (what fits in the memory budget; no
+	// cap outside containers); -1 = no cap.
+	MaxClientConnections int `koanf:"max_client_connections" json:"max_client_connections"`
 }
 
 type Log struct {

@@ -52,6 +52,38 @@ type Budget struct {
 	// user's), "cgroup" (Go follows the CPU limit), "sidecar default".
 	GOMAXPROCS       int    `json:"gomaxprocs"`
 	GOMAXPROCSSource string `json:"gomaxprocs_source"`
+	// MaxClientConnections is the cap on open client connections in force
+	// (0 = none); see MaxConnections.
+	MaxClientConnections int `json:"max_client_connections"`
+}
+
+// Per-connection cost and fixed base, measured (docs/performance.md): with
+// every connection busy, pulsegate's resident memory grew by ~31 KiB per
+// client connection from 512 to 4,096 connections (the upstream connection
+// included), over ~16 MiB at rest. 48 KiB leaves room for what the
+// memory cgroup also charges per socket.
+const (
+	perConnectionBytes = 48 << 10
+	baseBytes          = 16 << 20
+	minConnections     = 64
+)
+
+// MaxConnections is the cap on open client connections: setting when
+// positive; none (0) when setting is negative, or when the budget does not
+// come from a container's hard limit (outside containers going past the
+// soft limit costs GC work, not a kill); else what fits in the budget.
+func (b Budget) MaxConnections(setting int) int {
+	switch {
+	case setting > 0:
+		return setting
+	case setting < 0 || b.ContainerLimitBytes <= 0:
+		return 0
+	}
+	budget := b.ContainerLimitBytes
+	if b.LimitBytes > 0 && b.LimitBytes < budget {
+		budget = b.LimitBytes
+	}
+	return max(minConnections, int((budget-baseBytes)/perConnectionBytes))
 }
 
 // Env is the part of the environment and the machine Decide reads.
