@@ -88,3 +88,24 @@ func TestCgroupV1Unlimited(t *testing.T) {
 		t.Fatalf("limit %d; want 64 MiB", got)
 	}
 }
+
+func TestMaxConnections(t *testing.T) {
+	in64 := Budget{ContainerLimitBytes: 64 << 20, LimitBytes: 64 << 20 * 8 / 10, Source: "cgroup"}
+	if got := in64.MaxConnections(0); got < 600 || got > 800 {
+		t.Fatalf("64 MiB container: cap %d; want what fits in 51 MiB at 48 KiB each (~750)", got)
+	}
+	if got := in64.MaxConnections(5000); got != 5000 {
+		t.Fatalf("explicit setting: %d; want 5000", got)
+	}
+	if got := in64.MaxConnections(-1); got != 0 {
+		t.Fatalf("-1: %d; want no cap", got)
+	}
+	outside := Budget{LimitBytes: 64 << 20, Source: "default"}
+	if got := outside.MaxConnections(0); got != 0 {
+		t.Fatalf("outside containers: cap %d; want none (the soft limit is not a kill)", got)
+	}
+	tiny := Budget{ContainerLimitBytes: 16 << 20, LimitBytes: 12 << 20, Source: "cgroup"}
+	if got := tiny.MaxConnections(0); got != minConnections {
+		t.Fatalf("16 MiB container: cap %d; want the floor %d", got, minConnections)
+	}
+}
