@@ -62,7 +62,7 @@ ulimit -n 65536 2>/dev/null || true
 ) >"$WORK/pulsegate.log" 2>&1 &
 PGPID=$!
 for _ in $(seq 50); do curl -fs "http://$LISTEN/" >/dev/null 2>&1 && break; sleep 0.2; done
-grep -o '"msg":"runtime_budget".*' "$WORK/pulsegate.log" | head -1
+grep -o '"msg":"runtime_budget".*' "$WORK/pulsegate.log" | head -1 || true
 wrk -t2 -c"$CONNS" -d"${DURATION}s" --timeout 10s "http://$LISTEN/" >"$WORK/wrk.txt" 2>&1
 sleep 1
 alive=no
