@@ -41,10 +41,12 @@ else
 fi
 WORK=$(mktemp -d)
 cleanup() {
+	set +e
 	[ -n "${PGPID:-}" ] && kill "$PGPID" 2>/dev/null
 	[ -n "${UPPID:-}" ] && kill "$UPPID" 2>/dev/null
 	wait 2>/dev/null
-	rmdir "$CG" 2>/dev/null || true
+	# The cgroup can be removed once its last process is gone.
+	for _ in $(seq 20); do rmdir "$CG" 2>/dev/null && break; sleep 0.25; done
 }
 trap cleanup EXIT
 
