@@ -261,6 +261,7 @@ func changedValue(t *testing.T, f field, def *Config) string {
 		"actions.cleanup_url":                             "http://127.0.0.1:5000/cleanup",
 		"thresholds.apdex_warning":                        "0.9",
 		"thresholds.apdex_critical":                       "0.5",
+		"runtime.memory_limit_share":                      "0.5",
 		"log.level":                                       "debug",
 		"log.format":                                      "console",
 		"data_dir":                                        "/var/lib/pulsegate",
