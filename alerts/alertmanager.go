@@ -102,6 +102,9 @@ func (n *alertmanagerNotifier) convert(cfg *config.Config, a Alert, ends time.Ti
 		"value":       fmt.Sprint(a.Value),
 		"threshold":   fmt.Sprint(a.Threshold),
 	}
+	if u := RunbookURL(cfg, a.Rule); u != "" {
+		ann["runbook_url"] = u
+	}
 	if a.AcknowledgedAt != nil {
 		ann["acknowledged_by"] = a.AcknowledgedBy
 		ann["acknowledged_at"] = a.AcknowledgedAt.UTC().Format(time.RFC3339)

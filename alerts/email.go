@@ -155,6 +155,9 @@ func (e *emailNotifier) message(cfg *config.Config, ev Event) []byte {
 		line("")
 	}
 	line("Recommendation: %s", a.Recommendation)
+	if a.RunbookURL != "" {
+		line("Runbook: %s", a.RunbookURL)
+	}
 	line("")
 	line("Alert:      %s", a.ID)
 	line("Rule:       %s", a.Rule)

@@ -57,6 +57,9 @@ func (l *logNotifier) send(_ context.Context, _ *config.Config, ev Event) error 
 		zap.String("message", store.EscapeText(a.Message)),
 		zap.String("recommendation", a.Recommendation),
 	}
+	if a.RunbookURL != "" {
+		fields = append(fields, zap.String("runbook_url", a.RunbookURL))
+	}
 	if ev.PreviousSeverity != "" {
 		fields = append(fields, zap.String("previous_severity", ev.PreviousSeverity))
 	}

@@ -527,7 +527,7 @@ func (m *Manager) step(evs []Event, now time.Time, cfg *config.Config, tr *track
 			ID: newID(), Key: tr.key, Rule: tr.rule, Subject: tr.subject,
 			Severity: sev, PeakSeverity: sev, State: store.StateFiring,
 			Metric: metric, Value: v, Threshold: thr(sev), Message: message(math.NaN()), Recommendation: rec,
-			FirstSeen: tr.pendingSince, LastSeen: now,
+			FirstSeen: tr.pendingSince, LastSeen: now, RunbookURL: RunbookURL(cfg, tr.rule),
 		}
 		tr.alert = a
 		m.byID[a.ID] = tr
@@ -536,6 +536,7 @@ func (m *Manager) step(evs []Event, now time.Time, cfg *config.Config, tr *track
 
 	a := tr.alert
 	a.Value, a.LastSeen, a.Message, a.Recommendation = v, now, message(tr.first), rec
+	a.RunbookURL = RunbookURL(cfg, tr.rule)
 	prev := a.Severity
 	switch {
 	case lvl == store.SeverityCritical && prev != store.SeverityCritical && critHeld:

@@ -451,7 +451,7 @@ func TestEmailChannel(t *testing.T) {
 			t.Errorf("headers lack %q:\n%s", want, head)
 		}
 	}
-	for _, want := range []string{"Memory usage at 92%", "Recommendation: " + recHighMemory, "Rule:       memory_usage"} {
+	for _, want := range []string{"Memory usage at 92%", "Recommendation: " + recHighMemory, "Runbook: " + config.DefaultRunbookBaseURL + "/memory_usage.md", "Rule:       memory_usage"} {
 		if !strings.Contains(body, want) {
 			t.Errorf("body lacks %q:\n%s", want, body)
 		}

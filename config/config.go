@@ -321,7 +321,15 @@ type Alerts struct {
 	Timeout Seconds `koanf:"timeout" json:"timeout"`
 	// Retries is how many times a failed delivery is retried with backoff. Default 3.
 	Retries int `koanf:"retries" json:"retries"`
+	// RunbookBaseURL is where the runbooks (docs/runbooks/<rule>.md) are
+	// served: every alert carries runbook_url = base + "/" + rule + ".md".
+	// Default DefaultRunbookBaseURL; empty leaves runbook_url out.
+	RunbookBaseURL string `koanf:"runbook_base_url" json:"runbook_base_url"`
 }
+
+// DefaultRunbookBaseURL is the default of alerts.runbook_base_url: the
+// runbooks in the pulsegate repository.
+const DefaultRunbookBaseURL = "https://github.com/pulsegate/pulsegate/blob/main/docs/runbooks"
 
 // Email configures the SMTP channel.
 type Email struct {

@@ -96,6 +96,8 @@ func Defaults() *Config {
 			Timeout:       5,
 			Retries:       3,
 			Email:         Email{MinSeverity: "critical"},
+
+			RunbookBaseURL: DefaultRunbookBaseURL,
 		},
 		Actions: Actions{
 			CleanupTimeout:     10,

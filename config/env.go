@@ -161,6 +161,7 @@ var envTable = []envEntry{
 	{"RESPONSIVENESS_ALERTS_ALERTMANAGER_URL", "alerts.alertmanager_url", "Alertmanager base URL (alerts go to /api/v2/alerts) when set."},
 	{"RESPONSIVENESS_ALERTS_TIMEOUT", "alerts.timeout", "Bound of one alert delivery attempt, seconds."},
 	{"RESPONSIVENESS_ALERTS_RETRIES", "alerts.retries", "Retries (with backoff) of a failed alert delivery."},
+	{"RESPONSIVENESS_ALERT_RUNBOOK_BASE_URL", "alerts.runbook_base_url", "Base URL of the runbooks: alerts carry runbook_url = base/<rule>.md; empty = none."},
 
 	// actions
 	{"RESPONSIVENESS_ACTIONS_DRY_RUN", "actions.dry_run", "Automated actions log what they would do and do nothing."},

@@ -26,6 +26,7 @@ var productNames = map[string]string{
 	"RESPONSIVENESS_TASK_MONITORING_ENABLED":          "responsiveness.task_monitoring_enabled",
 	"RESPONSIVENESS_TASK_HEALTH_CHECK_INTERVAL":       "responsiveness.task_health_check_interval",
 	"RESPONSIVENESS_UPSTREAM_URL":                     "proxy.upstream_url",
+	"RESPONSIVENESS_ALERT_RUNBOOK_BASE_URL":           "alerts.runbook_base_url", // contract C3 (issue 12)
 	"RESPONSIVENESS_LISTEN_ADDR":                      "proxy.listen_addr",
 	"RESPONSIVENESS_ADMIN_ADDR":                       "admin.addr",
 	"RESPONSIVENESS_ADMIN_TOKEN":                      "admin.token",

@@ -13,7 +13,7 @@ import (
 	"go.yaml.in/yaml/v3"
 )
 
-var update = flag.Bool("update", false, "rewrite config.example.yaml and the generated settings table in README.md")
+var update = flag.Bool("update", false, "rewrite config.example.yaml and the generated settings table in docs/configuration.md")
 
 // writeFile writes content to a temporary file and returns its path.
 func writeFile(t *testing.T, name, content string) string {
@@ -281,7 +281,7 @@ func TestRenderYAMLRoundTrip(t *testing.T) {
 	}
 }
 
-// envMarkdown renders the settings table of README.md.
+// envMarkdown renders the settings table of docs/configuration.md.
 func envMarkdown() string {
 	var b strings.Builder
 	b.WriteString("| Variable | YAML key | Default | Meaning |\n|---|---|---|---|\n")
@@ -299,11 +299,11 @@ func envMarkdown() string {
 	return b.String()
 }
 
-// TestDocsTable keeps the settings table in README.md generated
+// TestDocsTable keeps the settings table in docs/configuration.md generated
 // from EnvVars().
 func TestDocsTable(t *testing.T) {
 	const begin, end = "<!-- BEGIN GENERATED: config.EnvVars() -->\n", "<!-- END GENERATED -->"
-	path := filepath.Join("..", "README.md")
+	path := filepath.Join("..", "docs", "configuration.md")
 	doc, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)

@@ -572,6 +572,7 @@ func (c *Config) validate() []FieldError {
 	v.httpURL("alerts.alertmanager_url", al.AlertmanagerURL.Reveal(), true)
 	v.positive("alerts.timeout", al.Timeout)
 	v.intRange("alerts.retries", al.Retries, 0, 100)
+	v.httpURL("alerts.runbook_base_url", al.RunbookBaseURL, true)
 
 	ac := c.Actions
 	v.httpURL("actions.cleanup_url", ac.CleanupURL, true)

@@ -8,6 +8,7 @@ package demo
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"html"
 	"io"
@@ -17,6 +18,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // App is the sample upstream. The zero value is not usable; use NewApp.
@@ -24,6 +27,11 @@ type App struct {
 	mux      *http.ServeMux
 	burst    atomic.Bool
 	cleanups atomic.Int64
+
+	// Real services (UseServices); nil when the demo runs without them.
+	db     *sql.DB
+	engine string
+	rdb    *redis.Client
 }
 
 // NewApp returns the sample app.
@@ -37,8 +45,29 @@ func NewApp() *App {
 	a.mux.HandleFunc("GET /events", a.events)
 	a.mux.HandleFunc("GET /admin/users", a.adminUsers)
 	a.mux.HandleFunc("POST /internal/cleanup", a.cleanup)
+	a.mux.HandleFunc("GET /login", a.login)
+	a.mux.HandleFunc("GET /api/cart/{id}", a.cart)
+	a.mux.HandleFunc("GET /api/orders/{id}", a.order)
+	a.mux.HandleFunc("GET /api/checkout/{id}", a.checkout)
 	return a
 }
+
+// UseServices makes the app use the demo's own database and Redis keys:
+// call it before serving. Either may be nil.
+func (a *App) UseServices(s *Services) {
+	if s == nil {
+		return
+	}
+	if s.DB != nil {
+		a.db, a.engine = s.DB.App(), s.DB.Engine
+	}
+	if s.Redis != nil {
+		a.rdb = s.Redis.Client()
+	}
+}
+
+// HasServices reports whether the app uses a real database or Redis.
+func (a *App) HasServices() bool { return a.db != nil || a.rdb != nil }
 
 // ServeHTTP serves the sample app.
 func (a *App) ServeHTTP(w http.ResponseWriter, r *http.Request) { a.mux.ServeHTTP(w, r) }
@@ -61,10 +90,12 @@ func sleep(ctx context.Context, d time.Duration) {
 
 func (a *App) index(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	io.WriteString(w, `<!doctype html><title>sample app</title><h1>The pulsegate demo's sample app</h1><ul>
+	io.WriteString(w, `<!doctype html><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1"><title>sample app</title><h1>The pulsegate demo's sample app</h1><ul>
 <li><a href="/api/items/42">/api/items/42</a> fast</li><li><a href="/api/search?q=x">/api/search</a> moderate</li>
 <li><a href="/reports/7">/reports/7</a> slow</li><li><a href="/api/flaky">/api/flaky</a> sometimes fails</li>
-<li><a href="/events">/events</a> server-sent events</li><li><a href="/admin/users">/admin/users</a> the app's own admin page, with a pulsegate widget</li></ul>`)
+<li><a href="/events">/events</a> server-sent events</li><li><a href="/admin/users">/admin/users</a> the app's own admin page, with a pulsegate widget</li>
+<li><a href="/login">/login</a> writes a session with a TTL</li><li><a href="/api/cart/7">/api/cart/7</a> writes a session without a TTL (the bug)</li>
+<li><a href="/api/orders/7">/api/orders/7</a> reads the database</li><li><a href="/api/checkout/7">/api/checkout/7</a> writes an order and queues an email job</li></ul>`)
 }
 
 func (a *App) items(w http.ResponseWriter, r *http.Request) {
@@ -84,7 +115,15 @@ func (a *App) report(w http.ResponseWriter, r *http.Request) {
 	if a.burst.Load() {
 		d = time.Duration(1500+rand.IntN(2500)) * time.Millisecond
 	}
-	sleep(r.Context(), d)
+	if a.db != nil {
+		// The report's time is spent in the database, as a real one's is.
+		if err := a.sleepQuery(r.Context(), d); err != nil && r.Context().Err() == nil {
+			http.Error(w, "database error", http.StatusInternalServerError)
+			return
+		}
+	} else {
+		sleep(r.Context(), d)
+	}
 	io.WriteString(w, "report ready\n")
 }
 
@@ -117,7 +156,7 @@ func (a *App) events(w http.ResponseWriter, r *http.Request) {
 
 func (a *App) adminUsers(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	io.WriteString(w, `<!doctype html><html><head><title>Admin · users</title></head><body>
+	io.WriteString(w, `<!doctype html><html><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1"><title>Admin · users</title></head><body>
 <h1>Users (the app's own admin page)</h1><p>Below, pulsegate widgets embedded with one script tag:</p>
 <pulsegate-widget kind="health"></pulsegate-widget>
 <pulsegate-widget kind="resources"></pulsegate-widget>
@@ -130,6 +169,61 @@ func (a *App) cleanup(w http.ResponseWriter, r *http.Request) {
 	a.cleanups.Add(1)
 	w.Header().Set("Content-Type", "application/json")
 	io.WriteString(w, `{"cleaned":true}`)
+}
+
+// sessionTTL is the lifetime /login gives its sessions.
+const sessionTTL = 30 * time.Minute
+
+func (a *App) login(w http.ResponseWriter, r *http.Request) {
+	if a.rdb != nil {
+		key := SessionPrefix + randomHex(12)
+		if err := a.rdb.Set(r.Context(), key, `{"user_id":`+fmt.Sprint(rand.IntN(10000))+`}`, sessionTTL).Err(); err != nil {
+			http.Error(w, "session store error", http.StatusInternalServerError)
+			return
+		}
+	}
+	w.Header().Set("Content-Type", "application/json")
+	io.WriteString(w, `{"logged_in":true}`)
+}
+
+// cart writes the session the way a buggy code path does: without a TTL,
+// so it lives in Redis forever (the product's "session-related memory leak").
+func (a *App) cart(w http.ResponseWriter, r *http.Request) {
+	if a.rdb != nil {
+		key := SessionPrefix + randomHex(12)
+		if err := a.rdb.Set(r.Context(), key, `{"cart":[`+html.EscapeString(r.PathValue("id"))+`]}`, 0).Err(); err != nil {
+			http.Error(w, "session store error", http.StatusInternalServerError)
+			return
+		}
+	}
+	w.Header().Set("Content-Type", "application/json")
+	io.WriteString(w, `{"cart":"saved"}`)
+}
+
+func (a *App) order(w http.ResponseWriter, r *http.Request) {
+	n := 0
+	if a.db != nil {
+		if err := a.db.QueryRowContext(r.Context(), "SELECT COUNT(*) FROM orders").Scan(&n); err != nil {
+			http.Error(w, "database error", http.StatusInternalServerError)
+			return
+		}
+	}
+	w.Header().Set("Content-Type", "application/json")
+	fmt.Fprintf(w, `{"orders":%d}`, n)
+}
+
+func (a *App) checkout(w http.ResponseWriter, r *http.Request) {
+	if a.db != nil {
+		if _, err := a.db.ExecContext(r.Context(), a.sql("INSERT INTO orders (item) VALUES (?)"), "item-"+r.PathValue("id")); err != nil {
+			http.Error(w, "database error", http.StatusInternalServerError)
+			return
+		}
+	}
+	if a.rdb != nil {
+		a.enqueue(r.Context(), "order-confirmation")
+	}
+	w.Header().Set("Content-Type", "application/json")
+	io.WriteString(w, `{"ordered":true}`)
 }
 
 // Traffic sends load to base (the proxy) until ctx ends: about rps
@@ -192,10 +286,26 @@ func (t *Traffic) Run(ctx context.Context) error {
 	}
 }
 
+// serviceMix is added to the mix when the app uses real services: one
+// request in five touches the database or Redis.
+var serviceMix = []struct {
+	path   string
+	weight int
+}{{"/login?n=%d", 6}, {"/api/cart/%d", 4}, {"/api/orders/%d", 6}, {"/api/checkout/%d", 4}}
+
 func (t *Traffic) pick(burst bool) string {
 	id := rand.IntN(1000)
 	if burst && rand.IntN(2) == 0 {
 		return fmt.Sprintf("/reports/%d", id)
+	}
+	if t.App.HasServices() && rand.IntN(100) < 20 {
+		r := rand.IntN(20)
+		for _, m := range serviceMix {
+			if r < m.weight {
+				return fmt.Sprintf(m.path, id)
+			}
+			r -= m.weight
+		}
 	}
 	r := rand.IntN(100)
 	for _, m := range mix {

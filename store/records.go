@@ -47,6 +47,9 @@ type AlertRecord struct {
 	Message string `json:"message"`
 	// Recommendation is the troubleshooting advice for this rule.
 	Recommendation string `json:"recommendation"`
+	// RunbookURL is the rule's runbook (alerts.runbook_base_url/<rule>.md),
+	// set by the alert manager; empty when no base URL is configured.
+	RunbookURL string `json:"runbook_url,omitempty"`
 	// FirstSeen is when the condition was first observed.
 	FirstSeen time.Time `json:"first_seen"`
 	// LastSeen is the latest evaluation that saw the condition.
