@@ -317,7 +317,7 @@ func newRedis(cfg *config.Config, log *zap.Logger, opts ...RedisOption) (*Redis,
 	opt.WriteTimeout = timeout
 	opt.ContextTimeoutEnabled = true
 	opt.MaxRetries = -1
-	opt.ConnMaxIdleTime = dbConnMaxIdle
+	opt.ConnMaxIdleTime = probeConnMaxIdle
 	// RESP2 and no CLIENT SETINFO / HELLO / maintenance notifications: a
 	// minimal ACL user (+ping +info +scan ...) can connect.
 	opt.Protocol = 2
@@ -468,16 +468,16 @@ func (r *Redis) Probe(ctx context.Context) Result {
 
 	level := StatusOK
 	raise := func(s Status, reason string) {
-		if dbSeverity(s) > dbSeverity(level) {
+		if statusRank(s) > statusRank(level) {
 			level = s
 		}
 		res.Reasons = append(res.Reasons, reason)
 	}
 	switch {
 	case r.latCrit > 0 && lat >= r.latCrit:
-		raise(StatusCritical, fmt.Sprintf("PING took %s (critical ≥ %s)", dbSeconds(lat), dbSeconds(r.latCrit)))
+		raise(StatusCritical, fmt.Sprintf("PING took %s (critical ≥ %s)", formatSeconds(lat), formatSeconds(r.latCrit)))
 	case r.latWarn > 0 && lat >= r.latWarn:
-		raise(StatusWarning, fmt.Sprintf("PING took %s (warning ≥ %s)", dbSeconds(lat), dbSeconds(r.latWarn)))
+		raise(StatusWarning, fmt.Sprintf("PING took %s (warning ≥ %s)", formatSeconds(lat), formatSeconds(r.latWarn)))
 	}
 
 	r.judgeMemory(det, info, figs, raise)
@@ -553,7 +553,7 @@ func (r *Redis) judgeMemory(det *RedisDetails, info map[string]map[string]string
 		lvl = StatusWarning
 		raise(lvl, fmt.Sprintf("Redis memory at %.0f%% of %s (%s, warning ≥ %.0f%%)", u*100, redisFmtBytes(limit), m.LimitSource, r.memWarn*100))
 	}
-	if dbSeverity(lvl) > dbSeverity(r.memLevel) {
+	if statusRank(lvl) > statusRank(r.memLevel) {
 		r.log.Warn(string(figures.RedisMemoryUsage),
 			zap.String("text", fmt.Sprintf("Redis memory usage at %.0f%%", u*100)),
 			zap.Int64("used_bytes", used), zap.Int64("limit_bytes", limit), zap.String("limit_source", m.LimitSource))
@@ -779,7 +779,7 @@ func (r *Redis) judgeSessions(det *RedisDetails, figs map[string]float64, raise 
 	}
 	if g.LeakPattern {
 		raise(StatusWarning, fmt.Sprintf("Memory leak pattern: sessions growing %.0f/h (without TTL %.0f/h) over %d passes, %s",
-			g.SessionsPerHour, g.WithoutTTLPerHour, g.Passes, dbSeconds(g.WindowSeconds)))
+			g.SessionsPerHour, g.WithoutTTLPerHour, g.Passes, formatSeconds(g.WindowSeconds)))
 		if !r.leakPattern {
 			r.log.Warn("memory_leak_pattern",
 				zap.String("text", "Memory leak pattern detected in session keys"),
@@ -922,7 +922,7 @@ func (r *Redis) judgeQueues(det *RedisDetails, figs map[string]float64, raise fu
 		lvl = StatusWarning
 		raise(lvl, fmt.Sprintf("job queue %s holds %d jobs (warning ≥ %d)", deepest.Key, deepest.Depth, r.queueWarn))
 	}
-	if dbSeverity(lvl) > dbSeverity(r.queueLevel) {
+	if statusRank(lvl) > statusRank(r.queueLevel) {
 		r.log.Warn(string(figures.JobQueueDepth),
 			zap.String("text", fmt.Sprintf("Job queue %s backing up: %d jobs", deepest.Key, deepest.Depth)),
 			zap.String("queue", deepest.Key), zap.Int64("depth", deepest.Depth), zap.String("level", string(lvl)))
