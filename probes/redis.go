@@ -425,29 +425,7 @@ func (r *Redis) Probe(ctx context.Context) Result {
 	det := &RedisDetails{Target: r.target}
 	res.Details = det
 
-	fail := func(doing string, err error) Result {
-		msg := r.scrubber.scrub(fmt.Sprintf("%s: %v", doing, err))
-		auth, noperm := redisAuthError(err)
-		switch {
-		case auth:
-			res.Status = StatusCritical
-			res.Error = "auth failed: check RESPONSIVENESS_REDIS_URL credentials (" + msg + ")"
-			res.Reasons = []string{"configuration error: auth failed: check RESPONSIVENESS_REDIS_URL credentials"}
-			if !r.authFailed {
-				r.log.Error("redis_auth_failed", zap.String("text", "Redis refused the probe's credentials: check RESPONSIVENESS_REDIS_URL"), zap.String("error", msg))
-			}
-			r.authFailed = true
-		case noperm:
-			res.Status = StatusCritical
-			res.Error = msg
-			res.Reasons = []string{"configuration error: the probe's Redis user lacks a permission (" + doing + "): see the ACL in the docs"}
-		default:
-			res.Status = StatusDown
-			res.Error = msg
-		}
-		res.Duration = r.now().Sub(start)
-		return res
-	}
+	fail := func(doing string, err error) Result { return r.failed(res, start, doing, err) }
 
 	t0 := time.Now()
 	if err := r.client.Ping(ctx).Err(); err != nil {
@@ -466,19 +444,9 @@ func (r *Redis) Probe(ctx context.Context) Result {
 	info := parseInfo(infoText)
 	det.Version = info["server"]["redis_version"]
 
-	level := StatusOK
-	raise := func(s Status, reason string) {
-		if statusRank(s) > statusRank(level) {
-			level = s
-		}
-		res.Reasons = append(res.Reasons, reason)
-	}
-	switch {
-	case r.latCrit > 0 && lat >= r.latCrit:
-		raise(StatusCritical, fmt.Sprintf("PING took %s (critical ≥ %s)", formatSeconds(lat), formatSeconds(r.latCrit)))
-	case r.latWarn > 0 && lat >= r.latWarn:
-		raise(StatusWarning, fmt.Sprintf("PING took %s (warning ≥ %s)", formatSeconds(lat), formatSeconds(r.latWarn)))
-	}
+	v := &tickVerdict{res: &res, level: StatusOK}
+	raise := v.raise
+	r.judgeLatency(v, lat)
 
 	r.judgeMemory(det, info, figs, raise)
 	r.judgeClients(ctx, det, info, raise)
@@ -507,7 +475,44 @@ func (r *Redis) Probe(ctx context.Context) Result {
 	if r.noConf && (det.Clients == nil || det.Clients.MaxClients == nil) {
 		det.Partial = append(det.Partial, "+config|get")
 	}
-	res.Status = level
+	res.Status = v.level
+	res.Duration = r.now().Sub(start)
+	return res
+}
+
+// judgeLatency compares the PING round trip with the Redis latency thresholds.
+func (r *Redis) judgeLatency(v *tickVerdict, lat float64) {
+	switch {
+	case r.latCrit > 0 && lat >= r.latCrit:
+		v.raise(StatusCritical, fmt.Sprintf("PING took %s (critical ≥ %s)", formatSeconds(lat), formatSeconds(r.latCrit)))
+	case r.latWarn > 0 && lat >= r.latWarn:
+		v.raise(StatusWarning, fmt.Sprintf("PING took %s (warning ≥ %s)", formatSeconds(lat), formatSeconds(r.latWarn)))
+	}
+}
+
+// failed fills res for a tick that could not read Redis (doing names the
+// step): an auth or permission refusal is a configuration error
+// (critical), anything else is down.
+func (r *Redis) failed(res Result, start time.Time, doing string, err error) Result {
+	msg := r.scrubber.scrub(fmt.Sprintf("%s: %v", doing, err))
+	auth, noperm := redisAuthError(err)
+	switch {
+	case auth:
+		res.Status = StatusCritical
+		res.Error = "auth failed: check RESPONSIVENESS_REDIS_URL credentials (" + msg + ")"
+		res.Reasons = []string{"configuration error: auth failed: check RESPONSIVENESS_REDIS_URL credentials"}
+		if !r.authFailed {
+			r.log.Error("redis_auth_failed", zap.String("text", "Redis refused the probe's credentials: check RESPONSIVENESS_REDIS_URL"), zap.String("error", msg))
+		}
+		r.authFailed = true
+	case noperm:
+		res.Status = StatusCritical
+		res.Error = msg
+		res.Reasons = []string{"configuration error: the probe's Redis user lacks a permission (" + doing + "): see the ACL in the docs"}
+	default:
+		res.Status = StatusDown
+		res.Error = msg
+	}
 	res.Duration = r.now().Sub(start)
 	return res
 }
