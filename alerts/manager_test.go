@@ -751,3 +751,21 @@ pulsegate_alerts_active{severity="warning"} 2
 		t.Error("New registered its metrics twice on one registry without an error")
 	}
 }
+
+// TestTitleNeverShowsAThresholdNotReached: a value just under the critical
+// threshold is a warning, and its title must not round it up to the
+// critical threshold.
+func TestTitleNeverShowsAThresholdNotReached(t *testing.T) {
+	h := newHarness(t, nil, nil)
+	h.m.Evaluate(t0, figs("memory_usage", 0.899, "app_error_rate", 0.0999, "avg_response_time", 9.96))
+	for rule, want := range map[string]string{
+		RuleMemoryUsage:     "Memory usage at 89%",
+		RuleErrorRate:       "App error rate at 9.9%",
+		RuleAvgResponseTime: "Average response time at 9.9s",
+	} {
+		a := mustActive(t, h.m, rule)
+		if a.Severity != "warning" || a.Message != want {
+			t.Errorf("%s: %s %q, want warning %q", rule, a.Severity, a.Message, want)
+		}
+	}
+}
