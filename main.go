@@ -16,18 +16,140 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"runtime/debug"
+	"runtime/metrics"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/pulsegate/pulsegate/config"
+	"github.com/pulsegate/pulsegate/membudget"
+	"github.com/pulsegate/pulsegate/proxy"
 )
 
 func main() {
-	// A sidecar's memory is paid in every pod. With GOGC=50 the heap may
-	// grow half as far past the live data: peak RSS after 512 keep-alive
-	// connections fell from ~77 MiB to ~61 MiB in our runs, for a small
-	// GC cost the throughput margin covers. GOGC in the environment wins.
-	if os.Getenv("GOGC") == "" {
-		debug.SetGCPercent(50)
-	}
 	os.Exit(run(context.Background(), os.Args[1:], os.Environ(), os.Stdout, os.Stderr))
+}
+
+// applyRuntime sizes the Go runtime for a sidecar, once at start (serve):
+//   - a soft memory limit of runtime.memory_limit_share × the container's
+//     memory limit (64 MiB outside containers) instead of the fixed GOGC=50
+//     of earlier versions, which paid GC CPU at every rate to keep a heap
+//     small that had room to grow (docs/performance.md);
+//   - GOMAXPROCS = runtime.max_procs (default 1) when no CPU limit is set:
+//     one P serves thousands of requests a second, while with more P's
+//     every request of an everyday rate wakes goroutines across cores and
+//     spins idle P's (with a CPU limit, Go follows it).
+//
+// GOMEMLIMIT, GOGC and GOMAXPROCS in the environment win.
+func applyRuntime(cfg *config.Config, environ []string, log *zap.Logger) membudget.Budget {
+	getenv := func(k string) string { return lookup(environ, k) }
+	b := membudget.Apply(membudget.Decide(membudget.Probe(getenv), membudget.Settings{
+		Share:        cfg.Runtime.MemoryLimitShare,
+		DefaultBytes: int64(cfg.Runtime.MemoryLimitDefaultMiB) << 20,
+		MaxProcs:     cfg.Runtime.MaxProcs,
+	}))
+	log.Info("runtime_budget", zap.Int64("memory_budget_bytes", b.LimitBytes), zap.String("memory_budget_source", b.Source),
+		zap.Int64("container_memory_limit_bytes", b.ContainerLimitBytes), zap.Int("gogc", b.GOGC),
+		zap.Int("gomaxprocs", b.GOMAXPROCS), zap.String("gomaxprocs_source", b.GOMAXPROCSSource))
+	return b
+}
+
+// lookup is os.Getenv over an environ slice (the last entry wins).
+func lookup(environ []string, key string) string {
+	v := ""
+	for _, kv := range environ {
+		if len(kv) > len(key) && kv[len(key)] == '=' && kv[:len(key)] == key {
+			v = kv[len(key)+1:]
+		}
+	}
+	return v
+}
+
+// heapBytes is the live and not-yet-swept heap objects, read from
+// runtime/metrics (no stop-the-world, unlike runtime.ReadMemStats).
+func heapBytes() uint64 {
+	s := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
+	metrics.Read(s)
+	if s[0].Value.Kind() != metrics.KindUint64 {
+		return 0
+	}
+	return s[0].Value.Uint64()
+}
+
+// limitClientConns caps the proxy listener's open connections at what fits
+// in the memory budget (runtime.max_client_connections; none outside
+// containers). It returns the limit, nil when there is none.
+func limitClientConns(a *app, cfg *config.Config, b membudget.Budget) *proxy.ConnLimit {
+	n := b.MaxConnections(cfg.Runtime.MaxClientConnections)
+	if n <= 0 {
+		return nil
+	}
+	l := proxy.NewConnLimit(n)
+	if a.runtime != nil {
+		a.runtime.MaxClientConnections = n
+	}
+	a.proxyLn = l.Listener(a.proxyLn)
+	a.proxySrv.ConnState = l.ConnState
+	a.log.Info("client_connection_limit", zap.Int("max_client_connections", n),
+		zap.Int64("memory_budget_bytes", b.LimitBytes), zap.Int64("container_memory_limit_bytes", b.ContainerLimitBytes))
+	return l
+}
+
+// registerRuntimeMetrics exposes the budget, the heap and the client
+// connection cap (when there is one) in /metrics.
+func registerRuntimeMetrics(reg prometheus.Registerer, b membudget.Budget, conns *proxy.ConnLimit) error {
+	budget := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name:        "pulsegate_memory_budget_bytes",
+		Help:        "Go's soft memory limit in force (0 = none); see memory_budget_source in the performance JSON.",
+		ConstLabels: prometheus.Labels{"source": b.Source},
+	}, func() float64 { return float64(b.LimitBytes) })
+	heap := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "pulsegate_heap_bytes",
+		Help: "Bytes of heap objects (live and not yet swept), from runtime/metrics.",
+	}, func() float64 { return float64(heapBytes()) })
+	cs := []prometheus.Collector{budget, heap}
+	if conns != nil {
+		cs = append(cs,
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Name: "pulsegate_client_connections_max",
+				Help: "Cap on open client connections (runtime.max_client_connections or what fits in the memory budget).",
+			}, func() float64 { return float64(conns.Max()) }),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Name: "pulsegate_client_connections_open",
+				Help: "Client connections open now (counted against the cap).",
+			}, func() float64 { return float64(conns.Open()) }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{
+				Name: "pulsegate_client_connections_evicted_total",
+				Help: "Idle keep-alive client connections closed to make room at the cap.",
+			}, func() float64 { return float64(conns.Evicted()) }))
+	}
+	for _, c := range cs {
+		if err := reg.Register(c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// runtimeSection is the performance JSON's "runtime" object.
+func runtimeSection(b membudget.Budget) map[string]any {
+	heap := heapBytes()
+	out := map[string]any{
+		"memory_budget_bytes":          b.LimitBytes,
+		"memory_budget_source":         b.Source,
+		"container_memory_limit_bytes": b.ContainerLimitBytes,
+		"memory_limit_share":           b.Share,
+		"heap_bytes":                   heap,
+		"heap_share_of_budget":         nil,
+		"gogc":                         b.GOGC,
+		"gomaxprocs":                   b.GOMAXPROCS,
+		"gomaxprocs_source":            b.GOMAXPROCSSource,
+		"max_client_connections":       b.MaxClientConnections,
+	}
+	if b.LimitBytes > 0 {
+		out["heap_share_of_budget"] = float64(heap) / float64(b.LimitBytes)
+	}
+	return out
 }
 
 // run dispatches a subcommand and returns the process exit code.

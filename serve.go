@@ -29,6 +29,7 @@ import (
 	"github.com/pulsegate/pulsegate/events"
 	"github.com/pulsegate/pulsegate/figures"
 	"github.com/pulsegate/pulsegate/health"
+	"github.com/pulsegate/pulsegate/membudget"
 	"github.com/pulsegate/pulsegate/monitor"
 	"github.com/pulsegate/pulsegate/probes"
 	"github.com/pulsegate/pulsegate/proxy"
@@ -50,7 +51,12 @@ func cmdServe(ctx context.Context, args, environ []string, stdout, stderr io.Wri
 		log.Warn("config_deprecated", zap.String("key", d.Key), zap.String("env", d.Env),
 			zap.Strings("carried_to", d.Carried), zap.String("text", d.String()))
 	}
+	budget := applyRuntime(cfg, environ, log)
 	a, err := build(cfg, log, level, dashboardHandler(cfg))
+	if err == nil {
+		a.runtime = &budget
+		err = registerRuntimeMetrics(a.reg, budget, limitClientConns(a, cfg, budget))
+	}
 	if err != nil {
 		log.Error("startup_failed", zap.Error(err))
 		return 1
@@ -104,6 +110,8 @@ type app struct {
 	draining atomic.Bool
 	// loops are the background goroutines run alongside the servers.
 	loops []func(context.Context) error
+	// runtime is the memory budget and GOMAXPROCS applied at start (serve only).
+	runtime *membudget.Budget
 }
 
 // build wires every component for cfg. dash may be nil.
@@ -289,11 +297,15 @@ func (a *app) resources() adminapi.Resources {
 
 // extraSections adds the probes and background tasks to the performance JSON.
 func (a *app) extraSections() map[string]any {
-	return map[string]any{
+	out := map[string]any{
 		"probes":           a.runner.Store().Snapshot(),
 		"background_tasks": a.tasks.Snapshot(),
 		"actions":          a.actions.Snapshot(),
 	}
+	if a.runtime != nil {
+		out["runtime"] = runtimeSection(*a.runtime)
+	}
+	return out
 }
 
 // ready is /readyz: not while draining, and not while the app has been

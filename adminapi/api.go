@@ -158,6 +158,7 @@ func New(d Deps) *API {
 	m.HandleFunc("POST /admin/api/alerts/responsiveness/acknowledge", a.write(a.acknowledge))
 	m.HandleFunc("POST /admin/responsiveness/login", a.login)
 	m.HandleFunc("POST /admin/responsiveness/logout", a.logout)
+	m.HandleFunc("GET /admin/responsiveness/api/whoami", a.whoami)
 	// The login page, static assets and the embeddable widget script hold
 	// no data; everything they fetch goes through auth.
 	m.HandleFunc("GET /admin/responsiveness/login", a.public)

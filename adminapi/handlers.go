@@ -331,7 +331,7 @@ func (a *API) acknowledge(w http.ResponseWriter, r *http.Request, who principal)
 		writeError(w, http.StatusNotFound, "unknown alert id")
 		return
 	}
-	res, err := a.d.Alerts.Acknowledge(ids, req.Note, who.actor)
+	res, err := a.d.Alerts.Acknowledge(ids, req.Note, who.by())
 	entry := store.AuditEntry{Actor: who.actor, Source: r.RemoteAddr, Action: store.ActionAlertAcknowledge,
 		Target: strings.Join(ids, ","), Outcome: store.OutcomeOK}
 	switch {
@@ -372,16 +372,22 @@ func (a *API) login(w http.ResponseWriter, r *http.Request) {
 	}
 	var req struct {
 		Token string `json:"token"`
+		Name  string `json:"name"`
 	}
 	if err := json.Unmarshal(body, &req); err != nil || req.Token == "" {
-		writeError(w, http.StatusBadRequest, `body: want {"token": "..."}`)
+		writeError(w, http.StatusBadRequest, `body: want {"token": "...", "name": "your name"}`)
+		return
+	}
+	name, err := cleanName(req.Name)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
 	cfg, _ := a.d.Config.Get()
 	tok := cfg.Admin.Token.Reveal()
 	want, got := tokenHash(tok), tokenHash(req.Token)
 	if tok == "" {
-		writeError(w, http.StatusForbidden, "no RESPONSIVENESS_ADMIN_TOKEN is configured: the dashboard is open to loopback clients only")
+		writeError(w, http.StatusForbidden, "no RESPONSIVENESS_ADMIN_TOKEN is configured, so there is nothing to sign in with: set it and restart pulsegate (until then the dashboard is read-only, for loopback clients only)")
 		return
 	}
 	if !equalHash(want, got) {
@@ -389,11 +395,15 @@ func (a *API) login(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusUnauthorized, "invalid token")
 		return
 	}
-	c := newSession(tok, a.d.Now())
+	c := newSession(tok, name, a.d.Now())
 	c.Secure = r.TLS != nil
 	http.SetCookie(w, c)
-	a.record(store.AuditEntry{Actor: fingerprint("token", req.Token), Source: r.RemoteAddr, Action: "session.login", Outcome: store.OutcomeOK})
-	writeJSON(w, http.StatusOK, map[string]any{"ok": true, "expires": c.Expires.UTC().Format(time.RFC3339)})
+	actor := fingerprint("token", req.Token)
+	if name != "" {
+		actor = name + " (" + actor + ")"
+	}
+	a.record(store.AuditEntry{Actor: actor, Source: r.RemoteAddr, Action: "session.login", Outcome: store.OutcomeOK})
+	writeJSON(w, http.StatusOK, map[string]any{"ok": true, "name": name, "expires": c.Expires.UTC().Format(time.RFC3339)})
 }
 
 func (a *API) logout(w http.ResponseWriter, r *http.Request) {

@@ -107,7 +107,7 @@ func TestAlertsCarryRunbookURL(t *testing.T) {
 	h.m.resendInterval = time.Hour
 	h.run(t)
 
-	in := figs("memory_usage", 0.95, "app_error_rate", 0.2)
+	in := figs("memory_usage", 0.95, "app_error_rate", 0.2) // the error_rate rule reads what the app caused
 	in.ProbeStatus = map[string]string{"database_manager": "down"}
 	in.Tasks = map[string]string{"cleanup": "failing"}
 	h.m.Evaluate(t0, in)
@@ -138,7 +138,7 @@ func TestAlertsCarryRunbookURL(t *testing.T) {
 	if err := h.m.Apply(next); err != nil {
 		t.Fatal(err)
 	}
-	h.m.Evaluate(t0.Add(time.Minute), figs("memory_usage", 0.95, "app_error_rate", 0.2, "disk_usage", 0.99))
+	h.m.Evaluate(t0.Add(time.Minute), figs("memory_usage", 0.95, "error_rate", 0.2, "disk_usage", 0.99))
 	if got := apiRunbooks(t, h.m)[RuleDiskUsage]; got != "https://wiki.example.com/ops/pulsegate/disk_usage.md" {
 		t.Errorf("disk_usage runbook_url = %q after the base changed", got)
 	}
@@ -157,7 +157,7 @@ func TestAlertsCarryRunbookURL(t *testing.T) {
 	if err := h.m.Apply(none); err != nil {
 		t.Fatal(err)
 	}
-	h.m.Evaluate(t0.Add(2*time.Minute), figs("memory_usage", 0.95, "app_error_rate", 0.2, "disk_usage", 0.99, "cpu_usage", 0.95))
+	h.m.Evaluate(t0.Add(2*time.Minute), figs("memory_usage", 0.95, "error_rate", 0.2, "disk_usage", 0.99, "cpu_usage", 0.95))
 	if got := apiRunbooks(t, h.m)[RuleCPUUsage]; got != "(absent)" {
 		t.Errorf("cpu_usage runbook_url = %q with no base URL; want the field left out", got)
 	}

@@ -52,6 +52,26 @@ install_tools() {
 	fi
 }
 
+# install_flask installs Debian's gunicorn and python3-flask (the flask
+# mode's app server) when missing.
+install_flask() {
+	command -v gunicorn >/dev/null 2>&1 && [ -e /usr/lib/python3/dist-packages/flask/__init__.py ] && return 0
+	as_root apt-get update -qq
+	echo "bench: installing gunicorn python3-flask from apt" >&2
+	as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends gunicorn python3-flask >/dev/null
+}
+
+# build_base builds pulsegate as of git ref $1 into $BIN/pulsegate-base
+# (the pulsegate-base target: an A/B of two versions in the same run).
+build_base() {
+	local ref="$1" src
+	src="$(mktemp -d)"
+	git -C "$REPO" archive "$ref" | tar -x -C "$src"
+	echo "bench: building pulsegate-base at $ref ($(git -C "$REPO" rev-parse --short "$ref"))" >&2
+	(cd "$src" && go build -trimpath -o "$BIN/pulsegate-base" .)
+	rm -rf "$src"
+}
+
 # build_all builds upstream, bareproxy, loadgen, driver and (if it builds)
 # pulsegate into $BIN.
 build_all() {

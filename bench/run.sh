@@ -21,13 +21,18 @@
 #   AGREE_RATES=1000,$RATE  open-loop rates of the "timing figures agree" check
 #   MODES=compare,agree   add ",profile" for perf CPU profiles of PROFILE_TARGETS
 #                         (default pulsegate,bare) under the peak load
+#   BASE_REF=<git ref>  add pulsegate-base: pulsegate at that ref, shipped defaults
+#                       (an A/B of two versions in the same run)
 # Quick look: ROUNDS=1 DURATION=3 bench/run.sh   (~2 minutes; the full run ~15)
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 install_tools
 build_all
+if [ -n "${BASE_REF:-}" ]; then
+	build_base "$BASE_REF" # adds the pulsegate-base target (that ref, shipped defaults)
+fi
 
-TARGETS="${TARGETS:-direct,pulsegate,pulsegate-nomon,bare,nginx,haproxy,caddy}"
+TARGETS="${TARGETS:-direct,pulsegate,pulsegate-nomon,bare,nginx,haproxy,caddy}${BASE_REF:+,pulsegate-base}"
 # shellcheck disable=SC2086
 TARGETS="$(without "$TARGETS" $PKG_TARGETS_MISSING)"
 [ -x "$BIN/pulsegate" ] || TARGETS="$(without "$TARGETS" pulsegate pulsegate-nomon)"

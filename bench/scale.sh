@@ -9,12 +9,16 @@
 #   SCALE_CONNS=1,64,512,4096  SCALE_ROUTES=10,1000,100000
 #   SCALE_TARGETS=pulsegate,bare   IDLE=60 (seconds; 0 skips)
 #   PROXY_CPU=0 LOAD_CPU=1  NICE=0 (see run.sh)  DB_DSN=...  REDIS_URL=...
+#   BASE_REF=<git ref>  add pulsegate-base: pulsegate at that ref, shipped defaults
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 install_tools
 build_all
+if [ -n "${BASE_REF:-}" ]; then
+	build_base "$BASE_REF" # adds the pulsegate-base target (that ref, shipped defaults)
+fi
 
-SCALE_TARGETS="${SCALE_TARGETS:-pulsegate,bare}"
+SCALE_TARGETS="${SCALE_TARGETS:-pulsegate,bare}${BASE_REF:+,pulsegate-base}"
 [ -x "$BIN/pulsegate" ] || SCALE_TARGETS="$(without "$SCALE_TARGETS" pulsegate pulsegate-nomon)"
 if [ -z "$SCALE_TARGETS" ]; then
 	echo "bench: nothing to measure (pulsegate does not build yet)" >&2

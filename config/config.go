@@ -44,9 +44,27 @@ type Config struct {
 	Actions Actions `koanf:"actions" json:"actions"`
 	// Log configures logging.
 	Log Log `koanf:"log" json:"log"`
+	// Runtime sizes the Go runtime at start (memory budget, GOMAXPROCS).
+	Runtime Runtime `koanf:"runtime" json:"runtime"`
 	// DataDir is where the embedded store (alert history, acknowledgements,
 	// audit log) lives. Default "./pulsegate-data".
 	DataDir string `koanf:"data_dir" json:"data_dir"`
+	// Store selects a shared SQL store for several replicas; unset keeps
+	// the embedded store in DataDir.
+	Store Store `koanf:"store" json:"store"`
+	// Instance names this sidecar in a fleet, in logs and fleet answers.
+	// Empty means the host name (the pod name under Kubernetes).
+	Instance string `koanf:"instance" json:"instance"`
+	// Fleet names the group of sidecars sharing one store (sidecars of
+	// different apps may share one database). Default "default".
+	Fleet string `koanf:"fleet" json:"fleet"`
+}
+
+// Store configures the shared store.
+type Store struct {
+	// DSN is mysql://user:pass@host:3306/db or postgres://user:pass@host:5432/db.
+	// Unset = the embedded bbolt store in data_dir (one instance).
+	DSN Secret `koanf:"dsn" json:"dsn"`
 }
 
 // Responsiveness mirrors the product's ResponsivenessConfig dataclass,
@@ -371,6 +389,27 @@ type Actions struct {
 }
 
 // Log configures logging.
+// Runtime sizes the Go runtime at start; GOMEMLIMIT, GOGC and GOMAXPROCS
+// in the environment win over these. Read once at start.
+type Runtime struct {
+	// MemoryLimitShare is the share of the container memory limit that
+	// becomes Go's soft memory limit (the rest is headroom for stacks and
+	// buffers the limit does not count). Default 0.8.
+	MemoryLimitShare float64 `koanf:"memory_limit_share" json:"memory_limit_share"`
+	// MemoryLimitDefaultMiB is the soft memory limit outside a
+	// memory-limited container, in MiB; 0 = none. Default 64.
+	MemoryLimitDefaultMiB int `koanf:"memory_limit_default_mib" json:"memory_limit_default_mib"`
+	// MaxProcs is GOMAXPROCS when no CPU limit is set (with one, Go follows
+	// it); capped at the CPUs available; 0 = every CPU. Default 1.
+	MaxProcs int `koanf:"max_procs" json:"max_procs"`
+	// MaxClientConnections caps the client connections open at once; at
+	// the cap the longest-idle keep-alive connection is closed to make
+	// room, and new ones wait in the accept queue. 0 (default) = derived
+	// from the container memory limit (what fits in the memory budget; no
+	// cap outside containers); -1 = no cap.
+	MaxClientConnections int `koanf:"max_client_connections" json:"max_client_connections"`
+}
+
 type Log struct {
 	// Level is debug, info, warn or error. Default info.
 	Level string `koanf:"level" json:"level"`

@@ -178,7 +178,16 @@ var envTable = []envEntry{
 	{"RESPONSIVENESS_LOG_LEVEL", "log.level", "Log level: debug, info, warn or error."},
 	{"RESPONSIVENESS_LOG_FORMAT", "log.format", "Log format: json or console."},
 
+	// runtime (read at start)
+	{"RESPONSIVENESS_RUNTIME_MEMORY_LIMIT_SHARE", "runtime.memory_limit_share", "Share of the container memory limit used as Go's soft memory limit (GOMEMLIMIT in the environment wins). Read at start."},
+	{"RESPONSIVENESS_RUNTIME_MEMORY_LIMIT_DEFAULT_MIB", "runtime.memory_limit_default_mib", "Go's soft memory limit outside a memory-limited container, MiB; 0 = none. Read at start."},
+	{"RESPONSIVENESS_RUNTIME_MAX_PROCS", "runtime.max_procs", "GOMAXPROCS when no CPU limit is set (GOMAXPROCS in the environment wins; with a CPU limit Go follows it); 0 = every CPU. Read at start."},
+	{"RESPONSIVENESS_RUNTIME_MAX_CLIENT_CONNECTIONS", "runtime.max_client_connections", "Cap on open client connections (the longest-idle keep-alive one is closed to make room); 0 = what fits in the container's memory budget (none outside containers); -1 = none. Read at start."},
+
 	{"RESPONSIVENESS_DATA_DIR", "data_dir", "Directory of the embedded store (alert history, acknowledgements, audit log)."},
+	{"RESPONSIVENESS_STORE_DSN", "store.dsn", "Shared store for several replicas: mysql://user:pass@host:3306/db or postgres://user:pass@host:5432/db (percent-encode @ # % : in the password). Unset = the embedded store in data_dir."},
+	{"RESPONSIVENESS_INSTANCE", "instance", "This sidecar's name in the fleet (logs, fleet answers). Empty = the host name (the pod name under Kubernetes)."},
+	{"RESPONSIVENESS_FLEET", "fleet", "Name of the group of sidecars sharing one store; sidecars of different apps may share a database under different fleet names."},
 }
 
 // EnvVars returns the environment table: one entry per configuration key,

@@ -164,6 +164,9 @@ func TestEnvDefaultsMatchTheIssue(t *testing.T) {
 		"RESPONSIVENESS_LOG_LEVEL":                        "info",
 		"RESPONSIVENESS_DATA_DIR":                         "./pulsegate-data",
 		"RESPONSIVENESS_SYSTEM_DISK_PATHS":                "/",
+		"RESPONSIVENESS_STORE_DSN":                        "",
+		"RESPONSIVENESS_INSTANCE":                         "",
+		"RESPONSIVENESS_FLEET":                            "default",
 	}
 	got := map[string]EnvVar{}
 	for _, e := range EnvVars() {
@@ -179,7 +182,7 @@ func TestEnvDefaultsMatchTheIssue(t *testing.T) {
 			t.Errorf("%s default = %q, want %q", name, e.Default, def)
 		}
 	}
-	for _, name := range []string{"RESPONSIVENESS_ADMIN_TOKEN", "RESPONSIVENESS_DB_DSN", "RESPONSIVENESS_REDIS_URL", "RESPONSIVENESS_ALERTS_EMAIL_PASSWORD"} {
+	for _, name := range []string{"RESPONSIVENESS_ADMIN_TOKEN", "RESPONSIVENESS_DB_DSN", "RESPONSIVENESS_REDIS_URL", "RESPONSIVENESS_ALERTS_EMAIL_PASSWORD", "RESPONSIVENESS_STORE_DSN"} {
 		if !got[name].Secret {
 			t.Errorf("%s must be marked secret", name)
 		}
@@ -258,9 +261,11 @@ func changedValue(t *testing.T, f field, def *Config) string {
 		"actions.cleanup_url":                             "http://127.0.0.1:5000/cleanup",
 		"thresholds.apdex_warning":                        "0.9",
 		"thresholds.apdex_critical":                       "0.5",
+		"runtime.memory_limit_share":                      "0.5",
 		"log.level":                                       "debug",
 		"log.format":                                      "console",
 		"data_dir":                                        "/var/lib/pulsegate",
+		"store.dsn":                                       "mysql://pulsegate:pw@127.0.0.1:3306/app",
 		"responsiveness.memory_warning_threshold":         "0.7",
 		"responsiveness.cpu_warning_threshold":            "0.7",
 		"responsiveness.db_connection_warning_threshold":  "0.7",

@@ -39,6 +39,7 @@ func canaryConfig() *Config {
 	c := Defaults()
 	c.Database.DSN = Secret("postgres://probe:" + enc + "@127.0.0.1:5432/test?sslmode=disable&password=" + enc)
 	c.Redis.URL = Secret("redis://default:" + enc + "@127.0.0.1:6379/0")
+	c.Store.DSN = Secret("mysql://pulsegate:" + enc + "@127.0.0.1:3306/app")
 	c.Admin.Token = Secret(enc)
 	c.Alerts.Email = Email{SMTPAddr: "127.0.0.1:25", From: "a@x.io", To: []string{"b@x.io"}, Username: "u", Password: canary, MinSeverity: "critical"}
 	return c
@@ -92,6 +93,7 @@ func TestCanaryNeverInErrors(t *testing.T) {
 			c := Defaults()
 			c.Database.DSN = Secret(tc.dsn)
 			c.Redis.URL = Secret(tc.redis)
+			c.Store.DSN = Secret(tc.dsn)
 			err := c.Validate()
 			if err == nil {
 				t.Fatal("malformed secrets accepted")

@@ -235,6 +235,27 @@ func (v *validator) dsn(key string, s Secret) {
 	}
 }
 
+// name checks an instance or fleet name: at most MaxNameLen bytes of
+// letters, digits and . _ - : (host names and pod names fit); empty only
+// when allowed (the instance then defaults to the host name).
+func (v *validator) name(key, s string, emptyOK bool) {
+	switch {
+	case s == "":
+		if !emptyOK {
+			v.add(key, "must be set")
+		}
+	case len(s) > MaxNameLen:
+		v.add(key, "must be at most %d bytes, got %d", MaxNameLen, len(s))
+	case strings.ContainsFunc(s, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-' || r == ':')
+	}):
+		v.add(key, "may hold only letters, digits and . _ - :")
+	}
+}
+
+// MaxNameLen bounds instance and fleet names (they are keys in the shared store).
+const MaxNameLen = 128
+
 // redisURL checks the Redis URL; messages never quote it.
 func (v *validator) redisURL(key string, s Secret) {
 	raw := s.Reveal()
@@ -583,6 +604,11 @@ func (c *Config) validate() []FieldError {
 	}
 	v.intRange("actions.session_repair_max", ac.SessionRepairMax, 1, maxSize)
 
+	v.fraction("runtime.memory_limit_share", c.Runtime.MemoryLimitShare)
+	v.intRange("runtime.memory_limit_default_mib", c.Runtime.MemoryLimitDefaultMiB, 0, 1<<20)
+	v.intRange("runtime.max_procs", c.Runtime.MaxProcs, 0, 1024)
+	v.intRange("runtime.max_client_connections", c.Runtime.MaxClientConnections, -1, maxSize)
+
 	v.oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
 	v.oneOf("log.format", c.Log.Format, "json", "console")
 
@@ -593,5 +619,8 @@ func (c *Config) validate() []FieldError {
 	} else if strings.ContainsFunc(c.DataDir, isControl) {
 		v.add("data_dir", "must not contain control characters")
 	}
+	v.dsn("store.dsn", c.Store.DSN)
+	v.name("instance", c.Instance, true)
+	v.name("fleet", c.Fleet, false)
 	return v.errs
 }

@@ -28,6 +28,7 @@ var contentTypes = map[string]string{
 	".png":  "image/png",
 	".ico":  "image/x-icon",
 	".json": "application/json",
+	".txt":  "text/plain; charset=utf-8",
 }
 
 func loadAssets(root fs.FS) (map[string]asset, error) {

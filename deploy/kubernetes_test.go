@@ -506,9 +506,10 @@ func TestOverlaysAgree(t *testing.T) {
 
 // TestPulsegateEnvNamesAreReal checks every variable in the pulsegate
 // container against config.EnvVars (the code's own table), secrets come
-// from the Secret (never a literal or a ConfigMap), GOMAXPROCS/GOMEMLIMIT
-// follow the container's limits, and the ConfigMap's config.yaml holds no
-// secret key.
+// from the Secret (never a literal or a ConfigMap), GOMAXPROCS follows the
+// container's CPU limit, the memory budget leaves headroom below the
+// memory limit (a share < 1, never GOMEMLIMIT = the whole limit), and the
+// ConfigMap's config.yaml holds no secret key.
 func TestPulsegateEnvNamesAreReal(t *testing.T) {
 	vars := envVarsByName()
 	secret := exampleSecret(t)
@@ -522,8 +523,15 @@ func TestPulsegateEnvNamesAreReal(t *testing.T) {
 				}
 				seen[e.Name] = true
 				switch e.Name {
-				case "GOMAXPROCS", "GOMEMLIMIT":
-					want := map[string]string{"GOMAXPROCS": "limits.cpu", "GOMEMLIMIT": "limits.memory"}[e.Name]
+				case "GOMEMLIMIT":
+					t.Errorf("GOMEMLIMIT set: the whole container limit as Go's soft limit leaves no headroom; use RESPONSIVENESS_RUNTIME_MEMORY_LIMIT_SHARE")
+					continue
+				case "RESPONSIVENESS_RUNTIME_MEMORY_LIMIT_SHARE":
+					if v, err := strconv.ParseFloat(e.Value, 64); err != nil || v <= 0 || v >= 1 {
+						t.Errorf("%s = %q: want a share in (0,1) of the container limit, leaving headroom", e.Name, e.Value)
+					}
+				case "GOMAXPROCS":
+					want := "limits.cpu"
 					rf := (*corev1.ResourceFieldSelector)(nil)
 					if e.ValueFrom != nil {
 						rf = e.ValueFrom.ResourceFieldRef
@@ -559,7 +567,7 @@ func TestPulsegateEnvNamesAreReal(t *testing.T) {
 					}
 				}
 			}
-			for _, want := range []string{"GOMAXPROCS", "GOMEMLIMIT", "RESPONSIVENESS_ADMIN_TOKEN"} {
+			for _, want := range []string{"GOMAXPROCS", "RESPONSIVENESS_RUNTIME_MEMORY_LIMIT_SHARE", "RESPONSIVENESS_ADMIN_TOKEN"} {
 				if !seen[want] {
 					t.Errorf("env %s is missing", want)
 				}
@@ -773,7 +781,7 @@ func TestSecurityAndResources(t *testing.T) {
 				t.Errorf("pulsegate requests = %s/%s, want 50m/64Mi", r.Requests.Cpu(), r.Requests.Memory())
 			}
 			if r.Limits.Cpu().IsZero() || r.Limits.Memory().IsZero() {
-				t.Error("pulsegate needs cpu and memory limits (GOMAXPROCS and GOMEMLIMIT are derived from them)")
+				t.Error("pulsegate needs cpu and memory limits (GOMAXPROCS and the memory budget are derived from them)")
 			}
 			if r.Limits.Memory().Cmp(*r.Requests.Memory()) < 0 || r.Limits.Cpu().Cmp(*r.Requests.Cpu()) < 0 {
 				t.Error("pulsegate limits below its requests")

@@ -305,15 +305,15 @@ func newDatabase(cfg *config.Config, log *zap.Logger) (*Database, error) {
 		return nil, fmt.Errorf("database.probe_timeout must be > 0, got %v", float64(dc.ProbeTimeout))
 	}
 	d := &Database{
-		target:    parts.redacted(),
-		scrubber:  newSecretScrubber(parts.password, dc.DSN.Reveal()),
+		target:    parts.Redacted(),
+		scrubber:  newSecretScrubber(parts.Password, dc.DSN.Reveal()),
 		log:       log.Named(DatabaseProbeName),
 		now:       time.Now,
 		poolLevel: StatusOK,
 	}
 	d.Apply(cfg)
 	d.dbLimits = *d.next.Load()
-	switch parts.scheme {
+	switch parts.Scheme {
 	case "mysql", "mariadb":
 		d.kind = "mysql"
 		d.engine, err = newMySQLEngine(parts, timeout, d.scrubber, d.log)
@@ -321,10 +321,10 @@ func newDatabase(cfg *config.Config, log *zap.Logger) (*Database, error) {
 		d.kind = "postgres"
 		d.engine, err = newPostgresEngine(parts, timeout, d.scrubber)
 	default:
-		return nil, fmt.Errorf("database.dsn (RESPONSIVENESS_DB_DSN): unsupported scheme %q: want mysql:// or postgres://", parts.scheme)
+		return nil, fmt.Errorf("database.dsn (RESPONSIVENESS_DB_DSN): unsupported scheme %q: want mysql:// or postgres://", parts.Scheme)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("database.dsn (RESPONSIVENESS_DB_DSN): %s", d.scrubber.scrub(err.Error()))
+		return nil, fmt.Errorf("database.dsn (RESPONSIVENESS_DB_DSN): %s", d.scrubber.Scrub(err.Error()))
 	}
 	return d, nil
 }
@@ -367,7 +367,7 @@ func (d *Database) Close() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if err := d.engine.close(); err != nil {
-		return errors.New(d.scrubber.scrub(fmt.Sprintf("closing database connection: %v", err)))
+		return errors.New(d.scrubber.Scrub(fmt.Sprintf("closing database connection: %v", err)))
 	}
 	return nil
 }
@@ -395,7 +395,7 @@ func (d *Database) Probe(ctx context.Context) Result {
 
 // fail fills res for a tick that could not read the server.
 func (d *Database) fail(res *Result, details *DatabaseDetails, err error) {
-	msg := d.scrubber.scrub(err.Error())
+	msg := d.scrubber.Scrub(err.Error())
 	var de *dbError
 	kind := dbErrUnreachable
 	if errors.As(err, &de) {

@@ -38,10 +38,10 @@ func TestSplitDSN(t *testing.T) {
 			if err != nil {
 				t.Fatalf("error: %v", err)
 			}
-			if p.user != tt.user || p.password != tt.pass || p.rest.Host != tt.host {
-				t.Errorf("user %q pass %q host %q; want %q %q %q", p.user, p.password, p.rest.Host, tt.user, tt.pass, tt.host)
+			if p.User != tt.user || p.Password != tt.pass || p.Rest.Host != tt.host {
+				t.Errorf("user %q pass %q host %q; want %q %q %q", p.User, p.Password, p.Rest.Host, tt.user, tt.pass, tt.host)
 			}
-			red := p.redacted()
+			red := p.Redacted()
 			assertNoCanary(t, "redacted", red)
 			if tt.pass != "" && !strings.Contains(red, "xxxxx") {
 				t.Errorf("redacted %q shows no mask", red)
@@ -53,7 +53,7 @@ func TestSplitDSN(t *testing.T) {
 func TestSecretScrubber(t *testing.T) {
 	s := newSecretScrubber(canary)
 	for _, form := range canaryForms {
-		out := s.scrub("dial mysql://u:" + form + "@h failed: " + form)
+		out := s.Scrub("dial mysql://u:" + form + "@h failed: " + form)
 		assertNoCanary(t, "scrubbed", out)
 		if !strings.Contains(out, "xxxxx") {
 			t.Errorf("scrub(%q) = %q", form, out)

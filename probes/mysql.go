@@ -40,7 +40,7 @@ type mysqlLogger struct {
 }
 
 func (l mysqlLogger) Print(v ...any) {
-	l.log.Debug("mysql_driver", zap.String("text", l.scrubber.scrub(fmt.Sprint(v...))))
+	l.log.Debug("mysql_driver", zap.String("text", l.scrubber.Scrub(fmt.Sprint(v...))))
 }
 
 // newMySQLEngine builds the driver config from the URL parts: timeouts in
@@ -48,21 +48,21 @@ func (l mysqlLogger) Print(v ...any) {
 // the context), one connection, a lifetime below wait_timeout.
 func newMySQLEngine(p dsnParts, timeout time.Duration, scrubber secretScrubber, log *zap.Logger) (*mysqlEngine, error) {
 	mc := mysql.NewConfig()
-	mc.User = p.user
-	mc.Passwd = p.password
+	mc.User = p.User
+	mc.Passwd = p.Password
 	mc.Net = "tcp"
-	host := p.rest.Hostname()
-	port := p.rest.Port()
+	host := p.Rest.Hostname()
+	port := p.Rest.Port()
 	if port == "" {
 		port = "3306"
 	}
 	mc.Addr = net.JoinHostPort(host, port)
-	mc.DBName = strings.TrimPrefix(p.rest.Path, "/")
+	mc.DBName = strings.TrimPrefix(p.Rest.Path, "/")
 	mc.Timeout = timeout
 	mc.ReadTimeout = timeout
 	mc.WriteTimeout = timeout
 	mc.Logger = mysqlLogger{log: log, scrubber: scrubber}
-	q := p.rest.Query()
+	q := p.Rest.Query()
 	if tlsMode := q.Get("tls"); tlsMode != "" {
 		mc.TLSConfig = tlsMode
 	}

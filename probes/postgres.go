@@ -38,18 +38,18 @@ type postgresEngine struct {
 // set as fields (never through a connection string an error could quote),
 // connect_timeout, and session limits sent in the startup packet.
 func newPostgresEngine(p dsnParts, timeout time.Duration, scrubber secretScrubber) (*postgresEngine, error) {
-	u := *p.rest
+	u := *p.Rest
 	u.User = nil
 	u.Scheme = "postgres"
 	cfg, err := pgx.ParseConfig(u.String())
 	if err != nil {
 		return nil, fmt.Errorf("parsing postgres URL: %w", err)
 	}
-	if p.user != "" {
-		cfg.User = p.user
+	if p.User != "" {
+		cfg.User = p.User
 	}
-	if p.hasPassword {
-		cfg.Password = p.password
+	if p.HasPassword {
+		cfg.Password = p.Password
 	}
 	if cfg.ConnectTimeout == 0 || cfg.ConnectTimeout > timeout {
 		cfg.ConnectTimeout = timeout

@@ -279,11 +279,11 @@ func newRedis(cfg *config.Config, log *zap.Logger, opts ...RedisOption) (*Redis,
 	if err != nil {
 		return nil, fmt.Errorf("redis.url (RESPONSIVENESS_REDIS_URL): %w", err)
 	}
-	scrubber := newSecretScrubber(parts.password, rc.URL.Reveal())
-	switch parts.scheme {
+	scrubber := newSecretScrubber(parts.Password, rc.URL.Reveal())
+	switch parts.Scheme {
 	case "redis", "rediss", "unix":
 	default:
-		return nil, fmt.Errorf("redis.url (RESPONSIVENESS_REDIS_URL): unsupported scheme %q: want redis://, rediss:// or unix://", parts.scheme)
+		return nil, fmt.Errorf("redis.url (RESPONSIVENESS_REDIS_URL): unsupported scheme %q: want redis://, rediss:// or unix://", parts.Scheme)
 	}
 	timeout := rc.ProbeTimeout.Duration()
 	if timeout <= 0 {
@@ -292,17 +292,17 @@ func newRedis(cfg *config.Config, log *zap.Logger, opts ...RedisOption) (*Redis,
 	if rc.ScanBudget <= 0 {
 		return nil, fmt.Errorf("redis.scan_budget must be > 0, got %d", rc.ScanBudget)
 	}
-	u := *parts.rest
+	u := *parts.Rest
 	u.User = nil
 	opt, err := redis.ParseURL(u.String())
 	if err != nil {
-		return nil, fmt.Errorf("redis.url (RESPONSIVENESS_REDIS_URL): %s", scrubber.scrub(err.Error()))
+		return nil, fmt.Errorf("redis.url (RESPONSIVENESS_REDIS_URL): %s", scrubber.Scrub(err.Error()))
 	}
-	if parts.user != "" {
-		opt.Username = parts.user
+	if parts.User != "" {
+		opt.Username = parts.User
 	}
-	if parts.hasPassword {
-		opt.Password = parts.password
+	if parts.HasPassword {
+		opt.Password = parts.Password
 	}
 	// Its own small pool: blocking commands of the app (BLPOP) on a shared
 	// pool cannot starve the probe, and the probe never holds more than two
@@ -327,7 +327,7 @@ func newRedis(cfg *config.Config, log *zap.Logger, opts ...RedisOption) (*Redis,
 	r := &Redis{
 		client:     redis.NewClient(opt),
 		db:         opt.DB,
-		target:     parts.redacted(),
+		target:     parts.Redacted(),
 		scrubber:   scrubber,
 		log:        log.Named(RedisProbeName),
 		now:        time.Now,
@@ -394,7 +394,7 @@ func (r *Redis) Name() string { return RedisProbeName }
 // Close closes the probe's connections.
 func (r *Redis) Close() error {
 	if err := r.client.Close(); err != nil {
-		return errors.New(r.scrubber.scrub(fmt.Sprintf("closing redis connections: %v", err)))
+		return errors.New(r.scrubber.Scrub(fmt.Sprintf("closing redis connections: %v", err)))
 	}
 	return nil
 }
@@ -494,7 +494,7 @@ func (r *Redis) judgeLatency(v *tickVerdict, lat float64) {
 // step): an auth or permission refusal is a configuration error
 // (critical), anything else is down.
 func (r *Redis) failed(res Result, start time.Time, doing string, err error) Result {
-	msg := r.scrubber.scrub(fmt.Sprintf("%s: %v", doing, err))
+	msg := r.scrubber.Scrub(fmt.Sprintf("%s: %v", doing, err))
 	auth, noperm := redisAuthError(err)
 	switch {
 	case auth:

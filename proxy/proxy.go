@@ -119,7 +119,7 @@ func (p *Proxy) Apply(cfg *config.Config) error {
 	p.applyTunables(cfg)
 	p.target.Store(target)
 	old := p.rt.cur.Swap(newTransport(cfg, &p.dials))
-	old.CloseIdleConnections()
+	old.close()
 	return nil
 }
 

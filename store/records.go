@@ -137,6 +137,9 @@ type AuditEntry struct {
 	Changes []Change `json:"changes,omitempty"`
 	// Error is why the action was refused or failed.
 	Error string `json:"error,omitempty"`
+	// Instance is the sidecar that took the action (set by the shared
+	// store when empty; empty with the embedded store).
+	Instance string `json:"instance,omitempty"`
 }
 
 // MaxTextLen bounds every free-text field of an audit entry or an
@@ -215,6 +218,7 @@ func (e AuditEntry) bounded() AuditEntry {
 	e.Outcome = Truncate(e.Outcome, MaxTextLen)
 	e.Target = Truncate(e.Target, MaxTextLen)
 	e.Error = Truncate(e.Error, MaxTextLen)
+	e.Instance = Truncate(e.Instance, MaxTextLen)
 	if len(e.Changes) > 0 {
 		cs := make([]Change, len(e.Changes))
 		for i, c := range e.Changes {
@@ -244,6 +248,9 @@ func (e AuditEntry) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 	}
 	if e.Error != "" {
 		enc.AddString("error", EscapeText(e.Error))
+	}
+	if e.Instance != "" {
+		enc.AddString("instance", EscapeText(e.Instance))
 	}
 	return nil
 }

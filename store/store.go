@@ -1,13 +1,20 @@
-// Package store is pulsegate's embedded store: alert history,
-// acknowledgements and the audit log in one bbolt file
-// (<data_dir>/pulsegate.db). It holds the record types (AlertRecord,
-// Acknowledgement, AuditEntry) so that alerts and adminapi share them
-// without importing each other.
+// Package store keeps pulsegate's alert history, acknowledgements and
+// audit log behind one interface, Backend, with two implementations: the
+// embedded bbolt store (*Store, one file <data_dir>/pulsegate.db, the
+// zero-setup default for one instance) and the shared SQL store (*SQL,
+// MySQL/MariaDB or PostgreSQL, for the replicas of one app; it also holds
+// the Fleet tables: heartbeats with rollups, fleet configuration versions
+// and fleet alerts). OpenFromConfig picks one from the configuration;
+// Writer queues writes to the shared store off the request path. The
+// package holds the record types (AlertRecord, Acknowledgement,
+// AuditEntry) so that alerts and adminapi share them without importing
+// each other.
 //
-// The file is opened once per process (bbolt takes an exclusive lock); a
-// second process on the same data directory fails fast with a clear error.
-// A corrupt file or an unusable directory is an error from Open naming the
-// path, never silent loss: the file is checked page by page on open.
+// The bbolt file is opened once per process (bbolt takes an exclusive
+// lock); a second process on the same data directory fails fast with a
+// clear error. A corrupt file or an unusable directory is an error from
+// Open naming the path, never silent loss: the file is checked page by
+// page on open.
 //
 // Retention is bounded: PruneAlerts keeps the newest resolved alerts
 // (callers pass alerts.history_size), and the audit log keeps the newest
@@ -72,6 +79,14 @@ type options struct {
 	auditRetention int
 	lockTimeout    time.Duration
 	now            func() time.Time
+	// SQL store only.
+	fleet, instance string
+	opTimeout       time.Duration
+}
+
+func defaultOptions() options {
+	return options{auditRetention: DefaultAuditRetention, lockTimeout: DefaultLockTimeout, now: time.Now,
+		fleet: "default", instance: "localhost", opTimeout: DefaultOpTimeout}
 }
 
 // WithAuditRetention keeps at most n audit entries (default 10 000); n <= 0 keeps the default.
@@ -107,7 +122,7 @@ func WithClock(now func() time.Time) Option {
 // (after the lock timeout; errors.Is(err, ErrLocked)), or when the file is
 // not a valid store or fails its consistency check.
 func Open(dir string, log *zap.Logger, opts ...Option) (*Store, error) {
-	o := options{auditRetention: DefaultAuditRetention, lockTimeout: DefaultLockTimeout, now: time.Now}
+	o := defaultOptions()
 	for _, opt := range opts {
 		opt(&o)
 	}

@@ -15,7 +15,17 @@ import (
 	"go.uber.org/zap/zapcore"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	code := m.Run()
+	dropTestDatabases()
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintf(os.Stderr, "goleak: %v\n", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
 
 var t0 = time.Date(2025, 1, 6, 10, 30, 0, 0, time.UTC)
 
@@ -50,163 +60,6 @@ func TestOpenCreatesPrivateDirAndFile(t *testing.T) {
 	}
 	if got := fi.Mode().Perm(); got != 0o600 {
 		t.Errorf("store file mode = %o; want 600", got)
-	}
-}
-
-func TestAlertsSurviveReopen(t *testing.T) {
-	dir := t.TempDir()
-	s, err := Open(dir, zap.NewNop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	firing := AlertRecord{ID: "a1", Key: "memory_usage", Rule: "memory_usage", Severity: SeverityWarning, State: StateFiring,
-		Metric: "memory_usage", Value: 0.85, Threshold: 0.8, Message: "Memory usage at 85%", FirstSeen: t0, LastSeen: t0}
-	acked := AlertRecord{ID: "a2", Key: "cpu_usage", Rule: "cpu_usage", Severity: SeverityCritical, State: StateAcknowledged,
-		FirstSeen: t0.Add(time.Minute), LastSeen: t0.Add(time.Minute),
-		AcknowledgedAt: tp(t0.Add(2 * time.Minute)), AcknowledgedBy: "token:3f2a9c", AckNote: "looking\r\ninto it"}
-	if err := s.SaveAlerts(firing, acked); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-
-	s = openTest(t, dir)
-	got, err := s.LoadAlerts()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(got) != 2 {
-		t.Fatalf("LoadAlerts: %d records; want 2", len(got))
-	}
-	if got[0].ID != "a2" || got[1].ID != "a1" {
-		t.Errorf("order = %s,%s; want newest first a2,a1", got[0].ID, got[1].ID)
-	}
-	if got[0].AcknowledgedAt == nil || !got[0].AcknowledgedAt.Equal(t0.Add(2*time.Minute)) ||
-		got[0].AcknowledgedBy != "token:3f2a9c" || got[0].AckNote != "looking\r\ninto it" {
-		t.Errorf("acknowledgement not preserved: %+v", got[0])
-	}
-	if got[1].Message != "Memory usage at 85%" || got[1].Value != 0.85 || got[1].State != StateFiring {
-		t.Errorf("firing alert not preserved: %+v", got[1])
-	}
-	acks, err := s.Acknowledgements()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(acks) != 1 || acks[0].AlertID != "a2" || acks[0].By != "token:3f2a9c" {
-		t.Errorf("Acknowledgements() = %+v", acks)
-	}
-}
-
-func TestPruneAlertsKeepsActiveAndNewestResolved(t *testing.T) {
-	s := openTest(t, t.TempDir())
-	var recs []AlertRecord
-	for i := range 10 {
-		recs = append(recs, AlertRecord{ID: fmt.Sprintf("r%02d", i), State: StateResolved,
-			FirstSeen: t0, ResolvedAt: tp(t0.Add(time.Duration(i) * time.Minute))})
-	}
-	recs = append(recs, AlertRecord{ID: "active1", State: StateFiring, FirstSeen: t0.Add(-time.Hour)},
-		AlertRecord{ID: "active2", State: StateAcknowledged, FirstSeen: t0.Add(-2 * time.Hour), AcknowledgedAt: tp(t0)})
-	recs[0].AcknowledgedAt = tp(t0) // an old acknowledged-then-resolved alert: its ack goes too
-	if err := s.SaveAlerts(recs...); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.PruneAlerts(3); err != nil {
-		t.Fatal(err)
-	}
-	got, err := s.LoadAlerts()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ids := map[string]bool{}
-	for _, a := range got {
-		ids[a.ID] = true
-	}
-	want := []string{"r09", "r08", "r07", "active1", "active2"}
-	if len(got) != len(want) {
-		t.Errorf("after PruneAlerts(3): %d records; want %d (%v)", len(got), len(want), ids)
-	}
-	for _, id := range want {
-		if !ids[id] {
-			t.Errorf("after PruneAlerts(3): %s missing", id)
-		}
-	}
-	acks, _ := s.Acknowledgements()
-	if len(acks) != 1 || acks[0].AlertID != "active2" {
-		t.Errorf("acknowledgements after prune = %+v; want only active2's", acks)
-	}
-	if err := s.PruneAlerts(-1); err == nil {
-		t.Error("PruneAlerts(-1) = nil; want an error")
-	}
-}
-
-func TestAuditOrderPagingAndRetention(t *testing.T) {
-	dir := t.TempDir()
-	s := openTest(t, dir, WithAuditRetention(5), WithClock(func() time.Time { return t0.Add(time.Hour) }))
-	for i := range 8 {
-		e := AuditEntry{Time: t0.Add(time.Duration(i) * time.Second), Actor: "token:3f2a9c", Source: "admin_api",
-			Action: ActionConfigUpdate, Outcome: OutcomeOK, Changes: []Change{{Key: "responsiveness.slow_request_threshold", Old: "5", New: fmt.Sprint(i)}}}
-		if err := s.AppendAudit(e); err != nil {
-			t.Fatal(err)
-		}
-	}
-	all, err := s.Audit(0, time.Time{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(all) != 5 {
-		t.Fatalf("Audit after 8 appends with retention 5: %d entries; want 5", len(all))
-	}
-	for i, e := range all {
-		if want := t0.Add(time.Duration(7-i) * time.Second); !e.Time.Equal(want) {
-			t.Errorf("entry %d time = %v; want %v (newest first, oldest dropped)", i, e.Time, want)
-		}
-	}
-	page, err := s.Audit(2, t0.Add(6*time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(page) != 2 || !page[0].Time.Equal(t0.Add(5*time.Second)) || !page[1].Time.Equal(t0.Add(4*time.Second)) {
-		t.Errorf("Audit(2, t0+6s) = %+v; want entries at t0+5s, t0+4s", page)
-	}
-	if page[0].Changes[0].New != "5" {
-		t.Errorf("changes not preserved: %+v", page[0].Changes)
-	}
-
-	// Zero time is stamped with the clock; the count survives a reopen so
-	// retention keeps holding.
-	if err := s.AppendAudit(AuditEntry{Action: ActionAlertAcknowledge, Outcome: OutcomeOK}); err != nil {
-		t.Fatal(err)
-	}
-	_ = s.Close()
-	s = openTest(t, dir, WithAuditRetention(5))
-	if err := s.AppendAudit(AuditEntry{Time: t0.Add(2 * time.Hour), Action: ActionConfigRejected, Outcome: OutcomeRejected, Error: "x"}); err != nil {
-		t.Fatal(err)
-	}
-	all, _ = s.Audit(100, time.Time{})
-	if len(all) != 5 {
-		t.Errorf("after reopen: %d entries; want 5", len(all))
-	}
-	if all[0].Action != ActionConfigRejected || all[1].Action != ActionAlertAcknowledge || !all[1].Time.Equal(t0.Add(time.Hour)) {
-		t.Errorf("newest entries = %+v, %+v", all[0], all[1])
-	}
-	if err := s.AppendAudit(AuditEntry{}); err == nil || !strings.Contains(err.Error(), "action") {
-		t.Errorf("AppendAudit without action: err = %v; want one naming the action", err)
-	}
-}
-
-func TestAuditBoundsText(t *testing.T) {
-	s := openTest(t, t.TempDir())
-	long := strings.Repeat("é", MaxTextLen) // 2 bytes each
-	if err := s.AppendAudit(AuditEntry{Action: ActionConfigRejected, Error: long}); err != nil {
-		t.Fatal(err)
-	}
-	got, _ := s.Audit(1, time.Time{})
-	if n := len(got[0].Error); n > MaxTextLen {
-		t.Errorf("stored error is %d bytes; want <= %d", n, MaxTextLen)
-	}
-	if !strings.HasSuffix(got[0].Error, "…") || !strings.HasPrefix(got[0].Error, "éé") {
-		t.Errorf("cut text should end with the marker on a rune boundary, got suffix %q", got[0].Error[len(got[0].Error)-8:])
 	}
 }
 

@@ -16,6 +16,12 @@
 //     1, 64, 512, 4096 connections and with 10, 1 000, 100 000 distinct
 //     paths; plus pulsegate's idle CPU (probes and history at default
 //     intervals).
+//   - flask: in front of a real Flask app (gunicorn, 2 sync workers, a
+//     small JSON route) at fixed everyday rates (100, 300, 1 000 req/s):
+//     each proxy's CPU per request, ÷ the app's own CPU per request and ÷
+//     nginx's, its context switches per request, and the p50/p99 it adds
+//     over direct, all in the same run. Nothing is pinned unless
+//     -flask-cpu is given.
 //   - profile: a perf CPU profile of pulsegate and the bare proxy under the
 //     peak load (not used for any figure).
 //
@@ -75,6 +81,12 @@ type options struct {
 	profileTargets []string
 	// agreeRates are the open-loop rates of the agree mode.
 	agreeRates []float64
+	// flask mode: targets, rates, connections, run length, CPU lists.
+	flaskTargets           []string
+	flaskRates             []float64
+	flaskConns             int
+	flaskDuration          time.Duration
+	flaskCPU, flaskLoadCPU string
 }
 
 func main() {
@@ -108,8 +120,8 @@ func intList(flagName, s string) ([]int, error) {
 
 func parseOptions() (options, error) {
 	var o options
-	var modes, targets, scaleConns, scaleRoutes, scaleTargets, profileTargets, agreeRates string
-	flag.StringVar(&modes, "mode", "compare,agree", "comma-separated: compare, agree, scale, profile")
+	var modes, targets, scaleConns, scaleRoutes, scaleTargets, profileTargets, agreeRates, flaskTargets, flaskRates string
+	flag.StringVar(&modes, "mode", "compare,agree", "comma-separated: compare, agree, scale, flask, profile")
 	flag.StringVar(&o.binDir, "bin", "", "directory holding pulsegate, upstream, bareproxy, loadgen")
 	flag.StringVar(&o.workDir, "work", "", "scratch directory for configs and logs (default: a new temp dir)")
 	flag.StringVar(&o.outDir, "out", "bench/results", "where the Markdown and JSON results are written")
@@ -130,19 +142,26 @@ func parseOptions() (options, error) {
 	flag.StringVar(&agreeRates, "agree-rates", "1000,6000", "agree: open-loop rates, req/s (a moderate one, and the compare mode's)")
 	flag.StringVar(&profileTargets, "profile-targets", tPulsegate+","+tBare, "profile: targets recorded with perf under the peak load")
 	flag.DurationVar(&o.idle, "idle", 60*time.Second, "scale: idle window for pulsegate's background CPU (0 skips)")
+	flag.StringVar(&flaskTargets, "flask-targets", strings.Join([]string{tDirect, tNginx, tBare, tPulseDefaults}, ","), "flask: targets (a Go proxy target may carry variant settings: pulsegate-defaults/GOMAXPROCS=1)")
+	flag.StringVar(&flaskRates, "flask-rates", "100,300,1000", "flask: fixed rates, req/s")
+	flag.IntVar(&o.flaskConns, "flask-conns", 16, "flask: the load generator's connections")
+	flag.DurationVar(&o.flaskDuration, "flask-duration", 15*time.Second, "flask: length of each fixed-rate run")
+	flag.StringVar(&o.flaskCPU, "flask-cpu", "", "flask: taskset CPU list for the app and the proxy (empty: unpinned)")
+	flag.StringVar(&o.flaskLoadCPU, "flask-load-cpu", "", "flask: taskset CPU list for the load generator (empty: unpinned)")
 	flag.Parse()
 
 	o.modes = splitList(modes)
 	for _, m := range o.modes {
-		if m != "compare" && m != "agree" && m != "scale" && m != "profile" {
-			return o, fmt.Errorf("-mode: unknown mode %q (compare, agree, scale, profile)", m)
+		if m != "compare" && m != "agree" && m != "scale" && m != "flask" && m != "profile" {
+			return o, fmt.Errorf("-mode: unknown mode %q (compare, agree, scale, flask, profile)", m)
 		}
 	}
 	o.targets = splitList(targets)
 	o.scaleTargets = splitList(scaleTargets)
 	o.profileTargets = splitList(profileTargets)
-	for _, t := range slices.Concat(o.targets, o.scaleTargets, o.profileTargets) {
-		if _, ok := targetLabel[t]; !ok {
+	o.flaskTargets = splitList(flaskTargets)
+	for _, t := range slices.Concat(o.targets, o.scaleTargets, o.profileTargets, o.flaskTargets) {
+		if kind, _ := splitTarget(t); targetLabel[kind] == "" {
 			return o, fmt.Errorf("-targets: unknown target %q (known: %s)", t, strings.Join(allTargets, ", "))
 		}
 	}
@@ -160,7 +179,18 @@ func parseOptions() (options, error) {
 		}
 		o.agreeRates = append(o.agreeRates, v)
 	}
+	for _, f := range splitList(flaskRates) {
+		v, err := strconv.ParseFloat(f, 64)
+		if err != nil || !(v > 0) {
+			return o, fmt.Errorf("-flask-rates: %q is not a positive rate", f)
+		}
+		o.flaskRates = append(o.flaskRates, v)
+	}
 	switch {
+	case o.flaskConns < 1:
+		return o, fmt.Errorf("-flask-conns: must be at least 1, got %d", o.flaskConns)
+	case o.flaskDuration < time.Second:
+		return o, fmt.Errorf("-flask-duration: must be at least 1s, got %v", o.flaskDuration)
 	case o.binDir == "":
 		return o, fmt.Errorf("-bin: required (the directory with the built binaries)")
 	case o.rounds < 1:
@@ -193,6 +223,7 @@ type report struct {
 	Scale   []scaleRow   `json:"scale,omitempty"`
 	Agree   []*agreement `json:"agree,omitempty"`
 	Idle    []idleRow    `json:"idle,omitempty"`
+	Flask   []flaskRow   `json:"flask,omitempty"`
 }
 
 func (r *report) printf(format string, a ...any) {
@@ -280,6 +311,8 @@ func run() error {
 			err = agree(ctx, o, e, m, rep)
 		case "scale":
 			err = scale(ctx, o, e, m, rep)
+		case "flask":
+			err = flask(ctx, o, e, m, rep)
 		case "profile":
 			err = profile(ctx, o, e, m, rep)
 		}

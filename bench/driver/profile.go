@@ -72,7 +72,7 @@ func profile(ctx context.Context, o options, e env, m *meter, rep *report) error
 		full := filepath.Join(o.outDir, "profile-"+t+"-"+stamp+".txt")
 		_ = os.WriteFile(full, out, 0o644)
 		rep.printf("\n### %s (%s req/s while profiled; flat; full report %s)\n\n```\n%s\n%s```\n",
-			targetLabel[t], fmtNum(f.RPS), filepath.Base(full), topLines(byDSO, 6), topLines(out[len(byDSO)+1:], 35))
+			label(t), fmtNum(f.RPS), filepath.Base(full), topLines(byDSO, 6), topLines(out[len(byDSO)+1:], 35))
 	}
 	return nil
 }

@@ -195,7 +195,7 @@ func summaryTable(m medians, targets []string, peakMode, openMode, openTitle str
 		f, o := m.get(t, peakMode), m.get(t, openMode)
 		rss := m.peakRSS(t)
 		rows = append(rows, []string{
-			targetLabel[t],
+			label(t),
 			fmtNum(f.RPS), fmtRatio(ratio(f.RPS, bare.RPS)), fmtRatio(ratio(f.RPS, direct.RPS)),
 			fmtNum(f.ProxyCPU), fmtRatio(ratio(f.ProxyCPU, bare.ProxyCPU)),
 			fmtNum(f.PodCPU), fmtRatio(ratio(f.PodCPU, bare.PodCPU)), fmtRatio(ratio(f.PodCPU, direct.PodCPU)),
@@ -223,7 +223,7 @@ func modeTable(m medians, targets []string, mode string, open bool) string {
 			continue
 		}
 		row := []string{
-			targetLabel[t],
+			label(t),
 			cell(f.RPS, bare.RPS, direct.RPS),
 			cell(f.P50, bare.P50, direct.P50),
 			cell(f.P99, bare.P99, direct.P99),
@@ -254,7 +254,7 @@ func rssTable(m medians, targets []string) string {
 		if !ok || math.IsNaN(v[0]) {
 			continue
 		}
-		rows = append(rows, []string{targetLabel[t], cell(v[0], bare, direct), fmtNum(v[1])})
+		rows = append(rows, []string{label(t), cell(v[0], bare, direct), fmtNum(v[1])})
 	}
 	return mdTable([]string{"target", "peak RSS (VmHWM) MiB", "RSS at the end MiB"}, rows)
 }

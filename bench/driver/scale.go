@@ -112,7 +112,7 @@ func scale(ctx context.Context, o options, e env, m *meter, rep *report) error {
 			if p.routes > 0 {
 				paths = fmt.Sprintf("%d", p.routes)
 			}
-			rows = append(rows, []string{targetLabel[t], fmt.Sprintf("%d", p.conns), paths,
+			rows = append(rows, []string{label(t), fmt.Sprintf("%d", p.conns), paths,
 				fmtNum(median(rps)), fmtNum(median(p99)), fmtNum(median(cpu)),
 				fmtNum(median(peak)), fmtNum(median(now)), fmtNum(median(tracked)),
 				fmt.Sprintf("%.0f / %.0f", median(errs), median(reqs))})
@@ -173,7 +173,7 @@ func idle(ctx context.Context, o options, e env, m *meter, rep *report) error {
 	rep.printf("\n## Idle CPU (no traffic, default probe and history intervals; %v after a 5 s settle)\n\n", o.idle)
 	var rows [][]string
 	for _, r := range rep.Idle {
-		rows = append(rows, []string{targetLabel[r.Target], fmt.Sprintf("%.0f", r.Seconds), fmt.Sprintf("%.3f %%", r.CPUPercent)})
+		rows = append(rows, []string{label(r.Target), fmt.Sprintf("%.0f", r.Seconds), fmt.Sprintf("%.3f %%", r.CPUPercent)})
 	}
 	rep.printf("%s", mdTable([]string{"target", "seconds", "CPU (% of one core)"}, rows))
 	rep.printf("\nResolution: one clock tick (10 ms) over the window, i.e. %.3f %% of a core.\n", m.tick/float64(o.idle.Microseconds())*100)

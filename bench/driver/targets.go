@@ -25,20 +25,46 @@ const (
 	tNginx      = "nginx"
 	tHAProxy    = "haproxy"
 	tCaddy      = "caddy"
+	// tPulseDefaults is pulsegate with only the settings it needs to run:
+	// what a user gets out of the box (monitoring on, no probes configured).
+	tPulseDefaults = "pulsegate-defaults"
+	// tPulseBase is the same, from the binary bench/lib.sh built at BASE_REF
+	// (an A/B of two versions in one run).
+	tPulseBase = "pulsegate-base"
 )
 
 // allTargets lists every target the benchmark knows, in table order.
-var allTargets = []string{tDirect, tPulsegate, tPulseNoMon, tBare, tNginx, tHAProxy, tCaddy}
+var allTargets = []string{tDirect, tPulsegate, tPulseNoMon, tPulseDefaults, tPulseBase, tBare, tNginx, tHAProxy, tCaddy}
 
 // targetLabel is how tables name a target.
 var targetLabel = map[string]string{
-	tDirect:     "direct (no proxy)",
-	tPulsegate:  "pulsegate (full)",
-	tPulseNoMon: "pulsegate (monitoring off)",
-	tBare:       "bare ReverseProxy",
-	tNginx:      "nginx",
-	tHAProxy:    "HAProxy",
-	tCaddy:      "Caddy",
+	tDirect:        "direct (no proxy)",
+	tPulsegate:     "pulsegate (full)",
+	tPulseNoMon:    "pulsegate (monitoring off)",
+	tBare:          "bare ReverseProxy",
+	tNginx:         "nginx",
+	tHAProxy:       "HAProxy",
+	tCaddy:         "Caddy",
+	tPulseDefaults: "pulsegate (shipped defaults)",
+	tPulseBase:     "pulsegate at BASE_REF (defaults)",
+}
+
+// splitTarget splits a target name into its kind and extra environment:
+// "pulsegate-defaults/GOMAXPROCS=1/GOGC=100" runs pulsegate-defaults with
+// GOMAXPROCS=1 and GOGC=100 (Go proxies only; variants of one binary in one run).
+func splitTarget(t string) (kind string, extraEnv []string) {
+	parts := strings.Split(t, "/")
+	return parts[0], parts[1:]
+}
+
+// label is how tables name a target (with its variant settings).
+func label(t string) string {
+	kind, extra := splitTarget(t)
+	l := targetLabel[kind]
+	if len(extra) > 0 {
+		l += ", " + strings.Join(extra, " ")
+	}
+	return l
 }
 
 // env is what starting targets needs to know about the machine.
@@ -86,9 +112,12 @@ func freePort() (string, error) {
 }
 
 // pinnedArgv is the argv that runs bin on cpus at niceness nice (0 = as
-// is). nice and taskset both exec, so the PID is the program's own.
+// is; cpus "" = unpinned). nice and taskset both exec, so the PID is the program's own.
 func pinnedArgv(nice int, cpus, bin string, args ...string) []string {
-	argv := []string{"taskset", "-c", cpus, bin}
+	argv := []string{bin}
+	if cpus != "" {
+		argv = []string{"taskset", "-c", cpus, bin}
+	}
 	if nice != 0 {
 		argv = append([]string{"nice", "-n", strconv.Itoa(nice)}, argv...)
 	}
@@ -106,10 +135,13 @@ func pinned(nice int, cpus, bin string, args ...string) *exec.Cmd {
 
 // available reports why a target cannot run here, or "" when it can.
 func (e env) available(name string) string {
+	name, _ = splitTarget(name)
 	need := map[string]string{
-		tPulsegate:  filepath.Join(e.binDir, "pulsegate"),
-		tPulseNoMon: filepath.Join(e.binDir, "pulsegate"),
-		tBare:       filepath.Join(e.binDir, "bareproxy"),
+		tPulseDefaults: filepath.Join(e.binDir, "pulsegate"),
+		tPulseBase:     filepath.Join(e.binDir, "pulsegate-base"),
+		tPulsegate:     filepath.Join(e.binDir, "pulsegate"),
+		tPulseNoMon:    filepath.Join(e.binDir, "pulsegate"),
+		tBare:          filepath.Join(e.binDir, "bareproxy"),
 	}
 	if p, ok := need[name]; ok {
 		if _, err := os.Stat(p); err != nil {
@@ -131,7 +163,8 @@ func (e env) available(name string) string {
 
 // start launches target name pinned to the proxy CPU and waits until a
 // GET / through it answers 200.
-func (e env) start(ctx context.Context, name string, round int) (*running, error) {
+func (e env) start(ctx context.Context, target string, round int) (*running, error) {
+	name, extraEnv := splitTarget(target)
 	if name == tDirect {
 		return &running{name: name, url: "http://" + e.upstream}, nil
 	}
@@ -149,13 +182,17 @@ func (e env) start(ctx context.Context, name string, round int) (*running, error
 	case tBare:
 		cmd = pinned(e.nice, e.proxyCPU, filepath.Join(e.binDir, "bareproxy"),
 			"-listen", listen, "-upstream", "http://"+e.upstream, "-max-idle-per-host", "1024")
-	case tPulsegate, tPulseNoMon:
+	case tPulsegate, tPulseNoMon, tPulseDefaults, tPulseBase:
 		admin, err := freePort()
 		if err != nil {
 			return nil, err
 		}
 		r.adminURL = "http://" + admin
-		cmd = pinned(e.nice, e.proxyCPU, filepath.Join(e.binDir, "pulsegate"), "serve")
+		bin := "pulsegate"
+		if name == tPulseBase {
+			bin = "pulsegate-base"
+		}
+		cmd = pinned(e.nice, e.proxyCPU, filepath.Join(e.binDir, bin), "serve")
 		cmd.Env = append(os.Environ(), pulsegateEnv(name, "http://"+e.upstream, listen, admin, filepath.Join(dir, "data"), e.dbDSN, e.redisURL)...)
 	case tNginx:
 		conf := filepath.Join(dir, "nginx.conf")
@@ -178,6 +215,12 @@ func (e env) start(ctx context.Context, name string, round int) (*running, error
 		cmd.Env = append(os.Environ(), "XDG_DATA_HOME="+dir, "XDG_CONFIG_HOME="+dir, "HOME="+dir)
 	default:
 		return nil, fmt.Errorf("starting %s: unknown target", name)
+	}
+	if len(extraEnv) > 0 {
+		if cmd.Env == nil {
+			cmd.Env = os.Environ()
+		}
+		cmd.Env = append(cmd.Env, extraEnv...)
 	}
 	logf, err := os.Create(r.logPath)
 	if err != nil {
@@ -214,8 +257,11 @@ func pulsegateEnv(name, upstream, listen, admin, dataDir, dsn, redisURL string) 
 		"RESPONSIVENESS_DATA_DIR=" + dataDir,
 		"RESPONSIVENESS_PROXY_DRAIN_DELAY=0",
 	}
-	if name == tPulseNoMon {
+	switch name {
+	case tPulseNoMon:
 		return append(env, "RESPONSIVENESS_MONITORING_ENABLED=false")
+	case tPulseDefaults, tPulseBase:
+		return env
 	}
 	env = append(env,
 		"RESPONSIVENESS_MONITORING_ENABLED=true",

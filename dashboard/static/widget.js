@@ -31,12 +31,15 @@
     connectedCallback() {
       if (!this.shadowRoot) {
         var root = this.attachShadow({ mode: 'open' });
+        var chartCSS = document.createElement('link');
+        chartCSS.rel = 'stylesheet';
+        chartCSS.href = new URL('static/vendor/uplot/uPlot.min.css', base).href;
         var css = document.createElement('link');
         css.rel = 'stylesheet';
         css.href = new URL('static/widgets.css', base).href;
         this._box = document.createElement('div');
         this._box.className = 'pg-root';
-        root.append(css, this._box);
+        root.append(chartCSS, css, this._box);
       }
       this._render();
     }

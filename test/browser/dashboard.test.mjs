@@ -22,6 +22,9 @@ const BIN = process.env.PULSEGATE_BIN || path.join(ROOT, 'test/artifacts/pulsega
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const TOKEN = 'browser-test-token-' + Math.random().toString(36).slice(2);
 const PAGES = ['', 'performance', 'health', 'monitoring'];
+const WIDTHS = [{ width: 1366, height: 900 }, { width: 390, height: 844 }];
+const DOCS_IMG = path.join(ROOT, 'docs/img');
+const NAME = 'alice';
 // Generous: this machine is shared and the demo ticks every 5 s.
 const WAIT = 60_000;
 
@@ -29,6 +32,7 @@ let demo; // child process
 let demoLog;
 let proxyURL;
 let adminURL;
+let demoUpstream; // the demo app, behind the proxy
 let context;
 let attacker; // http.Server on 127.0.0.2
 const consoleErrors = []; // {url, text}
@@ -67,6 +71,7 @@ function startDemo() {
       if (ev.msg === 'listening') {
         proxyURL = 'http://' + ev.proxy_addr;
         adminURL = 'http://' + ev.admin_addr;
+        demoUpstream = ev.upstream;
         clearTimeout(timer);
         resolve();
       }
@@ -137,6 +142,77 @@ async function shot(page, name) {
   await page.screenshot({ path: path.join(SHOTS, name + '.png'), fullPage: true });
 }
 
+// docShot is a screenshot for docs/dashboard.md: into the artifacts, and
+// into docs/img when UPDATE_DOCS_SCREENSHOTS=1 (JPEG keeps them small).
+async function docShot(page, name) {
+  await shot(page, name);
+  if (process.env.UPDATE_DOCS_SCREENSHOTS === '1') {
+    fs.mkdirSync(DOCS_IMG, { recursive: true });
+    await page.screenshot({ path: path.join(DOCS_IMG, name + '.jpg'), fullPage: true, type: 'jpeg', quality: 72 });
+  }
+}
+
+// brokenWords lists the words (in tables, code spans and figures) that
+// the browser wrapped across two lines: none may be.
+function brokenWords(page, selector = 'table td, table th, code, .stat .value, .stat .sub, .gauge .small') {
+  return page.evaluate((sel) => {
+    const bad = [];
+    const roots = [document, ...[...document.querySelectorAll('pulsegate-widget')].map((w) => w.shadowRoot).filter(Boolean)];
+    for (const root of roots) {
+      for (const el of root.querySelectorAll(sel)) {
+        if (!el.getClientRects().length) continue;
+        const walker = document.createTreeWalker(el, NodeFilter.SHOW_TEXT);
+        for (let n = walker.nextNode(); n; n = walker.nextNode()) {
+          const re = /[^\s\u00a0]+/g;
+          for (let m = re.exec(n.data); m; m = re.exec(n.data)) {
+            const r = document.createRange();
+            r.setStart(n, m.index);
+            r.setEnd(n, m.index + m[0].length);
+            const tops = new Set([...r.getClientRects()].filter((x) => x.width > 0).map((x) => Math.round(x.top)));
+            if (tops.size > 1) bad.push(m[0]);
+          }
+        }
+      }
+    }
+    return bad;
+  }, selector);
+}
+
+// fmt* mirror the dashboard's formatting (util.js), to compare the page
+// with the API's numbers.
+const NB = '\u00a0';
+function fmtPct(v, digits = 1) {
+  return (v * 100).toFixed(digits) + '%';
+}
+function fmtSeconds(v) {
+  if (v === 0) return '0' + NB + 'ms';
+  if (v < 0.001) return (v * 1e6).toFixed(0) + NB + 'µs';
+  if (v < 1) return (v * 1000).toFixed(v < 0.01 ? 1 : 0) + NB + 'ms';
+  if (v < 100) return v.toFixed(2) + NB + 's';
+  return v.toFixed(0) + NB + 's';
+}
+function fmtRate(v) {
+  return (v < 10 ? v.toFixed(2) : v.toFixed(1)) + '/s';
+}
+
+// signIn signs page's context in with the token and a display name.
+async function signIn(page, next = adminURL + '/admin/responsiveness/') {
+  await page.fill('#name', NAME);
+  await page.fill('#token', TOKEN);
+  await Promise.all([page.waitForURL(next), page.click('button[type=submit]')]);
+}
+
+// flood sends n concurrent requests to the proxy port's slowest route,
+// more than the concurrency limit and queue hold: pulsegate rejects the
+// rest (queue_full), which clients feel as failures.
+async function flood(n = 120) {
+  return Promise.all(Array.from({ length: n }, (_, i) =>
+    fetch(proxyURL + '/reports/' + (9000 + i)).then(async (r) => {
+      await r.arrayBuffer();
+      return { status: r.status, rejectedBy: r.headers.get('x-pulsegate-reject') };
+    }, () => ({ status: 0, rejectedBy: null }))));
+}
+
 // firingAlert waits until the API lists a firing alert and returns it.
 async function firingAlert(not = []) {
   return waitFor('a firing alert', async () => {
@@ -183,12 +259,15 @@ describe('pulsegate dashboard in chromium', () => {
     const r = await page.goto(adminURL + '/admin/responsiveness/login');
     assert.equal(r.status(), 200);
     assert.match(r.headers()['content-security-policy'], /script-src 'self'/);
+    await page.waitForSelector('#login-fields:not([hidden])');
+    await page.fill('#name', NAME);
     await page.fill('#token', 'wrong-token');
     await page.click('button[type=submit]');
     await page.waitForSelector('#login-msg.error');
     assert.match(await page.textContent('#login-msg'), /not valid/);
     await page.fill('#token', TOKEN);
     await Promise.all([page.waitForURL(adminURL + '/admin/responsiveness/'), page.click('button[type=submit]')]);
+    await waitFor('the viewer shown as signed in', async () => /signed in as alice/.test(await page.textContent('#viewer')));
     const session = (await context.cookies()).find((c) => c.name === 'pulsegate_session');
     assert.ok(session, 'session cookie set');
     assert.equal(session.httpOnly, true);
@@ -241,17 +320,31 @@ describe('pulsegate dashboard in chromium', () => {
   it('draws the trend graphs from the history ring, for every range', async () => {
     const page = await newPage();
     await page.goto(adminURL + '/admin/responsiveness/monitoring');
-    // Two 10-s history steps make a line.
-    await waitFor('a drawn CPU line', () => page.evaluate(() =>
-      [...document.querySelectorAll('path.line[data-series="cpu_usage"]')].some((p) => /L/.test(p.getAttribute('d') || ''))));
+    // uPlot draws every graph on a canvas, with its live legend.
+    await waitFor('drawn graphs', () => page.evaluate(() =>
+      document.querySelectorAll('figure.chart[data-ready="1"] .uplot canvas').length >= 4));
     for (const range of ['1h', '24h', '15m']) {
       await page.click(`.ranges button[data-range="${range}"]`);
       await waitFor(`the ${range} graph`, () => page.evaluate((r) =>
         document.querySelector(`.ranges button[data-range="${r}"]`).getAttribute('aria-pressed') === 'true' &&
-        [...document.querySelectorAll('path.line')].some((p) => (p.getAttribute('d') || '').length > 0), range));
+        document.querySelectorAll('figure.chart[data-ready="1"]').length >= 4, range));
+      if (range === '24h') {
+        // Beyond a day the time axis carries dates, so its two ends differ.
+        const axis = await page.evaluate(() => document.querySelector('figure.chart[data-ready="1"]').dataset.xAxis);
+        assert.match(axis, /\d{1,2} [A-Z][a-z]{2}/, 'a 24 h axis shows dates: ' + axis);
+        const notes = await page.textContent('figure.chart .chart-notes');
+        assert.match(notes, /data since \d\d:\d\d/, 'a short history says since when it has data');
+      }
     }
-    const thresholds = await page.locator('line.threshold.critical').count();
-    assert.ok(thresholds >= 3, `threshold markers drawn (${thresholds})`);
+    // The configured thresholds are drawn and named (from the judgements).
+    const { body: perf } = await api('/admin/api/performance/responsiveness');
+    if (perf.judgements) {
+      const notes = await page.$$eval('figure.chart .chart-notes', (els) => els.map((e) => e.textContent).join(' | '));
+      const mem = perf.judgements.memory_usage;
+      if (mem && typeof mem.critical === 'number') {
+        assert.ok(notes.includes('critical ' + fmtPct(mem.critical, mem.critical < 0.1 ? 1 : 0)), 'memory critical threshold named: ' + notes);
+      }
+    }
     await shot(page, 'monitoring-trends');
     await page.close();
   });
@@ -309,7 +402,8 @@ fetch(${JSON.stringify(ackURL)}, {method: 'POST', mode: 'no-cors', credentials: 
     const a = body.alerts.find((x) => x.id === id);
     assert.ok(a, 'the API lists the alert as acknowledged');
     assert.equal(a.ack_note, note);
-    assert.match(a.acknowledged_by, /^session:/);
+    assert.equal(a.acknowledged_by, NAME, 'the acknowledgement carries the name given at sign-in');
+    assert.match(await acked.locator('.ack-info').textContent(), /Acknowledged by alice/);
     // The alert history table shows the note as text too.
     await waitFor('the note in the alert history', () => page.evaluate((n) =>
       [...document.querySelectorAll('[data-widget="alert-history"] td.ack-note')].some((td) => td.textContent === n), note));
@@ -328,7 +422,7 @@ fetch(${JSON.stringify(ackURL)}, {method: 'POST', mode: 'no-cors', credentials: 
     const page = await newPage();
     await page.goto(adminURL + '/admin/responsiveness/performance');
     await waitFor('the route in the table', () => page.evaluate(() =>
-      [...document.querySelectorAll('[data-widget="routes"] td.route')].some((td) => td.textContent.includes('<script>window.__pwned=1</script>'))));
+      [...document.querySelectorAll('[data-widget="routes"] .route')].some((td) => td.textContent.includes('<script>window.__pwned=1</script>'))));
     assert.equal(await page.evaluate(() => window.__pwned), undefined);
     assert.equal(await page.evaluate(() => [...document.scripts].filter((s) => s.textContent.includes('__pwned')).length), 0);
     await shot(page, 'performance-escaped-route');
@@ -336,7 +430,7 @@ fetch(${JSON.stringify(ackURL)}, {method: 'POST', mode: 'no-cors', credentials: 
     await page.click('[data-widget="routes"] button.sort[data-sort="requests"]');
     await waitFor('rows sorted by requests', () => page.evaluate(() => {
       const th = document.querySelector('[data-widget="routes"] button.sort[data-sort="requests"]').closest('th');
-      const n = [...document.querySelectorAll('[data-widget="routes"] tbody tr td:nth-child(2)')].map((td) => Number(td.textContent.replace(/,/g, '')));
+      const n = [...document.querySelectorAll('[data-widget="routes"] tbody td[data-col="requests"]')].map((td) => Number(td.textContent.replace(/,/g, '')));
       return th.getAttribute('aria-sort') === 'descending' && n.length > 1 && n.every((v, i) => i === 0 || n[i - 1] >= v);
     }));
     // The dashboard's own 404 page shows such a path as text as well.
@@ -364,8 +458,11 @@ fetch(${JSON.stringify(ackURL)}, {method: 'POST', mode: 'no-cors', credentials: 
     assert.ok(isolated, 'widgets render in shadow roots with their own stylesheet');
     await waitFor('a mini trend graph', () => page.evaluate(() => {
       const w = document.querySelector('pulsegate-widget[kind="resources"]');
-      return [...w.shadowRoot.querySelectorAll('path.line')].some((p) => (p.getAttribute('d') || '').length > 0);
+      return !!w.shadowRoot.querySelector('figure.chart[data-ready="1"] .uplot canvas');
     }));
+    // The embedded performance widget leads with what clients felt, labelled.
+    const headline = await page.textContent('pulsegate-widget[kind="performance"] [data-figure="error_rate"]');
+    assert.match(headline, /Failed for clients.*incl\. rejections, last 1\u00a0min/);
     await page.waitForTimeout(1000);
     await shot(page, 'widget-in-app');
     assert.deepEqual(errorsFor(url), [], 'console errors in the app page');
@@ -377,8 +474,8 @@ fetch(${JSON.stringify(ackURL)}, {method: 'POST', mode: 'no-cors', credentials: 
     await page.goto(adminURL + '/admin/responsiveness/');
     await page.waitForSelector('#logout:not([hidden])');
     // The README's screenshot: the overview after the demo has run a while.
-    await waitFor('drawn trend lines', () => page.evaluate(() =>
-      [...document.querySelectorAll('path.line')].filter((p) => /L/.test(p.getAttribute('d') || '')).length >= 3));
+    await waitFor('drawn trend graphs', () => page.evaluate(() =>
+      document.querySelectorAll('figure.chart[data-ready="1"]').length >= 3));
     await waitFor('a snapshot', () => page.getAttribute('#conn', 'data-tick-time'));
     await shot(page, 'overview-live');
     await Promise.all([page.waitForURL(/\/admin\/responsiveness\/login$/), page.click('#logout')]);
@@ -392,12 +489,302 @@ fetch(${JSON.stringify(ackURL)}, {method: 'POST', mode: 'no-cors', credentials: 
     await gotoApp(page, proxyURL + '/admin/users');
     await page.waitForSelector('pulsegate-widget[kind="health"] .banner:not([hidden]) a[href*="login"]', { timeout: WAIT });
     assert.equal(await page.locator('pulsegate-widget[kind="health"] [data-verdict]').count(), 0, 'no data shown signed out');
+    // Signed out is not "not measured", and no raw API error leaks.
+    await page.waitForSelector('pulsegate-widget[kind="resources"] .banner:not([hidden])', { timeout: WAIT });
+    const signedOut = await page.evaluate(() => [...document.querySelectorAll('pulsegate-widget')].map((w) => w.shadowRoot.textContent).join(' '));
+    assert.doesNotMatch(signedOut, /not measured|bearer token|unavailable/i, signedOut);
     // The widget's "Sign in" link leads back to the app page afterwards.
     await page.click('pulsegate-widget[kind="health"] .banner a');
     await page.waitForURL(/\/admin\/responsiveness\/login\?next=/);
-    await page.fill('#token', TOKEN);
-    await Promise.all([page.waitForURL(proxyURL + '/admin/users'), page.click('button[type=submit]')]);
-    await page.waitForSelector('pulsegate-widget[kind="health"] [data-verdict]', { timeout: WAIT });
+    await signIn(page, proxyURL + '/admin/users');
+    // Under the demo's load pulsegate may shed the app page itself (the
+    // product working): reload it until the app answers.
+    await waitFor('the widget signed in again', async () => {
+      if (await page.locator('pulsegate-widget[kind="health"] [data-verdict]').count() > 0) return true;
+      await gotoApp(page, proxyURL + '/admin/users');
+      return page.waitForSelector('pulsegate-widget[kind="health"] [data-verdict]', { timeout: 15_000 }).then(() => true, () => false);
+    });
     await page.close();
+  });
+
+  it('with rejections happening, the headline failure rate includes them', async () => {
+    // More concurrent requests than the limit and the queue hold: pulsegate
+    // answers the excess itself (503/429 with X-Pulsegate-Reject).
+    let rejected = 0;
+    let floodEnd = 0;
+    await waitFor('requests rejected by pulsegate', async () => {
+      const answers = await flood();
+      floodEnd = Date.now();
+      rejected = answers.filter((a) => a.rejectedBy).length;
+      return rejected >= 5;
+    });
+    const page = await newPage();
+    await page.goto(adminURL + '/admin/responsiveness/performance');
+    for (let attempt = 0; ; attempt++) {
+      const resp = await page.waitForResponse((r) => r.url().startsWith(adminURL + '/admin/api/performance/responsiveness?'), { timeout: WAIT });
+      const body = await resp.json();
+      await page.waitForFunction((ts) => document.querySelector('[data-widget="figures"] [data-as-of]')?.dataset.asOf === ts, body.timestamp, { timeout: 10_000 }).catch(() => {});
+      const w = body.windows['1m'];
+      const tile = await page.textContent('[data-widget="figures"] [data-figure="error_rate"] .value');
+      if (tile !== fmtPct(w.error_rate, 2) && attempt < 5) continue; // a newer read landed in between
+      assert.ok(Date.now() - floodEnd < 55_000, 'the flood is still inside the 1-minute window');
+      // C2: error_rate counts every request that failed for its client,
+      // pulsegate's own rejections included.
+      assert.ok(w.errors >= rejected, `the 1-minute errors (${w.errors}) include the ${rejected} requests pulsegate rejected`);
+      assert.ok(w.error_rate * w.requests >= rejected - 0.5, `error_rate ${w.error_rate} of ${w.requests} includes the rejections`);
+      assert.equal(tile, fmtPct(w.error_rate, 2), 'the headline is the API\'s error_rate');
+      assert.ok(w.error_rate > 0, 'the headline shows failures');
+      assert.equal(typeof w.app_error_rate, 'number', 'the API gives app_error_rate beside error_rate');
+      assert.ok(w.app_error_rate <= w.error_rate, 'app_error_rate is the app\'s share');
+      assert.equal(await page.textContent('[data-widget="figures"] [data-figure="app_error_rate"] .value'), fmtPct(w.app_error_rate, 2));
+      if (typeof w.rejections === 'number') assert.match(await page.textContent('[data-widget="figures"] .foot-note'), /rejected by pulsegate/);
+      break;
+    }
+    await shot(page, 'performance-rejections');
+    await page.close();
+  });
+
+  it('the page and the API agree on every figure of the same window, and levels come from the judgements', async () => {
+    const page = await newPage();
+    await page.goto(adminURL + '/admin/responsiveness/performance');
+    for (let attempt = 0; ; attempt++) {
+      const resp = await page.waitForResponse((r) => r.url().startsWith(adminURL + '/admin/api/performance/responsiveness?'), { timeout: WAIT });
+      const body = await resp.json();
+      const rendered = await page.waitForFunction((ts) => document.querySelector('[data-widget="figures"] [data-as-of]')?.dataset.asOf === ts &&
+        document.querySelector('[data-widget="windows"] [data-as-of]')?.dataset.asOf === ts, body.timestamp, { timeout: 10_000 }).then(() => true, () => false);
+      // Read the page at once, right after it rendered this API answer.
+      const seen = await page.evaluate(() => {
+        const txt = (sel) => document.querySelector(sel)?.textContent ?? null;
+        return {
+          asOf: document.querySelector('[data-widget="figures"] [data-as-of]')?.dataset.asOf,
+          tiles: Object.fromEntries([...document.querySelectorAll('[data-widget="figures"] [data-figure]')].map((e) => [e.dataset.figure, { value: e.querySelector('.value').textContent, level: e.dataset.level, sub: e.querySelector('.sub')?.textContent }])),
+          win: Object.fromEntries([...document.querySelectorAll('[data-widget="windows"] tr[data-row]')].map((tr) => [tr.dataset.row, txt(`[data-widget="windows"] tr[data-row="${tr.dataset.row}"] td[data-window="1m"]`)])),
+          note: txt('[data-widget="figures"] .foot-note'),
+        };
+      });
+      if ((!rendered || seen.asOf !== body.timestamp) && attempt < 5) continue;
+      const w = body.windows['1m'];
+      const pm = body.performance_metrics;
+      const want = {
+        error_rate: fmtPct(pm.error_rate, 2),
+        avg_response_time: fmtSeconds(pm.avg_response_time),
+        p95_response_time: fmtSeconds(pm.p95_response_time),
+        p99_response_time: fmtSeconds(pm.p99_response_time),
+        throughput_rps: fmtRate(pm.throughput_rps),
+        apdex: pm.apdex.toFixed(2),
+        slow_requests: String(pm.slow_request_count),
+      };
+      for (const [fig, text] of Object.entries(want)) {
+        assert.equal(seen.tiles[fig].value, text, `tile ${fig} = API performance_metrics`);
+        assert.match(seen.tiles[fig].sub + ' ' + (fig === 'apdex' ? 'last 1\u00a0min' : ''), /last 1\u00a0min/, `tile ${fig} names its window`);
+      }
+      // Figures claiming the same window show the same number.
+      assert.equal(seen.win.error_rate, want.error_rate, 'windows table, last 1 min, error rate');
+      assert.equal(seen.win.avg_response_time, want.avg_response_time);
+      assert.equal(seen.win.p95, want.p95_response_time);
+      assert.equal(seen.win.throughput_rps, want.throughput_rps);
+      assert.equal(seen.win.requests, w.requests.toLocaleString('en-US'));
+      assert.ok(seen.note.includes(`${w.requests.toLocaleString('en-US')} requests`), seen.note);
+      // And the API at this same moment (a second read) says the same,
+      // within what one second of traffic can move.
+      const { body: now } = await api('/admin/api/performance/responsiveness');
+      assert.ok(Math.abs(now.windows['1m'].requests - w.requests) <= Math.max(50, w.requests * 0.2), 'a read moments later is close');
+      // Levels: from the API's judgements only.
+      assert.ok(body.judgements, 'the API has no "judgements" yet: C1 is not merged');
+      for (const [fig, t] of Object.entries(seen.tiles)) {
+        const j = body.judgements[fig];
+        if (j) assert.equal(t.level, j.level, `tile ${fig} level = judgements.${fig}.level`);
+      }
+      const db = body.judgements.db_latency;
+      if (db && (db.level === 'not_measured' || db.level === 'disabled')) {
+        assert.equal(seen.tiles.db_latency.level, db.level);
+        assert.equal(seen.tiles.db_latency.sub, db.why_not_measured || 'disabled in the configuration', 'says why not measured');
+      }
+      break;
+    }
+    await page.close();
+  });
+
+  it('reads out every series of a graph on hover', async () => {
+    const page = await newPage();
+    await page.goto(adminURL + '/admin/responsiveness/performance');
+    await waitFor('drawn graphs', () => page.evaluate(() => document.querySelectorAll('figure.chart[data-ready="1"]').length >= 4));
+    const chart = page.locator('figure.chart[data-ready="1"]').first();
+    const idle = await chart.locator('.u-legend').textContent();
+    assert.match(idle, /latest 10 s point/, 'off the graph the legend says it shows the latest point: ' + idle);
+    await chart.scrollIntoViewIfNeeded();
+    const box = await chart.locator('.u-over').boundingBox();
+    // Move along the graph from its right edge until the cursor is over a
+    // point with data (the demo's history may cover only the last minutes).
+    const read = async () => {
+      for (let dx = 4; dx < box.width; dx += 6) {
+        await page.mouse.move(box.x + box.width - dx, box.y + box.height / 2);
+        const vals = await chart.locator('.u-legend .u-series .u-value').allTextContents();
+        if (vals[0] && !/latest/.test(vals[0]) && vals.slice(1).some((v) => /\d/.test(v))) return vals;
+      }
+      return null;
+    };
+    const vals = await waitFor('a hover readout', read);
+    assert.ok(vals.length >= 3, 'time and every series read out: ' + vals.join(' | '));
+    assert.ok(vals.slice(1).some((v) => /\d/.test(v)), 'values with units: ' + vals.join(' | '));
+    await shot(page, 'performance-hover');
+    await page.close();
+  });
+
+  it('every page at 1366 and 390 px: no console errors, no word broken across lines, screenshots', async () => {
+    consoleErrors.length = 0;
+    for (const vp of WIDTHS) {
+      for (const p of [...PAGES, 'no-such-page']) {
+        const page = await newPage();
+        await page.setViewportSize(vp);
+        const url = adminURL + '/admin/responsiveness/' + p;
+        await page.goto(url);
+        if (p === 'no-such-page') {
+          consoleErrors.length = 0; // its own 404 is the point
+          assert.equal(await page.locator('#conn').count(), 0, 'the not-found page shows no connection state');
+        } else {
+          await page.waitForSelector('#conn.on', { timeout: WAIT });
+          await page.waitForSelector('.widget .body > :not(.muted)', { timeout: WAIT });
+          await waitFor('graphs drawn', () => page.evaluate(() =>
+            [...document.querySelectorAll('figure.chart')].every((f) => f.dataset.ready === '1')));
+        }
+        await page.waitForTimeout(1500);
+        const broken = await brokenWords(page);
+        assert.deepEqual(broken, [], `words broken across lines on ${url} at ${vp.width} px`);
+        if (vp.width === 390) {
+          const overflow = await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
+          assert.ok(overflow <= 1, `${url} scrolls sideways at 390 px (${overflow} px)`);
+          if (p === 'performance') {
+            // The sort column is on screen, or the table says there is more.
+            const th = await page.locator('[data-widget="routes"] th[aria-sort="descending"]').boundingBox();
+            assert.ok(th && th.x + th.width <= vp.width, 'the sort column is visible at 390 px');
+          }
+        }
+        await docShot(page, `${p === 'no-such-page' ? 'notfound' : p || 'overview'}-${vp.width}`);
+        assert.deepEqual(consoleErrors.filter((e) => e.url === url), [], `console errors on ${url} at ${vp.width} px`);
+        await page.close();
+      }
+      const page = await newPage();
+      await page.setViewportSize(vp);
+      await gotoApp(page, proxyURL + '/admin/users');
+      await page.waitForSelector('pulsegate-widget[kind="health"] [data-verdict]', { timeout: WAIT });
+      await page.waitForTimeout(2000);
+      assert.deepEqual(await brokenWords(page), [], `words broken in the embedded widgets at ${vp.width} px`);
+      await docShot(page, `widget-in-app-${vp.width}`);
+      await page.close();
+    }
+    // The login page, signed out, with a one-click link.
+    const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ['--no-sandbox', '--disable-gpu'] });
+    try {
+      for (const vp of WIDTHS) {
+        const ctx = await browser.newContext({ viewport: vp });
+        const page = await ctx.newPage();
+        await page.goto(adminURL + '/admin/responsiveness/login');
+        await page.waitForSelector('#login-fields:not([hidden])');
+        assert.deepEqual(await brokenWords(page, 'code, p'), [], 'no word broken on the login page');
+        await docShot(page, `login-${vp.width}`);
+        await ctx.close();
+      }
+    } finally {
+      await browser.close();
+    }
+  });
+
+  it('signs in with one click from a #token= link, and the token leaves the address bar', async () => {
+    const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ['--no-sandbox', '--disable-gpu'] });
+    try {
+      const ctx = await browser.newContext();
+      const page = await ctx.newPage();
+      await page.goto(`${adminURL}/admin/responsiveness/login#token=${encodeURIComponent(TOKEN)}&name=bob`);
+      await page.waitForFunction(() => location.hash === '');
+      assert.ok(!page.url().includes(TOKEN), 'the token is cleared from the address bar');
+      await Promise.all([page.waitForURL(adminURL + '/admin/responsiveness/'), page.click('button[type=submit]')]);
+      await waitFor('signed in as bob', async () => /signed in as bob/.test((await page.textContent('#viewer')) || ''));
+      await ctx.close();
+    } finally {
+      await browser.close();
+    }
+  });
+
+  it('offers no write control to a viewer who cannot write, and says why', async () => {
+    // A second pulsegate, in front of the demo's app, with no admin token:
+    // read-only for loopback. Tiny response-time thresholds fire an alert.
+    const upstream = await waitFor('the demo app address', () => demoUpstream);
+    const data = fs.mkdtempSync(path.join(os.tmpdir(), 'pulsegate-ro-'));
+    const env = { ...process.env };
+    delete env.RESPONSIVENESS_ADMIN_TOKEN;
+    const ro = spawn(BIN, ['serve'], {
+      env: {
+        ...env,
+        RESPONSIVENESS_UPSTREAM_URL: upstream,
+        RESPONSIVENESS_LISTEN_ADDR: '127.0.0.1:0',
+        RESPONSIVENESS_ADMIN_ADDR: '127.0.0.1:0',
+        RESPONSIVENESS_DATA_DIR: data,
+        RESPONSIVENESS_MONITORING_INTERVAL: '2',
+        RESPONSIVENESS_RESPONSE_TIME_WARNING_THRESHOLD: '0.001',
+        RESPONSIVENESS_RESPONSE_TIME_CRITICAL_THRESHOLD: '0.002',
+      },
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    try {
+      const addrs = await new Promise((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error('read-only pulsegate did not start')), WAIT);
+        const said = [];
+        ro.once('exit', (code) => reject(new Error(`read-only pulsegate exited with ${code}: ${said.join('\n')}`)));
+        readline.createInterface({ input: ro.stderr }).on('line', (line) => {
+          if (said.length < 20) said.push(line);
+          try {
+            const ev = JSON.parse(line);
+            if (ev.msg === 'listening') {
+              clearTimeout(timer);
+              resolve(ev);
+            }
+          } catch {
+            // not JSON
+          }
+        });
+      });
+      const roProxy = 'http://' + addrs.proxy_addr;
+      const roAdmin = 'http://' + addrs.admin_addr;
+      const traffic = setInterval(() => fetch(roProxy + '/api/items/1').then((r) => r.arrayBuffer(), () => {}), 100);
+      try {
+        await waitFor('a firing alert', async () => {
+          const r = await fetch(roAdmin + '/admin/api/alerts/responsiveness?state=firing');
+          return (await r.json()).alerts.length > 0;
+        });
+        const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ['--no-sandbox', '--disable-gpu'] });
+        try {
+          const ctx = await browser.newContext({ viewport: WIDTHS[0] });
+          const page = await ctx.newPage();
+          const errs = [];
+          page.on('pageerror', (e) => errs.push(e.message));
+          page.on('console', (m) => m.type() === 'error' && errs.push(m.text()));
+          await page.goto(roAdmin + '/admin/responsiveness/health');
+          await page.waitForSelector('li.alert', { timeout: WAIT });
+          await page.waitForSelector('.read-only:not([hidden])', { timeout: WAIT });
+          assert.equal(await page.locator('li.alert button.ack:visible, li.alert input.note:visible').count(), 0, 'no Acknowledge control for a read-only viewer');
+          assert.match(await page.textContent('.read-only'), /RESPONSIVENESS_ADMIN_TOKEN/);
+          assert.match(await page.textContent('#viewer'), /read-only/);
+          assert.equal(await page.locator('#logout:visible').count(), 0);
+          await shot(page, 'health-read-only');
+          // The login page says up front that there is no token to sign in with.
+          await page.goto(roAdmin + '/admin/responsiveness/login');
+          await page.waitForSelector('#login-notice:not([hidden])');
+          assert.equal(await page.locator('#login-fields:visible').count(), 0, 'no token form without a token');
+          assert.match(await page.textContent('#login-notice'), /No admin token is configured.*RESPONSIVENESS_ADMIN_TOKEN/s);
+          assert.deepEqual(await brokenWords(page, 'code, p'), []);
+          await docShot(page, 'login-no-token-1366');
+          assert.deepEqual(errs, []);
+          await ctx.close();
+        } finally {
+          await browser.close();
+        }
+      } finally {
+        clearInterval(traffic);
+      }
+    } finally {
+      ro.kill('SIGTERM');
+      await new Promise((r) => (ro.exitCode !== null ? r() : ro.once('exit', r)));
+    }
   });
 });

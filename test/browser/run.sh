@@ -12,7 +12,8 @@
 # Environment:
 #   PULSEGATE_BIN        use this binary instead of building one
 #   CHROMIUM             browser executable (default /usr/bin/chromium)
-#   UPDATE_DOCS_SCREENSHOT=1  also copy the overview screenshot to docs/img/dashboard.png
+#   UPDATE_DOCS_SCREENSHOTS=1 also write every page at 1366 and 390 px to docs/img/*.jpg (the
+#                             test does it) and the overview to docs/img/dashboard.png (README)
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")"
@@ -56,8 +57,8 @@ fi
 log "node --test dashboard.test.mjs"
 node --test --test-concurrency=1 --test-reporter=spec "$HERE/dashboard.test.mjs"
 
-if [ "${UPDATE_DOCS_SCREENSHOT:-}" = 1 ]; then
+if [ "${UPDATE_DOCS_SCREENSHOTS:-}" = 1 ]; then
 	mkdir -p "$ROOT/docs/img"
 	cp "$ROOT/test/artifacts/screenshots/overview-live.png" "$ROOT/docs/img/dashboard.png"
-	log "docs/img/dashboard.png updated"
+	log "docs/img/ updated"
 fi

@@ -61,6 +61,8 @@ export const state = {
   tickTime: null,   // time of the latest snapshot (Date ms)
   figures: {},      // figure name → value (see docs/ARCHITECTURE.md)
   levels: null,     // signal → ok|warning|critical (from the monitor)
+  judgements: null, // figure name → {value, unit, level, warning, critical, window, label, of, why_not_measured} (the API's; never re-judged here)
+  viewer: null,     // GET …/api/whoami: {can_write, name, via, token_configured, why_read_only}
   health: null,     // health verdict
   requests: null,   // 1-minute window
   backpressure: null,
@@ -117,6 +119,7 @@ function start() {
   started = true;
   Promise.all([
     getJSON(API + 'health/responsiveness').then(applyHealth),
+    getJSON(PREFIX + 'api/whoami').then((v) => { state.viewer = v; }),
     getJSON(API + 'alerts/responsiveness?state=active&limit=100').then((b) => setAlerts(b.alerts)),
     refreshConfig(),
     refreshPerf(), // once at start: the 1-minute figures and backpressure before the first snapshot
@@ -184,6 +187,9 @@ function applyTick(t) {
   state.tickTime = new Date(t.time).getTime();
   state.figures = t.figures || {};
   state.levels = t.levels || null;
+  // One source per page: where the performance JSON is re-read on every
+  // snapshot, its judgements (taken with its windows) are the ones shown.
+  if (t.judgements && needs.perf === 0) state.judgements = t.judgements;
   state.requests = t.requests || null;
   if (t.backpressure) state.backpressure = t.backpressure;
   state.tasks = t.tasks || [];
@@ -248,6 +254,7 @@ async function refreshPerf() {
   perfInFlight = true;
   try {
     state.perf = await getJSON(API + 'performance/responsiveness?top=25');
+    if (state.perf.judgements) state.judgements = state.perf.judgements;
     if (!state.backpressure) state.backpressure = state.perf.backpressure;
     if (!state.tasks.length && state.perf.background_tasks) state.tasks = state.perf.background_tasks;
     notify('perf');

@@ -56,13 +56,40 @@ export function isNum(v) {
   return typeof v === 'number' && Number.isFinite(v);
 }
 
-// seconds: 0.0042 → "4.2 ms", 1.5 → "1.50 s".
+// NB joins a number to its unit so a narrow cell never splits them.
+export const NB = '\u00a0';
+
+// seconds: 0.0042 → "4.2 ms", 1.5 → "1.50 s", 0 → "0 ms".
 export function fmtSeconds(v) {
   if (!isNum(v)) return '–';
-  if (v < 0.001) return (v * 1e6).toFixed(0) + ' µs';
-  if (v < 1) return (v * 1000).toFixed(v < 0.01 ? 1 : 0) + ' ms';
-  if (v < 100) return v.toFixed(2) + ' s';
-  return v.toFixed(0) + ' s';
+  if (v === 0) return '0' + NB + 'ms';
+  if (v < 0.001) return (v * 1e6).toFixed(0) + NB + 'µs';
+  if (v < 1) return (v * 1000).toFixed(v < 0.01 ? 1 : 0) + NB + 'ms';
+  if (v < 100) return v.toFixed(2) + NB + 's';
+  return v.toFixed(0) + NB + 's';
+}
+
+// secondsAxis labels y-axis ticks in one unit chosen from the largest
+// tick, so an axis never reads "0 µs … 400 ms".
+export function secondsAxis(ticks) {
+  const max = Math.max(0, ...ticks.filter(isNum));
+  if (max >= 1) return ticks.map((t) => trim(t, max < 10 ? 1 : 0) + NB + 's');
+  if (max >= 0.001 || max === 0) return ticks.map((t) => trim(t * 1000, max < 0.01 ? 1 : 0) + NB + 'ms');
+  return ticks.map((t) => trim(t * 1e6, 0) + NB + 'µs');
+}
+
+export function pctAxis(ticks) {
+  const max = Math.max(0, ...ticks.filter(isNum));
+  return ticks.map((t) => trim(t * 100, max < 0.05 ? 1 : 0) + '%');
+}
+
+export function numAxis(ticks) {
+  const max = Math.max(0, ...ticks.filter(isNum));
+  return ticks.map((t) => trim(t, max < 10 ? 1 : 0));
+}
+
+function trim(v, digits) {
+  return String(Number(v.toFixed(digits)));
 }
 
 // fraction: 0.123 → "12.3%".
@@ -108,20 +135,52 @@ export function levelClass(level) {
     case 'critical': case 'down': return 'crit';
     case 'warning': return 'warn';
     case 'ok': case 'healthy': return 'ok';
-    default: return 'off';
+    default: return 'off'; // not_measured, disabled, unknown: neutral
   }
 }
 
-// levelOf places v against a warning and a critical threshold.
-export function levelOf(v, warn, crit) {
-  if (!isNum(v)) return 'unknown';
-  if (isNum(crit) && v >= crit) return 'critical';
-  if (isNum(warn) && v >= warn) return 'warning';
-  return 'ok';
+// levelWord is how a level reads on a badge.
+export function levelWord(level) {
+  switch (level) {
+    case 'not_measured': return 'not measured';
+    default: return level;
+  }
+}
+
+// judgement returns the API's judgement of figure name (see C1 in
+// docs/ARCHITECTURE.md: value, unit, level, thresholds, window, why not
+// measured), or null when the API has none. Levels and colours come only
+// from here: the page never compares a figure with a threshold itself.
+export function judgement(st, name) {
+  return (st && st.judgements && st.judgements[name]) || null;
+}
+
+// measured: the judgement has a value to show.
+export function measured(j) {
+  return !!j && isNum(j.value) && j.level !== 'not_measured' && j.level !== 'disabled';
+}
+
+// fmtUnit formats a value in a judgement's unit.
+export function fmtUnit(unit, v) {
+  switch (unit) {
+    case 'ratio': return fmtPct(v);
+    case 'seconds': return fmtSeconds(v);
+    case 'per_second': return fmtRate(v);
+    case 'score': return fmtApdex(v);
+    default: return fmtNum(v, isNum(v) && !Number.isInteger(v) ? 1 : 0);
+  }
+}
+
+// windowText names a judgement's window for people.
+export function windowText(w) {
+  if (!w) return '';
+  const m = /^(\d+)(s|m|h)$/.exec(w);
+  if (m) return `last ${m[1]}${NB}${{ s: 's', m: 'min', h: 'h' }[m[2]]}`;
+  return w;
 }
 
 export function pill(level, label) {
-  return h('span', { class: 'pill ' + levelClass(level) }, label ?? level);
+  return h('span', { class: 'pill ' + levelClass(level) }, label ?? levelWord(level));
 }
 
 export function humanize(name) {

@@ -4,10 +4,19 @@
 //
 // Everything shown is read from the admin API and its event stream. Data
 // reaches the DOM only as text (util.js h/replace), never as markup.
+//
+// Levels and colours come only from the API's judgements (state.judgements,
+// one per figure, judged against the configured thresholds): nothing here
+// compares a figure with a threshold. A figure that is not measured is
+// neutral and says why, and what to set.
+//
+// Request figures shown together come from one performance JSON read, so
+// every tile, table cell and footnote that names the same window shows the
+// same number; each says its window ("last 1 min", "latest probe").
 
 import {
   h, replace, isNum, fmtSeconds, fmtPct, fmtRate, fmtNum, fmtApdex, fmtAgo, fmtClock,
-  levelClass, levelOf, pill, humanize,
+  levelClass, pill, humanize, judgement, measured, fmtUnit, windowText, secondsAxis, pctAxis, numAxis, NB,
 } from './util.js';
 import { state, subscribe, acknowledge, getHistory, AuthError, PREFIX } from './live.js';
 import { lineChart } from './chart.js';
@@ -48,24 +57,33 @@ export function mount(kind, root, options = {}) {
   replace(root, card);
   if (w.tools) w.tools(tools);
   const render = (st, reason) => {
-    if (reason === 'error' || reason === 'connection') {
-      showBanner(banner, st, options);
-      if (reason === 'error') return;
-    } else {
-      showBanner(banner, st, options);
+    showBanner(banner, st, options);
+    if (st.error instanceof AuthError) {
+      // Signed out: no figures at all (not "not measured", which would be
+      // a claim about the app); the banner says to sign in.
+      tools.hidden = true;
+      replace(body);
+      return;
     }
+    tools.hidden = false;
+    if (reason === 'error') return;
+    if (!st.tickTime && !st.perf && !st.health) return;
     w.render(body, st, reason);
   };
   const stop = subscribe(render, w.want || []);
   if (!state.tickTime && !state.perf) replace(body, h('p', { class: 'muted' }, 'waiting for the first figures…'));
-  return stop;
+  return () => {
+    stop();
+    if (w.stop) w.stop();
+  };
 }
 
 function showBanner(banner, st, options) {
   const e = st.error;
   if (e instanceof AuthError) {
     banner.hidden = false;
-    replace(banner, 'Not signed in to pulsegate. ', h('a', { href: PREFIX + 'login?next=' + encodeURIComponent(location.pathname) }, 'Sign in'));
+    replace(banner, 'Not signed in to pulsegate. ', h('a', { href: PREFIX + 'login?next=' + encodeURIComponent(location.pathname) }, 'Sign in'),
+      ' to see the figures.');
     if (!options.embedded) {
       location.assign(PREFIX + 'login?next=' + encodeURIComponent(location.pathname));
     }
@@ -79,44 +97,69 @@ function showBanner(banner, st, options) {
   banner.hidden = true;
 }
 
-// thresholds reads the warning/critical pairs from the live configuration.
-export function thresholds(cfg) {
-  const r = (cfg && cfg.responsiveness) || {};
-  const t = (cfg && cfg.thresholds) || {};
-  return {
-    memory_usage: [r.memory_warning_threshold, r.memory_critical_threshold],
-    cpu_usage: [r.cpu_warning_threshold, r.cpu_critical_threshold],
-    disk_usage: [t.disk_warning, t.disk_critical],
-    connection_pool_utilization: [r.db_connection_warning_threshold, r.db_connection_critical_threshold],
-    avg_response_time: [t.response_time_warning, t.response_time_critical],
-    error_rate: [t.error_rate_warning, t.error_rate_critical],
-    queue_depth: [t.queue_warning, t.queue_critical],
-    db_latency: [t.db_query_warning, t.db_query_critical],
-    slow_request_threshold: r.slow_request_threshold,
-  };
+// levelOfJ is the level a judgement reports ("unknown" without one).
+function levelOfJ(j) {
+  return j ? j.level : 'unknown';
 }
 
-function thrList(pair) {
-  if (!pair) return [];
-  return [{ value: pair[0], level: 'warning' }, { value: pair[1], level: 'critical' }];
+// thrOf lists a judgement's configured thresholds for a chart.
+function thrOf(j) {
+  if (!j) return [];
+  return [{ value: j.warning, level: 'warning' }, { value: j.critical, level: 'critical' }].filter((t) => isNum(t.value));
 }
 
+// thrText says a judgement's thresholds in words ("warning above 80% ·
+// critical above 90%"), or '' when none is set.
+function thrText(j) {
+  if (!j) return '';
+  const word = j.bad_when === 'below' ? 'below' : 'above';
+  const parts = [];
+  if (isNum(j.warning)) parts.push(`warning ${word} ${fmtUnit(j.unit, j.warning)}`);
+  if (isNum(j.critical)) parts.push(`critical ${word} ${fmtUnit(j.unit, j.critical)}`);
+  return parts.join(' · ');
+}
+
+// notMeasuredText says why a judgement has no value and what to set.
+function notMeasuredText(j) {
+  if (!j) return 'not reported by this pulsegate';
+  if (j.why_not_measured) return j.why_not_measured;
+  return j.level === 'disabled' ? 'disabled in the configuration' : 'no measurement yet';
+}
+
+// requestsOf is the 1-minute request window: from the performance JSON
+// when the page reads it (so tiles, the windows table and the footnote
+// show the same numbers), else from the latest snapshot.
 function requestsOf(st) {
-  return st.requests || (st.perf && st.perf.windows && st.perf.windows['1m']) || null;
+  return (st.perf && st.perf.windows && st.perf.windows['1m']) || st.requests || null;
 }
 
-function stat(label, value, { level, figure, hint } = {}) {
-  return h('div', { class: 'stat ' + (level ? levelClass(level) : ''), dataset: figure ? { figure } : undefined, title: hint },
-    h('span', { class: 'label' }, label), h('span', { class: 'value' }, value));
+// stat is one tile: a label, a value and, under it, what the value is (its
+// window and qualifier) as visible text, never only a hover title.
+function stat(label, value, { level, figure, sub } = {}) {
+  return h('div', { class: 'stat ' + (level ? levelClass(level) : ''), dataset: figure ? { figure, level: level || 'none' } : undefined },
+    h('span', { class: 'label' }, label), h('span', { class: 'value' }, value),
+    sub ? h('span', { class: 'sub' }, sub) : null);
 }
 
-// scroll wraps a table so a narrow card scrolls it instead of overflowing.
+// scroll wraps a table so a narrow card scrolls it instead of overflowing,
+// with a visible cue when columns are hidden to the right.
 function scroll(table) {
-  return h('div', { class: 'scroll' }, table);
+  const cue = h('p', { class: 'scroll-cue small muted', hidden: true }, 'more columns → swipe or scroll sideways');
+  const box = h('div', { class: 'scroll' }, table);
+  const check = () => {
+    cue.hidden = box.scrollWidth <= box.clientWidth + 2 || box.scrollLeft + box.clientWidth >= box.scrollWidth - 2;
+  };
+  box.addEventListener('scroll', check, { passive: true });
+  requestAnimationFrame(check);
+  return [cue, box];
 }
 
 function alertsFor(st, metric) {
   return [...st.alerts.values()].filter((a) => a.metric === metric);
+}
+
+function canWrite(st) {
+  return !!(st.viewer && st.viewer.can_write);
 }
 
 // ------------------------------------------------------------ health
@@ -134,6 +177,7 @@ function healthWidget(options) {
           h('ul', { class: 'components' }),
           h('ul', { class: 'reasons muted' }),
           h('h3', null, 'Active alerts'),
+          h('p', { class: 'read-only small muted', hidden: true }),
           h('ul', { class: 'alerts' }));
         rows.clear();
       }
@@ -151,6 +195,12 @@ function healthWidget(options) {
           options.compact ? null : mine.map((r) => h('div', { class: 'reason' }, r.slice(name.length + 1))));
       }));
       replace(body.querySelector('.reasons'), options.compact ? [] : reasons.filter((r) => !used.has(r)).map((r) => h('li', null, r)));
+      // Write controls only for a viewer who can write; everyone else is
+      // told why not and what would change it, once, not per alert.
+      const ro = body.querySelector('.read-only');
+      const writer = canWrite(st);
+      ro.hidden = writer || st.alerts.size === 0 || !st.viewer;
+      replace(ro, st.viewer && !writer ? 'Read-only: ' + (st.viewer.why_read_only || 'this viewer cannot acknowledge alerts') : '');
       renderAlerts(body.querySelector('.alerts'), rows, st, options);
     },
   };
@@ -166,7 +216,7 @@ function renderAlerts(ul, rows, st, options) {
       row = alertRow(a, options);
       rows.set(a.id, row);
     }
-    row.update(a);
+    row.update(a, canWrite(st), st);
     ul.append(row.li); // moves it into sorted position
   }
   for (const [id, row] of rows) {
@@ -189,12 +239,13 @@ function alertRow(a, options) {
   const msg = h('span', { class: 'message' });
   const meta = h('div', { class: 'muted meta' });
   const rec = h('div', { class: 'recommendation' });
+  const runbook = h('div', { class: 'runbook small' });
   const ackInfo = h('div', { class: 'ack-info' });
   const note = h('input', { type: 'text', class: 'note', maxlength: 1000, placeholder: 'note (optional)', 'aria-label': 'Acknowledgement note' });
   const button = h('button', { type: 'button', class: 'ack' }, 'Acknowledge');
   const status = h('span', { class: 'ack-status', role: 'status' });
   const form = h('div', { class: 'ack-form' }, note, button, status);
-  const li = h('li', { class: 'alert', dataset: { alertId: a.id } }, h('div', { class: 'head' }, sev, ' ', msg), meta, rec, ackInfo, form);
+  const li = h('li', { class: 'alert', dataset: { alertId: a.id } }, h('div', { class: 'head' }, sev, ' ', msg), meta, rec, runbook, ackInfo, form);
   button.addEventListener('click', async () => {
     button.disabled = true;
     replace(status, 'acknowledging…');
@@ -213,27 +264,43 @@ function alertRow(a, options) {
   });
   return {
     li,
-    update(a) {
+    update(a, writer, st) {
+      const f = (v) => fmtFig(a.metric, v, st);
       li.dataset.state = a.state;
       replace(sev, pill(a.severity));
       replace(msg, a.message || a.rule);
-      replace(meta, `rule ${a.rule}${a.subject ? ' · ' + a.subject : ''} · value ${fmtFig(a.metric, a.value)} vs ${a.severity} threshold ${fmtFig(a.metric, a.threshold)} · since ${fmtClock(a.first_seen)} (${fmtAgo(a.first_seen)})`);
+      replace(meta, `rule ${a.rule}${a.subject ? ' · ' + a.subject : ''} · value ${f(a.value)} vs ${a.severity} threshold ${f(a.threshold)} · since ${fmtClock(a.first_seen)} (${fmtAgo(a.first_seen)})`);
+      li.dataset.severity = a.severity;
       replace(rec, a.recommendation ? 'Recommendation: ' + a.recommendation : '');
+      replace(runbook, safeURL(a.runbook_url) ? h('a', { href: a.runbook_url, target: '_blank', rel: 'noopener noreferrer' }, `Runbook: what ${a.rule} means and what to do`) : '');
       if (a.state === 'acknowledged') {
         replace(ackInfo, `Acknowledged by ${a.acknowledged_by || 'unknown'} at ${fmtClock(a.acknowledged_at)}`, a.ack_note ? ': ' : '', a.ack_note ? h('q', { class: 'ack-note' }, a.ack_note) : '');
         form.hidden = true;
       } else {
         replace(ackInfo, '');
-        form.hidden = false;
-        button.disabled = false;
+        form.hidden = !writer;
+        if (writer) button.disabled = false;
       }
     },
   };
 }
 
+// safeURL accepts only http(s) links (a runbook URL comes from the
+// configuration; never a javascript: URL).
+function safeURL(u) {
+  try {
+    const x = new URL(u, location.href);
+    return x.protocol === 'https:' || x.protocol === 'http:';
+  } catch {
+    return false;
+  }
+}
+
 // fmtFig formats a figure by its name.
-export function fmtFig(name, v) {
+export function fmtFig(name, v, st) {
   if (!isNum(v)) return '–';
+  const j = judgement(st, name);
+  if (j && j.unit) return fmtUnit(j.unit, v);
   if (/usage|utilization|error_rate|fraction/.test(name || '')) return fmtPct(v);
   if (/latency|response_time|_time$|duration/.test(name || '')) return fmtSeconds(v);
   if (/rps|per_sec/.test(name || '')) return fmtRate(v);
@@ -251,7 +318,7 @@ function alertHistoryWidget() {
         replace(body, h('p', { class: 'muted' }, 'No alerts yet.'));
         return;
       }
-      replace(body, scroll(h('table', { class: 'table' },
+      replace(body, ...scroll(h('table', { class: 'table history' },
         h('thead', null, h('tr', null, ['Severity', 'Alert', 'State', 'First seen', 'Resolved', 'Acknowledged', 'Note'].map((c) => h('th', { scope: 'col' }, c)))),
         h('tbody', null, list.map((a) => h('tr', { dataset: { alertId: a.id } },
           h('td', null, pill(a.peak_severity || a.severity)),
@@ -267,26 +334,54 @@ function alertHistoryWidget() {
 
 // ------------------------------------------------------------ performance
 
+// cfgOf reads a nested configuration value ('proxy.apdex_threshold').
+function cfgOf(st, path) {
+  let v = st.config;
+  for (const k of path.split('.')) v = v && v[k];
+  return v;
+}
+
 function figuresWidget() {
   return {
-    title: 'Performance metrics',
+    title: 'What clients felt · last 1 min',
+    want: ['perf'],
     render(body, st) {
       const r = requestsOf(st);
       if (!r) return;
-      const lv = st.levels || {};
-      const thr = thresholds(st.config);
-      const slowT = thr.slow_request_threshold;
+      const lv = (name) => levelOfJ(judgement(st, name));
+      const slowT = cfgOf(st, 'responsiveness.slow_request_threshold');
+      const apdexT = cfgOf(st, 'proxy.apdex_threshold');
+      const db = judgement(st, 'db_latency');
+      const failed = isNum(r.error_rate) ? fmtPct(r.error_rate, 2) : '–';
+      const appRate = isNum(r.app_error_rate) ? fmtPct(r.app_error_rate, 2) : '–';
+      const rejected = isNum(r.rejections) ? r.rejections : null;
+      const apdexJ = judgement(st, 'apdex');
       replace(body,
+        h('div', { class: 'stats headline' },
+          stat('Failed for clients', failed, {
+            level: lv('error_rate'), figure: 'error_rate',
+            sub: `incl. rejections, last 1${NB}min`,
+          }),
+          stat('App errors', appRate, {
+            level: lv('app_error_rate'), figure: 'app_error_rate',
+            sub: `5xx, 502, 504 of the requests the app got, last 1${NB}min`,
+          })),
         h('div', { class: 'stats' },
-          stat('Avg response', fmtSeconds(r.avg_response_time), { level: lv.response_time, figure: 'avg_response_time' }),
-          stat('p95', fmtSeconds(r.p95), { figure: 'p95_response_time' }),
-          stat('p99', fmtSeconds(r.p99), { figure: 'p99_response_time' }),
-          stat('Slow requests', fmtNum(r.slow_requests), { figure: 'slow_requests', hint: isNum(slowT) ? `slower than ${fmtSeconds(slowT)} in the last minute` : undefined }),
-          stat('Throughput', fmtRate(r.throughput_rps), { figure: 'throughput_rps' }),
-          stat('Error rate', fmtPct(r.error_rate, 2), { level: lv.error_rate, figure: 'error_rate' }),
-          stat('Apdex', fmtApdex(r.apdex), { level: isNum(r.apdex) ? (r.apdex < 0.7 ? 'critical' : r.apdex < 0.85 ? 'warning' : 'ok') : undefined, figure: 'apdex' }),
-          stat('DB query time', fmtSeconds(st.figures.db_latency), { level: lv.db_query, figure: 'db_latency' })),
-        h('p', { class: 'muted small' }, `last minute: ${fmtNum(r.requests)} requests, ${fmtNum(r.errors)} errors` + (st.tickTime ? ` · updated ${fmtClock(st.tickTime)}` : '')),
+          stat('Avg response', fmtSeconds(r.avg_response_time), { level: lv('avg_response_time'), figure: 'avg_response_time', sub: `last 1${NB}min` }),
+          stat('p95', fmtSeconds(r.p95), { level: lv('p95_response_time'), figure: 'p95_response_time', sub: `last 1${NB}min` }),
+          stat('p99', fmtSeconds(r.p99), { level: lv('p99_response_time'), figure: 'p99_response_time', sub: `last 1${NB}min` }),
+          stat('Throughput', fmtRate(r.throughput_rps), { level: lv('throughput_rps'), figure: 'throughput_rps', sub: `requests per second, last 1${NB}min` }),
+          stat('Apdex', fmtApdex(r.apdex), {
+            level: lv('apdex'), figure: 'apdex',
+            sub: (isNum(apdexT) ? `satisfied within ${fmtSeconds(apdexT)}` : 'score 0–1') + (apdexJ && isNum(apdexJ.warning) ? `, warning below ${fmtApdex(apdexJ.warning)}` : ''),
+          }),
+          stat('Slow requests', fmtNum(r.slow_requests), { level: lv('slow_requests'), figure: 'slow_requests', sub: isNum(slowT) ? `slower than ${fmtSeconds(slowT)}, last 1${NB}min` : `last 1${NB}min` }),
+          measured(db)
+            ? stat('DB query time', fmtSeconds(db.value), { level: db.level, figure: 'db_latency', sub: windowText(db.window) || 'latest probe' })
+            : stat('DB query time', db && db.level === 'disabled' ? 'disabled' : 'not measured', { level: levelOfJ(db), figure: 'db_latency', sub: notMeasuredText(db) })),
+        h('p', { class: 'muted small foot-note', dataset: { asOf: (st.perf && st.perf.timestamp) || '' } }, `last 1${NB}min: ${fmtNum(r.requests)} requests, ${fmtNum(r.errors)} failed for their clients` +
+          (rejected !== null ? ` (${fmtNum(rejected)} rejected by pulsegate's backpressure` + (isNum(r.app_errors) ? `, ${fmtNum(r.app_errors)} app errors)` : ')') : '') +
+          (st.tickTime ? ` · updated ${fmtClock(st.tickTime)}` : '')),
         timingSplit(r.timing_split));
     },
   };
@@ -296,18 +391,23 @@ function timingSplit(ts) {
   if (!ts) return null;
   const total = (ts.queue_wait || 0) + (ts.upstream_ttfb || 0) + (ts.transfer || 0);
   return h('div', { class: 'split-wrap' },
-    h('span', { class: 'muted small' }, 'Average request: '),
+    h('span', { class: 'muted small' }, `Average request, last 1${NB}min: `),
     splitBar(ts.queue_wait, ts.upstream_ttfb, ts.transfer, total),
-    h('span', { class: 'small' }, ` queue ${fmtSeconds(ts.queue_wait)} · app ${fmtSeconds(ts.upstream_ttfb)} · transfer ${fmtSeconds(ts.transfer)}`));
+    h('span', { class: 'small split-legend' },
+      h('span', { class: 'key q' }), `waiting in pulsegate's queue ${fmtSeconds(ts.queue_wait)} `,
+      h('span', { class: 'key u' }), `app ${fmtSeconds(ts.upstream_ttfb)} `,
+      h('span', { class: 'key t' }), `sending the response ${fmtSeconds(ts.transfer)}`));
 }
 
 function splitBar(q, u, t, total) {
   const pct = (v) => (total > 0 && isNum(v) ? Math.max(0, (v / total) * 100).toFixed(2) + '%' : '0%');
-  return h('span', { class: 'split', title: `queue wait ${fmtSeconds(q)}, upstream ${fmtSeconds(u)}, transfer ${fmtSeconds(t)}` },
+  return h('span', { class: 'split', role: 'img', 'aria-label': `queue wait ${fmtSeconds(q)}, app ${fmtSeconds(u)}, transfer ${fmtSeconds(t)}` },
     h('span', { class: 'q', style: { width: pct(q) } }),
     h('span', { class: 'u', style: { width: pct(u) } }),
     h('span', { class: 't', style: { width: pct(t) } }));
 }
+
+const WINDOW_NAMES = { '1m': `last 1${NB}min`, '5m': `last 5${NB}min`, '15m': `last 15${NB}min` };
 
 function windowsWidget() {
   return {
@@ -317,40 +417,54 @@ function windowsWidget() {
       const ws = st.perf && st.perf.windows;
       if (!ws) return;
       const names = ['1m', '5m', '15m'].filter((n) => ws[n]);
-      const row = (label, f) => h('tr', null, h('th', { scope: 'row' }, label), names.map((n) => h('td', { class: 'num' }, f(ws[n]))));
-      replace(body, scroll(h('table', { class: 'table' },
-        h('thead', null, h('tr', null, h('th'), names.map((n) => h('th', { scope: 'col', class: 'num' }, n)))),
+      const row = (label, key, f) => h('tr', { dataset: { row: key } }, h('th', { scope: 'row' }, label), names.map((n) => h('td', { class: 'num', dataset: { window: n } }, f(ws[n]))));
+      replace(body, ...scroll(h('table', { class: 'table windows', dataset: { asOf: st.perf.timestamp || '' } },
+        h('thead', null, h('tr', null, h('th', null, h('span', { class: 'visually-hidden' }, 'Figure')), names.map((n) => h('th', { scope: 'col', class: 'num' }, WINDOW_NAMES[n] || n)))),
         h('tbody', null,
-          row('Requests', (w) => fmtNum(w.requests)),
-          row('Throughput', (w) => fmtRate(w.throughput_rps)),
-          row('Error rate', (w) => fmtPct(w.error_rate, 2)),
-          row('Avg', (w) => fmtSeconds(w.avg_response_time)),
-          row('p50', (w) => fmtSeconds(w.p50)),
-          row('p95', (w) => fmtSeconds(w.p95)),
-          row('p99', (w) => fmtSeconds(w.p99)),
-          row('Apdex', (w) => fmtApdex(w.apdex)),
-          row('Slow', (w) => fmtNum(w.slow_requests))))),
-      h('p', { class: 'muted small' }, `${fmtNum(st.perf.total_requests)} requests since start · uptime ${fmtSeconds(st.perf.uptime_seconds)}`));
+          row('Requests', 'requests', (w) => fmtNum(w.requests)),
+          row('Throughput', 'throughput_rps', (w) => fmtRate(w.throughput_rps)),
+          row('Failed for clients', 'error_rate', (w) => fmtPct(w.error_rate, 2)),
+          row('App errors', 'app_error_rate', (w) => (isNum(w.app_error_rate) ? fmtPct(w.app_error_rate, 2) : '–')),
+          row('Rejected by pulsegate', 'rejections', (w) => (isNum(w.rejections) ? fmtNum(w.rejections) : '–')),
+          row('Avg', 'avg_response_time', (w) => fmtSeconds(w.avg_response_time)),
+          row('p50', 'p50', (w) => fmtSeconds(w.p50)),
+          row('p95', 'p95', (w) => fmtSeconds(w.p95)),
+          row('p99', 'p99', (w) => fmtSeconds(w.p99)),
+          row('Apdex', 'apdex', (w) => fmtApdex(w.apdex)),
+          row('Slow', 'slow_requests', (w) => fmtNum(w.slow_requests))))),
+      h('p', { class: 'muted small' }, `${fmtNum(st.perf.total_requests)} requests since pulsegate started ${fmtDuration(st.perf.uptime_seconds)} ago`));
     },
   };
 }
 
+// fmtDuration: 7384 s → "2 h 3 min".
+function fmtDuration(sec) {
+  if (!isNum(sec)) return '–';
+  if (sec < 60) return `${Math.round(sec)}${NB}s`;
+  if (sec < 3600) return `${Math.floor(sec / 60)}${NB}min`;
+  if (sec < 86400) return `${Math.floor(sec / 3600)}${NB}h ${Math.floor((sec % 3600) / 60)}${NB}min`;
+  return `${Math.floor(sec / 86400)}${NB}d ${Math.floor((sec % 86400) / 3600)}${NB}h`;
+}
+
+// The default sort column (p95) comes right after the route, so it is
+// on screen on a phone too.
 const routeCols = [
   { key: 'route', label: 'Route', fmt: (v) => v, text: true },
-  { key: 'requests', label: 'Requests', fmt: (v) => fmtNum(v) },
-  { key: 'throughput_rps', label: 'Throughput', fmt: fmtRate },
-  { key: 'error_rate', label: 'Error rate', fmt: (v) => fmtPct(v, 2) },
-  { key: 'avg_response_time', label: 'Avg', fmt: fmtSeconds },
   { key: 'p95', label: 'p95', fmt: fmtSeconds },
+  { key: 'requests', label: 'Requests', fmt: (v) => fmtNum(v) },
+  { key: 'error_rate', label: 'Failed for clients', fmt: (v) => fmtPct(v, 2) },
+  { key: 'rejections', label: 'Rejections', fmt: (v) => (isNum(v) ? fmtNum(v) : '–') },
+  { key: 'app_error_rate', label: 'App errors', fmt: (v) => (isNum(v) ? fmtPct(v, 2) : '–') },
+  { key: 'throughput_rps', label: 'Throughput', fmt: fmtRate },
+  { key: 'avg_response_time', label: 'Avg', fmt: fmtSeconds },
   { key: 'p99', label: 'p99', fmt: fmtSeconds },
 ];
 
 function routesWidget() {
   const sort = { key: 'p95', dir: -1 };
-  let last = null;
   let rerender = () => {};
   return {
-    title: 'Routes (last 5 minutes)',
+    title: 'Routes · last 5 min',
     want: ['perf'],
     render(body, st) {
       rerender = () => this.render(body, st);
@@ -360,8 +474,12 @@ function routesWidget() {
       for (const list of [routes.by_volume, routes.by_p95, routes.by_error_rate]) {
         for (const r of list || []) byName.set(r.route, r);
       }
-      last = [...byName.values()];
-      const rows = last.slice().sort((a, b) => {
+      const all = [...byName.values()];
+      if (all.length === 0) {
+        replace(body, h('p', { class: 'muted' }, 'No requests in the last 5 minutes: routes appear here once traffic goes through the proxy port.'));
+        return;
+      }
+      const rows = all.sort((a, b) => {
         const x = a[sort.key];
         const y = b[sort.key];
         if (typeof x === 'string' || typeof y === 'string') return sort.dir * String(x).localeCompare(String(y));
@@ -369,7 +487,7 @@ function routesWidget() {
       });
       const head = h('tr', null, routeCols.map((c) => {
         const active = sort.key === c.key;
-        return h('th', { scope: 'col', class: c.text ? '' : 'num', 'aria-sort': active ? (sort.dir > 0 ? 'ascending' : 'descending') : 'none' },
+        return h('th', { scope: 'col', class: c.text ? 'route-col' : 'num', 'aria-sort': active ? (sort.dir > 0 ? 'ascending' : 'descending') : 'none' },
           h('button', {
             type: 'button', class: 'sort', dataset: { sort: c.key },
             onclick: () => {
@@ -382,35 +500,41 @@ function routesWidget() {
             },
           }, c.label, active ? (sort.dir > 0 ? ' ▲' : ' ▼') : ''));
       }));
-      const tbody = h('tbody', null, rows.map((r) => h('tr', null, routeCols.map((c) => h('td', { class: c.text ? 'route' : 'num' }, c.fmt(r[c.key]))))));
-      replace(body, scroll(h('table', { class: 'table routes' }, h('thead', null, head), tbody)),
-        h('p', { class: 'muted small' }, `${fmtNum(st.perf.routes_tracked)} routes tracked (cap ${fmtNum(st.perf.route_cap)}); showing the top by volume, p95 and error rate`));
+      const tbody = h('tbody', null, rows.map((r) => h('tr', null, routeCols.map((c) =>
+        c.text ? h('th', { scope: 'row', class: 'route' }, c.fmt(r[c.key])) : h('td', { class: 'num', dataset: { col: c.key } }, c.fmt(r[c.key]))))));
+      replace(body, ...scroll(h('table', { class: 'table routes' }, h('thead', null, head), tbody)),
+        h('p', { class: 'muted small' }, `Each figure covers the last 5${NB}min. "Failed for clients" counts every request that failed for its client, pulsegate's rejections (429/503) included; "App errors" only what the app caused. ` +
+          `${fmtNum(st.perf.routes_tracked)} routes tracked (cap ${fmtNum(st.perf.route_cap)}); showing the top by volume, p95 and error rate.`));
     },
   };
 }
 
 function slowWidget() {
   return {
-    title: 'Recent slow requests',
+    title: 'Recent slow requests · newest first',
     want: ['perf'],
     render(body, st) {
       const list = st.perf && st.perf.recent_slow_requests;
       if (!list) return;
+      const slowT = cfgOf(st, 'responsiveness.slow_request_threshold');
+      const what = isNum(slowT) ? `slower than ${fmtSeconds(slowT)} (responsiveness.slow_request_threshold)` : 'slower than the slow-request threshold';
       if (list.length === 0) {
-        replace(body, h('p', { class: 'muted' }, 'No slow requests recorded.'));
+        replace(body, h('p', { class: 'muted' }, `No request ${what} since pulsegate started.`));
         return;
       }
-      const max = Math.max(...list.map((r) => r.duration || 0));
-      replace(body, scroll(h('table', { class: 'table slow' },
-        h('thead', null, h('tr', null, ['Time', 'Request', 'Route', 'Status', 'Duration', 'Queue wait / upstream / transfer'].map((c) => h('th', { scope: 'col' }, c)))),
-        h('tbody', null, list.slice(0, 30).map((r) => h('tr', null,
-          h('td', null, fmtClock(r.time)),
-          h('td', { class: 'route' }, `${r.method} ${r.path}`),
-          h('td', { class: 'route' }, r.route),
-          h('td', { class: 'num' }, r.status),
-          h('td', { class: 'num' }, fmtSeconds(r.duration)),
-          h('td', null, splitBar(r.queue_wait, r.upstream_ttfb, r.transfer, max),
-            h('span', { class: 'small muted' }, ` ${fmtSeconds(r.queue_wait)} / ${fmtSeconds(r.upstream_ttfb)} / ${fmtSeconds(r.transfer)}`))))))));
+      const rows = list.slice().sort((a, b) => new Date(b.time) - new Date(a.time)).slice(0, 30);
+      const max = Math.max(...rows.map((r) => r.duration || 0));
+      replace(body, h('p', { class: 'muted small' }, `Requests ${what}.`),
+        ...scroll(h('table', { class: 'table slow' },
+          h('thead', null, h('tr', null, ['Time', 'Duration', 'Status', 'Request', 'Route', 'Queue · app · transfer'].map((c) => h('th', { scope: 'col' }, c)))),
+          h('tbody', null, rows.map((r) => h('tr', null,
+            h('td', { class: 'num' }, h('time', { datetime: r.time }, fmtClock(r.time))),
+            h('td', { class: 'num' }, fmtSeconds(r.duration)),
+            h('td', { class: 'num' }, r.status),
+            h('td', { class: 'route' }, `${r.method}${NB}${r.path}`),
+            h('td', { class: 'route' }, r.route),
+            h('td', { class: 'split-cell' }, splitBar(r.queue_wait, r.upstream_ttfb, r.transfer, max),
+              h('span', { class: 'small muted nowrap' }, ` ${fmtSeconds(r.queue_wait)} · ${fmtSeconds(r.upstream_ttfb)} · ${fmtSeconds(r.transfer)}`))))))));
     },
   };
 }
@@ -418,10 +542,10 @@ function slowWidget() {
 // ------------------------------------------------------------ resources
 
 const gauges = [
-  { fig: 'memory_usage', signal: 'memory', label: 'Memory' },
-  { fig: 'cpu_usage', signal: 'cpu', label: 'CPU' },
-  { fig: 'disk_usage', signal: 'disk', label: 'Disk' },
-  { fig: 'connection_pool_utilization', signal: 'db_connections', label: 'DB pool' },
+  { fig: 'memory_usage', label: 'Memory' },
+  { fig: 'cpu_usage', label: 'CPU' },
+  { fig: 'disk_usage', label: 'Disk' },
+  { fig: 'connection_pool_utilization', label: 'DB pool' },
 ];
 
 function resourcesWidget(options) {
@@ -431,32 +555,38 @@ function resourcesWidget(options) {
     title: 'Resource monitoring',
     want: trends ? ['history'] : [],
     tools: trends ? (el) => trends.tools(el) : undefined,
+    stop: trends ? () => trends.stop() : undefined,
     render(body, st, reason) {
-      const thr = thresholds(st.config);
       if (!body.querySelector('.gauges')) {
         trendBody = trends ? h('div', { class: 'mini-trends' }) : null;
         replace(body, h('div', { class: 'gauges' }), h('p', { class: 'muted small when' }), trendBody);
       }
       replace(body.querySelector('.gauges'), gauges.map((g) => {
-        const v = st.figures[g.fig];
-        const [warn, crit] = thr[g.fig] || [];
-        const level = (st.levels && isNum(v) && st.levels[g.signal]) || levelOf(v, warn, crit);
+        const j = judgement(st, g.fig);
+        const v = j ? j.value : st.figures[g.fig];
+        const ok = j ? measured(j) : isNum(v);
+        const level = ok ? levelOfJ(j) : (j ? j.level : 'unknown');
         const alerts = alertsFor(st, g.fig);
         const pos = (x) => Math.min(100, Math.max(0, x * 100)).toFixed(1) + '%';
-        return h('div', { class: 'gauge ' + levelClass(isNum(v) ? level : 'unknown'), dataset: { figure: g.fig } },
-          h('div', { class: 'gauge-head' }, h('span', { class: 'label' }, g.label),
-            h('span', { class: 'value' }, isNum(v) ? fmtPct(v) : 'not measured'),
-            alerts.map((a) => h('span', { class: 'alert-flag ' + levelClass(a.severity), title: a.message }, a.state === 'acknowledged' ? '⚑ acknowledged' : '⚠ alert'))),
-          h('div', { class: 'bar', role: 'meter', 'aria-valuemin': 0, 'aria-valuemax': 100, 'aria-valuenow': isNum(v) ? (v * 100).toFixed(1) : 0, 'aria-label': g.label },
-            h('span', { class: 'fill', style: { width: isNum(v) ? pos(v) : '0%' } }),
-            isNum(warn) ? h('span', { class: 'marker warning', style: { left: pos(warn) }, title: 'warning ' + fmtPct(warn, 0) }) : null,
-            isNum(crit) ? h('span', { class: 'marker critical', style: { left: pos(crit) }, title: 'critical ' + fmtPct(crit, 0) }) : null),
-          h('div', { class: 'small muted' }, isNum(warn) ? `warning ${fmtPct(warn, 0)} · critical ${fmtPct(crit, 0)}` : ''));
+        const of = j && j.of ? ' ' + j.of : '';
+        return h('div', { class: 'gauge ' + levelClass(level), dataset: { figure: g.fig, level } },
+          h('div', { class: 'gauge-head' }, h('span', { class: 'label' }, (j && j.label) || g.label),
+            h('span', { class: 'value' }, ok ? fmtPct(v) + of : (j && j.level === 'disabled' ? 'disabled' : 'not measured')),
+            alerts.map((a) => h('span', { class: 'alert-flag ' + levelClass(a.severity) }, a.state === 'acknowledged' ? '⚑ alert acknowledged' : '⚠ alert firing'))),
+          h('div', { class: 'bar', role: 'meter', 'aria-valuemin': 0, 'aria-valuemax': 100, 'aria-valuenow': ok ? (v * 100).toFixed(1) : 0, 'aria-label': g.label },
+            h('span', { class: 'fill', style: { width: ok ? pos(v) : '0%' } }),
+            j && isNum(j.warning) ? h('span', { class: 'marker warning', style: { left: pos(j.warning) } }) : null,
+            j && isNum(j.critical) ? h('span', { class: 'marker critical', style: { left: pos(j.critical) } }) : null),
+          h('div', { class: 'small muted' }, ok ? [windowText(j && j.window) || 'latest probe', thrText(j)].filter(Boolean).join(' · ') : notMeasuredText(j)));
       }));
       const extra = [];
-      if (isNum(st.figures.db_latency)) extra.push(`DB round trip ${fmtSeconds(st.figures.db_latency)}`);
-      if (isNum(st.figures.redis_latency)) extra.push(`Redis round trip ${fmtSeconds(st.figures.redis_latency)}`);
-      if (isNum(st.figures.redis_memory_usage)) extra.push(`Redis memory ${fmtPct(st.figures.redis_memory_usage)}`);
+      for (const [name, label] of [['db_latency', 'DB round trip'], ['redis_latency', 'Redis round trip']]) {
+        const j = judgement(st, name);
+        if (measured(j)) extra.push(`${label} ${fmtSeconds(j.value)} (${windowText(j.window) || 'latest probe'})`);
+        else if (j) extra.push(`${label}: ${notMeasuredText(j)}`);
+        else if (isNum(st.figures[name])) extra.push(`${label} ${fmtSeconds(st.figures[name])}`);
+      }
+      if (isNum(st.figures.redis_memory_usage)) extra.push(`Redis memory ${fmtPct(st.figures.redis_memory_usage)} of its maxmemory`);
       if (isNum(st.figures.session_count)) extra.push(`${fmtNum(st.figures.session_count)} sessions`);
       if (st.tickTime) extra.push(`updated ${fmtClock(st.tickTime)}`);
       replace(body.querySelector('.when'), extra.join(' · '));
@@ -467,31 +597,67 @@ function resourcesWidget(options) {
 
 // ------------------------------------------------------------ backpressure
 
+const REJECTION_REASONS = {
+  queue_full: 'the queue was full: 503',
+  queue_timeout: 'waited in the queue too long: 503',
+  rate: 'over the rate limit: 429',
+  rate_client: 'one client over its own rate limit: 429',
+};
+
+function rejectionText(k) {
+  if (REJECTION_REASONS[k]) return REJECTION_REASONS[k];
+  if (k.startsWith('overload:')) return `shed while ${humanize(k.slice(9))} was under pressure: 503`;
+  return '';
+}
+
 function backpressureWidget() {
   return {
     title: 'Backpressure',
     render(body, st) {
       const b = st.backpressure;
       if (!b) return;
-      const modeLevel = { shedding: 'critical', 'dry-run': 'warning', enforcing: 'ok' }[b.mode] || 'off';
+      const low = b.low_priority_routes || [];
+      // What pulsegate turns away now, as the figures say: a "shedding"
+      // mode that sheds nothing (low-priority shedding with no low-priority
+      // routes) is shown as pressure, not as shedding.
+      const shedsNormal = b.shed_fraction > 0;
+      const shedsLow = b.shed_low_priority_fraction > 0 && low.length > 0;
+      let badge = b.mode;
+      let badgeLevel = { 'dry-run': 'warning', enforcing: 'ok', off: 'unknown' }[b.mode] || 'unknown';
+      let why = b.why || '';
+      if (b.mode === 'shedding') {
+        if (shedsNormal || shedsLow) {
+          badgeLevel = 'critical';
+          why = `turning away ${shedsNormal ? fmtPct(b.shed_fraction, 0) + ' of new requests' : ''}${shedsNormal && shedsLow ? ' and ' : ''}${shedsLow ? fmtPct(b.shed_low_priority_fraction, 0) + ' of low-priority requests' : ''}` +
+            (b.shed_reason ? ` (${b.shed_reason})` : '');
+        } else {
+          badge = 'under pressure';
+          badgeLevel = 'warning';
+          why = `under pressure${b.shed_reason ? ' (' + b.shed_reason + ')' : ''}, but nothing is shed now: it would shed low-priority routes first and none are configured (RESPONSIVENESS_BACKPRESSURE_LOW_PRIORITY_ROUTES)`;
+        }
+      }
       const rej = Object.entries(b.rejections || {}).filter(([, n]) => n > 0).sort((x, y) => y[1] - x[1]);
       const would = Object.entries(b.dry_run_would_reject || {}).filter(([, n]) => n > 0);
-      const qLevel = b.queued >= (b.queue_limit || Infinity) ? 'critical' : b.queued >= (b.queue_warning || Infinity) ? 'warning' : 'ok';
+      const qj = judgement(st, 'queue_depth');
+      const uptime = st.perf && st.perf.uptime_seconds;
+      const w1 = requestsOf(st);
       replace(body,
-        h('div', { class: 'verdict' }, h('span', { class: 'pill big ' + levelClass(modeLevel), dataset: { mode: b.mode } }, b.mode), ' ', h('span', { class: 'muted' }, b.why || '')),
+        h('div', { class: 'verdict' }, h('span', { class: 'pill big ' + levelClass(badgeLevel), dataset: { mode: b.mode } }, badge), ' ', h('span', { class: 'muted why' }, why)),
         h('div', { class: 'stats' },
-          stat('Limit', b.limit > 0 ? fmtNum(b.limit) : 'none', { figure: 'limit' }),
-          stat('In flight', fmtNum(b.in_flight), { figure: 'in_flight' }),
-          stat('Queued', `${fmtNum(b.queued)} / ${fmtNum(b.queue_limit)}`, { level: qLevel, figure: 'queued' }),
-          stat('Shedding', fmtPct(b.shed_fraction, 0), { level: b.shed_fraction > 0 ? 'critical' : 'ok', figure: 'shed_fraction' }),
-          b.shed_low_priority_fraction > 0
-            ? stat('Low-priority shed', fmtPct(b.shed_low_priority_fraction, 0), { level: 'warning', figure: 'shed_low_priority_fraction' })
+          stat('Limit', b.limit > 0 ? fmtNum(b.limit) : 'none', { figure: 'limit', sub: b.limit > 0 ? 'requests at the app at once' : 'no concurrency limit set' }),
+          stat('In flight', fmtNum(b.in_flight), { figure: 'in_flight', sub: 'at the app now' }),
+          stat('Queued', `${fmtNum(b.queued)}${NB}/${NB}${fmtNum(b.queue_limit)}`, { level: qj ? qj.level : undefined, figure: 'queued', sub: 'waiting for a slot now / queue size' }),
+          stat('Shedding', fmtPct(b.shed_fraction, 0), { figure: 'shed_fraction', sub: 'of new requests turned away now' }),
+          low.length > 0
+            ? stat('Low-priority shed', fmtPct(b.shed_low_priority_fraction, 0), { figure: 'shed_low_priority_fraction', sub: `of requests to ${low.join(', ')} turned away now (they go first)` })
             : null,
-          stat('Drain rate', fmtRate(b.drain_per_second), { figure: 'drain_per_second' }),
-          stat('Left the queue', fmtNum(b.queue_abandoned), { figure: 'queue_abandoned' })),
-        h('h3', null, 'Rejections by reason'),
+          stat('Drain rate', fmtRate(b.drain_per_second), { figure: 'drain_per_second', sub: ['requests finishing per second; sets ', h('span', { class: 'nowrap' }, 'Retry-After')] }),
+          stat('Left the queue', fmtNum(b.queue_abandoned), { figure: 'queue_abandoned', sub: 'clients that gave up while queued, since start' })),
+        h('h3', null, isNum(uptime) ? `Rejections since pulsegate started (${fmtDuration(uptime)} ago)` : 'Rejections since pulsegate started'),
+        w1 && isNum(w1.rejections) ? h('p', { class: 'small' }, `last 1${NB}min: ${fmtNum(w1.rejections)} rejected`) : null,
         rej.length === 0 ? h('p', { class: 'muted' }, 'none') :
-          h('ul', { class: 'rejections' }, rej.map(([k, n]) => h('li', { dataset: { reason: k } }, h('code', null, k), ' ', h('b', null, fmtNum(n))))),
+          h('ul', { class: 'rejections' }, rej.map(([k, n]) => h('li', { dataset: { reason: k } }, h('code', null, k), ' ', h('b', null, fmtNum(n)),
+            rejectionText(k) ? h('span', { class: 'small muted' }, ` (${rejectionText(k)})`) : null))),
         b.dry_run ? h('p', null, 'Dry run: would have rejected ', would.length ? would.map(([k, n]) => `${k} ${n}`).join(', ') : 'nothing') : null,
         b.rate_limit && b.rate_limit.rps > 0 ? h('p', { class: 'small muted' }, `rate limit ${b.rate_limit.rps}/s, burst ${b.rate_limit.burst}`) : null);
     },
@@ -519,7 +685,7 @@ function tasksWidget(options) {
     ['Last run', (t) => (t.last_end ? fmtAgo(t.last_end) : 'never')],
     ['Duration', (t) => fmtSeconds(t.last_duration_seconds), true, 'num'],
     ['Runs', (t) => `${fmtNum(t.runs)} (${fmtNum(t.failures)} failed)`, true, 'num'],
-    ['Error rate', (t) => fmtPct(t.error_rate, 0), false, 'num'],
+    ['Failed runs', (t) => fmtPct(t.error_rate, 0), false, 'num'],
     ['Recoveries', (t) => fmtNum(t.recoveries), false, 'num'],
     ['Last error', (t) => t.last_error || '', true, 'small'],
   ].filter((c) => !(options.compact && c[2]));
@@ -531,7 +697,7 @@ function tasksWidget(options) {
         replace(body, h('p', { class: 'muted' }, 'No background tasks reported (task monitoring off, or none has run yet).'));
         return;
       }
-      replace(body, scroll(h('table', { class: 'table tasks' },
+      replace(body, ...scroll(h('table', { class: 'table tasks' },
         h('thead', null, h('tr', null, cols.map(([label, , , cls]) => h('th', { scope: 'col', class: cls === 'num' ? 'num' : undefined }, label)))),
         h('tbody', null, tasks.map((t) => {
           const [lv, why] = taskHealth(t, st);
@@ -543,67 +709,97 @@ function tasksWidget(options) {
 
 // ------------------------------------------------------------ trends
 
+const pct0 = (v) => fmtPct(v, v < 0.1 ? 1 : 0);
+const count = (v) => fmtNum(v, v < 10 && !Number.isInteger(v) ? 1 : 0);
+
+// Each chart names its series; thresholds come from the judgement named
+// by thr (the configured levels), never from a constant here.
 const chartSets = {
   overview: [
-    { title: 'Response time', series: [['avg_response_time', 'avg'], ['p95_response_time', 'p95'], ['p99_response_time', 'p99']], fmt: fmtSeconds, thr: 'avg_response_time' },
-    { title: 'Throughput', series: [['throughput_rps', 'requests/s']], fmt: fmtRate },
-    { title: 'Error rate', series: [['error_rate', 'errors']], fmt: (v) => fmtPct(v, 1), thr: 'error_rate' },
-    { title: 'CPU and memory', series: [['cpu_usage', 'CPU'], ['memory_usage', 'memory']], fmt: (v) => fmtPct(v, 0), thr: 'cpu_usage', yMax: 1 },
+    { title: 'Response time', series: [['avg_response_time', 'avg'], ['p95_response_time', 'p95'], ['p99_response_time', 'p99']], fmt: fmtSeconds, axis: secondsAxis, thr: 'avg_response_time' },
+    { title: 'Throughput', series: [['throughput_rps', 'requests/s']], fmt: fmtRate, axis: numAxis },
+    { title: 'Failed for clients', series: [['error_rate', 'failed for clients'], ['app_error_rate', 'app errors']], fmt: (v) => fmtPct(v, 1), axis: pctAxis, thr: 'error_rate' },
+    { title: 'CPU and memory', series: [['cpu_usage', 'CPU'], ['memory_usage', 'memory']], fmt: pct0, axis: pctAxis, thr: 'cpu_usage', yMax: 1 },
   ],
   performance: [
-    { title: 'Response time', series: [['avg_response_time', 'avg'], ['p50_response_time', 'p50'], ['p95_response_time', 'p95'], ['p99_response_time', 'p99']], fmt: fmtSeconds, thr: 'avg_response_time' },
-    { title: 'Throughput', series: [['throughput_rps', 'requests/s']], fmt: fmtRate },
-    { title: 'Error rate', series: [['error_rate', 'errors']], fmt: (v) => fmtPct(v, 1), thr: 'error_rate' },
-    { title: 'Queue and in flight', series: [['queue_depth', 'queued'], ['in_flight', 'in flight']], fmt: (v) => fmtNum(v, v < 10 && !Number.isInteger(v) ? 1 : 0), thr: 'queue_depth' },
-    { title: 'Apdex', series: [['apdex', 'Apdex']], fmt: fmtApdex, yMax: 1 },
-    { title: 'Slow requests (per minute)', series: [['slow_requests', 'slow']], fmt: (v) => fmtNum(v, v < 10 && !Number.isInteger(v) ? 1 : 0) },
+    { title: 'Response time', series: [['avg_response_time', 'avg'], ['p50_response_time', 'p50'], ['p95_response_time', 'p95'], ['p99_response_time', 'p99']], fmt: fmtSeconds, axis: secondsAxis, thr: 'avg_response_time' },
+    { title: 'Throughput', series: [['throughput_rps', 'requests/s']], fmt: fmtRate, axis: numAxis },
+    { title: 'Failed for clients', series: [['error_rate', 'failed for clients'], ['app_error_rate', 'app errors']], fmt: (v) => fmtPct(v, 1), axis: pctAxis, thr: 'error_rate' },
+    { title: 'Queue and in flight', series: [['queue_depth', 'queued'], ['in_flight', 'in flight']], fmt: count, axis: numAxis, thr: 'queue_depth' },
+    { title: 'Apdex', series: [['apdex', 'Apdex']], fmt: fmtApdex, axis: (t) => t.map((v) => String(Number(v.toFixed(2)))), thr: 'apdex', yMax: 1 },
+    { title: 'Slow requests (per minute)', series: [['slow_requests', 'slow']], fmt: count, axis: numAxis },
   ],
   resources: [
-    { title: 'Memory', series: [['memory_usage', 'memory']], fmt: (v) => fmtPct(v, 0), thr: 'memory_usage', yMax: 1 },
-    { title: 'CPU', series: [['cpu_usage', 'CPU']], fmt: (v) => fmtPct(v, 0), thr: 'cpu_usage', yMax: 1 },
-    { title: 'Disk', series: [['disk_usage', 'disk']], fmt: (v) => fmtPct(v, 0), thr: 'disk_usage', yMax: 1 },
-    { title: 'DB connection pool', series: [['connection_pool_utilization', 'in use']], fmt: (v) => fmtPct(v, 0), thr: 'connection_pool_utilization', yMax: 1 },
-    { title: 'DB and Redis round trip', series: [['db_latency', 'DB'], ['redis_latency', 'Redis']], fmt: fmtSeconds, thr: 'db_latency' },
-    { title: 'Queue depth', series: [['queue_depth', 'queued'], ['in_flight', 'in flight']], fmt: (v) => fmtNum(v, v < 10 && !Number.isInteger(v) ? 1 : 0), thr: 'queue_depth' },
+    { title: 'Memory', series: [['memory_usage', 'memory']], fmt: pct0, axis: pctAxis, thr: 'memory_usage', yMax: 1 },
+    { title: 'CPU', series: [['cpu_usage', 'CPU']], fmt: pct0, axis: pctAxis, thr: 'cpu_usage', yMax: 1 },
+    { title: 'Disk', series: [['disk_usage', 'disk']], fmt: pct0, axis: pctAxis, thr: 'disk_usage', yMax: 1 },
+    { title: 'DB connection pool', series: [['connection_pool_utilization', 'in use']], fmt: pct0, axis: pctAxis, thr: 'connection_pool_utilization', yMax: 1 },
+    { title: 'DB and Redis round trip', series: [['db_latency', 'DB'], ['redis_latency', 'Redis']], fmt: fmtSeconds, axis: secondsAxis, thr: 'db_latency' },
+    { title: 'Queue depth', series: [['queue_depth', 'queued'], ['in_flight', 'in flight']], fmt: count, axis: numAxis, thr: 'queue_depth' },
   ],
   mini: [
-    { title: 'CPU and memory', series: [['cpu_usage', 'CPU'], ['memory_usage', 'memory']], fmt: (v) => fmtPct(v, 0), thr: 'cpu_usage', yMax: 1 },
+    { title: 'CPU and memory', series: [['cpu_usage', 'CPU'], ['memory_usage', 'memory']], fmt: pct0, axis: pctAxis, thr: 'cpu_usage', yMax: 1 },
   ],
 };
 
+// whyEmpty explains a graph with no data when its figures are not
+// measured (probe off): the reasons from the judgements, once each.
+function whyEmpty(st, keys) {
+  const why = [...new Set(keys.map((k) => judgement(st, k)).filter((j) => j && !measured(j)).map(notMeasuredText))];
+  return why.length ? 'not measured: ' + why.join('; ') : undefined;
+}
+
 const RANGES = ['15m', '1h', '24h'];
+const RANGE_WORDS = { '15m': 'last 15 min', '1h': 'last hour', '24h': 'last 24 h' };
+
+// seriesLabel adds what a memory figure is a share of (from the API).
+function seriesLabel(st, key, label) {
+  const j = judgement(st, key);
+  return j && j.of ? `${label} (${j.of})` : label;
+}
 
 function trendsWidget(options) {
   let range = '15m';
   let view = null;
   let target = null;
   let lastState = null;
+  let charts = [];
   const buttons = [];
   const set = chartSets[options.charts] || chartSets.overview;
+  const clear = () => {
+    for (const c of charts) c.destroy();
+    charts = [];
+  };
   const load = () => getHistory(range).then((v) => {
     view = v;
     if (target && lastState) draw(target, lastState);
   }, (e) => {
-    if (target) replace(target, h('p', { class: 'msg' }, 'history unavailable: ' + e.message));
+    if (target && !(e instanceof AuthError)) replace(target, h('p', { class: 'msg' }, 'history unavailable: ' + e.message));
   });
   const draw = (body, st) => {
-    const thr = thresholds(st.config);
-    replace(body, h('div', { class: 'charts' }, set.map((c) => lineChart({
+    clear();
+    const have = (key) => !view || !view.series || key in view.series;
+    charts = set.map((c) => lineChart({
       title: c.title,
-      series: c.series.map(([key, label]) => ({ key, label })),
+      series: c.series.filter(([key]) => have(key)).map(([key, label]) => ({ key, label: seriesLabel(st, key, label) })),
       fmt: c.fmt,
+      axisFmt: c.axis,
       yMax: c.yMax,
-      thresholds: c.thr ? thrList(thr[c.thr]) : [],
+      thresholds: c.thr ? thrOf(judgement(st, c.thr)) : [],
       view,
-    }))));
+      why: whyEmpty(st, c.series.map(([key]) => key)),
+    }));
+    replace(body, h('p', { class: 'muted small' }, `${RANGE_WORDS[range]}; hover over (or tap) a graph to read every series at that moment.`),
+      h('div', { class: 'charts' }, charts.map((c) => c.fig)));
   };
   return {
     title: 'Trends',
     want: ['history'],
+    stop: clear,
     tools(el) {
       const group = h('div', { class: 'ranges', role: 'group', 'aria-label': 'Time range' });
       for (const r of RANGES) {
-        const b = h('button', { type: 'button', 'aria-pressed': r === range ? 'true' : 'false', dataset: { range: r } }, r);
+        const b = h('button', { type: 'button', 'aria-pressed': r === range ? 'true' : 'false', dataset: { range: r }, 'aria-label': RANGE_WORDS[r] }, r);
         b.addEventListener('click', () => {
           range = r;
           for (const x of buttons) x.setAttribute('aria-pressed', x.dataset.range === r ? 'true' : 'false');
@@ -628,7 +824,13 @@ function trendsWidget(options) {
         });
         return;
       }
-      if (reason === 'config' || reason === 'init' || !body.querySelector('.charts')) draw(body, st);
+      // Thresholds come with the judgements: redraw when they first arrive.
+      const hadJ = body.dataset.judged === '1';
+      const hasJ = !!st.judgements;
+      if (reason === 'config' || reason === 'init' || !body.querySelector('.charts') || hadJ !== hasJ) {
+        body.dataset.judged = hasJ ? '1' : '0';
+        draw(body, st);
+      }
     },
   };
 }

@@ -1,0 +1,30 @@
+package proxy
+
+import (
+	"net"
+	"syscall"
+)
+
+// connAlive reports whether an idle connection is still open: a peek that
+// does not block finds nothing to read (EAGAIN). EOF means the app closed
+// it, and stray bytes mean it cannot be reused either. One syscall, in
+// place of the read loop goroutine http.Transport keeps per connection.
+func connAlive(c net.Conn) bool {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return true
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	alive := false
+	var buf [1]byte
+	err = raw.Read(func(fd uintptr) bool {
+		n, _, err := syscall.Recvfrom(int(fd), buf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		_ = n
+		alive = err == syscall.EAGAIN || err == syscall.EWOULDBLOCK
+		return true
+	})
+	return err == nil && alive
+}
