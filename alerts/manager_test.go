@@ -115,7 +115,7 @@ func TestRuleTable(t *testing.T) {
 		{RuleJobQueueDepth, "job_queue_depth", 60, 120, 50, 100, "Job queue depth at 60 jobs", "Job queue depth at 120 jobs", "Check task coordination settings"},
 		{RuleQueueDepth, "queue_depth", 50, 100, 50, 100, "Request queue at 50 pending requests", "Request queue at 100 pending requests", "pulsegate is already applying backpressure"},
 		{RuleErrorRate, "app_error_rate", 0.075, 0.12, 0.05, 0.10, "App error rate at 7.5%", "App error rate at 12.0%", "Alert admins, investigate errors"},
-		{RuleRejections, "rejection_rate", 0.075, 0, 0.05, 0, "Backpressure rejecting 7.5% of requests (429/503 from pulsegate)", "", "pulsegate is protecting the app"},
+		{RuleRejections, "rejection_rate", 0.075, 0.12, 0.05, 0.10, "Backpressure rejecting 7.5% of requests (429/503 from pulsegate)", "Backpressure rejecting 12.0% of requests (429/503 from pulsegate)", "pulsegate is protecting the app"},
 		{RuleAvgResponseTime, "avg_response_time", 7.2, 11, 5, 10, "Average response time at 7.2s", "Average response time at 11.0s", "Identify slow database queries; check for blocking background tasks"},
 		{RuleRedisMemoryUsage, "redis_memory_usage", 0.85, 0.97, 0.8, 0.9, "Redis memory usage at 85%", "Redis memory usage at 97%", "Check session cleanup configuration"},
 		{RuleRedisEvictions, "redis_evicted_per_sec", 3, 0, 0, 0, "Redis evicting keys - 3.0 keys/s", "", "Check session cleanup configuration"},

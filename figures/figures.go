@@ -196,12 +196,12 @@ var table = []Figure{
 			t := c.Thresholds
 			return pair("thresholds.error_rate_warning", "thresholds.error_rate_critical", t.ErrorRateWarning, t.ErrorRateCritical)
 		}},
-	// Rejections are pulsegate doing its job: a warning at most (the
-	// Prometheus alert PulsegateBackpressureRejections is a warning too).
+	// Clients refused by pulsegate itself, judged like the error rate
+	// (deploy's PulsegateBackpressureRejections mirrors both levels).
 	{Name: RejectionRate, Unit: Ratio, Source: Backpressure, BadWhen: Above, Window: WindowRequests, Label: "Rejected", NotMeasured: requestNotMeasured,
 		thresholds: func(c *config.Config) Thresholds {
-			w := c.Thresholds.ErrorRateWarning
-			return Thresholds{Warning: w, WarningOn: w > 0, WarningKey: "thresholds.error_rate_warning"}
+			t := c.Thresholds
+			return pair("thresholds.error_rate_warning", "thresholds.error_rate_critical", t.ErrorRateWarning, t.ErrorRateCritical)
 		}},
 	{Name: AvgResponseTime, Unit: Seconds, Source: Proxy, BadWhen: Above, Window: WindowRequests, Label: "Avg response", NotMeasured: requestNotMeasured,
 		thresholds: func(c *config.Config) Thresholds {
