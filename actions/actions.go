@@ -17,9 +17,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
 	"net/http"
-	"net/url"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -144,11 +142,9 @@ type pendingCleanup struct {
 	at     time.Time
 }
 
-// New validates cfg's actions section and builds Actions. tasks may be nil.
+// New builds Actions for cfg, a configuration config has validated (Load,
+// Patch): the rules live there only. tasks may be nil.
 func New(cfg *config.Config, log *zap.Logger, reg prometheus.Registerer, tasks TaskReporter, deps Deps) (*Actions, error) {
-	if err := validate(cfg); err != nil {
-		return nil, fmt.Errorf("building actions: %w", err)
-	}
 	if log == nil {
 		log = zap.NewNop()
 	}
@@ -200,54 +196,8 @@ func New(cfg *config.Config, log *zap.Logger, reg prometheus.Registerer, tasks T
 	return a, nil
 }
 
-// validate checks the keys this package reads, naming each bad one.
-func validate(cfg *config.Config) error {
-	if cfg == nil {
-		return errors.New("configuration is nil")
-	}
-	ac := cfg.Actions
-	var errs []error
-	bad := func(field, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
-	}
-	posSeconds := func(field string, s config.Seconds) {
-		if f := float64(s); math.IsNaN(f) || math.IsInf(f, 0) || f <= 0 {
-			bad(field, "must be a finite number of seconds > 0, got %v", f)
-		}
-	}
-	if ac.CleanupURL != "" {
-		u, err := url.Parse(ac.CleanupURL)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			bad("actions.cleanup_url", "must be an http(s) URL, got %s", config.RedactURL(ac.CleanupURL))
-		}
-	}
-	posSeconds("actions.cleanup_timeout", ac.CleanupTimeout)
-	if f := float64(ac.Cooldown); math.IsNaN(f) || math.IsInf(f, 0) || f < 0 {
-		bad("actions.cooldown", "must be a finite number of seconds ≥ 0, got %v", f)
-	}
-	if ac.SessionTTLRepair {
-		posSeconds("actions.session_ttl", ac.SessionTTL)
-		if ac.SessionTTL > 0 && ac.SessionTTL < 1 {
-			bad("actions.session_ttl", "must be at least 1 second, got %v", float64(ac.SessionTTL))
-		}
-		if ac.SessionRepairMax < 1 {
-			bad("actions.session_repair_max", "must be ≥ 1, got %d", ac.SessionRepairMax)
-		}
-	}
-	if cfg.Responsiveness.CleanupEnabled {
-		posSeconds("responsiveness.cleanup_interval", cfg.Responsiveness.CleanupInterval)
-	}
-	posSeconds("responsiveness.monitoring_interval", cfg.Responsiveness.MonitoringInterval)
-	return errors.Join(errs...)
-}
-
-// Apply switches to cfg. An invalid cfg is refused with a log line and the
-// previous configuration stays (the config package validates before this).
+// Apply switches to cfg, a configuration config has validated.
 func (a *Actions) Apply(cfg *config.Config) {
-	if err := validate(cfg); err != nil {
-		a.log.Error("actions_config_rejected", zap.Error(err))
-		return
-	}
 	a.cfg.Store(cfg)
 	select {
 	case a.applied <- struct{}{}:

@@ -444,42 +444,6 @@ func TestReadinessOptIn(t *testing.T) {
 	}
 }
 
-func TestValidationNamesFields(t *testing.T) {
-	cases := []struct {
-		set   func(*config.Config)
-		field string
-	}{
-		{func(c *config.Config) { c.Actions.CleanupURL = "ftp://x/y" }, "actions.cleanup_url"},
-		{func(c *config.Config) { c.Actions.CleanupURL = "http://user:s3cret@/x" }, "actions.cleanup_url"},
-		{func(c *config.Config) { c.Actions.CleanupTimeout = 0 }, "actions.cleanup_timeout"},
-		{func(c *config.Config) { c.Actions.Cooldown = -1 }, "actions.cooldown"},
-		{func(c *config.Config) { c.Actions.SessionTTLRepair = true; c.Actions.SessionTTL = 0 }, "actions.session_ttl"},
-		{func(c *config.Config) { c.Actions.SessionTTLRepair = true; c.Actions.SessionRepairMax = 0 }, "actions.session_repair_max"},
-	}
-	for _, tc := range cases {
-		cfg := baseConfig()
-		tc.set(cfg)
-		_, err := New(cfg, nil, prometheus.NewRegistry(), nil, Deps{})
-		if err == nil || !strings.Contains(err.Error(), tc.field) {
-			t.Errorf("error = %v, want one naming %s", err, tc.field)
-		}
-		if err != nil && strings.Contains(err.Error(), "s3cret") {
-			t.Errorf("error leaks the URL password: %v", err)
-		}
-	}
-	// Apply refuses an invalid configuration and keeps the old one.
-	h := start(t, baseConfig(), Deps{}, false)
-	bad := baseConfig()
-	bad.Actions.Cooldown = -5
-	h.a.Apply(bad)
-	if h.a.cfg.Load().Actions.Cooldown != 60 {
-		t.Error("invalid configuration applied")
-	}
-	if h.logs.FilterMessage("actions_config_rejected").Len() != 1 {
-		t.Error("refusal not logged")
-	}
-}
-
 func TestRunStopsPromptly(t *testing.T) {
 	cfg := baseConfig()
 	cfg.Responsiveness.CleanupEnabled = true

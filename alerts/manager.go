@@ -19,10 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"net"
 	"net/http"
-	"net/mail"
-	"net/url"
 	"os"
 	"slices"
 	"sort"
@@ -175,9 +172,6 @@ type Manager struct {
 // the persisted alerts from st (nil: nothing persists). now is the clock
 // for acknowledgements and Alertmanager timestamps (nil: time.Now).
 func New(cfg *config.Config, log *zap.Logger, reg prometheus.Registerer, st *store.Store, now func() time.Time) (*Manager, error) {
-	if err := validate(cfg); err != nil {
-		return nil, fmt.Errorf("configuring alerts: %w", err)
-	}
 	if log == nil {
 		log = zap.NewNop()
 	}
@@ -285,79 +279,10 @@ func (m *Manager) trimHistory(size int) error {
 	return nil
 }
 
-// validate checks the parts of cfg this package relies on, naming the field.
-func validate(cfg *config.Config) error {
-	if cfg == nil {
-		return errors.New("configuration is nil")
-	}
-	a := cfg.Alerts
-	var errs []error
-	if math.IsNaN(a.ResolveMargin) || a.ResolveMargin < 0 || a.ResolveMargin >= 1 {
-		errs = append(errs, fmt.Errorf("alerts.resolve_margin: must be in [0, 1), got %v", a.ResolveMargin))
-	}
-	if md := float64(a.MinDuration); math.IsNaN(md) || math.IsInf(md, 0) || md < 0 {
-		errs = append(errs, fmt.Errorf("alerts.min_duration: must be >= 0 seconds, got %v", md))
-	}
-	if a.HistorySize < 1 {
-		errs = append(errs, fmt.Errorf("alerts.history_size: must be >= 1, got %d", a.HistorySize))
-	}
-	if t := float64(a.Timeout); math.IsNaN(t) || math.IsInf(t, 0) || t <= 0 {
-		errs = append(errs, fmt.Errorf("alerts.timeout: must be > 0 seconds, got %v", t))
-	}
-	if a.Retries < 0 || a.Retries > 100 {
-		errs = append(errs, fmt.Errorf("alerts.retries: must be in [0, 100], got %d", a.Retries))
-	}
-	if err := validateHTTPURL("alerts.webhook_url", a.WebhookURL.Reveal()); err != nil {
-		errs = append(errs, err)
-	}
-	if err := validateHTTPURL("alerts.alertmanager_url", a.AlertmanagerURL.Reveal()); err != nil {
-		errs = append(errs, err)
-	}
-	e := a.Email
-	switch e.MinSeverity {
-	case "", store.SeverityWarning, store.SeverityCritical:
-	default:
-		errs = append(errs, fmt.Errorf("alerts.email.min_severity: must be warning or critical, got %q", e.MinSeverity))
-	}
-	if e.SMTPAddr != "" {
-		if _, port, err := net.SplitHostPort(e.SMTPAddr); err != nil || port == "" {
-			errs = append(errs, fmt.Errorf("alerts.email.smtp_addr: must be host:port, got %q", e.SMTPAddr))
-		}
-		if _, err := mail.ParseAddress(e.From); err != nil {
-			errs = append(errs, fmt.Errorf("alerts.email.from: must be an email address when alerts.email.smtp_addr is set, got %q", e.From))
-		}
-		if len(e.To) == 0 {
-			errs = append(errs, errors.New("alerts.email.to: at least one address is required when alerts.email.smtp_addr is set"))
-		}
-		for i, to := range e.To {
-			if _, err := mail.ParseAddress(to); err != nil {
-				errs = append(errs, fmt.Errorf("alerts.email.to[%d]: not an email address: %q", i, to))
-			}
-		}
-	}
-	return errors.Join(errs...)
-}
-
-// validateHTTPURL checks an optional http(s) URL without echoing it (webhook
-// URLs often carry a token in their path).
-func validateHTTPURL(field, raw string) error {
-	if raw == "" {
-		return nil
-	}
-	u, err := url.Parse(raw)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return fmt.Errorf("%s: must be an http:// or https:// URL with a host", field)
-	}
-	return nil
-}
-
 // Apply swaps the configuration: thresholds, timing and channels take
-// effect from the next evaluation or delivery. An invalid cfg changes
-// nothing.
+// effect from the next evaluation or delivery. cfg is a configuration
+// config has validated (the rules live there only); the error is always nil.
 func (m *Manager) Apply(cfg *config.Config) error {
-	if err := validate(cfg); err != nil {
-		return fmt.Errorf("applying alerts configuration: %w", err)
-	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.cfg.Store(cfg)

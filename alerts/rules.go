@@ -83,16 +83,24 @@ func pair(w, c float64) levels {
 // anyAboveZero is a warning-only rule that fires on any value above 0.
 func anyAboveZero(*config.Config) levels { return levels{warnOn: true, strict: true} }
 
-func pct(v float64) string { return strconv.FormatFloat(v*100, 'f', 0, 64) + "%" }
+// Values in titles are cut, never rounded up: a memory usage of 0.899
+// (warning; critical is 0.9) reads "89%", not "90%", so a title never shows
+// a value at a threshold the alert did not reach. The exact value and the
+// threshold are the alert's value and threshold fields.
+func pct(v float64) string { return strconv.FormatFloat(cut(v*100, 1), 'f', 0, 64) + "%" }
 
-func pct1(v float64) string { return strconv.FormatFloat(v*100, 'f', 1, 64) + "%" }
+func pct1(v float64) string { return strconv.FormatFloat(cut(v*100, 10), 'f', 1, 64) + "%" }
 
 func secs(v float64) string {
 	if v >= 100 {
-		return strconv.FormatFloat(v, 'f', 0, 64) + "s"
+		return strconv.FormatFloat(cut(v, 1), 'f', 0, 64) + "s"
 	}
-	return strconv.FormatFloat(v, 'f', 1, 64) + "s"
+	return strconv.FormatFloat(cut(v, 10), 'f', 1, 64) + "s"
 }
+
+// cut truncates v to 1/per steps, toward zero, ignoring float noise below
+// 1e-9 of a step (0.29×100 is 28.999999999999996: 29, not 28).
+func cut(v, per float64) float64 { return math.Trunc(v*per+1e-9) / per }
 
 func count(v float64) string { return strconv.FormatFloat(v, 'f', -1, 64) }
 

@@ -196,6 +196,8 @@ var table = []Figure{
 			t := c.Thresholds
 			return pair("thresholds.error_rate_warning", "thresholds.error_rate_critical", t.ErrorRateWarning, t.ErrorRateCritical)
 		}},
+	// Clients refused by pulsegate itself, judged like the error rate
+	// (deploy's PulsegateBackpressureRejections mirrors both levels).
 	{Name: RejectionRate, Unit: Ratio, Source: Backpressure, BadWhen: Above, Window: WindowRequests, Label: "Rejected", NotMeasured: requestNotMeasured,
 		thresholds: func(c *config.Config) Thresholds {
 			t := c.Thresholds

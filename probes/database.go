@@ -27,8 +27,6 @@ const (
 	// idle_session_timeout so the server never kills the probe's idle
 	// connection under it.
 	dbConnMaxLifetime = 60 * time.Second
-	// dbConnMaxIdle closes the probe's connection when it sat unused this long.
-	dbConnMaxIdle = 45 * time.Second
 	// dbQueryTextMax bounds the query text reported per session, in characters.
 	dbQueryTextMax = 200
 	// dbListMax bounds every per-session list in the details (long queries,
@@ -426,34 +424,47 @@ func (d *Database) fail(res *Result, details *DatabaseDetails, err error) {
 	}
 }
 
-// judge turns a reading into figs, details, status and reasons, and
-// logs the transitions the product logs.
+// judge turns a reading into figures, details, status and reasons, and
+// logs the transitions the product logs: one step per concern, each
+// judging with the limits this tick took (dbLimits).
 func (d *Database) judge(res *Result, details *DatabaseDetails, rd *dbReading, now time.Time) {
 	details.Engine = rd.engine
 	details.Version = rd.version
 	lat := rd.latency.Seconds()
 	details.LatencySeconds = lat
-	figs := map[string]float64{string(figures.DBLatency): lat}
-	res.Figures = figs
+	res.Figures = map[string]float64{string(figures.DBLatency): lat}
+	v := &tickVerdict{res: res, level: StatusOK}
 
-	level := StatusOK
-	raise := func(s Status, reason string) {
-		if dbSeverity(s) > dbSeverity(level) {
-			level = s
-		}
-		res.Reasons = append(res.Reasons, reason)
+	d.judgeLatency(v, lat)
+	partial := d.judgePrivileges(v, details, rd)
+	d.judgeConnections(v, details, rd)
+	d.countSlowQueries(details, rd, now)
+	d.judgeAppPool(v, details, rd, partial)
+	if !partial { // nothing below may be read from a partial session list
+		ss := d.sortSessions(rd)
+		d.judgeLeaks(v, details, ss.leaks)
+		d.judgeIdleInTransaction(v, details, ss.idleTxn)
+		d.judgeLongQueries(v, details, ss.long)
+		judgeLockWaits(v, details, rd, ss.lockWaits)
 	}
+	res.Status = v.level
+}
 
-	// Latency.
+// judgeLatency compares the SELECT 1 round trip with the query-time thresholds.
+func (d *Database) judgeLatency(v *tickVerdict, lat float64) {
 	switch {
 	case d.latCrit > 0 && lat >= d.latCrit:
-		raise(StatusCritical, fmt.Sprintf("SELECT 1 took %s (critical ≥ %s)", dbSeconds(lat), dbSeconds(d.latCrit)))
+		v.raise(StatusCritical, fmt.Sprintf("SELECT 1 took %s (critical ≥ %s)", formatSeconds(lat), formatSeconds(d.latCrit)))
 	case d.latWarn > 0 && lat >= d.latWarn:
-		raise(StatusWarning, fmt.Sprintf("SELECT 1 took %s (warning ≥ %s)", dbSeconds(lat), dbSeconds(d.latWarn)))
+		v.raise(StatusWarning, fmt.Sprintf("SELECT 1 took %s (warning ≥ %s)", formatSeconds(lat), formatSeconds(d.latWarn)))
 	}
 
-	// Privileges.
-	partial := len(rd.missing) > 0
+}
+
+// judgePrivileges reports a probe user that sees only part of the session
+// list, and whether it does.
+func (d *Database) judgePrivileges(v *tickVerdict, details *DatabaseDetails, rd *dbReading) (partial bool) {
+	partial = len(rd.missing) > 0
 	details.Privileges = DBPrivileges{Complete: !partial}
 	if partial {
 		details.Privileges.Missing = rd.missing
@@ -461,7 +472,7 @@ func (d *Database) judge(res *Result, details *DatabaseDetails, rd *dbReading, n
 		if rd.engine == "postgres" {
 			details.Privileges.Detail = "other users' session states are hidden (<insufficient privilege>): leak suspects, idle-in-transaction sessions and long queries are unknown"
 		}
-		raise(StatusWarning, "partial: needs "+strings.Join(rd.missing, ", "))
+		v.raise(StatusWarning, "partial: needs "+strings.Join(rd.missing, ", "))
 		if !d.privPartial {
 			d.log.Warn("db_privileges_partial",
 				zap.Strings("missing", rd.missing),
@@ -470,7 +481,12 @@ func (d *Database) judge(res *Result, details *DatabaseDetails, rd *dbReading, n
 	}
 	d.privPartial = partial
 
-	// Connections.
+	return partial
+}
+
+// judgeConnections counts the server's connections and judges their
+// utilisation against max_connections.
+func (d *Database) judgeConnections(v *tickVerdict, details *DatabaseDetails, rd *dbReading) {
 	conns := &DBConnections{
 		InUse:          rd.inUse,
 		MaxConnections: rd.maxConns,
@@ -499,19 +515,19 @@ func (d *Database) judge(res *Result, details *DatabaseDetails, rd *dbReading, n
 	details.Connections = conns
 	if conns.Limit > 0 {
 		conns.Utilization = float64(conns.InUse) / float64(conns.Limit)
-		figs[string(figures.ConnectionPoolUtilization)] = conns.Utilization
+		v.res.Figures[string(figures.ConnectionPoolUtilization)] = conns.Utilization
 		u := conns.Utilization
 		pct := int(math.Round(u * 100))
 		poolLevel := StatusOK
 		switch {
 		case u >= d.poolCrit:
 			poolLevel = StatusCritical
-			raise(StatusCritical, fmt.Sprintf("%d of %d connections in use (%d%%, critical ≥ %.0f%%)", conns.InUse, conns.Limit, pct, d.poolCrit*100))
+			v.raise(StatusCritical, fmt.Sprintf("%d of %d connections in use (%d%%, critical ≥ %.0f%%)", conns.InUse, conns.Limit, pct, d.poolCrit*100))
 		case u >= d.poolWarn:
 			poolLevel = StatusWarning
-			raise(StatusWarning, fmt.Sprintf("%d of %d connections in use (%d%%, warning ≥ %.0f%%)", conns.InUse, conns.Limit, pct, d.poolWarn*100))
+			v.raise(StatusWarning, fmt.Sprintf("%d of %d connections in use (%d%%, warning ≥ %.0f%%)", conns.InUse, conns.Limit, pct, d.poolWarn*100))
 		}
-		if dbSeverity(poolLevel) > dbSeverity(d.poolLevel) {
+		if statusRank(poolLevel) > statusRank(d.poolLevel) {
 			d.log.Warn("db_pool_utilization",
 				zap.String("text", fmt.Sprintf("Database connection pool at %d%% utilization", pct)),
 				zap.String("level", string(poolLevel)),
@@ -528,7 +544,10 @@ func (d *Database) judge(res *Result, details *DatabaseDetails, rd *dbReading, n
 		d.poolLevel = poolLevel
 	}
 
-	// Slow query counter (MySQL).
+}
+
+// countSlowQueries reads MySQL's slow-query counter as a delta and a rate.
+func (d *Database) countSlowQueries(details *DatabaseDetails, rd *dbReading, now time.Time) {
 	if rd.slowQueries != nil {
 		sq := &DBSlowQueries{Total: *rd.slowQueries}
 		restarted := d.prevUptime > 0 && rd.uptime > 0 && rd.uptime < d.prevUptime
@@ -545,7 +564,11 @@ func (d *Database) judge(res *Result, details *DatabaseDetails, rd *dbReading, n
 		details.SlowQueries = sq
 	}
 
-	// App pool (counts per user are visible even when partial on PostgreSQL).
+}
+
+// judgeAppPool compares the app's own connections with its pool size
+// (counts per user are visible even when partial on PostgreSQL).
+func (d *Database) judgeAppPool(v *tickVerdict, details *DatabaseDetails, rd *dbReading, partial bool) {
 	if d.appPoolSize > 0 && (!partial || rd.engine == "postgres") {
 		ap := &DBAppPool{User: dbLabel(d.appUser, "*"), PoolSize: d.appPoolSize}
 		for _, s := range rd.sessions {
@@ -557,7 +580,7 @@ func (d *Database) judge(res *Result, details *DatabaseDetails, rd *dbReading, n
 		details.AppPool = ap
 		warn := ap.Utilization >= d.poolWarn
 		if warn {
-			raise(StatusWarning, fmt.Sprintf("app pool: %d of %d connections of user %s in use (%.0f%%): the app's pool is nearly exhausted",
+			v.raise(StatusWarning, fmt.Sprintf("app pool: %d of %d connections of user %s in use (%.0f%%): the app's pool is nearly exhausted",
 				ap.Connections, ap.PoolSize, ap.User, ap.Utilization*100))
 			if !d.appPoolWarn {
 				d.log.Warn("db_app_pool_utilization",
@@ -568,12 +591,17 @@ func (d *Database) judge(res *Result, details *DatabaseDetails, rd *dbReading, n
 		d.appPoolWarn = warn
 	}
 
-	if partial {
-		// Nothing below may be read from a partial session list.
-		res.Status = level
-		return
-	}
+}
 
+// dbSessionsByKind are the sessions a tick judges, by concern.
+type dbSessionsByKind struct {
+	leaks, idleTxn, long []dbSession
+	lockWaits            int
+}
+
+// sortSessions sorts the other sessions into leak suspects, idle in
+// transaction and long queries, and counts lock waits.
+func (d *Database) sortSessions(rd *dbReading) dbSessionsByKind {
 	var leaks, idleTxn, long []dbSession
 	lockWaits := 0
 	for _, s := range rd.sessions {
@@ -597,7 +625,11 @@ func (d *Database) judge(res *Result, details *DatabaseDetails, rd *dbReading, n
 		}
 	}
 
-	// Leak suspects.
+	return dbSessionsByKind{leaks: leaks, idleTxn: idleTxn, long: long, lockWaits: lockWaits}
+}
+
+// judgeLeaks reports connections idle longer than the leak age, grouped by source.
+func (d *Database) judgeLeaks(v *tickVerdict, details *DatabaseDetails, leaks []dbSession) {
 	ls := &DBLeakSuspects{Count: len(leaks), LeakAgeSeconds: d.leakAge, BySource: []DBSourceCount{}}
 	groups := map[string]*DBSourceCount{}
 	for _, s := range leaks {
@@ -624,7 +656,7 @@ func (d *Database) judge(res *Result, details *DatabaseDetails, rd *dbReading, n
 		ls.BySource = ls.BySource[:dbListMax]
 	}
 	details.LeakSuspects = ls
-	figs["db_leak_suspects"] = float64(ls.Count)
+	v.res.Figures["db_leak_suspects"] = float64(ls.Count)
 	if ls.Count > 0 {
 		var from []string
 		for i, g := range ls.BySource {
@@ -633,7 +665,7 @@ func (d *Database) judge(res *Result, details *DatabaseDetails, rd *dbReading, n
 			}
 			from = append(from, fmt.Sprintf("%d from %s", g.Count, g.Source))
 		}
-		raise(StatusWarning, fmt.Sprintf("%d connections idle > %s (%s)", ls.Count, dbSeconds(d.leakAge), strings.Join(from, ", ")))
+		v.raise(StatusWarning, fmt.Sprintf("%d connections idle > %s (%s)", ls.Count, formatSeconds(d.leakAge), strings.Join(from, ", ")))
 		if d.leakCount == 0 {
 			fields := []zap.Field{
 				zap.String("text", fmt.Sprintf("Connection leak detected - %d connections not properly closed", ls.Count)),
@@ -651,7 +683,10 @@ func (d *Database) judge(res *Result, details *DatabaseDetails, rd *dbReading, n
 	}
 	d.leakCount = ls.Count
 
-	// Idle in transaction.
+}
+
+// judgeIdleInTransaction reports sessions idle in a transaction longer than the warning.
+func (d *Database) judgeIdleInTransaction(v *tickVerdict, details *DatabaseDetails, idleTxn []dbSession) {
 	sort.Slice(idleTxn, func(i, j int) bool { return idleTxn[i].txnFor > idleTxn[j].txnFor })
 	it := &DBIdleInTransaction{Count: len(idleTxn), WarningSeconds: d.idleTxnWarn, Sessions: []DBSession{}}
 	for i, s := range idleTxn {
@@ -663,14 +698,14 @@ func (d *Database) judge(res *Result, details *DatabaseDetails, rd *dbReading, n
 		}
 	}
 	details.IdleInTransaction = it
-	figs["db_idle_in_transaction"] = float64(it.Count)
-	figs["db_idle_in_transaction_oldest"] = it.OldestSeconds
+	v.res.Figures["db_idle_in_transaction"] = float64(it.Count)
+	v.res.Figures["db_idle_in_transaction_oldest"] = it.OldestSeconds
 	if it.Count > 0 && it.OldestSeconds > d.idleTxnWarn {
-		raise(StatusWarning, fmt.Sprintf("%d sessions idle in transaction, oldest %s (%s, warning > %s)",
-			it.Count, dbSeconds(it.OldestSeconds), sessionSource(idleTxn[0]), dbSeconds(d.idleTxnWarn)))
+		v.raise(StatusWarning, fmt.Sprintf("%d sessions idle in transaction, oldest %s (%s, warning > %s)",
+			it.Count, formatSeconds(it.OldestSeconds), sessionSource(idleTxn[0]), formatSeconds(d.idleTxnWarn)))
 		if d.idleTxnCount == 0 {
 			d.log.Warn("db_idle_in_transaction",
-				zap.String("text", fmt.Sprintf("%d database sessions idle in transaction, oldest %s", it.Count, dbSeconds(it.OldestSeconds))),
+				zap.String("text", fmt.Sprintf("%d database sessions idle in transaction, oldest %s", it.Count, formatSeconds(it.OldestSeconds))),
 				zap.Int("count", it.Count),
 				zap.Float64("oldest_s", it.OldestSeconds),
 				zap.String("source", sessionSource(idleTxn[0])))
@@ -680,7 +715,10 @@ func (d *Database) judge(res *Result, details *DatabaseDetails, rd *dbReading, n
 		d.idleTxnCount = 0
 	}
 
-	// Long queries.
+}
+
+// judgeLongQueries reports queries running longer than the long-query threshold.
+func (d *Database) judgeLongQueries(v *tickVerdict, details *DatabaseDetails, long []dbSession) {
 	sort.Slice(long, func(i, j int) bool { return long[i].runFor > long[j].runFor })
 	n := len(long)
 	details.LongQueryCount = &n
@@ -691,33 +729,21 @@ func (d *Database) judge(res *Result, details *DatabaseDetails, rd *dbReading, n
 		}
 		details.LongQueries = append(details.LongQueries, publicSession(s, s.runFor))
 	}
-	figs["db_long_queries"] = float64(n)
+	v.res.Figures["db_long_queries"] = float64(n)
 	if n > 0 {
-		raise(StatusWarning, fmt.Sprintf("%d queries running > %s, longest %s (%s)", n, dbSeconds(d.longQuery), dbSeconds(long[0].runFor), sessionSource(long[0])))
+		v.raise(StatusWarning, fmt.Sprintf("%d queries running > %s, longest %s (%s)", n, formatSeconds(d.longQuery), formatSeconds(long[0].runFor), sessionSource(long[0])))
 	}
+}
+
+// judgeLockWaits notes sessions waiting on a lock (a note, not a level).
+func judgeLockWaits(v *tickVerdict, details *DatabaseDetails, rd *dbReading, lockWaits int) {
 	if rd.lockWaitsKnown {
 		lw := lockWaits
 		details.LockWaits = &lw
 		if lw > 0 {
-			res.Reasons = append(res.Reasons, fmt.Sprintf("%d sessions waiting on a lock", lw))
+			v.note(fmt.Sprintf("%d sessions waiting on a lock", lw))
 		}
 	}
-	res.Status = level
-}
-
-// dbSeverity orders statuses for "worst of".
-func dbSeverity(s Status) int {
-	switch s {
-	case StatusOK:
-		return 0
-	case StatusWarning:
-		return 1
-	case StatusCritical:
-		return 2
-	case StatusDown:
-		return 3
-	}
-	return -1
 }
 
 // sessionSource is user@host, the unit the product's advice names.
@@ -755,17 +781,6 @@ func dbTruncate(s string, n int) string {
 	}
 	r := []rune(s)
 	return string(r[:n-1]) + "…"
-}
-
-// dbSeconds formats seconds for reasons: "0.35 s", "4.2 s", "300 s".
-func dbSeconds(v float64) string {
-	switch {
-	case v < 1:
-		return fmt.Sprintf("%.2f s", v)
-	case v < 10:
-		return fmt.Sprintf("%.1f s", v)
-	}
-	return fmt.Sprintf("%.0f s", v)
 }
 
 // dbNonNeg clamps small negative clock skews between columns to 0.

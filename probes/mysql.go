@@ -77,7 +77,7 @@ func newMySQLEngine(p dsnParts, timeout time.Duration, scrubber secretScrubber, 
 	db.SetMaxOpenConns(1)
 	db.SetMaxIdleConns(1)
 	db.SetConnMaxLifetime(dbConnMaxLifetime)
-	db.SetConnMaxIdleTime(dbConnMaxIdle)
+	db.SetConnMaxIdleTime(probeConnMaxIdle)
 	return &mysqlEngine{db: db, timeout: timeout}, nil
 }
 

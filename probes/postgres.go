@@ -92,7 +92,7 @@ func (e *postgresEngine) drop() {
 // connection was reused (and might therefore be stale).
 func (e *postgresEngine) connect(ctx context.Context) (reused bool, err error) {
 	now := time.Now()
-	if e.conn != nil && (e.conn.IsClosed() || now.Sub(e.connectedAt) > dbConnMaxLifetime || now.Sub(e.lastUsed) > dbConnMaxIdle) {
+	if e.conn != nil && (e.conn.IsClosed() || now.Sub(e.connectedAt) > dbConnMaxLifetime || now.Sub(e.lastUsed) > probeConnMaxIdle) {
 		e.drop()
 	}
 	if e.conn != nil {

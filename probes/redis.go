@@ -317,7 +317,7 @@ func newRedis(cfg *config.Config, log *zap.Logger, opts ...RedisOption) (*Redis,
 	opt.WriteTimeout = timeout
 	opt.ContextTimeoutEnabled = true
 	opt.MaxRetries = -1
-	opt.ConnMaxIdleTime = dbConnMaxIdle
+	opt.ConnMaxIdleTime = probeConnMaxIdle
 	// RESP2 and no CLIENT SETINFO / HELLO / maintenance notifications: a
 	// minimal ACL user (+ping +info +scan ...) can connect.
 	opt.Protocol = 2
@@ -425,29 +425,7 @@ func (r *Redis) Probe(ctx context.Context) Result {
 	det := &RedisDetails{Target: r.target}
 	res.Details = det
 
-	fail := func(doing string, err error) Result {
-		msg := r.scrubber.Scrub(fmt.Sprintf("%s: %v", doing, err))
-		auth, noperm := redisAuthError(err)
-		switch {
-		case auth:
-			res.Status = StatusCritical
-			res.Error = "auth failed: check RESPONSIVENESS_REDIS_URL credentials (" + msg + ")"
-			res.Reasons = []string{"configuration error: auth failed: check RESPONSIVENESS_REDIS_URL credentials"}
-			if !r.authFailed {
-				r.log.Error("redis_auth_failed", zap.String("text", "Redis refused the probe's credentials: check RESPONSIVENESS_REDIS_URL"), zap.String("error", msg))
-			}
-			r.authFailed = true
-		case noperm:
-			res.Status = StatusCritical
-			res.Error = msg
-			res.Reasons = []string{"configuration error: the probe's Redis user lacks a permission (" + doing + "): see the ACL in the docs"}
-		default:
-			res.Status = StatusDown
-			res.Error = msg
-		}
-		res.Duration = r.now().Sub(start)
-		return res
-	}
+	fail := func(doing string, err error) Result { return r.failed(res, start, doing, err) }
 
 	t0 := time.Now()
 	if err := r.client.Ping(ctx).Err(); err != nil {
@@ -466,19 +444,9 @@ func (r *Redis) Probe(ctx context.Context) Result {
 	info := parseInfo(infoText)
 	det.Version = info["server"]["redis_version"]
 
-	level := StatusOK
-	raise := func(s Status, reason string) {
-		if dbSeverity(s) > dbSeverity(level) {
-			level = s
-		}
-		res.Reasons = append(res.Reasons, reason)
-	}
-	switch {
-	case r.latCrit > 0 && lat >= r.latCrit:
-		raise(StatusCritical, fmt.Sprintf("PING took %s (critical ≥ %s)", dbSeconds(lat), dbSeconds(r.latCrit)))
-	case r.latWarn > 0 && lat >= r.latWarn:
-		raise(StatusWarning, fmt.Sprintf("PING took %s (warning ≥ %s)", dbSeconds(lat), dbSeconds(r.latWarn)))
-	}
+	v := &tickVerdict{res: &res, level: StatusOK}
+	raise := v.raise
+	r.judgeLatency(v, lat)
 
 	r.judgeMemory(det, info, figs, raise)
 	r.judgeClients(ctx, det, info, raise)
@@ -507,7 +475,44 @@ func (r *Redis) Probe(ctx context.Context) Result {
 	if r.noConf && (det.Clients == nil || det.Clients.MaxClients == nil) {
 		det.Partial = append(det.Partial, "+config|get")
 	}
-	res.Status = level
+	res.Status = v.level
+	res.Duration = r.now().Sub(start)
+	return res
+}
+
+// judgeLatency compares the PING round trip with the Redis latency thresholds.
+func (r *Redis) judgeLatency(v *tickVerdict, lat float64) {
+	switch {
+	case r.latCrit > 0 && lat >= r.latCrit:
+		v.raise(StatusCritical, fmt.Sprintf("PING took %s (critical ≥ %s)", formatSeconds(lat), formatSeconds(r.latCrit)))
+	case r.latWarn > 0 && lat >= r.latWarn:
+		v.raise(StatusWarning, fmt.Sprintf("PING took %s (warning ≥ %s)", formatSeconds(lat), formatSeconds(r.latWarn)))
+	}
+}
+
+// failed fills res for a tick that could not read Redis (doing names the
+// step): an auth or permission refusal is a configuration error
+// (critical), anything else is down.
+func (r *Redis) failed(res Result, start time.Time, doing string, err error) Result {
+	msg := r.scrubber.Scrub(fmt.Sprintf("%s: %v", doing, err))
+	auth, noperm := redisAuthError(err)
+	switch {
+	case auth:
+		res.Status = StatusCritical
+		res.Error = "auth failed: check RESPONSIVENESS_REDIS_URL credentials (" + msg + ")"
+		res.Reasons = []string{"configuration error: auth failed: check RESPONSIVENESS_REDIS_URL credentials"}
+		if !r.authFailed {
+			r.log.Error("redis_auth_failed", zap.String("text", "Redis refused the probe's credentials: check RESPONSIVENESS_REDIS_URL"), zap.String("error", msg))
+		}
+		r.authFailed = true
+	case noperm:
+		res.Status = StatusCritical
+		res.Error = msg
+		res.Reasons = []string{"configuration error: the probe's Redis user lacks a permission (" + doing + "): see the ACL in the docs"}
+	default:
+		res.Status = StatusDown
+		res.Error = msg
+	}
 	res.Duration = r.now().Sub(start)
 	return res
 }
@@ -553,7 +558,7 @@ func (r *Redis) judgeMemory(det *RedisDetails, info map[string]map[string]string
 		lvl = StatusWarning
 		raise(lvl, fmt.Sprintf("Redis memory at %.0f%% of %s (%s, warning ≥ %.0f%%)", u*100, redisFmtBytes(limit), m.LimitSource, r.memWarn*100))
 	}
-	if dbSeverity(lvl) > dbSeverity(r.memLevel) {
+	if statusRank(lvl) > statusRank(r.memLevel) {
 		r.log.Warn(string(figures.RedisMemoryUsage),
 			zap.String("text", fmt.Sprintf("Redis memory usage at %.0f%%", u*100)),
 			zap.Int64("used_bytes", used), zap.Int64("limit_bytes", limit), zap.String("limit_source", m.LimitSource))
@@ -779,7 +784,7 @@ func (r *Redis) judgeSessions(det *RedisDetails, figs map[string]float64, raise 
 	}
 	if g.LeakPattern {
 		raise(StatusWarning, fmt.Sprintf("Memory leak pattern: sessions growing %.0f/h (without TTL %.0f/h) over %d passes, %s",
-			g.SessionsPerHour, g.WithoutTTLPerHour, g.Passes, dbSeconds(g.WindowSeconds)))
+			g.SessionsPerHour, g.WithoutTTLPerHour, g.Passes, formatSeconds(g.WindowSeconds)))
 		if !r.leakPattern {
 			r.log.Warn("memory_leak_pattern",
 				zap.String("text", "Memory leak pattern detected in session keys"),
@@ -922,7 +927,7 @@ func (r *Redis) judgeQueues(det *RedisDetails, figs map[string]float64, raise fu
 		lvl = StatusWarning
 		raise(lvl, fmt.Sprintf("job queue %s holds %d jobs (warning ≥ %d)", deepest.Key, deepest.Depth, r.queueWarn))
 	}
-	if dbSeverity(lvl) > dbSeverity(r.queueLevel) {
+	if statusRank(lvl) > statusRank(r.queueLevel) {
 		r.log.Warn(string(figures.JobQueueDepth),
 			zap.String("text", fmt.Sprintf("Job queue %s backing up: %d jobs", deepest.Key, deepest.Depth)),
 			zap.String("queue", deepest.Key), zap.Int64("depth", deepest.Depth), zap.String("level", string(lvl)))

@@ -103,6 +103,23 @@ func (r *recorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 // Unwrap lets http.ResponseController reach the underlying writer.
 func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 
+// recorderOf finds Instrument's recorder under w, through any wrappers that
+// follow the Unwrap convention (http.ResponseController's): a middleware
+// added between Instrument and the forwarder must not lose the error class.
+func recorderOf(w http.ResponseWriter) *recorder {
+	for w != nil {
+		if rec, ok := w.(*recorder); ok {
+			return rec
+		}
+		u, ok := w.(interface{ Unwrap() http.ResponseWriter })
+		if !ok {
+			return nil
+		}
+		w = u.Unwrap()
+	}
+	return nil
+}
+
 // SetQueueWait is called by backpressure with the time spent queued.
 func (r *recorder) SetQueueWait(d time.Duration) { r.queueWait = d }
 

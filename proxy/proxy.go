@@ -204,7 +204,7 @@ func (p *Proxy) trustedPeer(remoteAddr string) bool {
 // errorHandler answers a failed forward. r is the outbound request (its
 // context carries the timedBody, when there is one).
 func (p *Proxy) errorHandler(w http.ResponseWriter, r *http.Request, err error) {
-	rec, _ := w.(*recorder)
+	rec := recorderOf(w)
 	if tb, ok := r.Context().Value(timedBodyKey{}).(*timedBody); errors.Is(err, errBodyTimeout) || ok && tb.timedOut.Load() {
 		// The client stopped sending its body: its fault, not the app's.
 		if rec != nil {
