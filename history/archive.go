@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io/fs"
 	"math"
 	"os"
 	"path/filepath"
@@ -239,11 +240,15 @@ func openChecked(path string) (db *bbolt.DB, err error) {
 		}
 	}()
 	db, err = bbolt.Open(path, 0o600, &bbolt.Options{Timeout: time.Second})
+	var pathErr *fs.PathError
 	switch {
-	case errors.Is(err, berrors.ErrInvalid), errors.Is(err, berrors.ErrChecksum), errors.Is(err, berrors.ErrVersionMismatch):
+	case err == nil:
+	case errors.Is(err, berrors.ErrTimeout):
+		return nil, fmt.Errorf("opening history %s: locked by another process: %w", path, err)
+	case errors.As(err, &pathErr):
+		return nil, fmt.Errorf("opening history %s: %w", path, err) // permissions, a full disk: not the file's fault
+	default: // invalid, checksum, version, too small, truncated...
 		return nil, &corruptError{fmt.Errorf("history %s is corrupt: %w", path, err)}
-	case err != nil:
-		return nil, fmt.Errorf("opening history %s: %w", path, err)
 	}
 	var problems []error
 	_ = db.View(func(tx *bbolt.Tx) error {
