@@ -268,3 +268,33 @@ func TestArchiveWriteFailureLogsOnce(t *testing.T) {
 		t.Fatalf("history_write_recovered logged %d times, want once", n)
 	}
 }
+
+// BenchmarkFlushMinute is the history loop's cost once a minute: six new
+// 10 s points, their 1 min and 1 h rollups and the prune, in one
+// transaction with fsync, on a file holding a full day of 10 s points.
+func BenchmarkFlushMinute(b *testing.B) {
+	a, err := OpenArchive(b.TempDir(), zap.NewNop(), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer a.Close()
+	h, _ := New(10*time.Second, 24*time.Hour)
+	at := t0
+	a.db.NoSync = true
+	for range 8640 {
+		h.Record(trafficTick(at, 12, 0.01, 0.25, 0.3))
+		at = at.Add(10 * time.Second)
+	}
+	_ = a.Flush(h, at)
+	a.db.NoSync = false
+	b.ResetTimer()
+	for range b.N {
+		for range 6 {
+			h.Record(trafficTick(at, 12, 0.01, 0.25, 0.3))
+			at = at.Add(10 * time.Second)
+		}
+		if err := a.Flush(h, at); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
