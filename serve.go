@@ -199,18 +199,18 @@ func build(cfg *config.Config, log *zap.Logger, level zap.AtomicLevel, dash *das
 	}
 	a.api = adminapi.New(adminapi.Deps{
 		Log: log.Named("admin"), Config: a.holder, Gatherer: a.reg, Requests: a.proxy.Stats(),
-		Resources:     a.resources,
-		Health:        a.monitor.Verdict,
-		Backpressure:  a.chain.State,
-		Judgements:    a.monitor.Judgements,
-		Extra:         a.extraSections,
-		Alerts:        alertsAdapter{a.alerts},
-		Audit:         a.st,
-		Events:        a.hub,
-		Ready:         a.ready,
-		Dashboard:     dashHandler,
-		History:       hist,
-		HistoryEvents: a.st,
+		Resources:    a.resources,
+		Health:       a.monitor.Verdict,
+		Backpressure: a.chain.State,
+		Judgements:   a.monitor.Judgements,
+		Extra:        a.extraSections,
+		Alerts:       alertsAdapter{a.alerts},
+		Audit:        a.st,
+		Events:       a.hub,
+		Ready:        a.ready,
+		Dashboard:    dashHandler,
+		// The trend history (ring and archive) and its events.
+		History: hist, HistoryEvents: a.st,
 	})
 
 	// Live configuration: every part takes the new config after a
