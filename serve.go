@@ -29,6 +29,7 @@ import (
 	"github.com/pulsegate/pulsegate/events"
 	"github.com/pulsegate/pulsegate/figures"
 	"github.com/pulsegate/pulsegate/health"
+	"github.com/pulsegate/pulsegate/history"
 	"github.com/pulsegate/pulsegate/membudget"
 	"github.com/pulsegate/pulsegate/monitor"
 	"github.com/pulsegate/pulsegate/probes"
@@ -110,6 +111,11 @@ type app struct {
 	draining atomic.Bool
 	// loops are the background goroutines run alongside the servers.
 	loops []func(context.Context) error
+	// archive is the persisted trend history (nil without the dashboard,
+	// or when <data_dir>/history.db cannot be used).
+	archive *history.Archive
+	// historyReader answers the history endpoint (nil without the dashboard).
+	historyReader *history.Reader
 	// runtime is the memory budget and GOMAXPROCS applied at start (serve only).
 	runtime *membudget.Budget
 }
@@ -184,9 +190,12 @@ func build(cfg *config.Config, log *zap.Logger, level zap.AtomicLevel, dash *das
 	a.runner.OnResult = func(probes.Result) { a.monitor.Poke() }
 	// The history ring behind the dashboard's trend graphs is fed by the tick.
 	var dashHandler http.Handler
+	var hist *history.Reader
 	if dash != nil {
 		a.monitor.OnTick(dash.History().Record)
 		dashHandler = dash
+		hist = a.openHistory(cfg, dash.History())
+		a.historyReader = hist
 	}
 	a.api = adminapi.New(adminapi.Deps{
 		Log: log.Named("admin"), Config: a.holder, Gatherer: a.reg, Requests: a.proxy.Stats(),
@@ -200,6 +209,8 @@ func build(cfg *config.Config, log *zap.Logger, level zap.AtomicLevel, dash *das
 		Events:       a.hub,
 		Ready:        a.ready,
 		Dashboard:    dashHandler,
+		// The trend history (ring and archive) and its events.
+		History: hist, HistoryEvents: a.st,
 	})
 
 	// Live configuration: every part takes the new config after a
@@ -252,6 +263,11 @@ func build(cfg *config.Config, log *zap.Logger, level zap.AtomicLevel, dash *das
 		a.actions.Run,
 		a.monitor.Run,
 		a.monitor.RunUpstreamCheck,
+	}
+	if a.archive != nil {
+		a.loops = append(a.loops, func(ctx context.Context) error {
+			return a.archive.Run(ctx, hist.Ring, historyFlushInterval, time.Now)
+		})
 	}
 	ok = true
 	return a, nil
@@ -445,6 +461,9 @@ func (a *app) closeAll() {
 	}
 	if a.st != nil {
 		a.st.Close()
+	}
+	if a.archive != nil {
+		a.archive.Close()
 	}
 	for _, ln := range []net.Listener{a.proxyLn, a.adminLn} {
 		if ln != nil {

@@ -24,6 +24,7 @@ import (
 	"github.com/pulsegate/pulsegate/events"
 	"github.com/pulsegate/pulsegate/figures"
 	"github.com/pulsegate/pulsegate/health"
+	"github.com/pulsegate/pulsegate/history"
 	"github.com/pulsegate/pulsegate/proxy"
 	"github.com/pulsegate/pulsegate/store"
 )
@@ -127,6 +128,11 @@ type Deps struct {
 	Dashboard http.Handler
 	// Now is the clock; nil = time.Now.
 	Now func() time.Time
+	// History answers GET /admin/responsiveness/api/history (ring and
+	// archive); nil leaves the route to Dashboard. HistoryEvents gives its
+	// events (alert transitions, config changes); nil = none.
+	History       *history.Reader
+	HistoryEvents HistoryEvents
 }
 
 // API is the admin surface. Build it with New.
@@ -164,6 +170,7 @@ func New(d Deps) *API {
 	m.HandleFunc("GET /admin/responsiveness/login", a.public)
 	m.HandleFunc("GET /admin/responsiveness/static/", a.public)
 	m.HandleFunc("GET /admin/responsiveness/widget.js", a.public)
+	m.HandleFunc("GET /admin/responsiveness/api/history", a.read(a.history))
 	m.HandleFunc("/admin/responsiveness/", a.read(a.dashboard))
 	// Unknown admin paths (a trailing slash, a typo) answer 404 only after
 	// auth, like every other admin route.

@@ -58,6 +58,19 @@ type Config struct {
 	// Fleet names the group of sidecars sharing one store (sidecars of
 	// different apps may share one database). Default "default".
 	Fleet string `koanf:"fleet" json:"fleet"`
+	// History sets how long each tier of the persisted trend history
+	// (<data_dir>/history.db) is kept.
+	History History `koanf:"history" json:"history"`
+}
+
+// History is the retention of each tier of the persisted trend history.
+type History struct {
+	// Retention10s keeps the 10-second points. Default 24 h.
+	Retention10s Seconds `koanf:"retention_10s" json:"retention_10s"`
+	// Retention1m keeps the 1-minute rollups. Default 14 days.
+	Retention1m Seconds `koanf:"retention_1m" json:"retention_1m"`
+	// Retention1h keeps the 1-hour rollups. Default 400 days.
+	Retention1h Seconds `koanf:"retention_1h" json:"retention_1h"`
 }
 
 // Store configures the shared store.

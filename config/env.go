@@ -188,6 +188,9 @@ var envTable = []envEntry{
 	{"RESPONSIVENESS_STORE_DSN", "store.dsn", "Shared store for several replicas: mysql://user:pass@host:3306/db or postgres://user:pass@host:5432/db (percent-encode @ # % : in the password). Unset = the embedded store in data_dir."},
 	{"RESPONSIVENESS_INSTANCE", "instance", "This sidecar's name in the fleet (logs, fleet answers). Empty = the host name (the pod name under Kubernetes)."},
 	{"RESPONSIVENESS_FLEET", "fleet", "Name of the group of sidecars sharing one store; sidecars of different apps may share a database under different fleet names."},
+	{"RESPONSIVENESS_HISTORY_RETENTION_10S", "history.retention_10s", "How long the 10-second trend points are kept in <data_dir>/history.db, seconds (at least 60, at most retention_1m)."},
+	{"RESPONSIVENESS_HISTORY_RETENTION_1M", "history.retention_1m", "How long the 1-minute trend rollups are kept, seconds (at least 3600, at most retention_1h)."},
+	{"RESPONSIVENESS_HISTORY_RETENTION_1H", "history.retention_1h", "How long the 1-hour trend rollups are kept, seconds (at least 3600, at most 10 years)."},
 }
 
 // EnvVars returns the environment table: one entry per configuration key,

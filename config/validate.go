@@ -622,5 +622,33 @@ func (c *Config) validate() []FieldError {
 	v.dsn("store.dsn", c.Store.DSN)
 	v.name("instance", c.Instance, true)
 	v.name("fleet", c.Fleet, false)
+	v.history(c.History)
 	return v.errs
+}
+
+// history: each tier's retention covers at least one step of the next
+// tier (a rollup is computed from the tier below), whole seconds, and the
+// tiers grow from fine to coarse.
+func (v *validator) history(h History) {
+	const tenYears = 10 * 366 * 86400
+	ok := func(key string, s Seconds, lo float64) bool {
+		x := float64(s)
+		if !v.finite(key, x) {
+			return false
+		}
+		if x < lo || x > tenYears || x != math.Trunc(x) {
+			v.add(key, "must be a whole number of seconds between %s and %s, got %s", formatFloat(lo), formatFloat(tenYears), formatFloat(x))
+			return false
+		}
+		return true
+	}
+	ok10 := ok("history.retention_10s", h.Retention10s, 60)
+	ok1m := ok("history.retention_1m", h.Retention1m, 3600)
+	ok1h := ok("history.retention_1h", h.Retention1h, 3600)
+	if ok10 && ok1m && h.Retention10s > h.Retention1m {
+		v.add("history.retention_10s", "must not exceed history.retention_1m (%s), got %s", formatFloat(float64(h.Retention1m)), formatFloat(float64(h.Retention10s)))
+	}
+	if ok1m && ok1h && h.Retention1m > h.Retention1h {
+		v.add("history.retention_1m", "must not exceed history.retention_1h (%s), got %s", formatFloat(float64(h.Retention1h)), formatFloat(float64(h.Retention1m)))
+	}
 }

@@ -226,8 +226,12 @@ const MaxPoints = 720
 // per step that saw at least one tick, oldest first. Steps without ticks
 // are left out, so a gap in Time is a gap in the data.
 type View struct {
-	// Range is the requested range, e.g. "1h".
+	// Range is the requested range, e.g. "1h" ("" for a from/to query).
 	Range string `json:"range"`
+	// Tier is the stored resolution the answer was read from: "10s"
+	// (the in-memory ring, restored from the archive at start), "1m" or
+	// "1h" (the archive's rollups).
+	Tier string `json:"tier"`
 	// StepSeconds is the length of one returned step.
 	StepSeconds int64 `json:"step_seconds"`
 	// ResolutionSeconds is the ring's own step.
@@ -246,15 +250,19 @@ type View struct {
 // Query returns the points of the last d before now, merged into steps of
 // at least the resolution so that at most MaxPoints are returned.
 func (h *History) Query(name string, d time.Duration, now time.Time) View {
+	toStep := h.stepOf(now)
+	return h.query(name, toStep-int64(d/h.res)+1, toStep)
+}
+
+// query answers the steps fromStep..toStep (inclusive).
+func (h *History) query(name string, fromStep, toStep int64) View {
 	resSec := int64(h.res / time.Second)
 	per := int64(1)
-	if n := int64(d / h.res); n > MaxPoints {
+	if n := toStep - fromStep + 1; n > MaxPoints {
 		per = (n + MaxPoints - 1) / MaxPoints
 	}
 	stepSec := resSec * per
-	toStep := h.stepOf(now)
-	fromStep := toStep - int64(d/h.res) + 1
-	out := View{Range: name, StepSeconds: stepSec, ResolutionSeconds: resSec,
+	out := View{Tier: "10s", Range: name, StepSeconds: stepSec, ResolutionSeconds: resSec,
 		From: fromStep * resSec, To: (toStep + 1) * resSec, Series: make(map[string][]*float64, numSeries)}
 
 	h.mu.RLock()

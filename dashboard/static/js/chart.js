@@ -107,7 +107,7 @@ export function lineChart({ title, series, fmt, axisFmt, thresholds = [], yMax, 
     noteParts.push(why || 'no data in this range yet: pulsegate records a point every ' + fmtStep((view && view.resolution_seconds) || 10) + ' while it runs');
     fig.dataset.empty = '1';
   } else if (firstData > from + 2 * step) {
-    noteParts.push('data since ' + fmtClock(firstData * 1000) + ' (pulsegate keeps history only while it runs)');
+    noteParts.push('data since ' + fmtClock(firstData * 1000) + ' (pulsegate records history only while it runs; it is kept across restarts in data_dir)');
   }
   if (thr.length) {
     noteParts.push('dashed: ' + thr.map((t) => `${t.level} ${fmt(t.value)}${above.includes(t) ? ' (above the graph)' : ''}`).join(', '));
