@@ -1,51 +1,20 @@
 package proxy
 
 import (
-	"math/bits"
 	"sync/atomic"
 	"time"
+
+	"github.com/pulsegate/pulsegate/latency"
 )
 
-// Latency histogram with log-linear buckets (HDR style): values are
-// microseconds; below 32 µs each microsecond has its own bucket, above that
-// every power of two is split into 32 equal sub-buckets. A bucket is at
-// most 1/32 of its lower bound wide, so reporting its midpoint is within
-// ±1.6 % of any value in it: the "≤ 2 % relative error" the API promises.
-const (
-	histSubBits    = 5
-	histSub        = 1 << histSubBits // 32 sub-buckets per octave
-	histMaxExp     = 26               // top octave: 2^31 µs ≈ 36 min; slower is clamped
-	histNumBuckets = histSub + histMaxExp*histSub + histSub
-)
+// The latency histogram's buckets are latency's log-linear geometry
+// (±1.6 % at the midpoint), shared with the fleet rollups and the release
+// comparison.
+const histNumBuckets = latency.Buckets
 
-// histIndex maps a duration to its bucket.
-func histIndex(d time.Duration) int {
-	us := uint64(d / time.Microsecond)
-	if d < 0 {
-		us = 0
-	}
-	if us < histSub {
-		return int(us)
-	}
-	e := bits.Len64(us) - (histSubBits + 1) // us>>e has histSubBits+1 bits: in [32, 64)
-	if e > histMaxExp {
-		return histNumBuckets - 1
-	}
-	return histSub + e*histSub + int(us>>uint(e)) - histSub
-}
+func histIndex(d time.Duration) int { return latency.Index(d) }
 
-// histValue returns the midpoint of bucket i, in seconds.
-func histValue(i int) float64 {
-	if i < histSub {
-		return (float64(i) + 0.5) / 1e6
-	}
-	i -= histSub
-	e := i / histSub
-	m := uint64(i%histSub + histSub)
-	lo := m << uint(e)
-	width := uint64(1) << uint(e)
-	return (float64(lo) + float64(width)/2) / 1e6
-}
+func histValue(i int) float64 { return latency.Value(i) }
 
 // hist is a concurrent latency histogram: Record is two atomic adds.
 type hist struct {

@@ -47,59 +47,15 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"math/bits"
-	"time"
+
+	"github.com/pulsegate/pulsegate/latency"
 )
-
-// The histogram layout of proxy/hist.go.
-const (
-	subBits = 5
-	sub     = 1 << subBits
-	maxExp  = 26
-	// NumBuckets is the number of buckets of the proxy's latency histogram.
-	NumBuckets = sub + maxExp*sub + sub
-)
-
-// BucketIndex is the bucket of the proxy's histogram that d falls in.
-func BucketIndex(d time.Duration) int {
-	us := uint64(d / time.Microsecond)
-	if d < 0 {
-		us = 0
-	}
-	if us < sub {
-		return int(us)
-	}
-	e := bits.Len64(us) - (subBits + 1)
-	if e > maxExp {
-		return NumBuckets - 1
-	}
-	return sub + e*sub + int(us>>uint(e)) - sub
-}
-
-// BucketBounds returns bucket i's range [lo, hi) in seconds.
-func BucketBounds(i int) (lo, hi float64) {
-	if i < sub {
-		return float64(i) / 1e6, float64(i+1) / 1e6
-	}
-	i -= sub
-	e := i / sub
-	m := uint64(i%sub + sub)
-	l := m << uint(e)
-	w := uint64(1) << uint(e)
-	return float64(l) / 1e6, float64(l+w) / 1e6
-}
-
-// bucketMid is the value reported for bucket i (its midpoint, as the proxy does).
-func bucketMid(i int) float64 {
-	lo, hi := BucketBounds(i)
-	return (lo + hi) / 2
-}
 
 // Sample is one route's requests under one release.
 type Sample struct {
 	// Release names the app version (RESPONSIVENESS_APP_VERSION or the version header).
 	Release string
-	// Buckets are latency counts in the proxy's histogram layout (len ≤ NumBuckets).
+	// Buckets are latency counts in the proxy's histogram layout (len ≤ latency.Buckets).
 	Buckets []uint64
 	// Requests is the number of requests answered; Errors how many of them failed.
 	// Requests may exceed the histogram's total (requests that were not timed,
@@ -193,13 +149,13 @@ type Comparison struct {
 const TestDescription = "one-sided exact conditional tests (Fisher's for errors; requests at or above the pooled p95 bucket for latency), Bonferroni over the two"
 
 // Compare judges after against before. It returns an error only for
-// invalid options or a histogram longer than NumBuckets.
+// invalid options or a histogram longer than latency.Buckets.
 func Compare(before, after Sample, o Options) (Comparison, error) {
 	if err := o.validate(); err != nil {
 		return Comparison{}, err
 	}
-	if len(before.Buckets) > NumBuckets || len(after.Buckets) > NumBuckets {
-		return Comparison{}, fmt.Errorf("buckets: at most %d (the proxy's histogram layout)", NumBuckets)
+	if len(before.Buckets) > latency.Buckets || len(after.Buckets) > latency.Buckets {
+		return Comparison{}, fmt.Errorf("buckets: at most %d (the proxy's histogram layout)", latency.Buckets)
 	}
 	c := Comparison{Before: before.Release, After: after.Release, BeforeRequests: before.Requests, AfterRequests: after.Requests, Test: TestDescription}
 	tb, ta := before.timed(), after.timed()
@@ -218,7 +174,7 @@ func Compare(before, after Sample, o Options) (Comparison, error) {
 	level := o.Alpha / 2
 
 	// p95: slow = in the pooled p95's bucket or above.
-	pooled := make([]uint64, NumBuckets)
+	pooled := make([]uint64, latency.Buckets)
 	for i, v := range before.Buckets {
 		pooled[i] += v
 	}
@@ -226,10 +182,10 @@ func Compare(before, after Sample, o Options) (Comparison, error) {
 		pooled[i] += v
 	}
 	tIdx := quantileIndex(pooled, 0.95)
-	c.ThresholdSeconds, _ = BucketBounds(tIdx)
+	c.ThresholdSeconds, _ = latency.Bounds(tIdx)
 	slowB, slowA := atOrAbove(before.Buckets, tIdx), atOrAbove(after.Buckets, tIdx)
-	c.P95.Before = bucketMid(quantileIndex(before.Buckets, 0.95))
-	c.P95.After = bucketMid(quantileIndex(after.Buckets, 0.95))
+	c.P95.Before = latency.Value(quantileIndex(before.Buckets, 0.95))
+	c.P95.After = latency.Value(quantileIndex(after.Buckets, 0.95))
 	c.P95.PValue = upperTail(slowA, ta, slowA+slowB, ta+tb)
 	c.P95.Regressed = c.P95.PValue <= level && c.P95.After >= c.P95.Before*(1+o.MinP95Increase) && c.P95.After > c.P95.Before
 

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/pulsegate/pulsegate/latency"
 )
 
 // population draws request latencies (log-normal, median and spread given)
@@ -18,11 +20,11 @@ type population struct {
 
 // sample draws n requests into the proxy's histogram layout.
 func (p population) sample(r *rand.Rand, release string, n int) Sample {
-	s := Sample{Release: release, Buckets: make([]uint64, NumBuckets), Requests: uint64(n)}
+	s := Sample{Release: release, Buckets: make([]uint64, latency.Buckets), Requests: uint64(n)}
 	mu := math.Log(p.median.Seconds())
 	for range n {
 		d := time.Duration(math.Exp(mu+p.sigma*r.NormFloat64()) * float64(time.Second))
-		s.Buckets[BucketIndex(d)]++
+		s.Buckets[latency.Index(d)]++
 		if r.Float64() < p.errRate {
 			s.Errors++
 		}
@@ -144,8 +146,8 @@ func TestTooFewRequestsAreNotCompared(t *testing.T) {
 
 func TestCompareReportsFiguresAndRejectsBadOptions(t *testing.T) {
 	mk := func(ms float64, n int, errs uint64) Sample {
-		s := Sample{Buckets: make([]uint64, NumBuckets), Requests: uint64(n), Errors: errs}
-		s.Buckets[BucketIndex(time.Duration(ms*float64(time.Millisecond)))] = uint64(n)
+		s := Sample{Buckets: make([]uint64, latency.Buckets), Requests: uint64(n), Errors: errs}
+		s.Buckets[latency.Index(time.Duration(ms*float64(time.Millisecond)))] = uint64(n)
 		return s
 	}
 	c, err := Compare(mk(100, 1000, 10), mk(300, 1000, 60), DefaultOptions())
@@ -166,7 +168,7 @@ func TestCompareReportsFiguresAndRejectsBadOptions(t *testing.T) {
 			t.Errorf("options %+v accepted", o)
 		}
 	}
-	if _, err := Compare(Sample{Buckets: make([]uint64, NumBuckets+1)}, Sample{}, DefaultOptions()); err == nil {
+	if _, err := Compare(Sample{Buckets: make([]uint64, latency.Buckets+1)}, Sample{}, DefaultOptions()); err == nil {
 		t.Error("a histogram longer than the layout was accepted")
 	}
 }
@@ -190,24 +192,5 @@ func TestUpperTail(t *testing.T) {
 	// Large counts take the normal approximation: P(X ≥ mean) ≈ 0.5.
 	if got := upperTail(5000, 10000, 10000, 20000); math.Abs(got-0.5) > 0.01 {
 		t.Errorf("upper tail at the mean = %v, want ≈ 0.5", got)
-	}
-}
-
-// TestBucketLayout: the bucket of a duration contains it, and buckets are
-// at most 1/32 of their lower bound wide (the proxy's ±1.6 %).
-func TestBucketLayout(t *testing.T) {
-	for _, d := range []time.Duration{0, time.Microsecond, 31 * time.Microsecond, 32 * time.Microsecond, 777 * time.Microsecond,
-		50 * time.Millisecond, 1234567 * time.Microsecond, 20 * time.Minute} {
-		i := BucketIndex(d)
-		lo, hi := BucketBounds(i)
-		if s := d.Seconds(); s < lo || s >= hi {
-			t.Errorf("%v in bucket %d [%v, %v)", d, i, lo, hi)
-		}
-		if lo >= 32e-6 && (hi-lo)/lo > 1.0/32+1e-12 {
-			t.Errorf("bucket %d [%v, %v) wider than 1/32", i, lo, hi)
-		}
-	}
-	if BucketIndex(10*time.Hour) != NumBuckets-1 {
-		t.Error("slower than the top octave is not clamped into the last bucket")
 	}
 }

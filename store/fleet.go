@@ -5,9 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"math/bits"
 	"sort"
 	"time"
+
+	"github.com/pulsegate/pulsegate/latency"
 )
 
 // StaleIntervals is how many monitoring intervals an instance may stay
@@ -118,54 +119,12 @@ func (r Rollup) Failed() uint64 {
 	return n
 }
 
-// Latency histogram geometry: the proxy's log-linear buckets (proxy/hist.go),
-// values in microseconds; below 32 µs one bucket per microsecond, above that
-// every power of two split into 32 sub-buckets, so a bucket's midpoint is
-// within ±1.6 % of any value in it. The proxy keeps its own unexported copy;
-// TestHistGeometry pins the shared bucket bounds.
-const (
-	histSubBits = 5
-	histSub     = 1 << histSubBits
-	histMaxExp  = 26
-	// HistBuckets is the number of buckets of the proxy's histogram.
-	HistBuckets = histSub + histMaxExp*histSub + histSub
-)
-
-// HistIndex maps a duration to its bucket.
-func HistIndex(d time.Duration) int {
-	us := uint64(d / time.Microsecond)
-	if d < 0 {
-		us = 0
-	}
-	if us < histSub {
-		return int(us)
-	}
-	e := bits.Len64(us) - (histSubBits + 1)
-	if e > histMaxExp {
-		return HistBuckets - 1
-	}
-	return histSub + e*histSub + int(us>>uint(e)) - histSub
-}
-
-// HistValue returns the midpoint of bucket i, in seconds.
-func HistValue(i int) float64 {
-	if i < histSub {
-		return (float64(i) + 0.5) / 1e6
-	}
-	i -= histSub
-	e := i / histSub
-	m := uint64(i%histSub + histSub)
-	lo := m << uint(e)
-	width := uint64(1) << uint(e)
-	return (float64(lo) + float64(width)/2) / 1e6
-}
-
 // Hist is a sparse latency histogram: bucket index → count. In JSON it is
 // a list of [index, count] pairs in index order.
 type Hist map[int]uint64
 
 // Record adds one observation.
-func (h Hist) Record(d time.Duration) { h[HistIndex(d)]++ }
+func (h Hist) Record(d time.Duration) { h[latency.Index(d)]++ }
 
 // Merge adds o's counts into h.
 func (h Hist) Merge(o Hist) {
@@ -204,10 +163,10 @@ func (h Hist) Quantile(q float64) float64 {
 	for _, i := range idx {
 		seen += h[i]
 		if seen >= rank {
-			return HistValue(i)
+			return latency.Value(i)
 		}
 	}
-	return HistValue(idx[len(idx)-1])
+	return latency.Value(idx[len(idx)-1])
 }
 
 // MarshalJSON writes [[index, count], ...] in index order.
@@ -251,7 +210,7 @@ func (h *Hist) UnmarshalJSON(b []byte) error {
 			if !ok1 || !okc || !ok2 || !p.char(']') {
 				return errors.New("latency histogram: want [bucket, count] of two unsigned integers")
 			}
-			if i >= HistBuckets {
+			if i >= latency.Buckets {
 				return fmt.Errorf("latency bucket %d out of range", i)
 			}
 			out[int(i)] += n

@@ -11,31 +11,9 @@ import (
 	"sync"
 	"testing"
 	"time"
-)
 
-// TestHistGeometry pins the bucket bounds shared with proxy/hist.go: one
-// bucket per microsecond below 32 µs, 32 per octave above, the midpoint
-// within 1/64 of every value in its bucket.
-func TestHistGeometry(t *testing.T) {
-	for _, c := range []struct {
-		us   int64
-		want int
-	}{{0, 0}, {31, 31}, {32, 32}, {63, 63}, {64, 64}, {65, 64}, {66, 65}, {128, 96}, {1 << 40, HistBuckets - 1}} {
-		if got := HistIndex(time.Duration(c.us) * time.Microsecond); got != c.want {
-			t.Errorf("HistIndex(%d µs) = %d; want %d", c.us, got, c.want)
-		}
-	}
-	if HistBuckets != 896 {
-		t.Errorf("HistBuckets = %d; want 896 (proxy's histNumBuckets)", HistBuckets)
-	}
-	for us := int64(1); us < 1<<30; us = us*17/16 + 1 {
-		d := time.Duration(us) * time.Microsecond
-		v := HistValue(HistIndex(d))
-		if rel := math.Abs(v-d.Seconds()) / d.Seconds(); rel > 1.0/64+1e-9 && us >= 32 {
-			t.Fatalf("%d µs: bucket value %g is %.2f%% off", us, v, rel*100)
-		}
-	}
-}
+	"github.com/pulsegate/pulsegate/latency"
+)
 
 func TestHistJSONIsSparseAndRoundTrips(t *testing.T) {
 	h := Hist{}
@@ -46,7 +24,7 @@ func TestHistJSONIsSparseAndRoundTrips(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := fmt.Sprintf("[[%d,2],[%d,1]]", HistIndex(5*time.Millisecond), HistIndex(300*time.Millisecond))
+	want := fmt.Sprintf("[[%d,2],[%d,1]]", latency.Index(5*time.Millisecond), latency.Index(300*time.Millisecond))
 	if string(b) != want {
 		t.Errorf("JSON = %s; want %s", b, want)
 	}
@@ -73,7 +51,7 @@ func TestFleetHeartbeatsStaleAndPrune(t *testing.T) {
 		ctx := context.Background()
 		f := s.fleet
 		r := Rollup{Seconds: 10, Requests: map[string]uint64{"2xx": 90, "5xx": 10}, Errors: map[string]uint64{"app_5xx": 10},
-			Latency: Hist{HistIndex(20 * time.Millisecond): 100}, CPU: fp(0.5), Memory: fp(0.25),
+			Latency: Hist{latency.Index(20 * time.Millisecond): 100}, CPU: fp(0.5), Memory: fp(0.25),
 			DB: &DBFigures{PoolInUse: 2, PoolSize: 10}, Redis: &RedisFigures{LatencySeconds: fp(0.001)}}
 		var batch []Heartbeat
 		for i := range 3 {
