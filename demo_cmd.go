@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/pulsegate/pulsegate/demo"
+	"github.com/pulsegate/pulsegate/figures"
 	"github.com/pulsegate/pulsegate/monitor"
 )
 
@@ -380,7 +381,7 @@ func printSummaries(ctx context.Context, w io.Writer, m *monitor.Monitor, period
 			}
 			fmt.Fprintf(w, "%s  health=%-8s req/s=%5.1f p95=%-7s errors=%4.1f%% slow=%d queued=%v db=%s sessions=%s active_alerts=%d\n",
 				tk.Time.Format("15:04:05"), tk.Verdict.Status, r.ThroughputRPS, p95, r.ErrorRate*100,
-				r.SlowRequests, tk.Figures["queue_depth"], tk.Verdict.Components["database_manager"],
+				r.SlowRequests, tk.Figures[string(figures.QueueDepth)], tk.Verdict.Components["database_manager"],
 				tk.Verdict.Components["session_monitoring"], len(tk.Verdict.Alerts))
 		}
 	}

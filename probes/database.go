@@ -332,25 +332,22 @@ func newDatabase(cfg *config.Config, log *zap.Logger) (*Database, error) {
 // dbLimits are the settings the database probe judges against. They are
 // live: Apply swaps them, and the next Probe uses them.
 type dbLimits struct {
-	latWarn, latCrit   float64
-	poolWarn, poolCrit float64
-	leakAge            float64
-	idleTxnWarn        float64
-	longQuery          float64
-	appPoolSize        int
-	appUser            string
+	lat, pool   figureLimits
+	leakAge     float64
+	idleTxnWarn float64
+	longQuery   float64
+	appPoolSize int
+	appUser     string
 }
 
 // Apply takes the thresholds and pool settings of a new configuration; the
 // next Probe judges against them. The DSN and the probe timeout (the
 // driver's connect and statement timeouts) are fixed at construction.
 func (d *Database) Apply(cfg *config.Config) {
-	dc, t, r := cfg.Database, cfg.Thresholds, cfg.Responsiveness
+	dc := cfg.Database
 	d.next.Store(&dbLimits{
-		latWarn:     float64(t.DBQueryWarning),
-		latCrit:     float64(t.DBQueryCritical),
-		poolWarn:    r.DBConnectionWarningThreshold,
-		poolCrit:    r.DBConnectionCriticalThreshold,
+		lat:         limitsOf(cfg, figures.DBLatency),
+		pool:        limitsOf(cfg, figures.ConnectionPoolUtilization),
 		leakAge:     float64(dc.LeakAge),
 		idleTxnWarn: float64(dc.IdleInTransactionWarning),
 		longQuery:   float64(dc.LongQueryThreshold),
@@ -452,11 +449,8 @@ func (d *Database) judge(res *Result, details *DatabaseDetails, rd *dbReading, n
 
 // judgeLatency compares the SELECT 1 round trip with the query-time thresholds.
 func (d *Database) judgeLatency(v *tickVerdict, lat float64) {
-	switch {
-	case d.latCrit > 0 && lat >= d.latCrit:
-		v.raise(StatusCritical, fmt.Sprintf("SELECT 1 took %s (critical ≥ %s)", formatSeconds(lat), formatSeconds(d.latCrit)))
-	case d.latWarn > 0 && lat >= d.latWarn:
-		v.raise(StatusWarning, fmt.Sprintf("SELECT 1 took %s (warning ≥ %s)", formatSeconds(lat), formatSeconds(d.latWarn)))
+	if s, thr := d.lat.judge(lat); s != StatusOK {
+		v.raise(s, fmt.Sprintf("SELECT 1 took %s (%s ≥ %s)", formatSeconds(lat), s, formatSeconds(thr)))
 	}
 
 }
@@ -518,14 +512,9 @@ func (d *Database) judgeConnections(v *tickVerdict, details *DatabaseDetails, rd
 		v.res.Figures[string(figures.ConnectionPoolUtilization)] = conns.Utilization
 		u := conns.Utilization
 		pct := int(math.Round(u * 100))
-		poolLevel := StatusOK
-		switch {
-		case u >= d.poolCrit:
-			poolLevel = StatusCritical
-			v.raise(StatusCritical, fmt.Sprintf("%d of %d connections in use (%d%%, critical ≥ %.0f%%)", conns.InUse, conns.Limit, pct, d.poolCrit*100))
-		case u >= d.poolWarn:
-			poolLevel = StatusWarning
-			v.raise(StatusWarning, fmt.Sprintf("%d of %d connections in use (%d%%, warning ≥ %.0f%%)", conns.InUse, conns.Limit, pct, d.poolWarn*100))
+		poolLevel, thr := d.pool.judge(u)
+		if poolLevel != StatusOK {
+			v.raise(poolLevel, fmt.Sprintf("%d of %d connections in use (%d%%, %s ≥ %.0f%%)", conns.InUse, conns.Limit, pct, poolLevel, thr*100))
 		}
 		if statusRank(poolLevel) > statusRank(d.poolLevel) {
 			d.log.Warn("db_pool_utilization",
@@ -578,7 +567,8 @@ func (d *Database) judgeAppPool(v *tickVerdict, details *DatabaseDetails, rd *db
 		}
 		ap.Utilization = float64(ap.Connections) / float64(ap.PoolSize)
 		details.AppPool = ap
-		warn := ap.Utilization >= d.poolWarn
+		// The app's own pool is judged at the pool figure's warning level only.
+		warn := d.pool.thr.WarningOn && ap.Utilization >= d.pool.thr.Warning
 		if warn {
 			v.raise(StatusWarning, fmt.Sprintf("app pool: %d of %d connections of user %s in use (%.0f%%): the app's pool is nearly exhausted",
 				ap.Connections, ap.PoolSize, ap.User, ap.Utilization*100))

@@ -3,6 +3,9 @@ package probes
 import (
 	"fmt"
 	"time"
+
+	"github.com/pulsegate/pulsegate/config"
+	"github.com/pulsegate/pulsegate/figures"
 )
 
 // Helpers shared by the database and Redis probes' judging steps.
@@ -53,3 +56,29 @@ func (v *tickVerdict) raise(s Status, reason string) {
 
 // note records a reason that does not change the status.
 func (v *tickVerdict) note(reason string) { v.res.Reasons = append(v.res.Reasons, reason) }
+
+// figureLimits are one judged figure's thresholds as the configuration had
+// them at the last Apply. judge compares through figures.Compare, the one
+// comparison health, alerts, shedding and the API use, so a probe's reason
+// and the figure's judgement never disagree.
+type figureLimits struct {
+	dir figures.Direction
+	thr figures.Thresholds
+}
+
+// limitsOf takes the thresholds of the figure called name from cfg.
+func limitsOf(cfg *config.Config, name figures.Name) figureLimits {
+	f, _ := figures.Lookup(name)
+	return figureLimits{dir: f.BadWhen, thr: f.Thresholds(cfg)}
+}
+
+// judge returns v's status and the threshold it reached (0 when ok).
+func (l figureLimits) judge(v float64) (Status, float64) {
+	switch figures.Compare(v, l.dir, l.thr) {
+	case figures.Critical:
+		return StatusCritical, l.thr.Critical
+	case figures.Warning:
+		return StatusWarning, l.thr.Warning
+	}
+	return StatusOK, 0
+}

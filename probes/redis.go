@@ -346,13 +346,11 @@ func newRedis(cfg *config.Config, log *zap.Logger, opts ...RedisOption) (*Redis,
 // redisSettings are what the Redis probe reads and judges with. They are
 // live: Apply swaps them, and the next Probe uses them.
 type redisSettings struct {
-	prefix, match        string
-	queues               []string
-	budget               int
-	latWarn, latCrit     float64
-	memWarn, memCrit     float64
-	connWarn, connCrit   float64
-	queueWarn, queueCrit int
+	prefix, match      string
+	queues             []string
+	budget             int
+	lat, mem, queue    figureLimits
+	connWarn, connCrit float64
 }
 
 // Apply takes the session prefix, queue keys, scan budget and thresholds
@@ -360,20 +358,17 @@ type redisSettings struct {
 // new SCAN pass). The URL and the probe timeout (the client's dial and
 // read timeouts) are fixed at construction.
 func (r *Redis) Apply(cfg *config.Config) {
-	rc, t, rs := cfg.Redis, cfg.Thresholds, cfg.Responsiveness
+	rc, rs := cfg.Redis, cfg.Responsiveness
 	r.next.Store(&redisSettings{
-		prefix:    rc.SessionPrefix,
-		match:     RedisGlobEscape(rc.SessionPrefix) + "*",
-		queues:    slices.Clone(rc.QueueKeys),
-		budget:    rc.ScanBudget,
-		latWarn:   float64(t.RedisLatencyWarning),
-		latCrit:   float64(t.RedisLatencyCritical),
-		memWarn:   rs.MemoryWarningThreshold,
-		memCrit:   rs.MemoryCriticalThreshold,
-		connWarn:  rs.DBConnectionWarningThreshold,
-		connCrit:  rs.DBConnectionCriticalThreshold,
-		queueWarn: t.JobQueueWarning,
-		queueCrit: t.JobQueueCritical,
+		prefix:   rc.SessionPrefix,
+		match:    RedisGlobEscape(rc.SessionPrefix) + "*",
+		queues:   slices.Clone(rc.QueueKeys),
+		budget:   rc.ScanBudget,
+		lat:      limitsOf(cfg, figures.RedisLatency),
+		mem:      limitsOf(cfg, figures.RedisMemoryUsage),
+		queue:    limitsOf(cfg, figures.JobQueueDepth),
+		connWarn: rs.DBConnectionWarningThreshold,
+		connCrit: rs.DBConnectionCriticalThreshold,
 	})
 }
 
@@ -482,11 +477,8 @@ func (r *Redis) Probe(ctx context.Context) Result {
 
 // judgeLatency compares the PING round trip with the Redis latency thresholds.
 func (r *Redis) judgeLatency(v *tickVerdict, lat float64) {
-	switch {
-	case r.latCrit > 0 && lat >= r.latCrit:
-		v.raise(StatusCritical, fmt.Sprintf("PING took %s (critical ≥ %s)", formatSeconds(lat), formatSeconds(r.latCrit)))
-	case r.latWarn > 0 && lat >= r.latWarn:
-		v.raise(StatusWarning, fmt.Sprintf("PING took %s (warning ≥ %s)", formatSeconds(lat), formatSeconds(r.latWarn)))
+	if s, thr := r.lat.judge(lat); s != StatusOK {
+		v.raise(s, fmt.Sprintf("PING took %s (%s ≥ %s)", formatSeconds(lat), s, formatSeconds(thr)))
 	}
 }
 
@@ -549,14 +541,9 @@ func (r *Redis) judgeMemory(det *RedisDetails, info map[string]map[string]string
 	u := float64(used) / float64(limit)
 	m.Usage = &u
 	figs[string(figures.RedisMemoryUsage)] = u
-	lvl := StatusOK
-	switch {
-	case u >= r.memCrit:
-		lvl = StatusCritical
-		raise(lvl, fmt.Sprintf("Redis memory at %.0f%% of %s (%s, critical ≥ %.0f%%)", u*100, redisFmtBytes(limit), m.LimitSource, r.memCrit*100))
-	case u >= r.memWarn:
-		lvl = StatusWarning
-		raise(lvl, fmt.Sprintf("Redis memory at %.0f%% of %s (%s, warning ≥ %.0f%%)", u*100, redisFmtBytes(limit), m.LimitSource, r.memWarn*100))
+	lvl, thr := r.mem.judge(u)
+	if lvl != StatusOK {
+		raise(lvl, fmt.Sprintf("Redis memory at %.0f%% of %s (%s, %s ≥ %.0f%%)", u*100, redisFmtBytes(limit), m.LimitSource, lvl, thr*100))
 	}
 	if statusRank(lvl) > statusRank(r.memLevel) {
 		r.log.Warn(string(figures.RedisMemoryUsage),
@@ -918,14 +905,9 @@ func (r *Redis) judgeQueues(det *RedisDetails, figs map[string]float64, raise fu
 		}
 	}
 	figs[string(figures.JobQueueDepth)] = float64(deepest.Depth)
-	lvl := StatusOK
-	switch {
-	case r.queueCrit > 0 && deepest.Depth >= int64(r.queueCrit):
-		lvl = StatusCritical
-		raise(lvl, fmt.Sprintf("job queue %s holds %d jobs (critical ≥ %d)", deepest.Key, deepest.Depth, r.queueCrit))
-	case r.queueWarn > 0 && deepest.Depth >= int64(r.queueWarn):
-		lvl = StatusWarning
-		raise(lvl, fmt.Sprintf("job queue %s holds %d jobs (warning ≥ %d)", deepest.Key, deepest.Depth, r.queueWarn))
+	lvl, thr := r.queue.judge(float64(deepest.Depth))
+	if lvl != StatusOK {
+		raise(lvl, fmt.Sprintf("job queue %s holds %d jobs (%s ≥ %.0f)", deepest.Key, deepest.Depth, lvl, thr))
 	}
 	if statusRank(lvl) > statusRank(r.queueLevel) {
 		r.log.Warn(string(figures.JobQueueDepth),

@@ -170,13 +170,15 @@ type SystemProbe struct {
 	now   func() time.Time
 	start time.Time
 
-	mu       sync.Mutex
-	cfg      config.System
-	thr      SystemThresholds
-	prev     *cpuSample
-	seen     map[int32]procSeen
-	cgFS     cgroupFS
-	hostCPUs int
+	mu  sync.Mutex
+	cfg config.System
+	thr SystemThresholds
+	// mem, cpu and disk judge through figures.Compare (see figureLimits).
+	mem, cpu, disk figureLimits
+	prev           *cpuSample
+	seen           map[int32]procSeen
+	cgFS           cgroupFS
+	hostCPUs       int
 }
 
 // NewSystemProbe returns the system probe for cfg (System section and the
@@ -218,6 +220,7 @@ func (s *SystemProbe) Apply(cfg *config.Config) {
 		CPUWarning: r.CPUWarningThreshold, CPUCrit: r.CPUCriticalThreshold,
 		DiskWarning: t.DiskWarning, DiskCrit: t.DiskCritical,
 	}
+	s.mem, s.cpu, s.disk = limitsOf(cfg, figures.MemoryUsage), limitsOf(cfg, figures.CPUUsage), limitsOf(cfg, figures.DiskUsage)
 }
 
 // Name returns "system_optimizer".
@@ -263,14 +266,10 @@ func (s *SystemProbe) Probe(ctx context.Context) Result {
 	}
 
 	res := Result{Probe: SystemComponent, Status: StatusOK, Figures: map[string]float64{}, Details: d}
-	judge := func(v, warn, crit float64, what string) {
-		switch {
-		case crit > 0 && v >= crit:
-			res.Status = sysWorse(res.Status, StatusCritical)
-			res.Reasons = append(res.Reasons, fmt.Sprintf("%s ≥ critical %s", what, sysPct(crit)))
-		case warn > 0 && v >= warn:
-			res.Status = sysWorse(res.Status, StatusWarning)
-			res.Reasons = append(res.Reasons, fmt.Sprintf("%s ≥ warning %s", what, sysPct(warn)))
+	judge := func(v float64, l figureLimits, what string) {
+		if lvl, thr := l.judge(v); lvl != StatusOK {
+			res.Status = sysWorse(res.Status, lvl)
+			res.Reasons = append(res.Reasons, fmt.Sprintf("%s ≥ %s %s", what, lvl, sysPct(thr)))
 		}
 	}
 	if m := d.Memory; m.UsageFraction != nil {
@@ -280,7 +279,7 @@ func (s *SystemProbe) Probe(ctx context.Context) Result {
 			what = fmt.Sprintf("memory at %s of the %s cgroup limit (working set %s)",
 				sysPct(*m.UsageFraction), sysBytes(sysDeref(m.LimitBytes)), sysBytes(sysDeref(m.WorkingSetBytes)))
 		}
-		judge(*m.UsageFraction, s.thr.MemoryWarning, s.thr.MemoryCrit, what)
+		judge(*m.UsageFraction, s.mem, what)
 	}
 	if m := d.Memory.HostUsageFraction; m != nil {
 		res.Figures["host_memory_usage"] = *m
@@ -291,7 +290,7 @@ func (s *SystemProbe) Probe(ctx context.Context) Result {
 		if c.LimitSource == LimitSourceCgroup {
 			what = fmt.Sprintf("cpu at %s of a %.2f-CPU quota", sysPct(*c.UsageFraction), sysDeref(c.QuotaCPUs))
 		}
-		judge(*c.UsageFraction, s.thr.CPUWarning, s.thr.CPUCrit, what)
+		judge(*c.UsageFraction, s.cpu, what)
 	}
 	if c := d.CPU.HostUsageFraction; c != nil {
 		res.Figures["host_cpu_usage"] = *c
@@ -303,7 +302,7 @@ func (s *SystemProbe) Probe(ctx context.Context) Result {
 		worst := 0.0
 		for _, dk := range d.Disks {
 			worst = max(worst, dk.UsedFraction)
-			judge(dk.UsedFraction, s.thr.DiskWarning, s.thr.DiskCrit, fmt.Sprintf("disk %s %s used (%s free of %s)",
+			judge(dk.UsedFraction, s.disk, fmt.Sprintf("disk %s %s used (%s free of %s)",
 				dk.Path, sysPct(dk.UsedFraction), sysBytes(dk.FreeBytes), sysBytes(dk.TotalBytes)))
 		}
 		res.Figures[string(figures.DiskUsage)] = worst
