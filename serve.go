@@ -92,7 +92,17 @@ type app struct {
 	log      *zap.Logger
 	holder   *config.Holder
 	reg      *prometheus.Registry
-	st       *store.Store
+	st       store.Backend
+	// audit is what the admin API records to: st, or the shared store's
+	// Writer in front of it.
+	audit store.Backend
+	// link and writer: the shared store (store.dsn set), nil otherwise.
+	link   *storeLink
+	writer *store.Writer
+	// fleetName and instance name this sidecar in the fleet.
+	fleetName, instance string
+	hb                  heartbeats
+	started             time.Time
 	proxy    *proxy.Proxy
 	chain    *backpressure.Chain
 	runner   *probes.Runner
@@ -116,7 +126,8 @@ type app struct {
 
 // build wires every component for cfg. dash may be nil.
 func build(cfg *config.Config, log *zap.Logger, level zap.AtomicLevel, dash *dashboard.Dashboard) (*app, error) {
-	a := &app{log: log, holder: config.NewHolder(cfg), reg: prometheus.NewRegistry(), hub: events.New()}
+	log = log.With(zap.String("instance", cfg.InstanceName()), zap.String("fleet", cfg.Fleet))
+	a := &app{log: log, holder: config.NewHolder(cfg), reg: prometheus.NewRegistry(), hub: events.New(), started: time.Now()}
 	a.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	ok := false
 	defer func() {
@@ -126,8 +137,8 @@ func build(cfg *config.Config, log *zap.Logger, level zap.AtomicLevel, dash *das
 	}()
 
 	var err error
-	if a.st, err = store.Open(cfg.DataDir, log.Named("store"), store.WithAuditRetention(10000)); err != nil {
-		return nil, fmt.Errorf("data_dir (RESPONSIVENESS_DATA_DIR): %w", err)
+	if err = a.openStore(cfg, log.Named("store")); err != nil {
+		return nil, err
 	}
 	if a.proxy, err = proxy.New(cfg, log.Named("proxy"), a.reg); err != nil {
 		return nil, err
@@ -182,6 +193,10 @@ func build(cfg *config.Config, log *zap.Logger, level zap.AtomicLevel, dash *das
 
 	// A new probe result is evaluated at once, not at the next tick.
 	a.runner.OnResult = func(probes.Result) { a.monitor.Poke() }
+	// Each tick is a heartbeat for the shared store (handed to the Writer).
+	if a.writer != nil {
+		a.monitor.OnTick(a.heartbeat)
+	}
 	// The history ring behind the dashboard's trend graphs is fed by the tick.
 	var dashHandler http.Handler
 	if dash != nil {
@@ -196,7 +211,7 @@ func build(cfg *config.Config, log *zap.Logger, level zap.AtomicLevel, dash *das
 		Judgements:   a.monitor.Judgements,
 		Extra:        a.extraSections,
 		Alerts:       alertsAdapter{a.alerts},
-		Audit:        a.st,
+		Audit:        a.audit,
 		Events:       a.hub,
 		Ready:        a.ready,
 		Dashboard:    dashHandler,
@@ -252,6 +267,9 @@ func build(cfg *config.Config, log *zap.Logger, level zap.AtomicLevel, dash *das
 		a.actions.Run,
 		a.monitor.Run,
 		a.monitor.RunUpstreamCheck,
+	}
+	if a.writer != nil {
+		a.loops = append(a.loops, a.writer.Run)
 	}
 	ok = true
 	return a, nil
@@ -443,8 +461,11 @@ func (a *app) closeAll() {
 	if a.proxy != nil {
 		a.proxy.CloseIdleConnections()
 	}
-	if a.st != nil {
+	if a.st != nil && (a.link == nil || a.st != store.Backend(a.link.sql.Load())) {
 		a.st.Close()
+	}
+	if a.link != nil {
+		a.link.Close()
 	}
 	for _, ln := range []net.Listener{a.proxyLn, a.adminLn} {
 		if ln != nil {

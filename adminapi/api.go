@@ -119,7 +119,7 @@ type Deps struct {
 	Extra  func() map[string]any
 	Alerts Alerts
 	// Audit persists config changes and refusals; nil disables the audit endpoint.
-	Audit  *store.Store
+	Audit  store.Backend
 	Events Events
 	// Ready reports readiness for /readyz, with a reason when not ready.
 	Ready func() (bool, string)

@@ -148,7 +148,7 @@ type track struct {
 // for concurrent use.
 type Manager struct {
 	log  *zap.Logger
-	st   *store.Store
+	st   store.Backend
 	now  func() time.Time
 	met  *metrics
 	cfg  atomic.Pointer[config.Config]
@@ -174,7 +174,7 @@ type Manager struct {
 // New builds a Manager from cfg, registering its metrics on reg and loading
 // the persisted alerts from st (nil: nothing persists). now is the clock
 // for acknowledgements and Alertmanager timestamps (nil: time.Now).
-func New(cfg *config.Config, log *zap.Logger, reg prometheus.Registerer, st *store.Store, now func() time.Time) (*Manager, error) {
+func New(cfg *config.Config, log *zap.Logger, reg prometheus.Registerer, st store.Backend, now func() time.Time) (*Manager, error) {
 	if err := validate(cfg); err != nil {
 		return nil, fmt.Errorf("configuring alerts: %w", err)
 	}
