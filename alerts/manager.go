@@ -178,6 +178,9 @@ func New(cfg *config.Config, log *zap.Logger, reg prometheus.Registerer, st stor
 	if err := validate(cfg); err != nil {
 		return nil, fmt.Errorf("configuring alerts: %w", err)
 	}
+	if s, ok := st.(*store.Store); ok && s == nil {
+		st = nil // a nil *store.Store is "no store", as before Backend
+	}
 	if log == nil {
 		log = zap.NewNop()
 	}
