@@ -4,13 +4,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
 
+	"github.com/pulsegate/pulsegate/adminapi"
 	"github.com/pulsegate/pulsegate/config"
+	"github.com/pulsegate/pulsegate/health"
 	"github.com/pulsegate/pulsegate/store"
 )
 
@@ -177,3 +181,66 @@ func (a *app) openStore(cfg *config.Config, log *zap.Logger) error {
 	a.audit = auditVia{Backend: a.st, w: w, local: local}
 	return nil
 }
+
+// fleetView is the admin API's view of the fleet through the shared store.
+type fleetView struct{ a *app }
+
+func (f fleetView) Name() string { return f.a.fleetName }
+
+func (f fleetView) Now(ctx context.Context, now time.Time, window time.Duration) ([]store.InstanceStatus, store.MergedRollup, error) {
+	fl := f.a.link.Fleet()
+	if fl == nil {
+		reason := "not reached yet"
+		if h := f.a.writer.Health(); h.Reason != "" {
+			reason = h.Reason
+		}
+		return nil, store.MergedRollup{}, errors.New("the shared store has not been opened: " + reason)
+	}
+	insts, err := fl.Instances(ctx, f.a.fleetName, now)
+	if err != nil {
+		return nil, store.MergedRollup{}, err
+	}
+	m, err := fl.MergedRollup(ctx, f.a.fleetName, now.Add(-window), now)
+	return insts, m, err
+}
+
+// fleetAPI is the admin API's fleet view: nil without a shared store.
+func (a *app) fleetAPI() adminapi.FleetView {
+	if a.link == nil {
+		return nil
+	}
+	return fleetView{a}
+}
+
+// storeComponent is the verdict's component for the shared store.
+const storeComponent = "store"
+
+// withStore adds the shared store's component to v (a copy): healthy, or
+// warning with the Writer's reason and what waits for the store. Without
+// a shared store v is returned as is.
+func (a *app) withStore(v health.Verdict) health.Verdict {
+	if a.writer == nil {
+		return v
+	}
+	h := a.writer.Health()
+	comps := maps.Clone(v.Components)
+	if comps == nil {
+		comps = map[string]health.Level{}
+	}
+	v.Components = comps
+	if h.State == store.HealthOK {
+		comps[storeComponent] = health.Healthy
+		return v
+	}
+	comps[storeComponent] = health.Warning
+	if v.Status == health.Healthy {
+		v.Status = health.Warning
+	}
+	reason := fmt.Sprintf("%s %s: %s (%d heartbeats and %d audit entries or acknowledgements waiting, %d heartbeats dropped)",
+		storeComponent, health.Warning, h.Reason, h.QueuedHeartbeats, h.QueuedWrites, h.DroppedHeartbeats)
+	v.Reasons = append(slices.Clone(v.Reasons), reason)
+	return v
+}
+
+// verdict is the API's health verdict: the monitor's, with the store.
+func (a *app) verdict() health.Verdict { return a.withStore(a.monitor.Verdict()) }

@@ -49,4 +49,11 @@ func TestStoreDownAtStartStillStarts(t *testing.T) {
 	if h.QueuedHeartbeats != 1 {
 		t.Fatalf("queued %d; want the heartbeat kept", h.QueuedHeartbeats)
 	}
+	v := a.verdict()
+	if v.Components["store"] != "warning" || !strings.Contains(strings.Join(v.Reasons, "|"), "store warning: store unreachable") {
+		t.Fatalf("verdict components %v reasons %q: want the store component warning with the reason", v.Components, v.Reasons)
+	}
+	if _, _, err := a.fleetAPI().Now(ctx, time.Now(), time.Minute); err == nil || !strings.Contains(err.Error(), "store unreachable") {
+		t.Fatalf("fleet view with the store down: %v", err)
+	}
 }

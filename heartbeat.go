@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/pulsegate/pulsegate/figures"
+	"github.com/pulsegate/pulsegate/health"
 	"github.com/pulsegate/pulsegate/monitor"
 	"github.com/pulsegate/pulsegate/probes"
 	"github.com/pulsegate/pulsegate/proxy"
@@ -46,11 +47,15 @@ func (a *app) buildHeartbeat(t *monitor.Tick) store.Heartbeat {
 	interval := cfg.Responsiveness.MonitoringInterval.Duration()
 	hb := store.Heartbeat{
 		Fleet: a.fleetName, Instance: a.instance, Time: now, Interval: interval,
-		Status: string(t.Verdict.Status), ConfigVersion: int64(version),
-		Components: components(t),
+		ConfigVersion: int64(version),
 	}
+	v := a.withStore(t.Verdict)
+	hb.Status, hb.Components = string(v.Status), components(v)
 	r := &hb.Rollup
 	r.Seconds = max(now.Sub(since).Seconds(), 0)
+	// Rollups count answered requests: a client that went away got no answer.
+	delete(d.Classes, "client_closed")
+	delete(d.Errors, "client_closed")
 	r.Requests, r.Errors = d.Classes, d.Errors
 	r.Latency = store.Hist(d.Buckets)
 	if d.Timed > 0 {
@@ -92,12 +97,12 @@ func (a *app) buildHeartbeat(t *monitor.Tick) store.Heartbeat {
 
 // components are the verdict's components with their reasons (a reason
 // "name level: text" belongs to component name).
-func components(t *monitor.Tick) []store.Component {
-	out := make([]store.Component, 0, len(t.Verdict.Components))
-	for name, lvl := range t.Verdict.Components {
+func components(v health.Verdict) []store.Component {
+	out := make([]store.Component, 0, len(v.Components))
+	for name, lvl := range v.Components {
 		c := store.Component{Name: name, Status: string(lvl)}
 		var rs []string
-		for _, r := range t.Verdict.Reasons {
+		for _, r := range v.Reasons {
 			if strings.HasPrefix(r, name+" ") {
 				rs = append(rs, r)
 			}
