@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -55,5 +57,31 @@ func TestStoreDownAtStartStillStarts(t *testing.T) {
 	}
 	if _, _, err := a.fleetAPI().Now(ctx, time.Now(), time.Minute); err == nil || !strings.Contains(err.Error(), "store unreachable") {
 		t.Fatalf("fleet view with the store down: %v", err)
+	}
+}
+
+// status --fleet asks for scope=fleet and prints the instances table, stale rows marked.
+func TestStatusFleetPrintsInstances(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Get("scope") != "fleet" {
+			w.WriteHeader(400)
+			return
+		}
+		w.Write([]byte(`{"status":"warning","scope":"fleet","components":{"store":"healthy"},"metrics":{"throughput_rps":12.5},
+		"reasons":["1 of 2 instances reporting"],"reporting":"1 of 2 instances reporting","last_check":"2026-01-01T00:00:00Z",
+		"instances":[{"instance":"web-a","status":"warning","last_seen":"2026-01-01T00:00:00Z","stale":false,"config_version":3,
+		"throughput_rps":12.5,"error_rate":0.02,"p99_response_time":0.25,"memory_usage":0.5,"cpu_usage":null},
+		{"instance":"web-b","status":"healthy","last_seen":"2025-12-31T23:59:00Z","stale":true,"config_version":2,
+		"throughput_rps":0,"error_rate":0,"p99_response_time":null,"memory_usage":null,"cpu_usage":null}]}`))
+	}))
+	defer srv.Close()
+	code, out, errOut := runCmd(t, nil, "status", "--admin", srv.URL, "--fleet")
+	if code != 1 {
+		t.Fatalf("exit %d; want 1 (warning): %s", code, errOut)
+	}
+	for _, want := range []string{"instances (1 of 2 instances reporting)", "web-a", "12.5", "2.0%", "0.250s", "50.0%", "web-b", "stale"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
 	}
 }

@@ -162,6 +162,7 @@ func (a *API) fleetHealth(w http.ResponseWriter, r *http.Request, f FleetView) {
 		"status":     status,
 		"components": components,
 		"metrics":    fa.metrics(),
+		"window":     "1m",
 		"reasons":    reasons,
 		"last_check": fa.now.UTC().Format(time.RFC3339),
 	}))
@@ -185,7 +186,6 @@ func (fa fleetAnswer) metrics() map[string]any {
 		"p95_response_time": nil,
 		"p99_response_time": nil,
 		"avg_response_time": nil,
-		"window":            "1m",
 	}
 	if m.Latency.Count() > 0 {
 		out["p50_response_time"], out["p95_response_time"], out["p99_response_time"] = m.P50, m.P95, m.P99
@@ -209,9 +209,11 @@ func (a *API) fleetPerformance(w http.ResponseWriter, r *http.Request, f FleetVi
 		mem, cpu = maxPtr(mem, s.MemoryUsage), maxPtr(cpu, s.CPUUsage)
 	}
 	res["memory_usage_percent"], res["cpu_usage_percent"] = pct(mem), pct(cpu)
+	pm := fa.metrics()
+	pm["window"] = "1m"
 	writeJSON(w, http.StatusOK, fa.common(map[string]any{
 		"timestamp":           fa.now.UTC().Format(time.RFC3339),
-		"performance_metrics": fa.metrics(),
+		"performance_metrics": pm,
 		"resource_metrics":    res,
 		"status_classes":      fa.merged.Requests,
 		"error_classes":       fa.merged.Errors,
