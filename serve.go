@@ -89,10 +89,10 @@ func newLogger(cfg *config.Config, out io.Writer) (*zap.Logger, zap.AtomicLevel,
 
 // app is a fully built sidecar: every component, both listeners bound.
 type app struct {
-	log      *zap.Logger
-	holder   *config.Holder
-	reg      *prometheus.Registry
-	st       store.Backend
+	log    *zap.Logger
+	holder *config.Holder
+	reg    *prometheus.Registry
+	st     store.Backend
 	// audit is what the admin API records to: st, or the shared store's
 	// Writer in front of it.
 	audit store.Backend
@@ -103,21 +103,21 @@ type app struct {
 	fleetName, instance string
 	hb                  heartbeats
 	started             time.Time
-	proxy    *proxy.Proxy
-	chain    *backpressure.Chain
-	runner   *probes.Runner
-	tasks    *probes.Tasks
-	alerts   *alerts.Manager
-	actions  *actions.Actions
-	monitor  *monitor.Monitor
-	health   *health.Evaluator
-	hub      *events.Hub
-	api      *adminapi.API
-	proxySrv *http.Server
-	adminSrv *http.Server
-	proxyLn  net.Listener
-	adminLn  net.Listener
-	draining atomic.Bool
+	proxy               *proxy.Proxy
+	chain               *backpressure.Chain
+	runner              *probes.Runner
+	tasks               *probes.Tasks
+	alerts              *alerts.Manager
+	actions             *actions.Actions
+	monitor             *monitor.Monitor
+	health              *health.Evaluator
+	hub                 *events.Hub
+	api                 *adminapi.API
+	proxySrv            *http.Server
+	adminSrv            *http.Server
+	proxyLn             net.Listener
+	adminLn             net.Listener
+	draining            atomic.Bool
 	// loops are the background goroutines run alongside the servers.
 	loops []func(context.Context) error
 	// runtime is the memory budget and GOMAXPROCS applied at start (serve only).
