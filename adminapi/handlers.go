@@ -272,6 +272,9 @@ func (a *API) audit(w http.ResponseWriter, r *http.Request, _ principal) {
 }
 
 func (a *API) listAlerts(w http.ResponseWriter, r *http.Request, _ principal) {
+	if a.scopeInstanceOnly(w, r) {
+		return
+	}
 	if a.d.Alerts == nil {
 		writeJSON(w, http.StatusOK, map[string]any{"alerts": []any{}})
 		return
