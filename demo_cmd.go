@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -170,7 +171,7 @@ func cmdDemo(ctx context.Context, args, environ []string, stdout, stderr io.Writ
 	}
 	fmt.Fprintf(stdout, `pulsegate demo is running (Ctrl-C to stop)
 
-  sign in to the dashboard (one click)  %[2]s/admin/responsiveness/login#token=%[4]s
+  sign in to the dashboard (one click)  %[2]s/admin/responsiveness/login#token=%[4]s&name=%[5]s
   dashboard                             %[2]s/admin/responsiveness/
   the sample app, through pulsegate     %[1]s/
   the app's admin page with widgets     %[1]s/admin/users
@@ -183,7 +184,7 @@ func cmdDemo(ctx context.Context, args, environ []string, stdout, stderr io.Writ
 Traffic: %[3]d req/s, with a burst every minute (slow reports fill the
 queue, the flaky route fails): watch slow requests, queueing, 503s and alerts.
 
-`, proxyURL, adminURL, *rps, shownToken)
+`, proxyURL, adminURL, *rps, shownToken, url.QueryEscape(demoViewerName(env)))
 	if svc != nil {
 		printServices(stdout, svc, *speed)
 	}
@@ -383,4 +384,15 @@ func printSummaries(ctx context.Context, w io.Writer, m *monitor.Monitor, period
 				tk.Verdict.Components["session_monitoring"], len(tk.Verdict.Alerts))
 		}
 	}
+}
+
+// demoViewerName is the name the demo's sign-in link fills in, so that an
+// acknowledgement made from the dashboard reads "by <your login name>".
+func demoViewerName(env []string) string {
+	for _, kv := range env {
+		if v, ok := strings.CutPrefix(kv, "USER="); ok && v != "" {
+			return v
+		}
+	}
+	return "demo"
 }

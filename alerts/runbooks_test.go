@@ -107,7 +107,7 @@ func TestAlertsCarryRunbookURL(t *testing.T) {
 	h.m.resendInterval = time.Hour
 	h.run(t)
 
-	in := figs("memory_usage", 0.95, "error_rate", 0.2)
+	in := figs("memory_usage", 0.95, "app_error_rate", 0.2) // the error_rate rule reads what the app caused
 	in.ProbeStatus = map[string]string{"database_manager": "down"}
 	in.Tasks = map[string]string{"cleanup": "failing"}
 	h.m.Evaluate(t0, in)

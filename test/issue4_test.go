@@ -225,8 +225,8 @@ func TestAlertLifecyclePersistsAcrossRestart(t *testing.T) {
 		mustDo(t, c, "GET", p.ProxyURL()+"/status/500", nil, nil)
 	}
 	var alert map[string]any
-	eventually(t, 30*time.Second, "an error_rate alert fires", func() bool {
-		alert = findAlert(t, p, "error_rate")
+	eventually(t, 30*time.Second, "an error_rate alert (on app_error_rate: the app answered 500) fires", func() bool {
+		alert = findAlert(t, p, "app_error_rate")
 		return alert != nil
 	})
 	id, _ := alert["id"].(string)
@@ -245,7 +245,7 @@ func TestAlertLifecyclePersistsAcrossRestart(t *testing.T) {
 			t.Fatalf("acknowledge: %d %.300s", r.Status, r.Body)
 		}
 	}
-	if a := findAlert(t, p, "error_rate"); a == nil || a["state"] != "acknowledged" {
+	if a := findAlert(t, p, "app_error_rate"); a == nil || a["state"] != "acknowledged" {
 		t.Errorf("after acknowledge: %v", a)
 	}
 
