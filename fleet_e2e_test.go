@@ -294,6 +294,24 @@ func testFleet(t *testing.T, d fleetDB) {
 	if fp.Scope != "fleet" || len(fp.Instances) != 3 || fp.Reporting != "3 of 3 instances reporting" {
 		t.Fatalf("fleet answer %+v", fp)
 	}
+	// The heartbeats as stored: verdict with components and reasons, the
+	// config version, resources, and rollups whose counts add up to the traffic.
+	insts, err := members[0].a.link.Fleet().Instances(context.Background(), fleet, time.Now())
+	if err != nil || len(insts) != 3 {
+		t.Fatalf("instances %v, %v", insts, err)
+	}
+	for _, in := range insts {
+		hb := in.Heartbeat
+		comps := map[string]string{}
+		for _, c := range hb.Components {
+			comps[c.Name] = c.Status
+		}
+		if hb.Status == "" || comps["store"] != "healthy" || comps["request_performance"] == "" || hb.ConfigVersion != 1 ||
+			hb.Interval != time.Second || hb.Rollup.CPU == nil || hb.Rollup.Memory == nil {
+			t.Errorf("%s heartbeat: status %q components %v config %d interval %s cpu %v memory %v", in.Instance, hb.Status, comps,
+				hb.ConfigVersion, hb.Interval, hb.Rollup.CPU, hb.Rollup.Memory)
+		}
+	}
 	var sum float64
 	for _, in := range fp.Instances {
 		sum += in.Throughput
