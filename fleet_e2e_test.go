@@ -200,6 +200,7 @@ func testFleet(t *testing.T, d fleetDB) {
 		cfg.Responsiveness.MonitoringInterval = 1
 		cfg.Store.DSN = config.Secret(d.dsn(sw.Addr(), dbName))
 		cfg.Instance, cfg.Fleet = name, fleet
+		cfg.Database.DSN = "mysql://root@127.0.0.1:3306/test" // the app's database, probed
 		if err := cfg.Validate(); err != nil {
 			t.Fatal(err)
 		}
@@ -307,9 +308,10 @@ func testFleet(t *testing.T, d fleetDB) {
 			comps[c.Name] = c.Status
 		}
 		if hb.Status == "" || comps["store"] != "healthy" || comps["request_performance"] == "" || hb.ConfigVersion != 1 ||
-			hb.Interval != time.Second || hb.Rollup.CPU == nil || hb.Rollup.Memory == nil {
-			t.Errorf("%s heartbeat: status %q components %v config %d interval %s cpu %v memory %v", in.Instance, hb.Status, comps,
-				hb.ConfigVersion, hb.Interval, hb.Rollup.CPU, hb.Rollup.Memory)
+			hb.Interval != time.Second || hb.Rollup.CPU == nil || hb.Rollup.Memory == nil ||
+			hb.Rollup.DB == nil || hb.Rollup.DB.PoolSize == 0 || hb.Rollup.DB.PoolInUse == 0 || hb.Rollup.DB.LatencySeconds == nil {
+			t.Errorf("%s heartbeat: status %q components %v config %d interval %s cpu %v memory %v db %+v", in.Instance, hb.Status, comps,
+				hb.ConfigVersion, hb.Interval, hb.Rollup.CPU, hb.Rollup.Memory, hb.Rollup.DB)
 		}
 	}
 	var sum float64
