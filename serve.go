@@ -90,25 +90,35 @@ func newLogger(cfg *config.Config, out io.Writer) (*zap.Logger, zap.AtomicLevel,
 
 // app is a fully built sidecar: every component, both listeners bound.
 type app struct {
-	log      *zap.Logger
-	holder   *config.Holder
-	reg      *prometheus.Registry
-	st       *store.Store
-	proxy    *proxy.Proxy
-	chain    *backpressure.Chain
-	runner   *probes.Runner
-	tasks    *probes.Tasks
-	alerts   *alerts.Manager
-	actions  *actions.Actions
-	monitor  *monitor.Monitor
-	health   *health.Evaluator
-	hub      *events.Hub
-	api      *adminapi.API
-	proxySrv *http.Server
-	adminSrv *http.Server
-	proxyLn  net.Listener
-	adminLn  net.Listener
-	draining atomic.Bool
+	log    *zap.Logger
+	holder *config.Holder
+	reg    *prometheus.Registry
+	st     store.Backend
+	// audit is what the admin API records to: st, or the shared store's
+	// Writer in front of it.
+	audit store.Backend
+	// link and writer: the shared store (store.dsn set), nil otherwise.
+	link   *storeLink
+	writer *store.Writer
+	// fleetName and instance name this sidecar in the fleet.
+	fleetName, instance string
+	hb                  heartbeats
+	started             time.Time
+	proxy               *proxy.Proxy
+	chain               *backpressure.Chain
+	runner              *probes.Runner
+	tasks               *probes.Tasks
+	alerts              *alerts.Manager
+	actions             *actions.Actions
+	monitor             *monitor.Monitor
+	health              *health.Evaluator
+	hub                 *events.Hub
+	api                 *adminapi.API
+	proxySrv            *http.Server
+	adminSrv            *http.Server
+	proxyLn             net.Listener
+	adminLn             net.Listener
+	draining            atomic.Bool
 	// loops are the background goroutines run alongside the servers.
 	loops []func(context.Context) error
 	// archive is the persisted trend history (nil without the dashboard,
@@ -122,7 +132,8 @@ type app struct {
 
 // build wires every component for cfg. dash may be nil.
 func build(cfg *config.Config, log *zap.Logger, level zap.AtomicLevel, dash *dashboard.Dashboard) (*app, error) {
-	a := &app{log: log, holder: config.NewHolder(cfg), reg: prometheus.NewRegistry(), hub: events.New()}
+	log = log.With(zap.String("instance", cfg.InstanceName()), zap.String("fleet", cfg.Fleet))
+	a := &app{log: log, holder: config.NewHolder(cfg), reg: prometheus.NewRegistry(), hub: events.New(), started: time.Now()}
 	a.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	ok := false
 	defer func() {
@@ -132,8 +143,8 @@ func build(cfg *config.Config, log *zap.Logger, level zap.AtomicLevel, dash *das
 	}()
 
 	var err error
-	if a.st, err = store.Open(cfg.DataDir, log.Named("store"), store.WithAuditRetention(10000)); err != nil {
-		return nil, fmt.Errorf("data_dir (RESPONSIVENESS_DATA_DIR): %w", err)
+	if err = a.openStore(cfg, log.Named("store")); err != nil {
+		return nil, err
 	}
 	if a.proxy, err = proxy.New(cfg, log.Named("proxy"), a.reg); err != nil {
 		return nil, err
@@ -188,6 +199,10 @@ func build(cfg *config.Config, log *zap.Logger, level zap.AtomicLevel, dash *das
 
 	// A new probe result is evaluated at once, not at the next tick.
 	a.runner.OnResult = func(probes.Result) { a.monitor.Poke() }
+	// Each tick is a heartbeat for the shared store (handed to the Writer).
+	if a.writer != nil {
+		a.monitor.OnTick(a.heartbeat)
+	}
 	// The history ring behind the dashboard's trend graphs is fed by the tick.
 	var dashHandler http.Handler
 	var hist *history.Reader
@@ -200,12 +215,13 @@ func build(cfg *config.Config, log *zap.Logger, level zap.AtomicLevel, dash *das
 	a.api = adminapi.New(adminapi.Deps{
 		Log: log.Named("admin"), Config: a.holder, Gatherer: a.reg, Requests: a.proxy.Stats(),
 		Resources:    a.resources,
-		Health:       a.monitor.Verdict,
+		Health:       a.verdict,
 		Backpressure: a.chain.State,
 		Judgements:   a.monitor.Judgements,
 		Extra:        a.extraSections,
 		Alerts:       alertsAdapter{a.alerts},
-		Audit:        a.st,
+		Audit:        a.audit,
+		Fleet:        a.fleetAPI(),
 		Events:       a.hub,
 		Ready:        a.ready,
 		Dashboard:    dashHandler,
@@ -268,6 +284,9 @@ func build(cfg *config.Config, log *zap.Logger, level zap.AtomicLevel, dash *das
 		a.loops = append(a.loops, func(ctx context.Context) error {
 			return a.archive.Run(ctx, hist.Ring, historyFlushInterval, time.Now)
 		})
+	}
+	if a.writer != nil {
+		a.loops = append(a.loops, a.writer.Run)
 	}
 	ok = true
 	return a, nil
@@ -459,11 +478,14 @@ func (a *app) closeAll() {
 	if a.proxy != nil {
 		a.proxy.CloseIdleConnections()
 	}
-	if a.st != nil {
+	if a.st != nil && (a.link == nil || a.st != store.Backend(a.link.sql.Load())) {
 		a.st.Close()
 	}
 	if a.archive != nil {
 		a.archive.Close()
+	}
+	if a.link != nil {
+		a.link.Close()
 	}
 	for _, ln := range []net.Listener{a.proxyLn, a.adminLn} {
 		if ln != nil {

@@ -41,13 +41,18 @@ func cmdStatus(ctx context.Context, args, environ []string, stdout, stderr io.Wr
 	admin := fs.String("admin", adminURL(defAdmin), "admin listener URL")
 	token := fs.String("token", env["RESPONSIVENESS_ADMIN_TOKEN"], "admin token (default $RESPONSIVENESS_ADMIN_TOKEN)")
 	asJSON := fs.Bool("json", false, "print the raw verdict JSON")
+	fleet := fs.Bool("fleet", false, "the whole fleet's verdict and its instances table (needs a shared store: RESPONSIVENESS_STORE_DSN)")
 	timeout := fs.Duration("timeout", 5*time.Second, "how long to wait for the sidecar")
 	if err := fs.Parse(args); err != nil {
 		return statusUnreachable
 	}
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(*admin, "/")+"/admin/api/health/responsiveness", nil)
+	path := "/admin/api/health/responsiveness"
+	if *fleet {
+		path += "?scope=fleet"
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(*admin, "/")+path, nil)
 	if err != nil {
 		fmt.Fprintf(stderr, "pulsegate status: --admin: %v\n", err)
 		return statusUnreachable
@@ -75,6 +80,9 @@ func cmdStatus(ctx context.Context, args, environ []string, stdout, stderr io.Wr
 		stdout.Write(body)
 	} else {
 		printVerdict(stdout, &v)
+		if *fleet {
+			printInstances(stdout, &v)
+		}
 	}
 	switch v.Status {
 	case "healthy":
@@ -108,6 +116,43 @@ type verdictView struct {
 		State          string `json:"state"`
 	} `json:"alerts"`
 	LastCheck string `json:"last_check"`
+	// Fleet answers (?scope=fleet) only.
+	Reporting string         `json:"reporting"`
+	Instances []instanceView `json:"instances"`
+}
+
+type instanceView struct {
+	Instance      string   `json:"instance"`
+	Status        string   `json:"status"`
+	LastSeen      string   `json:"last_seen"`
+	Stale         bool     `json:"stale"`
+	ConfigVersion int64    `json:"config_version"`
+	ThroughputRPS float64  `json:"throughput_rps"`
+	ErrorRate     float64  `json:"error_rate"`
+	P99           *float64 `json:"p99_response_time"`
+	Memory        *float64 `json:"memory_usage"`
+	CPU           *float64 `json:"cpu_usage"`
+}
+
+// printInstances prints the fleet's instances table.
+func printInstances(w io.Writer, v *verdictView) {
+	fmt.Fprintf(w, "\ninstances (%s):\n", v.Reporting)
+	fmt.Fprintf(w, "  %-24s %-9s %8s %7s %9s %6s %6s %6s  %s\n", "INSTANCE", "STATUS", "REQ/S", "ERRORS", "P99", "CPU", "MEM", "CONFIG", "LAST SEEN")
+	opt := func(p *float64, f func(float64) string) string {
+		if p == nil {
+			return "-"
+		}
+		return f(*p)
+	}
+	pc := func(x float64) string { return fmt.Sprintf("%.1f%%", x*100) }
+	for _, in := range v.Instances {
+		status := in.Status
+		if in.Stale {
+			status = "stale"
+		}
+		fmt.Fprintf(w, "  %-24s %-9s %8.1f %7s %9s %6s %6s %6d  %s\n", in.Instance, status, in.ThroughputRPS, pc(in.ErrorRate),
+			opt(in.P99, func(x float64) string { return fmt.Sprintf("%.3fs", x) }), opt(in.CPU, pc), opt(in.Memory, pc), in.ConfigVersion, in.LastSeen)
+	}
 }
 
 func printVerdict(w io.Writer, v *verdictView) {

@@ -120,7 +120,9 @@ type Deps struct {
 	Extra  func() map[string]any
 	Alerts Alerts
 	// Audit persists config changes and refusals; nil disables the audit endpoint.
-	Audit  *store.Store
+	Audit store.Backend
+	// Fleet reads the shared store for ?scope=fleet; nil without one.
+	Fleet  FleetView
 	Events Events
 	// Ready reports readiness for /readyz, with a reason when not ready.
 	Ready func() (bool, string)

@@ -32,6 +32,9 @@ func pct(f *float64) *float64 {
 // performance is the product's GET /admin/api/performance/responsiveness,
 // plus richer sections. Product fields come from the 1-minute window.
 func (a *API) performance(w http.ResponseWriter, r *http.Request, _ principal) {
+	if a.scopeFleet(w, r, a.fleetPerformance) {
+		return
+	}
 	now := a.d.Now()
 	var res Resources
 	if a.d.Resources != nil {
@@ -101,6 +104,9 @@ func (a *API) performance(w http.ResponseWriter, r *http.Request, _ principal) {
 }
 
 func (a *API) health(w http.ResponseWriter, r *http.Request, _ principal) {
+	if a.scopeFleet(w, r, a.fleetHealth) {
+		return
+	}
 	if a.d.Health == nil {
 		writeError(w, http.StatusServiceUnavailable, "health verdict not available yet")
 		return
@@ -266,6 +272,9 @@ func (a *API) audit(w http.ResponseWriter, r *http.Request, _ principal) {
 }
 
 func (a *API) listAlerts(w http.ResponseWriter, r *http.Request, _ principal) {
+	if a.scopeInstanceOnly(w, r) {
+		return
+	}
 	if a.d.Alerts == nil {
 		writeJSON(w, http.StatusOK, map[string]any{"alerts": []any{}})
 		return

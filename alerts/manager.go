@@ -145,7 +145,7 @@ type track struct {
 // for concurrent use.
 type Manager struct {
 	log  *zap.Logger
-	st   *store.Store
+	st   store.Backend
 	now  func() time.Time
 	met  *metrics
 	cfg  atomic.Pointer[config.Config]
@@ -171,7 +171,10 @@ type Manager struct {
 // New builds a Manager from cfg, registering its metrics on reg and loading
 // the persisted alerts from st (nil: nothing persists). now is the clock
 // for acknowledgements and Alertmanager timestamps (nil: time.Now).
-func New(cfg *config.Config, log *zap.Logger, reg prometheus.Registerer, st *store.Store, now func() time.Time) (*Manager, error) {
+func New(cfg *config.Config, log *zap.Logger, reg prometheus.Registerer, st store.Backend, now func() time.Time) (*Manager, error) {
+	if s, ok := st.(*store.Store); ok && s == nil {
+		st = nil // a nil *store.Store is "no store", as before Backend
+	}
 	if log == nil {
 		log = zap.NewNop()
 	}

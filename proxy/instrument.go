@@ -200,6 +200,7 @@ func (p *Proxy) finish(rec *recorder, req *http.Request) {
 
 	apdexT := time.Duration(p.apdexNS.Load())
 	s.global.record(end, &x, apdexT)
+	s.total.record(&x)
 	var buf [maxRouteLen + 8]byte
 	name := templateRoute(req.URL.Path, *p.patterns.Load(), buf[:0])
 	r := s.routeFor(name)

@@ -49,6 +49,7 @@ type Stats struct {
 
 	totalByClass [numClasses]atomic.Uint64
 	totalErrors  [numErrClasses]atomic.Uint64
+	total        cumulative // exact totals for Counters (heartbeats)
 
 	slowMu   sync.Mutex
 	slowRing []SlowRequest
