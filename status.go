@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pulsegate/pulsegate/adminapi"
 	"github.com/pulsegate/pulsegate/config"
 )
 
@@ -117,21 +118,8 @@ type verdictView struct {
 	} `json:"alerts"`
 	LastCheck string `json:"last_check"`
 	// Fleet answers (?scope=fleet) only.
-	Reporting string         `json:"reporting"`
-	Instances []instanceView `json:"instances"`
-}
-
-type instanceView struct {
-	Instance      string   `json:"instance"`
-	Status        string   `json:"status"`
-	LastSeen      string   `json:"last_seen"`
-	Stale         bool     `json:"stale"`
-	ConfigVersion int64    `json:"config_version"`
-	ThroughputRPS float64  `json:"throughput_rps"`
-	ErrorRate     float64  `json:"error_rate"`
-	P99           *float64 `json:"p99_response_time"`
-	Memory        *float64 `json:"memory_usage"`
-	CPU           *float64 `json:"cpu_usage"`
+	Reporting string                   `json:"reporting"`
+	Instances []adminapi.FleetInstance `json:"instances"`
 }
 
 // printInstances prints the fleet's instances table.
@@ -151,7 +139,7 @@ func printInstances(w io.Writer, v *verdictView) {
 			status = "stale"
 		}
 		fmt.Fprintf(w, "  %-24s %-9s %8.1f %7s %9s %6s %6s %6d  %s\n", in.Instance, status, in.ThroughputRPS, pc(in.ErrorRate),
-			opt(in.P99, func(x float64) string { return fmt.Sprintf("%.3fs", x) }), opt(in.CPU, pc), opt(in.Memory, pc), in.ConfigVersion, in.LastSeen)
+			opt(in.P99ResponseTime, func(x float64) string { return fmt.Sprintf("%.3fs", x) }), opt(in.CPUUsage, pc), opt(in.MemoryUsage, pc), in.ConfigVersion, in.LastSeen)
 	}
 }
 

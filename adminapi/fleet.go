@@ -68,14 +68,15 @@ func (a *API) fleetState(w http.ResponseWriter, r *http.Request, f FleetView) (f
 type fleetAnswer struct {
 	now       time.Time
 	fleet     string
-	instances []fleetInstance
+	instances []FleetInstance
 	fresh     []store.InstanceStatus
 	merged    store.MergedRollup
 	reporting string
 }
 
-// fleetInstance is one row of "instances".
-type fleetInstance struct {
+// FleetInstance is one row of a fleet answer's "instances" (also read by
+// `pulsegate status --fleet`).
+type FleetInstance struct {
 	Instance        string   `json:"instance"`
 	Status          string   `json:"status"`
 	LastSeen        string   `json:"last_seen"`
@@ -90,9 +91,9 @@ type fleetInstance struct {
 
 func newFleetAnswer(fleet string, now time.Time, insts []store.InstanceStatus, merged store.MergedRollup) fleetAnswer {
 	sort.Slice(insts, func(i, j int) bool { return insts[i].Instance < insts[j].Instance })
-	fa := fleetAnswer{now: now, fleet: fleet, merged: merged, instances: make([]fleetInstance, 0, len(insts))}
+	fa := fleetAnswer{now: now, fleet: fleet, merged: merged, instances: make([]FleetInstance, 0, len(insts))}
 	for _, s := range insts {
-		row := fleetInstance{Instance: s.Instance, Status: s.Status, LastSeen: s.LastSeen.UTC().Format(time.RFC3339Nano),
+		row := FleetInstance{Instance: s.Instance, Status: s.Status, LastSeen: s.LastSeen.UTC().Format(time.RFC3339Nano),
 			Stale: s.Stale, ConfigVersion: s.ConfigVersion, ThroughputRPS: s.ThroughputRPS, ErrorRate: s.ErrorRate,
 			MemoryUsage: s.MemoryUsage, CPUUsage: s.CPUUsage}
 		if s.Heartbeat.Rollup.Latency.Count() > 0 {
