@@ -327,10 +327,11 @@ describe('pulsegate dashboard in chromium', () => {
       await page.click(`.ranges button[data-range="${range}"]`);
       await waitFor(`the ${range} graph`, () => page.evaluate((r) =>
         document.querySelector(`.ranges button[data-range="${r}"]`).getAttribute('aria-pressed') === 'true' &&
-        document.querySelectorAll('figure.chart[data-ready="1"]').length >= 4, range));
+        document.querySelector(`[data-range="${r}"] figure.chart`) !== null &&
+        document.querySelectorAll(`[data-range="${r}"] figure.chart[data-ready="1"]`).length >= 4, range));
       if (range === '24h') {
         // Beyond a day the time axis carries dates, so its two ends differ.
-        const axis = await page.evaluate(() => document.querySelector('figure.chart[data-ready="1"]').dataset.xAxis);
+        const axis = await page.evaluate(() => document.querySelector('[data-range="24h"] figure.chart[data-ready="1"]').dataset.xAxis);
         assert.match(axis, /\d{1,2} [A-Z][a-z]{2}/, 'a 24 h axis shows dates: ' + axis);
         const notes = await page.textContent('figure.chart .chart-notes');
         assert.match(notes, /data since \d\d:\d\d/, 'a short history says since when it has data');

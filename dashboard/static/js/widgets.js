@@ -761,6 +761,7 @@ function seriesLabel(st, key, label) {
 function trendsWidget(options) {
   let range = '15m';
   let view = null;
+  let viewRange = null; // the range view was fetched for
   let target = null;
   let lastState = null;
   let charts = [];
@@ -770,9 +771,16 @@ function trendsWidget(options) {
     for (const c of charts) c.destroy();
     charts = [];
   };
-  const load = () => getHistory(range).then((v) => {
+  // fetch reads range's history; an answer for a range the viewer has since
+  // left (a slower 1h answer after a click on 24h) is dropped.
+  const fetchView = (r) => getHistory(r).then((v) => {
+    if (r !== range) return false;
     view = v;
-    if (target && lastState) draw(target, lastState);
+    viewRange = r;
+    return true;
+  });
+  const load = () => fetchView(range).then((fresh) => {
+    if (fresh && target && lastState) draw(target, lastState);
   }, (e) => {
     if (target && !(e instanceof AuthError)) replace(target, h('p', { class: 'msg' }, 'history unavailable: ' + e.message));
   });
@@ -789,8 +797,9 @@ function trendsWidget(options) {
       view,
       why: whyEmpty(st, c.series.map(([key]) => key)),
     }));
-    replace(body, h('p', { class: 'muted small' }, `${RANGE_WORDS[range]}; hover over (or tap) a graph to read every series at that moment.`),
+    replace(body, h('p', { class: 'muted small' }, `${RANGE_WORDS[viewRange || range]}; hover over (or tap) a graph to read every series at that moment.`),
       h('div', { class: 'charts' }, charts.map((c) => c.fig)));
+    body.dataset.range = viewRange || range; // the range the graphs show, for tests and tools
   };
   return {
     title: 'Trends',
@@ -818,10 +827,9 @@ function trendsWidget(options) {
         return;
       }
       if (reason === 'history') {
-        getHistory(range).then((v) => {
-          view = v;
-          draw(body, st);
-        });
+        fetchView(range).then((fresh) => {
+          if (fresh) draw(body, st);
+        }, () => {});
         return;
       }
       // Thresholds come with the judgements: redraw when they first arrive.
