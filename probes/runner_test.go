@@ -351,6 +351,10 @@ func TestRunnerFlappingLogsOncePerTransition(t *testing.T) {
 		r := NewRunner(RunnerConfig{Interval: time.Second, MaxBackoff: time.Second}, zap.New(core), nil, nil, f)
 		for range pattern {
 			r.RunOnce(t.Context())
+			// The run's goroutine clears its busy flag just after handing
+			// over the result; without this wait the next RunOnce may find
+			// the run still in flight and skip (as the runner should).
+			synctest.Wait()
 		}
 		if a, b, c := logs.FilterMessage("probe_failed").Len(), logs.FilterMessage("probe_recovered").Len(),
 			logs.FilterMessage("probe_status_changed").Len(); a != 2 || b != 2 || c != 1 {
