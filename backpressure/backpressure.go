@@ -336,7 +336,7 @@ func (c *Chain) rateCheck(s *settings, r *http.Request) (reason, int, bool) {
 func (c *Chain) SetPressure(signal string, lvl string) {
 	i := signalIndex(signal)
 	if i < 0 {
-		c.log.Warn("pressure_signal_unknown", zap.String("signal", signal), zap.Strings("known", Signals[:]))
+		c.log.Warn("pressure_signal_unknown", zap.String("signal", signal), zap.Strings("known", signals[:]))
 		return
 	}
 	lv, ok := parseLevel(lvl)
@@ -396,7 +396,7 @@ func (c *Chain) describe(s *settings, sh *shedState, d decision) (string, string
 		if d.cause < 0 {
 			return
 		}
-		sig := Signals[d.cause]
+		sig := signals[d.cause]
 		if c.gov.current()[d.cause] == d.level {
 			fmt.Fprintf(&b, "%s is %s", sig, d.level)
 		} else {
@@ -445,7 +445,7 @@ func (c *Chain) describe(s *settings, sh *shedState, d decision) (string, string
 	if s.shedding {
 		p := "shedding armed, no pressure"
 		if d.level > levelOK && d.cause >= 0 {
-			p = fmt.Sprintf("shedding armed, %s %s (no low-priority routes to shed)", Signals[d.cause], d.level)
+			p = fmt.Sprintf("shedding armed, %s %s (no low-priority routes to shed)", signals[d.cause], d.level)
 		}
 		parts = append(parts, p)
 	}

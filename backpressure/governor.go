@@ -17,14 +17,14 @@ const (
 	SignalResponseTime  = config.ShedResponseTime
 )
 
-// Signals lists the pressure signals in their fixed order (the order also
+// signals lists the pressure signals in their fixed order (the order also
 // breaks ties when several are critical at once): config.ShedSignals.
-var Signals = config.ShedSignals()
+var signals = config.ShedSignals()
 
 const nSignals = config.NumShedSignals
 
 func signalIndex(name string) int {
-	for i, s := range Signals {
+	for i, s := range signals {
 		if s == name {
 			return i
 		}
@@ -82,7 +82,7 @@ type governor struct {
 // decision is the governor's verdict at one instant.
 type decision struct {
 	level level
-	cause int // index into Signals of the signal responsible; -1 when ok
+	cause int // index into signals of the signal responsible; -1 when ok
 	// clearAt is the earliest time the level can drop (only meaningful when
 	// no signal is currently at that level: otherwise now+hold).
 	clearAt time.Time

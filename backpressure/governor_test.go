@@ -164,16 +164,16 @@ func TestGovernorCauseAndLevels(t *testing.T) {
 	}
 	g.set(t0, signalIndex(SignalCPU), levelWarning)
 	g.set(t0, signalIndex(SignalErrorRate), levelCritical)
-	if d := g.eval(t0); d.level != levelCritical || Signals[d.cause] != SignalErrorRate {
+	if d := g.eval(t0); d.level != levelCritical || signals[d.cause] != SignalErrorRate {
 		t.Fatalf("critical error rate: %+v", d)
 	}
 	g.set(t0.Add(5*time.Second), signalIndex(SignalErrorRate), levelOK)
 	// error_rate fell below critical at t0+5 s: critical holds until t0+35 s.
-	if d := g.eval(t0.Add(34 * time.Second)); d.level != levelCritical || Signals[d.cause] != SignalErrorRate {
+	if d := g.eval(t0.Add(34 * time.Second)); d.level != levelCritical || signals[d.cause] != SignalErrorRate {
 		t.Fatalf("in hold: %+v", d)
 	}
 	// Then warning (cpu still warning).
-	if d := g.eval(t0.Add(36 * time.Second)); d.level != levelWarning || Signals[d.cause] != SignalCPU {
+	if d := g.eval(t0.Add(36 * time.Second)); d.level != levelWarning || signals[d.cause] != SignalCPU {
 		t.Fatalf("after hold: %+v", d)
 	}
 	if lv, ok := parseLevel("down"); !ok || lv != levelOK {

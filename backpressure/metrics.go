@@ -51,7 +51,7 @@ func (c *Chain) registerMetrics(reg prometheus.Registerer) error {
 				return 0
 			}))
 	}
-	for i, sig := range Signals {
+	for i, sig := range signals {
 		cs = append(cs, prometheus.NewGaugeFunc(prometheus.GaugeOpts(opts("pressure_level",
 			"Last pressure level reported per signal: 0 ok, 1 warning, 2 critical.",
 			prometheus.Labels{"signal": sig})),

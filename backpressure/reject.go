@@ -30,7 +30,7 @@ var Reasons = func() [nReasons]string {
 	r[reasonQueueTimeout] = "queue_timeout"
 	r[reasonRate] = "rate"
 	r[reasonRateClient] = "rate_client"
-	for i, s := range Signals {
+	for i, s := range signals {
 		r[int(reasonOverload)+i] = "overload:" + s
 	}
 	return r
@@ -66,7 +66,7 @@ func (r reason) message() string {
 	case reasonRateClient:
 		return "request rate limit for this client exceeded"
 	}
-	return "the app is overloaded (" + Signals[r-reasonOverload] + " pressure) and this request was shed"
+	return "the app is overloaded (" + signals[r-reasonOverload] + " pressure) and this request was shed"
 }
 
 // Header names set on every rejection.

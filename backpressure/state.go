@@ -110,7 +110,7 @@ func (c *Chain) State() State {
 		st.ShedReason = sh.reason.String()
 	}
 	for i, lv := range c.gov.current() {
-		st.Pressure[Signals[i]] = lv.String()
+		st.Pressure[signals[i]] = lv.String()
 	}
 	for i := range nReasons {
 		st.Rejections[Reasons[i]] = c.rejections[i].Load()
