@@ -414,3 +414,41 @@ func TestReleasesIdenticalNotFlagged(t *testing.T) {
 		}
 	}
 }
+
+// TestHistoryRowsCarryVersion: every tick records the app's version; the
+// ring, the archived 10 s points (across a restart) and the 1 min
+// rollups (the newest version of the minute) answer it.
+func TestHistoryRowsCarryVersion(t *testing.T) {
+	dir := t.TempDir()
+	a := openArchive(t, dir, DefaultRetention)
+	h := mustHistory(t, 10*time.Second, 24*time.Hour)
+	ver := "v1"
+	h.SetVersion(func() string { return ver })
+	for at := t0; at.Before(t0.Add(10 * time.Minute)); at = at.Add(10 * time.Second) {
+		if at.Equal(t0.Add(5*time.Minute + 30*time.Second)) {
+			ver = "v2"
+		}
+		h.Record(tick(at, 0.3))
+	}
+	v := h.QueryRange("", t0, t0.Add(10*time.Minute))
+	if len(v.Versions) != 60 || *v.Versions[0] != "v1" || *v.Versions[59] != "v2" {
+		t.Fatalf("ring versions: %d, first %v", len(v.Versions), v.Versions[0])
+	}
+	if err := a.Flush(h, t0.Add(10*time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	a.Close()
+	a = openArchive(t, dir, DefaultRetention)
+	defer a.Close()
+	h2 := mustHistory(t, 10*time.Second, 24*time.Hour)
+	if err := a.Load(h2, t0.Add(11*time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	if v := h2.QueryRange("", t0, t0.Add(10*time.Minute)); len(v.Versions) != 60 || *v.Versions[32] != "v1" || *v.Versions[33] != "v2" {
+		t.Fatalf("after restart: %d versions, 32: %v 33: %v", len(v.Versions), *v.Versions[32], *v.Versions[33])
+	}
+	m, err := a.Query("", Tier1m, t0, t0.Add(10*time.Minute))
+	if err != nil || len(m.Versions) != 10 || *m.Versions[4] != "v1" || *m.Versions[5] != "v2" {
+		t.Fatalf("1 min tier versions %v, %v", m.Versions, err)
+	}
+}
