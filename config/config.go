@@ -89,6 +89,9 @@ type History struct {
 	Retention1m Seconds `koanf:"retention_1m" json:"retention_1m"`
 	// Retention1h keeps the 1-hour rollups. Default 400 days.
 	Retention1h Seconds `koanf:"retention_1h" json:"retention_1h"`
+	// MaxRoutes is how many routes get per-route rollups each minute (the
+	// busiest); the rest are added to "other". Default 50.
+	MaxRoutes int `koanf:"max_routes" json:"max_routes"`
 }
 
 // Store configures the shared store.

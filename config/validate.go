@@ -672,6 +672,7 @@ func (v *validator) history(h History) {
 		}
 		return true
 	}
+	v.intRange("history.max_routes", h.MaxRoutes, 1, 10000)
 	ok10 := ok("history.retention_10s", h.Retention10s, 60)
 	ok1m := ok("history.retention_1m", h.Retention1m, 3600)
 	ok1h := ok("history.retention_1h", h.Retention1h, 3600)

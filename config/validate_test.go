@@ -66,6 +66,7 @@ func TestValidateRules(t *testing.T) {
 		{"fleet empty", func(c *Config) { c.Fleet = "" }, "fleet", "must be set"},
 		{"instance with a space", func(c *Config) { c.Instance = "web 1" }, "instance", "may hold only"},
 		{"instance too long", func(c *Config) { c.Instance = strings.Repeat("a", 129) }, "instance", "at most 128 bytes"},
+		{"history max routes 0", func(c *Config) { c.History.MaxRoutes = 0 }, "history.max_routes", "must be between 1"},
 		{"app version too long", func(c *Config) { c.App.Version = strings.Repeat("a", 65) }, "app.version", "at most 64 bytes"},
 		{"app version with a newline", func(c *Config) { c.App.Version = "v1\nX-Evil: 1" }, "app.version", "printable"},
 		{"version header with a space", func(c *Config) { c.App.VersionHeader = "X App Version" }, "app.version_header", "HTTP header name"},

@@ -156,31 +156,43 @@ func (d *routeDelta) add(o *routeDelta) {
 }
 
 // Row encoding: version byte, then uvarints requests, errors, app errors,
-// sum (µs), the number of non-empty buckets, and per bucket the gap to the
-// previous index and the count.
-const routeRowVersion = 1
+// sum (µs), the number of runs, and per run the gap from the end of the
+// previous run to its first bucket, its length and its counts. A run
+// takes in up to two empty buckets (a zero costs a byte, a new run two),
+// so a latency distribution's body is one run of one-byte counts.
+const routeRowVersion = 2
+
+// maxZerosInRun is the longest stretch of empty buckets kept inside a run.
+const maxZerosInRun = 2
 
 func (d *routeDelta) encode() []byte {
-	b := make([]byte, 0, 32+4*16)
+	b := make([]byte, 0, 24+2*len(d.buckets)/3)
 	b = append(b, routeRowVersion)
 	b = binary.AppendUvarint(b, d.requests)
 	b = binary.AppendUvarint(b, d.errors)
 	b = binary.AppendUvarint(b, d.appErrors)
 	b = binary.AppendUvarint(b, d.sumUS)
-	n := 0
-	for _, v := range d.buckets {
-		if v != 0 {
-			n++
+	type run struct{ lo, hi int } // [lo, hi]
+	var runs []run
+	for i, v := range d.buckets {
+		if v == 0 {
+			continue
+		}
+		if n := len(runs); n > 0 && i-runs[n-1].hi-1 <= maxZerosInRun {
+			runs[n-1].hi = i
+		} else {
+			runs = append(runs, run{i, i})
 		}
 	}
-	b = binary.AppendUvarint(b, uint64(n))
-	prev := 0
-	for i, v := range d.buckets {
-		if v != 0 {
-			b = binary.AppendUvarint(b, uint64(i-prev))
+	b = binary.AppendUvarint(b, uint64(len(runs)))
+	prevEnd := 0
+	for _, r := range runs {
+		b = binary.AppendUvarint(b, uint64(r.lo-prevEnd))
+		b = binary.AppendUvarint(b, uint64(r.hi-r.lo+1))
+		for _, v := range d.buckets[r.lo : r.hi+1] {
 			b = binary.AppendUvarint(b, v)
-			prev = i
 		}
+		prevEnd = r.hi + 1
 	}
 	return b
 }
@@ -202,38 +214,46 @@ func decodeRouteDelta(b []byte, withBuckets bool) (routeDelta, error) {
 		return v, true
 	}
 	var ok [5]bool
-	var cnt uint64
+	var runs uint64
 	d.requests, ok[0] = next()
 	d.errors, ok[1] = next()
 	d.appErrors, ok[2] = next()
 	d.sumUS, ok[3] = next()
-	cnt, ok[4] = next()
+	runs, ok[4] = next()
 	if ok != [5]bool{true, true, true, true, true} {
 		return d, errBadRouteRow
 	}
 	if !withBuckets {
 		return d, nil
 	}
-	if cnt > latency.Buckets {
+	if runs > latency.Buckets {
 		return d, errBadRouteRow
 	}
-	pairs := b
-	idx := 0
-	for i := uint64(0); i < cnt; i++ { // validate, and find the last index
+	body := b
+	end := 0
+	for i := uint64(0); i < runs; i++ { // validate, and find the last index
 		gap, ok1 := next()
-		_, ok2 := next()
-		if !ok1 || !ok2 || gap > latency.Buckets || idx+int(gap) >= latency.Buckets {
+		n, ok2 := next()
+		if !ok1 || !ok2 || gap > latency.Buckets || n == 0 || n > latency.Buckets || end+int(gap)+int(n) > latency.Buckets {
 			return d, errBadRouteRow
 		}
-		idx += int(gap)
+		for range n {
+			if _, ok := next(); !ok {
+				return d, errBadRouteRow
+			}
+		}
+		end += int(gap) + int(n)
 	}
-	d.buckets = make([]uint64, idx+1) // trimmed after the last non-empty bucket
-	b, idx = pairs, 0
-	for i := uint64(0); i < cnt; i++ {
+	d.buckets = make([]uint64, end) // trimmed after the last bucket stored
+	b, end = body, 0
+	for i := uint64(0); i < runs; i++ {
 		gap, _ := next()
-		v, _ := next()
-		idx += int(gap)
-		d.buckets[idx] = v
+		n, _ := next()
+		end += int(gap)
+		for range n {
+			d.buckets[end], _ = next()
+			end++
+		}
 	}
 	return d, nil
 }
@@ -247,18 +267,19 @@ func routeKey(start int64, version string) []byte {
 // routeSource is the archive's reader of the proxy's route counters.
 type routeSource struct {
 	read  func() []RouteCounter
-	limit int
+	limit func() int
 	prev  map[[2]string]RouteCounter
 	at    time.Time // when prev was read
 }
 
 // SetRouteSource makes every later Flush add the per-route rollups of the
 // counters read returns (cumulative since the proxy started), keeping the
-// busiest limit routes per flush (≤ 0: DefaultRouteLimit). The first
-// flush counts everything since the proxy started.
-func (a *Archive) SetRouteSource(read func() []RouteCounter, limit int) {
-	if limit <= 0 {
-		limit = DefaultRouteLimit
+// busiest limit() routes per flush (history.max_routes, read at every
+// flush; nil or ≤ 0: DefaultRouteLimit). The first flush counts
+// everything since the proxy started.
+func (a *Archive) SetRouteSource(read func() []RouteCounter, limit func() int) {
+	if limit == nil {
+		limit = func() int { return DefaultRouteLimit }
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -334,12 +355,16 @@ func (s *routeSource) sample(now time.Time) (map[string]map[string]*routeDelta, 
 		return names[i] < names[j]
 	})
 	out := map[string]map[string]*routeDelta{AllRoutes: all}
+	limit := s.limit()
+	if limit <= 0 {
+		limit = DefaultRouteLimit
+	}
 	kept := 0
 	for _, n := range names {
 		if n == OtherRoute || n == AllRoutes {
 			continue
 		}
-		if kept < s.limit {
+		if kept < limit {
 			out[n] = byRoute[n]
 			kept++
 			continue

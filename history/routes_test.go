@@ -11,6 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"go.etcd.io/bbolt"
+	"go.uber.org/zap"
+
 	"github.com/pulsegate/pulsegate/latency"
 )
 
@@ -73,7 +76,7 @@ func TestRouteRollupsSevenDays(t *testing.T) {
 	defer a.Close()
 	a.db.NoSync = true // 10 080 transactions; durability is not under test
 	src := newFakeCounters()
-	a.SetRouteSource(src.read, 0)
+	a.SetRouteSource(src.read, nil)
 	ring := mustHistory(t, 10*time.Second, time.Hour)
 	rnd := rand.New(rand.NewPCG(7, 11))
 	start := time.Date(2026, 3, 2, 0, 0, 0, 0, time.UTC)
@@ -190,7 +193,7 @@ func TestRouteHistorySurvivesRestart(t *testing.T) {
 	ring := mustHistory(t, 10*time.Second, time.Hour)
 	a := openArchive(t, dir, DefaultRetention)
 	src := newFakeCounters()
-	a.SetRouteSource(src.read, 0)
+	a.SetRouteSource(src.read, nil)
 	for i := range 100 {
 		src.add("/reports/:id", "v1", 100*time.Millisecond, i%10 == 0)
 	}
@@ -204,7 +207,7 @@ func TestRouteHistorySurvivesRestart(t *testing.T) {
 	a2 := openArchive(t, dir, DefaultRetention)
 	defer a2.Close()
 	src2 := newFakeCounters() // a new process counts from zero
-	a2.SetRouteSource(src2.read, 0)
+	a2.SetRouteSource(src2.read, nil)
 	r := Reader{Archive: a2, Now: func() time.Time { return t0.Add(time.Hour) }}
 	rows, err := r.RouteRollups("/reports/:id", t0.Add(-time.Hour), t0.Add(time.Hour))
 	if err != nil || len(rows) != 1 || rows[0].Requests != 100 || rows[0].Errors != 10 || rows[0].Version != "v1" {
@@ -231,7 +234,7 @@ func TestRouteRollupsAreBounded(t *testing.T) {
 	a := openArchive(t, t.TempDir(), DefaultRetention)
 	defer a.Close()
 	src := newFakeCounters()
-	a.SetRouteSource(src.read, 3)
+	a.SetRouteSource(src.read, func() int { return 3 })
 	total := 0
 	for i := range 8 {
 		for range 10 * (8 - i) {
@@ -264,7 +267,7 @@ func TestRouteRollupsPruned(t *testing.T) {
 	a := openArchive(t, t.TempDir(), ret)
 	defer a.Close()
 	src := newFakeCounters()
-	a.SetRouteSource(src.read, 0)
+	a.SetRouteSource(src.read, nil)
 	ring := mustHistory(t, 10*time.Second, time.Hour)
 	src.add("/old", "v1", time.Millisecond, false)
 	if err := a.Flush(ring, t0.Add(31*time.Second)); err != nil { // rows of 12:00
@@ -289,10 +292,11 @@ func TestRouteRollupsPruned(t *testing.T) {
 	}
 }
 
-// TestRouteRowCorruptionIsSkipped: a damaged row is left out, the rest read.
+// TestRouteRowDecode: rows round-trip; damaged ones are an error (left out by the readers).
 func TestRouteRowDecode(t *testing.T) {
 	d := routeDelta{requests: 5, errors: 1, appErrors: 1, sumUS: 12345, buckets: make([]uint64, latency.Buckets)}
 	d.buckets[3], d.buckets[700], d.buckets[latency.Buckets-1] = 2, 2, 1
+	d.buckets[10], d.buckets[11], d.buckets[13], d.buckets[16], d.buckets[20] = 1, 300, 1, 1<<40, 7 // runs with holes
 	got, err := decodeRouteDelta(d.encode(), true)
 	if err != nil || got.requests != 5 || got.sumUS != 12345 || !slices.Equal(got.buckets, d.buckets) {
 		t.Fatalf("round trip: %+v, %v", got, err)
@@ -317,7 +321,7 @@ func TestRouteDiskPerDay(t *testing.T) {
 	defer a.Close()
 	a.db.NoSync = true
 	src := newFakeCounters()
-	a.SetRouteSource(src.read, 0)
+	a.SetRouteSource(src.read, nil)
 	ring := mustHistory(t, 10*time.Second, 24*time.Hour)
 	rnd := rand.New(rand.NewPCG(3, 5))
 	at := t0
@@ -350,6 +354,28 @@ func TestRouteDiskPerDay(t *testing.T) {
 	}
 	fi, _ := os.Stat(filepath.Join(dir, FileName))
 	t.Logf("pages in use after day 1: %d bytes, after day 2: %d bytes (file %d bytes)", data[0], data[1], fi.Size())
+	_ = a.db.View(func(tx *bbolt.Tx) error {
+		for _, tier := range []int{Tier1m, Tier1h} {
+			var rows, kv, buckets int
+			top := tx.Bucket(routeBuckets[tier])
+			_ = top.ForEachBucket(func(name []byte) error {
+				return top.Bucket(name).ForEach(func(k, v []byte) error {
+					rows++
+					kv += len(k) + len(v)
+					d, _ := decodeRouteDelta(v, true)
+					for _, n := range d.buckets {
+						if n != 0 {
+							buckets++
+						}
+					}
+					return nil
+				})
+			})
+			t.Logf("tier %s: %d rows, %d bytes of keys and values (%.0f per row, %.1f histogram buckets per row)",
+				tierNames[tier], rows, kv, float64(kv)/float64(rows), float64(buckets)/float64(rows))
+		}
+		return nil
+	})
 }
 
 // releaseWeek runs three days of v1 then three of v2 over three routes,
@@ -360,7 +386,7 @@ func releaseWeek(t *testing.T, seed uint64, slow bool) []RouteRelease {
 	defer a.Close()
 	a.db.NoSync = true
 	src := newFakeCounters()
-	a.SetRouteSource(src.read, 0)
+	a.SetRouteSource(src.read, nil)
 	ring := mustHistory(t, 10*time.Second, time.Hour)
 	rnd := rand.New(rand.NewPCG(seed, 99))
 	start := time.Date(2026, 3, 2, 0, 0, 0, 0, time.UTC)
@@ -465,5 +491,49 @@ func TestHistoryRowsCarryVersion(t *testing.T) {
 	m, err := a.Query("", Tier1m, t0, t0.Add(10*time.Minute))
 	if err != nil || len(m.Versions) != 10 || *m.Versions[4] != "v1" || *m.Versions[5] != "v2" {
 		t.Fatalf("1 min tier versions %v, %v", m.Versions, err)
+	}
+}
+
+// BenchmarkFlushMinuteRoutes is BenchmarkFlushMinute with the route
+// rollups of 40 routes under one version, each with a minute of requests
+// (a few hundred latency buckets in all) added between flushes.
+func BenchmarkFlushMinuteRoutes(b *testing.B) {
+	a, err := OpenArchive(b.TempDir(), zap.NewNop(), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer a.Close()
+	src := newFakeCounters()
+	a.SetRouteSource(src.read, nil)
+	rnd := rand.New(rand.NewPCG(1, 2))
+	traffic := func() {
+		for i := range 40 {
+			for range 3000 / (i + 1) / 4 {
+				src.add(fmt.Sprintf("/api/r%d/:id", i), "v1", lognormal(rnd, 40*time.Millisecond, 0.8), false)
+			}
+		}
+	}
+	h, _ := New(10*time.Second, 24*time.Hour)
+	at := t0
+	a.db.NoSync = true
+	for range 8640 {
+		h.Record(trafficTick(at, 12, 0.01, 0.25, 0.3))
+		at = at.Add(10 * time.Second)
+	}
+	traffic()
+	_ = a.Flush(h, at)
+	a.db.NoSync = false
+	b.ResetTimer()
+	for range b.N {
+		b.StopTimer()
+		traffic()
+		b.StartTimer()
+		for range 6 {
+			h.Record(trafficTick(at, 12, 0.01, 0.25, 0.3))
+			at = at.Add(10 * time.Second)
+		}
+		if err := a.Flush(h, at); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

@@ -188,3 +188,20 @@ func BenchmarkInstrumentedProxyVersionHeader(b *testing.B) {
 	p.rp.Transport = versionedTransport{cannedTransport{body: []byte("hello world")}}
 	benchServe(b, p.Instrument(p.Forwarder()), benchPaths)
 }
+
+// BenchmarkRouteVersionRecord is what this file adds to each request:
+// the version header read (unchanged version), the route's counters for
+// that version and their atomic adds. Compare with BenchmarkWindowRecord.
+func BenchmarkRouteVersionRecord(b *testing.B) {
+	s := newStats(time.Now(), 10, 0)
+	s.versions.apply(config.App{VersionHeader: "X-App-Version"})
+	h := http.Header{"X-App-Version": {"2.4.1"}, "Content-Type": {"text/plain"}}
+	r := s.routeFor([]byte("/x"))
+	x := sample{class: class2xx, timed: true, total: 3 * time.Millisecond}
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			r.cumFor(s.versions.fromHeader(h)).record(&x)
+		}
+	})
+}
