@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"time"
 
@@ -201,8 +202,17 @@ var errBadRouteRow = errors.New("malformed route rollup row")
 
 func decodeRouteDelta(b []byte, withBuckets bool) (routeDelta, error) {
 	var d routeDelta
+	err := decodeRouteDeltaInto(b, withBuckets, &d)
+	return d, err
+}
+
+// decodeRouteDeltaInto decodes into d, reusing d.buckets' array when it
+// is large enough (the readers decode a week of rows into one buffer).
+func decodeRouteDeltaInto(b []byte, withBuckets bool, d *routeDelta) error {
+	buf := d.buckets
+	*d = routeDelta{buckets: buf[:0]}
 	if len(b) < 1 || b[0] != routeRowVersion {
-		return d, errBadRouteRow
+		return errBadRouteRow
 	}
 	b = b[1:]
 	next := func() (uint64, bool) {
@@ -221,13 +231,13 @@ func decodeRouteDelta(b []byte, withBuckets bool) (routeDelta, error) {
 	d.sumUS, ok[3] = next()
 	runs, ok[4] = next()
 	if ok != [5]bool{true, true, true, true, true} {
-		return d, errBadRouteRow
+		return errBadRouteRow
 	}
 	if !withBuckets {
-		return d, nil
+		return nil
 	}
 	if runs > latency.Buckets {
-		return d, errBadRouteRow
+		return errBadRouteRow
 	}
 	body := b
 	end := 0
@@ -235,16 +245,21 @@ func decodeRouteDelta(b []byte, withBuckets bool) (routeDelta, error) {
 		gap, ok1 := next()
 		n, ok2 := next()
 		if !ok1 || !ok2 || gap > latency.Buckets || n == 0 || n > latency.Buckets || end+int(gap)+int(n) > latency.Buckets {
-			return d, errBadRouteRow
+			return errBadRouteRow
 		}
 		for range n {
 			if _, ok := next(); !ok {
-				return d, errBadRouteRow
+				return errBadRouteRow
 			}
 		}
 		end += int(gap) + int(n)
 	}
-	d.buckets = make([]uint64, end) // trimmed after the last bucket stored
+	if cap(buf) >= end {
+		d.buckets = buf[:end]
+		clear(d.buckets)
+	} else {
+		d.buckets = make([]uint64, end) // trimmed after the last bucket stored
+	}
 	b, end = body, 0
 	for i := uint64(0); i < runs; i++ {
 		gap, _ := next()
@@ -255,7 +270,7 @@ func decodeRouteDelta(b []byte, withBuckets bool) (routeDelta, error) {
 			end++
 		}
 	}
-	return d, nil
+	return nil
 }
 
 func routeKey(start int64, version string) []byte {
@@ -510,12 +525,12 @@ func (a *Archive) scanRoute(tier int, route string, from, to time.Time, fn func(
 		}
 		c := b.Cursor()
 		end := key(to.Unix())
+		d := routeDelta{buckets: make([]uint64, 0, latency.Buckets)}
 		for k, v := c.Seek(key(from.Unix())); k != nil && string(k[:min(8, len(k))]) < string(end); k, v = c.Next() {
 			if len(k) < 8 {
 				continue
 			}
-			d, err := decodeRouteDelta(v, true)
-			if err != nil {
+			if err := decodeRouteDeltaInto(v, true, &d); err != nil {
 				continue // a damaged row is left out
 			}
 			fn(int64(binary.BigEndian.Uint64(k)), string(k[8:]), &d)
@@ -535,7 +550,7 @@ func (a *Archive) routeRows(tier int, route string, from, to time.Time) ([]Route
 	err := a.scanRoute(tier, route, from, to, func(start int64, version string, d *routeDelta) {
 		out = append(out, RouteRollup{Route: route, Version: version, Start: time.Unix(start, 0).UTC(), Step: step,
 			Requests: d.requests, Errors: d.errors, AppErrors: d.appErrors,
-			Buckets: d.buckets, SumSeconds: float64(d.sumUS) / 1e6})
+			Buckets: slices.Clone(d.buckets), SumSeconds: float64(d.sumUS) / 1e6})
 	})
 	if err != nil {
 		return nil, err
