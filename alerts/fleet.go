@@ -136,6 +136,19 @@ func (tr *track) fleetIDOf(m *Manager) string {
 	return ""
 }
 
+// view is tr's active alert as served and pushed: with a shared store,
+// under its fleet alert's id once known (the same id on every sidecar,
+// also when two sidecars fired it in the same interval before either saw
+// the other's). The store keeps this instance's rows under the local id,
+// and Acknowledge takes either. Callers hold m.mu.
+func (m *Manager) view(tr *track) Alert {
+	c := tr.alert.Clone()
+	if m.fleet != nil && tr.fleetID != "" {
+		c.ID = tr.fleetID
+	}
+	return c
+}
+
 // localTrack finds an active local alert by its id or its fleet alert's id.
 func (m *Manager) localTrack(id string) *track {
 	if tr, ok := m.byID[id]; ok {
@@ -214,13 +227,14 @@ func (m *Manager) acknowledgeFleet(ids []string, note, actor string) ([]Alert, e
 	}
 	cfg := m.cfg.Load()
 	for _, c := range changed {
-		*m.byID[c.ID].alert = c
-		m.emit(cfg, Event{Type: EventAcknowledged, Time: now, Alert: c.Clone()})
+		tr := m.byID[c.ID]
+		*tr.alert = c
+		m.emit(cfg, Event{Type: EventAcknowledged, Time: now, Alert: m.view(tr)})
 	}
 	out := make([]Alert, 0, len(ids))
 	for _, id := range ids {
 		if tr := local[id]; tr != nil {
-			out = append(out, tr.alert.Clone())
+			out = append(out, m.view(tr))
 			continue
 		}
 		c := remote[id]
@@ -350,6 +364,7 @@ func (m *Manager) adopt(fas []store.FleetAlert, reconcile bool) {
 			}
 			continue
 		}
+		tr.fleetID = ""
 		if id != a.ID {
 			tr.fleetID = id
 		}
@@ -359,7 +374,7 @@ func (m *Manager) adopt(fas []store.FleetAlert, reconcile bool) {
 			t := *fa.AcknowledgedAt
 			a.State, a.AcknowledgedAt, a.AcknowledgedBy, a.AckNote = store.StateAcknowledged, &t, fa.AcknowledgedBy, fa.AckNote
 			aw.Records = append(aw.Records, a.Clone())
-			evs = append(evs, Event{Type: EventAcknowledged, Time: now, Alert: a.Clone()})
+			evs = append(evs, Event{Type: EventAcknowledged, Time: now, Alert: m.view(tr)})
 			m.log.Info("alert_acknowledged_in_fleet", zap.String("alert_id", a.ID), zap.String("fleet_alert_id", id),
 				zap.String("key", a.Key), zap.String("by", store.EscapeText(a.AcknowledgedBy)))
 		case reconcile && a.State == store.StateAcknowledged && fa.State != store.StateAcknowledged && a.AcknowledgedAt != nil:

@@ -316,6 +316,43 @@ func testFleetAlerts(t *testing.T, sv sqlServer) {
 		t.Errorf("web-2 after web-1 acknowledged its alert: %+v", a)
 	}
 
+	// Both fire in the same interval, before either has seen the other's:
+	// after one poll both serve (and push) the fleet's id, and either id
+	// can be acknowledged.
+	s1.m.Evaluate(t0.Add(5*time.Minute), figs("cpu_usage", 0.85, "avg_response_time", 7.2))
+	s2.m.Evaluate(t0.Add(5*time.Minute), figs("cpu_usage", 0.85, "disk_usage", 0.9, "avg_response_time", 7.2))
+	local2 := mustActive(t, s2.m, RuleAvgResponseTime).ID
+	s1.flush(t)
+	s2.flush(t)
+	s1.sync(t)
+	s2.sync(t)
+	fas, _ = s1.st.FleetAlerts(ctx, fleet, true)
+	var avgID string
+	for _, fa := range fas {
+		if fa.Key == RuleAvgResponseTime {
+			avgID = fa.ID
+			if len(fa.Instances) != 2 {
+				t.Errorf("avg_response_time fleet alert: %+v; want both instances", fa)
+			}
+		}
+	}
+	if a1, a2 := mustActive(t, s1.m, RuleAvgResponseTime), mustActive(t, s2.m, RuleAvgResponseTime); a1.ID != avgID || a2.ID != avgID {
+		t.Errorf("ids after a simultaneous fire: web-1 %s web-2 %s; want the fleet's %s on both", a1.ID, a2.ID, avgID)
+	}
+	if local2 == avgID {
+		t.Fatalf("web-2 fired with the fleet's id %s before it could know it", avgID)
+	}
+	{
+		if _, err := s2.m.Acknowledge([]string{local2}, "by local id", "token:erin"); err != nil {
+			t.Errorf("ack by web-2's own id: %v", err)
+		}
+		s2.flush(t)
+		s1.sync(t)
+		if a := mustActive(t, s1.m, RuleAvgResponseTime); a.AcknowledgedBy != "token:erin" {
+			t.Errorf("web-1 after the ack by web-2's local id: %+v", a)
+		}
+	}
+
 	// An instance that went stale (killed) no longer holds a fleet alert:
 	// web-3's heartbeat is an hour old; its only alert resolves at it.
 	last := t0.Add(-time.Hour)

@@ -399,6 +399,10 @@ func (m *Manager) Evaluate(now time.Time, in Input) {
 		m.storeFailed("prune", err)
 	}
 	for _, ev := range evs {
+		// Served and pushed under the fleet's id when known (see view).
+		if tr, ok := m.tracks[ev.Alert.Key]; ok && tr.alert != nil && tr.alert.ID == ev.Alert.ID {
+			ev.Alert.ID = m.view(tr).ID
+		}
 		m.emit(cfg, ev)
 	}
 	m.updateGauges()
@@ -524,7 +528,7 @@ func (m *Manager) Active() []Alert {
 	m.mu.Lock()
 	out := make([]Alert, 0, len(m.byID))
 	for _, tr := range m.byID {
-		out = append(out, tr.alert.Clone())
+		out = append(out, m.view(tr))
 	}
 	m.mu.Unlock()
 	store.SortNewestFirst(out)
@@ -544,7 +548,7 @@ func (m *Manager) List(f Filter) []Alert {
 	out := make([]Alert, 0, len(m.byID)+len(m.history))
 	for _, tr := range m.byID {
 		if f.match(tr.alert) {
-			out = append(out, tr.alert.Clone())
+			out = append(out, m.view(tr))
 		}
 	}
 	for i := range m.history {
