@@ -192,10 +192,14 @@ func testFleetAlertsAcross(t *testing.T, d fleetDB) {
 		t.Errorf("fleet answer: %+v", fdoc)
 	}
 	id := fa.ID
-	var onB alertsDoc
-	members[1].get(t, "/admin/api/alerts/responsiveness?state=active", &onB)
-	if _, ok := onB.find(key); !ok {
-		t.Fatalf("b does not list the alert: %+v", onB)
+	// Each sidecar's own answer shows the fleet's id (from its next poll on).
+	for _, m := range members {
+		wait(m.name+" serving the fleet id", func() bool {
+			var own alertsDoc
+			m.get(t, "/admin/api/alerts/responsiveness?state=active", &own)
+			a, ok := own.find(key)
+			return ok && a.ID == id
+		})
 	}
 
 	// Acknowledged on b with the fleet id → a shows it, and a's push carries it.
