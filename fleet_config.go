@@ -186,7 +186,7 @@ func (f *fleetConfig) version() int64 {
 func (f *fleetConfig) State(ctx context.Context) adminapi.FleetConfigState {
 	last, _ := f.watcher.Current()
 	f.mu.Lock()
-	st := adminapi.FleetConfigState{Instance: f.instance, Version: last.Version, UpdatedAt: last.Updated,
+	st := adminapi.FleetConfigState{Fleet: f.fleet, Instance: f.instance, Version: last.Version, UpdatedAt: last.Updated,
 		UpdatedByInstance: last.Instance, Actor: last.Actor, Running: f.running.Version, Invalid: f.invalid}
 	f.mu.Unlock()
 	fl := f.instances()
