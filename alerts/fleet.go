@@ -265,11 +265,21 @@ func (m *Manager) SyncFleet(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	insts, err := src.Instances(ctx, f.Fleet, m.now())
-	if err != nil {
-		return err
+	// The instances (the heavier fleet query) are read only when another
+	// instance holds an active alert: to tell whether it went stale.
+	others := false
+	for _, fa := range fas {
+		for _, ai := range fa.Instances {
+			others = others || (ai.State == store.StateFiring && ai.Instance != f.Instance)
+		}
 	}
-	fas = m.releaseStale(ctx, src, fas, insts)
+	if others {
+		insts, err := src.Instances(ctx, f.Fleet, m.now())
+		if err != nil {
+			return err
+		}
+		fas = m.releaseStale(ctx, src, fas, insts)
+	}
 	m.adopt(fas, true)
 	return nil
 }
