@@ -198,12 +198,14 @@ func (m *Manager) acknowledgeFleet(ids []string, note, actor string) ([]Alert, e
 	var aw store.AlertWrite
 	var changed []Alert
 	remote := map[string]Alert{}
+	done := map[*track]bool{} // an alert named by both its ids is acknowledged once
 	for _, id := range ids {
 		if tr := local[id]; tr != nil {
 			a := tr.alert
-			if a.State == store.StateAcknowledged {
+			if a.State == store.StateAcknowledged || done[tr] {
 				continue
 			}
+			done[tr] = true
 			c := a.Clone()
 			t := now
 			c.State, c.AcknowledgedAt, c.AcknowledgedBy, c.AckNote = store.StateAcknowledged, &t, actor, note
