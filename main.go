@@ -32,7 +32,7 @@ func main() {
 
 // applyRuntime sizes the Go runtime for a sidecar, once at start (serve):
 //   - a soft memory limit of runtime.memory_limit_share × the container's
-//     memory limit (64 MiB outside containers) instead of the fixed GOGC=50
+//     memory limit (256 MiB outside containers) instead of the fixed GOGC=50
 //     of earlier versions, which paid GC CPU at every rate to keep a heap
 //     small that had room to grow (docs/performance.md);
 //   - GOMAXPROCS = runtime.max_procs (default 1) when no CPU limit is set:
