@@ -1,7 +1,7 @@
 // The dashboard's scope: "this instance" (the sidecar serving the page) or
 // "whole fleet" (every sidecar sharing the store: RESPONSIVENESS_STORE_DSN).
 //
-// The choice is remembered per browser (localStorage) and offered only when
+// The choice is remembered per browser (web storage, one key) and offered only when
 // whoami says a shared store is set. In fleet scope every API call that has
 // a fleet answer carries scope=fleet (health, performance, alerts, trend
 // history); widgets whose data exists only per instance (windows, routes,
