@@ -135,6 +135,10 @@ type Deps struct {
 	// events (alert transitions, config changes); nil = none.
 	History       *history.Reader
 	HistoryEvents HistoryEvents
+
+	// FleetConfig keeps the live configuration in the shared store for the
+	// whole fleet (config GET and POST); nil without a shared store.
+	FleetConfig FleetConfig
 }
 
 // API is the admin surface. Build it with New.
