@@ -170,6 +170,7 @@ type Archive struct {
 	mu      sync.Mutex // serialises Flush; guards the fields below
 	flushed int64      // start of the newest 10 s point written (rewritten next flush)
 	failing bool       // a write failed and was logged; the next success logs recovery
+	routes  *routeSource
 }
 
 // OpenArchive opens (creating if needed) dir/history.db. A corrupt file
@@ -207,6 +208,14 @@ func OpenArchive(dir string, log *zap.Logger, retention func() Retention) (*Arch
 	a := &Archive{db: db, path: path, log: log, retention: retention}
 	err = db.Update(func(tx *bbolt.Tx) error {
 		for _, b := range tierBuckets {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		for _, b := range routeBuckets {
+			if b == nil {
+				continue
+			}
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -311,7 +320,22 @@ func (a *Archive) Flush(h *History, now time.Time) error {
 	ps := h.points(a.flushed / 10)
 	ret := a.retention()
 	newest := a.flushed
+	var deltas map[string]map[string]*routeDelta
+	var deltaAt time.Time
+	var routes routeSource
+	if a.routes != nil {
+		routes = *a.routes // restored when the write fails, so the next flush counts these requests
+		deltas, deltaAt = a.routes.sample(now)
+	}
 	err := a.db.Update(func(tx *bbolt.Tx) error {
+		if len(deltas) > 0 {
+			if err := writeRoutes(tx, deltas, deltaAt); err != nil {
+				return err
+			}
+		}
+		if err := pruneRoutes(tx, ret, now); err != nil {
+			return err
+		}
 		b10, err := bucket(tx, Tier10s)
 		if err != nil {
 			return err
@@ -350,6 +374,9 @@ func (a *Archive) Flush(h *History, now time.Time) error {
 		return nil
 	})
 	if err != nil {
+		if a.routes != nil {
+			*a.routes = routes
+		}
 		if !a.failing {
 			a.failing = true
 			a.log.Error("history_write_failed", zap.String("path", a.path), zap.Error(err))

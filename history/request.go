@@ -86,6 +86,8 @@ func Tier(span time.Duration) int {
 type Reader struct {
 	Ring    *History
 	Archive *Archive
+	// Now is the clock the route methods pick their tier by (nil = time.Now).
+	Now func() time.Time
 }
 
 // View answers req. The named ranges 15m, 1h and 24h are answered from
