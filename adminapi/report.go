@@ -80,5 +80,10 @@ func (a *API) reportAnswer(w http.ResponseWriter, r *http.Request, _ principal) 
 	_, _ = w.Write(buf.Bytes())
 }
 
-// routeSource is the history's per-route rollups (contract R1), once kept.
-func routeSource(h *history.Reader) report.RouteSource { return nil }
+// routeSource is the history's per-route rollups; nil without an archive.
+func routeSource(h *history.Reader) report.RouteSource {
+	if h.Archive == nil {
+		return nil
+	}
+	return *h
+}

@@ -45,7 +45,7 @@ func findingsOf(r *report.Report) map[string]report.Finding {
 // weekly report names each, with the threshold's config key and the
 // projection, and its sections agree with what was planted.
 func TestReportNamesPlantedProblems(t *testing.T) {
-	sim := reporttest.Simulate(t, t.TempDir(), reporttest.Plant{FillingDisk: true, FlappingCPU: true})
+	sim := reporttest.Simulate(t, t.TempDir(), reporttest.Plant{FillingDisk: true, FlappingCPU: true, SlowRelease: true})
 	r := build(t, sim, "7d")
 	if len(r.Problems) != 0 {
 		t.Errorf("problems: %v", r.Problems)

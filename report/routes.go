@@ -1,9 +1,9 @@
-//go:build r1
-
 package report
 
 import (
 	"fmt"
+	"math"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -23,7 +23,7 @@ type RouteSource interface {
 // MaxRoutes bounds the routes a report reads (the busiest); TopRoutes the
 // rows of the slowest and most failing lists.
 const (
-	MaxRoutes = 50
+	MaxRoutes = 20
 	TopRoutes = 5
 )
 
@@ -123,12 +123,37 @@ type allAgg struct {
 
 // allRoutes merges the app's rollups (history.AllRoutes) of w.
 func allRoutes(rs RouteSource, w Window) (allAgg, error) {
-	rows, err := rs.RouteRollups(history.AllRoutes, w.From, w.To)
+	m, _, err := merged(rs, history.AllRoutes, w)
 	if err != nil {
 		return allAgg{}, err
 	}
-	m := history.MergeRollups(rows)
-	return allAgg{requests: m.Requests, errors: m.Errors, p50: m.Quantile(0.5), p95: m.Quantile(0.95), p99: m.Quantile(0.99)}, nil
+	a := allAgg{requests: m.Requests, errors: m.Errors, p50: math.NaN(), p95: math.NaN(), p99: math.NaN()}
+	if m.Timed() > 0 {
+		a.p50, a.p95, a.p99 = m.Quantile(0.5), m.Quantile(0.95), m.Quantile(0.99)
+	}
+	return a, nil
+}
+
+// merged reads route's rollups of w a day at a time (a day of 1-minute
+// rows with whole histograms is about 10 MB; a week at once would be
+// seven times that) and merges them; it also returns the versions that
+// answered, oldest first.
+func merged(rs RouteSource, route string, w Window) (history.RouteRollup, []string, error) {
+	acc := history.MergeRollups(nil)
+	versions := []string{}
+	for _, d := range days(w) {
+		rows, err := rs.RouteRollups(route, d.From, d.To)
+		if err != nil {
+			return acc, versions, err
+		}
+		for _, row := range rows {
+			if row.Requests > 0 && row.Version != "" && !slices.Contains(versions, row.Version) {
+				versions = append(versions, row.Version)
+			}
+		}
+		acc = history.MergeRollups(append(rows, acc))
+	}
+	return acc, versions, nil
 }
 
 func buildRoutes(rs RouteSource, r *Report, problems *[]string) Routes {
@@ -166,26 +191,26 @@ func buildRoutes(rs RouteSource, r *Report, problems *[]string) Routes {
 	opts.Alpha /= float64(max(1, len(routes)))
 	var lines []RouteLine
 	for _, route := range routes {
-		cur, err := rs.RouteRollups(route, r.Period.From, r.Period.To)
+		c, versions, err := merged(rs, route, r.Period)
 		if err != nil {
 			return fail(err)
 		}
-		prev, err := rs.RouteRollups(route, r.Previous.From, r.Previous.To)
+		p, _, err := merged(rs, route, r.Previous)
 		if err != nil {
 			return fail(err)
 		}
-		c, p := history.MergeRollups(cur), history.MergeRollups(prev)
-		l := RouteLine{Route: route, Requests: c.Requests, PreviousRequests: p.Requests, Versions: []string{}}
+		l := RouteLine{Route: route, Requests: c.Requests, PreviousRequests: p.Requests, Versions: versions}
 		if c.Requests > 0 {
-			l.P95Seconds, l.ErrorRate = num(c.Quantile(0.95)), num(float64(c.Errors)/float64(c.Requests))
+			l.ErrorRate = num(float64(c.Errors) / float64(c.Requests))
+		}
+		if c.Timed() > 0 {
+			l.P95Seconds = num(c.Quantile(0.95))
 		}
 		if p.Requests > 0 {
-			l.PreviousP95Seconds, l.PreviousErrorRate = num(p.Quantile(0.95)), num(float64(p.Errors)/float64(p.Requests))
+			l.PreviousErrorRate = num(float64(p.Errors) / float64(p.Requests))
 		}
-		for _, row := range cur {
-			if row.Requests > 0 && row.Version != "" && (len(l.Versions) == 0 || l.Versions[len(l.Versions)-1] != row.Version) {
-				l.Versions = append(l.Versions, row.Version)
-			}
+		if p.Timed() > 0 {
+			l.PreviousP95Seconds = num(p.Quantile(0.95))
 		}
 		if p.Requests > 0 && c.Requests > 0 {
 			cmp, err := releases.Compare(

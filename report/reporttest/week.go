@@ -13,6 +13,7 @@ import (
 
 	"github.com/pulsegate/pulsegate/backpressure"
 	"github.com/pulsegate/pulsegate/history"
+	"github.com/pulsegate/pulsegate/latency"
 	"github.com/pulsegate/pulsegate/monitor"
 	"github.com/pulsegate/pulsegate/proxy"
 	"github.com/pulsegate/pulsegate/store"
@@ -33,7 +34,27 @@ type Plant struct {
 	// warning threshold (0.8) every 10 minutes for two hours, and the
 	// cpu_usage rule fires and resolves 12 times, never acknowledged.
 	FlappingCPU bool
+	// SlowRelease: release SlowRelease (deployed in both kinds of week,
+	// ReleaseAt) makes SlowRoute's requests 60 % slower; without it the
+	// release changes nothing.
+	SlowRelease bool
 }
+
+// The routes of the simulated app and their requests per hour; SlowRoute
+// is the one the planted release slows down.
+const (
+	SlowRoute   = "/reports/:id"
+	SlowRelease = "v2"
+)
+
+var routes = []struct {
+	name   string
+	perHr  int
+	median float64 // seconds
+}{{"/api/items", 3000, 0.05}, {SlowRoute, 600, 0.2}, {"/login", 300, 0.1}}
+
+// ReleaseAt is when v2 replaces v1: three and a half days before Now.
+var ReleaseAt = Now.Add(-84 * time.Hour)
 
 // FlapStart is when the planted flapping begins.
 var FlapStart = Now.Add(-3 * 24 * time.Hour).Truncate(24 * time.Hour).Add(9 * time.Hour)
@@ -47,7 +68,10 @@ type Sim struct {
 }
 
 // Simulate writes Days of one tick a minute (steady traffic with a daily
-// cycle and a little noise, plus the planted problems) into dir.
+// cycle and a little noise, plus the planted problems) into dir, flushed
+// every simulated hour with that hour's per-route requests (the route
+// rows of an hour land in one minute of the 1 min tier, as a sidecar
+// flushing hourly would write them).
 func Simulate(t testing.TB, dir string, p Plant) *Sim {
 	t.Helper()
 	ring, err := history.New(10*time.Second, 24*time.Hour)
@@ -65,6 +89,46 @@ func Simulate(t testing.TB, dir string, p Plant) *Sim {
 	}
 	t.Cleanup(func() { ar.Close(); st.Close() })
 	rng := rand.New(rand.NewPCG(12, 2026))
+	counters := map[[2]string]*history.RouteCounter{}
+	ar.SetRouteSource(func() []history.RouteCounter {
+		out := make([]history.RouteCounter, 0, len(counters))
+		for _, c := range counters {
+			cc := *c
+			cc.Buckets = append([]uint64(nil), c.Buckets...)
+			out = append(out, cc)
+		}
+		return out
+	}, 0)
+	// traffic adds an hour of every route's requests (lognormal latencies
+	// around the route's median, 0.4 % errors) to the proxy's counters.
+	traffic := func(at time.Time) {
+		version := "v1"
+		if !at.Before(ReleaseAt) {
+			version = SlowRelease
+		}
+		for _, r := range routes {
+			k := [2]string{r.name, version}
+			c := counters[k]
+			if c == nil {
+				c = &history.RouteCounter{Route: r.name, Version: version, Buckets: make([]uint64, latency.Buckets)}
+				counters[k] = c
+			}
+			median := r.median
+			if p.SlowRelease && version == SlowRelease && r.name == SlowRoute {
+				median *= 1.6
+			}
+			for range r.perHr {
+				d := time.Duration(median * math.Exp(0.5*rng.NormFloat64()) * float64(time.Second))
+				c.Requests++
+				c.Buckets[latency.Index(d)]++
+				c.SumUS += uint64(d / time.Microsecond)
+				if rng.Float64() < 0.004 {
+					c.Errors++
+					c.AppErrors++
+				}
+			}
+		}
+	}
 	start := Now.Add(-Days * 24 * time.Hour)
 	flapEnd := FlapStart.Add(2 * time.Hour)
 	for at := start; at.Before(Now); at = at.Add(time.Minute) {
@@ -88,7 +152,8 @@ func Simulate(t testing.TB, dir string, p Plant) *Sim {
 			Backpressure: &backpressure.State{InFlight: int64(2 + rps/10)},
 		}
 		ring.Record(tick)
-		if at.Sub(start)%(6*time.Hour) == 6*time.Hour-time.Minute {
+		if at.Sub(start)%time.Hour == time.Hour-time.Minute {
+			traffic(at)
 			if err := ar.Flush(ring, at.Add(time.Minute)); err != nil {
 				t.Fatal(err)
 			}
@@ -117,7 +182,7 @@ func Simulate(t testing.TB, dir string, p Plant) *Sim {
 		AcknowledgedAt: &acked, AcknowledgedBy: "token:ab12cd", AckNote: "batch import"}); err != nil {
 		t.Fatal(err)
 	}
-	return &Sim{Ring: ring, Archive: ar, Store: st, Reader: &history.Reader{Ring: ring, Archive: ar}}
+	return &Sim{Ring: ring, Archive: ar, Store: st, Reader: &history.Reader{Ring: ring, Archive: ar, Now: func() time.Time { return Now }}}
 }
 
 func ptr(x float64) *float64 { return &x }

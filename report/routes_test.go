@@ -1,0 +1,31 @@
+package report_test
+
+import (
+	"testing"
+
+	"github.com/pulsegate/pulsegate/report"
+	"github.com/pulsegate/pulsegate/report/reporttest"
+)
+
+func addRoutes(in *report.Inputs, sim *reporttest.Sim) { in.Routes = *sim.Reader }
+
+// checkSlowRelease: the planted release is named with its route, and the
+// route's line shows both releases and the p95 before and after.
+func checkSlowRelease(t *testing.T, r *report.Report, f map[string]report.Finding) {
+	t.Helper()
+	rel, ok := f["release_regression "+reporttest.SlowRoute]
+	if !ok {
+		t.Fatalf("the slow release is not named: %+v\nworse: %+v", r.Findings, r.Routes.Worse)
+	}
+	if rel.Release != reporttest.SlowRelease {
+		t.Errorf("release %q, want %q", rel.Release, reporttest.SlowRelease)
+	}
+	if len(r.Routes.Worse) != 1 {
+		t.Errorf("worse routes: %+v", r.Routes.Worse)
+	}
+	l := r.Routes.Worse[0]
+	c := l.Release.Comparison
+	if l.Route != reporttest.SlowRoute || len(l.Versions) != 2 || c == nil || !c.P95.Regressed || c.P95.After < 1.4*c.P95.Before {
+		t.Errorf("slow route line: %+v comparison %+v", l, c)
+	}
+}
