@@ -2,8 +2,6 @@ package report
 
 import (
 	"fmt"
-	"math"
-	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -13,11 +11,13 @@ import (
 )
 
 // RouteSource is where the per-route figures come from: the history's
-// per-route rollups and releases (history.Reader, contract R1).
+// per-route rollups (history.Reader, contract R1). The release
+// comparison is computed here from the same rollups, read a day at a
+// time, rather than with Reader.Releases, which holds every row of the
+// period in memory.
 type RouteSource interface {
 	RouteRollups(route string, from, to time.Time) ([]history.RouteRollup, error)
 	RouteNames(from, to time.Time) ([]string, error)
-	Releases(from, to time.Time) ([]history.RouteRelease, error)
 }
 
 // MaxRoutes bounds the routes a report reads (the busiest); TopRoutes the
@@ -115,45 +115,76 @@ func (l RouteLine) finding() Finding {
 		Message: fmt.Sprintf("%s got worse than in the previous period: %s; %d requests before, %d now", l.Route, what(c), c.BeforeRequests, c.AfterRequests)}
 }
 
-// allAgg is the app's merged rollup of a span.
-type allAgg struct {
-	requests, errors uint64
-	p50, p95, p99    float64
+// routeSpan is one route's rollups of a span, merged: all versions
+// together, and per version with when it answered.
+type routeSpan struct {
+	all       history.RouteRollup
+	byVersion map[string]history.RouteRollup
+	releases  []history.Release // ordered as history.ReleasesOf orders them
 }
 
-// allRoutes merges the app's rollups (history.AllRoutes) of w.
-func allRoutes(rs RouteSource, w Window) (allAgg, error) {
-	m, _, err := merged(rs, history.AllRoutes, w)
-	if err != nil {
-		return allAgg{}, err
+// versions are the versions that answered, ordered by when they last did.
+func (s routeSpan) versions() []string {
+	out := []string{}
+	for _, r := range s.releases {
+		out = append(out, r.Version)
 	}
-	a := allAgg{requests: m.Requests, errors: m.Errors, p50: math.NaN(), p95: math.NaN(), p99: math.NaN()}
-	if m.Timed() > 0 {
-		a.p50, a.p95, a.p99 = m.Quantile(0.5), m.Quantile(0.95), m.Quantile(0.99)
-	}
-	return a, nil
+	return out
 }
 
 // merged reads route's rollups of w a day at a time (a day of 1-minute
 // rows with whole histograms is about 10 MB; a week at once would be
-// seven times that) and merges them; it also returns the versions that
-// answered, oldest first.
-func merged(rs RouteSource, route string, w Window) (history.RouteRollup, []string, error) {
-	acc := history.MergeRollups(nil)
-	versions := []string{}
+// seven times that) and merges them.
+func merged(rs RouteSource, route string, w Window) (routeSpan, error) {
+	out := routeSpan{all: history.MergeRollups(nil), byVersion: map[string]history.RouteRollup{}}
+	span := map[string]history.RouteRollup{} // per version: Start = first seen, Step reaches last seen
 	for _, d := range days(w) {
 		rows, err := rs.RouteRollups(route, d.From, d.To)
 		if err != nil {
-			return acc, versions, err
+			return out, err
 		}
+		byV := map[string][]history.RouteRollup{}
 		for _, row := range rows {
-			if row.Requests > 0 && row.Version != "" && !slices.Contains(versions, row.Version) {
-				versions = append(versions, row.Version)
+			byV[row.Version] = append(byV[row.Version], row)
+		}
+		for v, vr := range byV {
+			m := history.MergeRollups(vr)
+			if old, ok := out.byVersion[v]; ok {
+				m = history.MergeRollups([]history.RouteRollup{old, m})
+			}
+			out.byVersion[v] = m
+			if v != "" {
+				sp := m
+				sp.Buckets = nil
+				span[v] = sp
 			}
 		}
-		acc = history.MergeRollups(append(rows, acc))
+		out.all = history.MergeRollups(append(rows, out.all))
 	}
-	return acc, versions, nil
+	var rows []history.RouteRollup
+	for _, sp := range span {
+		rows = append(rows, sp)
+	}
+	out.releases, _ = history.ReleasesOf(rows)
+	return out, nil
+}
+
+// compareReleases compares the route's last release with the one before,
+// as history.CompareReleases does, from merged rollups.
+func compareReleases(s routeSpan, o releases.Options) *ReleaseChange {
+	if len(s.releases) < 2 {
+		return nil
+	}
+	before, after := s.releases[len(s.releases)-2], s.releases[len(s.releases)-1]
+	sample := func(v string) releases.Sample {
+		m := s.byVersion[v]
+		return releases.Sample{Release: v, Buckets: m.Buckets, Requests: m.Requests, Errors: m.Errors}
+	}
+	c, err := releases.Compare(sample(before.Version), sample(after.Version), o)
+	if err != nil {
+		return nil
+	}
+	return &ReleaseChange{Before: before, After: after, Comparison: &c}
 }
 
 func buildRoutes(rs RouteSource, r *Report, problems *[]string) Routes {
@@ -177,29 +208,24 @@ func buildRoutes(rs RouteSource, r *Report, problems *[]string) Routes {
 			routes = append(routes, n)
 		}
 	}
-	rels, err := rs.Releases(r.Period.From, r.Period.To)
-	if err != nil {
-		return fail(err)
-	}
-	byRoute := map[string]history.RouteRelease{}
-	for _, rr := range rels {
-		byRoute[rr.Route] = rr
-	}
-	opts := releases.DefaultOptions()
-	// Bonferroni over the routes: the chance of any false "worse" in one
-	// report stays at most Alpha.
-	opts.Alpha /= float64(max(1, len(routes)))
+	opts := history.ReleaseOptions()
+	// Bonferroni over the routes and the two comparisons of each (release,
+	// period): the chance of any false "worse" in one report stays at
+	// most Alpha.
+	opts.Alpha /= float64(2 * max(1, len(routes)))
 	var lines []RouteLine
 	for _, route := range routes {
-		c, versions, err := merged(rs, route, r.Period)
+		cs, err := merged(rs, route, r.Period)
 		if err != nil {
 			return fail(err)
 		}
-		p, _, err := merged(rs, route, r.Previous)
+		ps, err := merged(rs, route, r.Previous)
 		if err != nil {
 			return fail(err)
 		}
-		l := RouteLine{Route: route, Requests: c.Requests, PreviousRequests: p.Requests, Versions: versions}
+		c, p := cs.all, ps.all
+		l := RouteLine{Route: route, Requests: c.Requests, PreviousRequests: p.Requests, Versions: cs.versions(),
+			Release: compareReleases(cs, opts)}
 		if c.Requests > 0 {
 			l.ErrorRate = num(float64(c.Errors) / float64(c.Requests))
 		}
@@ -219,9 +245,6 @@ func buildRoutes(rs RouteSource, r *Report, problems *[]string) Routes {
 			if err == nil {
 				l.PeriodComparison = &cmp
 			}
-		}
-		if rr, ok := byRoute[route]; ok {
-			l.Release = &ReleaseChange{Before: rr.Before, After: rr.After, Comparison: rr.Comparison}
 		}
 		lines = append(lines, l)
 	}

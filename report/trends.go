@@ -3,6 +3,8 @@ package report
 import (
 	"math"
 	"time"
+
+	"github.com/pulsegate/pulsegate/history"
 )
 
 // Figures is one span's request figures (a day, or a whole period).
@@ -54,30 +56,36 @@ type Change struct {
 func buildTrends(p *points, rs RouteSource, r *Report, problems *[]string) Trends {
 	t := Trends{Days: []Figures{}}
 	rollupErr := false
-	span := func(w Window) Figures {
-		f := spanFigures(p, w)
-		if rs != nil && !rollupErr {
-			a, err := allRoutes(rs, w)
-			if err != nil {
-				rollupErr = true
-				*problems = append(*problems, "route rollups: "+err.Error())
-			} else if a.requests > 0 {
-				n := a.requests
-				f.Requests = &n
-				f.P50Seconds, f.P95Seconds, f.P99Seconds = num(a.p50), num(a.p95), num(a.p99)
-				f.ErrorRate = num(float64(a.errors) / float64(a.requests))
-			} else {
-				zero := uint64(0)
-				f.Requests = &zero
-			}
+	// app reads the app's merged rollup of w (ok false without one).
+	app := func(w Window) (history.RouteRollup, bool) {
+		if rs == nil || rollupErr {
+			return history.RouteRollup{}, false
 		}
-		return f
+		m, err := merged(rs, history.AllRoutes, w)
+		if err != nil {
+			rollupErr = true
+			*problems = append(*problems, "route rollups: "+err.Error())
+			return m.all, false
+		}
+		return m.all, true
 	}
+	var daily []history.RouteRollup
 	for _, d := range days(r.Period) {
-		t.Days = append(t.Days, span(d))
+		f := spanFigures(p, d)
+		if m, ok := app(d); ok {
+			withRollup(&f, m)
+			daily = append(daily, m)
+		}
+		t.Days = append(t.Days, f)
 	}
-	t.Period = span(r.Period)
-	t.Previous = span(r.Previous)
+	t.Period = spanFigures(p, r.Period)
+	if rs != nil && !rollupErr {
+		withRollup(&t.Period, history.MergeRollups(daily))
+	}
+	t.Previous = spanFigures(p, r.Previous)
+	if m, ok := app(r.Previous); ok {
+		withRollup(&t.Previous, m)
+	}
 	rel := func(cur, prev *float64) *float64 {
 		if cur == nil || prev == nil || *prev == 0 {
 			return nil
@@ -96,6 +104,19 @@ func buildTrends(p *points, rs RouteSource, r *Report, problems *[]string) Trend
 		P50Seconds: rel(c.P50Seconds, pv.P50Seconds), P95Seconds: rel(c.P95Seconds, pv.P95Seconds), P99Seconds: rel(c.P99Seconds, pv.P99Seconds),
 		ErrorRate: rel(c.ErrorRate, pv.ErrorRate), Apdex: rel(c.Apdex, pv.Apdex)}
 	return t
+}
+
+// withRollup sets the figures the app's rollup gives: the request count,
+// the percentiles of the merged buckets and the error rate.
+func withRollup(f *Figures, m history.RouteRollup) {
+	n := m.Requests
+	f.Requests = &n
+	if m.Timed() > 0 {
+		f.P50Seconds, f.P95Seconds, f.P99Seconds = num(m.Quantile(0.5)), num(m.Quantile(0.95)), num(m.Quantile(0.99))
+	}
+	if m.Requests > 0 {
+		f.ErrorRate = num(float64(m.Errors) / float64(m.Requests))
+	}
 }
 
 // spanFigures computes the series-based figures of w.
