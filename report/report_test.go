@@ -101,6 +101,27 @@ func TestReportNamesPlantedProblems(t *testing.T) {
 	if len(r.Trends.Days) != 7 || r.Trends.Days[0].Coverage < 0.99 || r.Trends.Period.ThroughputRPS == nil {
 		t.Errorf("trends: %d days, first %+v", len(r.Trends.Days), r.Trends.Days[0])
 	}
+	if c := r.Trends.Change.P95Seconds; c == nil || *c < 0.1 {
+		t.Errorf("the slow release does not show in the p95 trend: change %v", c)
+	}
+
+	// Both readable renderings carry the findings and every section.
+	for _, format := range []string{"text", "markdown"} {
+		var buf bytes.Buffer
+		if err := report.Render(&buf, r, format); err != nil {
+			t.Fatal(err)
+		}
+		out := buf.String()
+		for _, want := range []string{"Findings", "Trends", "Routes", "Alerts", "Threshold effectiveness", "Capacity",
+			"flapping_rule", "disk_usage full in ~", "release_regression", reporttest.SlowRoute} {
+			if !strings.Contains(strings.ToLower(out), strings.ToLower(want)) {
+				t.Errorf("%s output lacks %q:\n%s", format, want, out)
+			}
+		}
+		if format == "markdown" && !strings.Contains(out, "| rule | count |") {
+			t.Errorf("markdown has no alerts table:\n%s", out)
+		}
+	}
 }
 
 // TestReportSteadyWeekNamesNothing: two weeks of steady traffic with one
@@ -134,28 +155,6 @@ func TestReportSteadyWeekNamesNothing(t *testing.T) {
 	}
 }
 
-// TestReportRendersTextAndMarkdown: both readable renderings carry the
-// findings and every section heading.
-func TestReportRendersTextAndMarkdown(t *testing.T) {
-	sim := reporttest.Simulate(t, t.TempDir(), reporttest.Plant{FillingDisk: true, FlappingCPU: true})
-	r := build(t, sim, "7d")
-	for _, format := range []string{"text", "markdown"} {
-		var buf bytes.Buffer
-		if err := report.Render(&buf, r, format); err != nil {
-			t.Fatal(err)
-		}
-		out := buf.String()
-		for _, want := range []string{"Findings", "Trends", "Routes", "Alerts", "Threshold effectiveness", "Capacity", "flapping_rule", "disk_usage full in ~"} {
-			if !strings.Contains(strings.ToLower(out), strings.ToLower(want)) {
-				t.Errorf("%s output lacks %q:\n%s", format, want, out)
-			}
-		}
-		if format == "markdown" && !strings.Contains(out, "| rule | count |") {
-			t.Errorf("markdown has no alerts table:\n%s", out)
-		}
-	}
-}
-
 // TestReportParams: bad since and format name the parameter.
 func TestReportParams(t *testing.T) {
 	if _, err := report.Build(report.Inputs{Since: "2w"}); err == nil || !strings.HasPrefix(err.Error(), "since: ") {
@@ -163,5 +162,29 @@ func TestReportParams(t *testing.T) {
 	}
 	if _, err := report.ParseFormat("html"); err == nil || !strings.HasPrefix(err.Error(), "format: ") {
 		t.Errorf("format=html: %v", err)
+	}
+}
+
+// TestReportWithoutSources: no archive, no route rollups, no store (a
+// sidecar without data_dir): the report is built, every section empty,
+// and problems say what is missing; nothing is made up.
+func TestReportWithoutSources(t *testing.T) {
+	r, err := report.Build(report.Inputs{Since: "24h", Now: reporttest.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Problems) != 2 || !strings.Contains(r.Problems[0], "data_dir") || len(r.Findings) != 0 {
+		t.Errorf("problems %v findings %v", r.Problems, r.Findings)
+	}
+	if d := r.Trends.Days[0]; d.ThroughputRPS != nil || d.Requests != nil || d.P95Seconds != nil || d.Coverage != 0 {
+		t.Errorf("a day without history: %+v", d)
+	}
+	if r.Routes.Why == "" || r.Capacity.PeakThroughputRPS != nil || r.Capacity.ConcurrencyLimit != nil {
+		t.Errorf("routes %+v capacity %+v", r.Routes, r.Capacity)
+	}
+	for _, f := range report.Formats {
+		if err := report.Render(&bytes.Buffer{}, r, f); err != nil {
+			t.Errorf("%s: %v", f, err)
+		}
 	}
 }

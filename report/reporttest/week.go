@@ -51,7 +51,7 @@ var routes = []struct {
 	name   string
 	perHr  int
 	median float64 // seconds
-}{{"/api/items", 3000, 0.05}, {SlowRoute, 600, 0.2}, {"/login", 300, 0.1}}
+}{{"/api/items", 1200, 0.05}, {SlowRoute, 300, 0.2}, {"/login", 150, 0.1}}
 
 // ReleaseAt is when v2 replaces v1: three and a half days before Now.
 var ReleaseAt = Now.Add(-84 * time.Hour)
