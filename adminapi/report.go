@@ -85,5 +85,5 @@ func routeSource(h *history.Reader) report.RouteSource {
 	if h.Archive == nil {
 		return nil
 	}
-	return *h
+	return report.HourlyRoutes(*h)
 }

@@ -159,7 +159,9 @@ func Build(in Inputs) (*Report, error) {
 	if in.Config == nil {
 		in.Config = config.Defaults()
 	}
-	to := in.Now.UTC().Truncate(time.Minute)
+	// Whole hours: the route rollups are read from the 1 h tier, so every
+	// day of the period is 24 of its rows.
+	to := in.Now.UTC().Truncate(time.Hour)
 	from := to.Add(-d)
 	r := &Report{SchemaVersion: SchemaVersion, GeneratedAt: in.Now.UTC(), Since: in.Since, Scope: "instance", Instance: in.Instance,
 		Period: Window{from, to}, Previous: Window{from.Add(-d), from}, Findings: []Finding{}, Problems: []string{}, Thresholds: []Threshold{}}

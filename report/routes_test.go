@@ -7,7 +7,7 @@ import (
 	"github.com/pulsegate/pulsegate/report/reporttest"
 )
 
-func addRoutes(in *report.Inputs, sim *reporttest.Sim) { in.Routes = *sim.Reader }
+func addRoutes(in *report.Inputs, sim *reporttest.Sim) { in.Routes = report.HourlyRoutes(*sim.Reader) }
 
 // checkSlowRelease: the planted release is named with its route, and the
 // route's line shows both releases and the p95 before and after.
