@@ -92,15 +92,14 @@ func cmdReport(ctx context.Context, args, environ []string, stdout, stderr io.Wr
 		return reportFailed
 	}
 	if *format == "json" {
-		// As served: fields of a newer sidecar are kept.
+		// As served (fields of a newer sidecar are kept), indented.
 		var out bytes.Buffer
-		if err := json.Indent(&out, body, "", "  "); err != nil {
+		if err := json.Indent(&out, bytes.TrimSpace(body), "", "  "); err != nil {
 			fmt.Fprintf(stderr, "pulsegate report: unreadable answer: %v\n", err)
 			return reportFailed
 		}
 		out.WriteByte('\n')
-		_, _ = stdout.Write(bytes.TrimRight(out.Bytes(), "\n"))
-		fmt.Fprintln(stdout)
+		_, _ = stdout.Write(out.Bytes())
 		return reportOK
 	}
 	var r report.Report

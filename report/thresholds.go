@@ -148,19 +148,19 @@ func buildThresholds(cfg *config.Config, p *points, as []store.AlertRecord, al A
 
 // quietPoints are the indexes in [lo, hi) of points no alert occurrence overlaps.
 func quietPoints(p *points, occ []occurrence, lo, hi int) []int {
-	var q []int
 	step := int64(p.Step / time.Second)
-	for i := lo; i < hi; i++ {
-		s, e := p.Time[i], p.Time[i]+step
-		busy := false
-		for _, o := range occ {
-			if o.start.Unix() < e && o.end.Unix() >= s {
-				busy = true
-				break
-			}
+	busy := make([]bool, hi-lo)
+	for _, o := range occ {
+		// Points [t, t+step) with t < end and t+step > start.
+		a := sort.Search(hi-lo, func(i int) bool { return p.Time[lo+i]+step > o.start.Unix() })
+		for i := a; i < hi-lo && p.Time[lo+i] <= o.end.Unix(); i++ {
+			busy[i] = true
 		}
-		if !busy {
-			q = append(q, i)
+	}
+	var q []int
+	for i, b := range busy {
+		if !b {
+			q = append(q, lo+i)
 		}
 	}
 	return q
