@@ -66,21 +66,29 @@ type row struct {
 	ticks  uint32
 	health uint8
 	v      [numSeries]float32
+	ver    string // the app version of the newest point ("" unknown)
 }
 
 // Encoding: version, health, n, ticks, series count, then the series as
-// float32 bits (NaN = not measured). The count lets a newer pulsegate
-// append series without breaking older rows.
+// float32 bits (NaN = not measured), then optionally the app version (a
+// length byte and the bytes). The count lets a newer pulsegate append
+// series without breaking older rows; older ones ignore the trailing
+// version.
 const rowVersion = 1
 
 func (r row) encode() []byte {
-	b := make([]byte, 11+4*numSeries)
+	ver := r.ver[:min(len(r.ver), maxVersionLen)]
+	b := make([]byte, 11+4*numSeries, 11+4*numSeries+1+len(ver))
 	b[0], b[1] = rowVersion, r.health
 	binary.BigEndian.PutUint32(b[2:], r.n)
 	binary.BigEndian.PutUint32(b[6:], r.ticks)
 	b[10] = numSeries
 	for i, x := range r.v {
 		binary.BigEndian.PutUint32(b[11+4*i:], math.Float32bits(x))
+	}
+	if ver != "" {
+		b = append(b, byte(len(ver)))
+		b = append(b, ver...)
 	}
 	return b
 }
@@ -96,6 +104,9 @@ func decodeRow(k, b []byte) (row, error) {
 		if i < int(b[10]) {
 			r.v[i] = math.Float32frombits(binary.BigEndian.Uint32(b[11+4*i:]))
 		}
+	}
+	if rest := b[11+4*int(b[10]):]; len(rest) > 0 && len(rest) >= 1+int(rest[0]) {
+		r.ver = string(rest[1 : 1+int(rest[0])])
 	}
 	return r, nil
 }
@@ -117,6 +128,9 @@ func aggregate(start int64, rows []row) row {
 		out.v[i] = float32(math.NaN())
 	}
 	for _, r := range rows {
+		if r.ver != "" {
+			out.ver = r.ver // rows are in time order: the newest version
+		}
 		out.n += r.n
 		out.ticks += r.ticks
 		out.health = max(out.health, r.health)
@@ -300,7 +314,7 @@ func (a *Archive) Load(h *History, now time.Time) error {
 	}
 	ps := make([]point, len(rows))
 	for i, r := range rows {
-		ps[i] = point{step: r.start / 10, ticks: uint16(min(r.ticks, math.MaxUint16)), health: r.health, v: r.v}
+		ps[i] = point{step: r.start / 10, ticks: uint16(min(r.ticks, math.MaxUint16)), health: r.health, v: r.v, ver: r.ver}
 	}
 	h.restore(ps)
 	return nil
@@ -343,7 +357,7 @@ func (a *Archive) Flush(h *History, now time.Time) error {
 		b10.FillPercent = 0.95 // keys are appended in order
 		minutes := map[int64]bool{}
 		for _, p := range ps {
-			r := row{start: p.step * 10, n: 1, ticks: uint32(p.ticks), health: p.health, v: p.v}
+			r := row{start: p.step * 10, n: 1, ticks: uint32(p.ticks), health: p.health, v: p.v, ver: p.ver}
 			if err := b10.Put(key(r.start), r.encode()); err != nil {
 				return err
 			}
@@ -497,6 +511,7 @@ func (a *Archive) Query(name string, tier int, from, to time.Time) (View, error)
 	}
 	out.Time = make([]int64, len(merged))
 	out.Health = make([]string, len(merged))
+	out.Versions = make([]*string, len(merged))
 	cols := make([][]*float64, numSeries)
 	vals := make([]float64, len(merged)*numSeries)
 	for i := range cols {
@@ -505,6 +520,9 @@ func (a *Archive) Query(name string, tier int, from, to time.Time) (View, error)
 	for j, r := range merged {
 		out.Time[j] = r.start
 		out.Health[j] = healthNames[r.health]
+		if r.ver != "" {
+			out.Versions[j] = &merged[j].ver
+		}
 		for i, x := range r.v {
 			if x == x {
 				k := j*numSeries + i

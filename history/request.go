@@ -109,7 +109,7 @@ func (r Reader) View(req Request, now time.Time) (View, error) {
 	}
 	if r.Archive == nil {
 		v := View{Range: req.Name, Tier: tierNames[tier], StepSeconds: tierSteps[tier], ResolutionSeconds: tierSteps[tier],
-			From: req.From.Unix(), To: req.To.Unix(), Time: []int64{}, Health: []string{}, Series: map[string][]*float64{}}
+			From: req.From.Unix(), To: req.To.Unix(), Time: []int64{}, Health: []string{}, Series: map[string][]*float64{}, Versions: []*string{}}
 		for _, n := range seriesNames {
 			v.Series[n] = []*float64{}
 		}

@@ -158,6 +158,21 @@ func TestRouteRollupsSevenDays(t *testing.T) {
 	if err != nil || len(names) != len(routes) || !slices.Equal(names[:3], routes[:3]) {
 		t.Errorf("RouteNames = %v, %v; want the 12 routes busiest first", names, err)
 	}
+	// The route view of range=7d: 720 steps of 14 min from the 1 min tier.
+	view, err := r.RouteView(watched, Request{Name: "7d", From: end.Add(-7 * 24 * time.Hour), To: end})
+	if err != nil || view.Tier != "1m" || view.StepSeconds != 840 || len(view.Timestamps) != 720 || len(view.Versions) != 720 {
+		t.Fatalf("7d view: tier %s step %d, %d points, %v", view.Tier, view.StepSeconds, len(view.Timestamps), err)
+	}
+	var sum float64
+	for i, n := range view.Series["requests"] {
+		sum += *n
+		if view.Series["p95_response_time"][i] == nil || *view.Versions[i] != "v1" {
+			t.Fatalf("step %d: p95 %v version %v", i, view.Series["p95_response_time"][i], view.Versions[i])
+		}
+	}
+	if uint64(sum) != watchedReq || len(view.Releases) != 1 || view.Comparison != nil {
+		t.Errorf("7d view: %v requests (want %d), releases %+v, comparison %+v", sum, watchedReq, view.Releases, view.Comparison)
+	}
 	// 30 days reach past the 1 min tier: the 1 h tier answers.
 	rows, err = r.RouteRollups(watched, end.Add(-30*24*time.Hour), end.Add(time.Hour))
 	if err != nil || len(rows) < 7*24 || rows[0].Step != time.Hour {
@@ -412,5 +427,43 @@ func TestReleasesIdenticalNotFlagged(t *testing.T) {
 				t.Errorf("seed %d %s: %+v", seed, r.Route, r.Comparison)
 			}
 		}
+	}
+}
+
+// TestHistoryRowsCarryVersion: every tick records the app's version; the
+// ring, the archived 10 s points (across a restart) and the 1 min
+// rollups (the newest version of the minute) answer it.
+func TestHistoryRowsCarryVersion(t *testing.T) {
+	dir := t.TempDir()
+	a := openArchive(t, dir, DefaultRetention)
+	h := mustHistory(t, 10*time.Second, 24*time.Hour)
+	ver := "v1"
+	h.SetVersion(func() string { return ver })
+	for at := t0; at.Before(t0.Add(10 * time.Minute)); at = at.Add(10 * time.Second) {
+		if at.Equal(t0.Add(5*time.Minute + 30*time.Second)) {
+			ver = "v2"
+		}
+		h.Record(tick(at, 0.3))
+	}
+	v := h.QueryRange("", t0, t0.Add(10*time.Minute))
+	if len(v.Versions) != 60 || *v.Versions[0] != "v1" || *v.Versions[59] != "v2" {
+		t.Fatalf("ring versions: %d, first %v", len(v.Versions), v.Versions[0])
+	}
+	if err := a.Flush(h, t0.Add(10*time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	a.Close()
+	a = openArchive(t, dir, DefaultRetention)
+	defer a.Close()
+	h2 := mustHistory(t, 10*time.Second, 24*time.Hour)
+	if err := a.Load(h2, t0.Add(11*time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	if v := h2.QueryRange("", t0, t0.Add(10*time.Minute)); len(v.Versions) != 60 || *v.Versions[32] != "v1" || *v.Versions[33] != "v2" {
+		t.Fatalf("after restart: %d versions, 32: %v 33: %v", len(v.Versions), *v.Versions[32], *v.Versions[33])
+	}
+	m, err := a.Query("", Tier1m, t0, t0.Add(10*time.Minute))
+	if err != nil || len(m.Versions) != 10 || *m.Versions[4] != "v1" || *m.Versions[5] != "v2" {
+		t.Fatalf("1 min tier versions %v, %v", m.Versions, err)
 	}
 }
