@@ -190,8 +190,12 @@ func resource(cfg *config.Config, p *points, name figures.Name, w Window) Resour
 		r.DailyMax = append(r.DailyMax, num(m))
 	}
 	ts, ys := hourlyWorst(p, string(name), lo, hi)
-	if len(ts) < 2 {
+	switch len(ts) {
+	case 0:
 		r.Why = "not measured in the period"
+		return r
+	case 1:
+		r.Why = "one hourly value so far: no trend yet"
 		return r
 	}
 	fit, last := linearFit(ts, ys)

@@ -178,7 +178,7 @@ func renderDoc(w io.Writer, r *Report, md bool) error {
 	head := []string{"day", "requests", "req/s", "p50", "p95", "p99", "errors", "apdex", "coverage"}
 	row := func(name string, f Figures) []string {
 		return []string{name, reqs(f.Requests), fl(f.ThroughputRPS, "%.2f"), secs(f.P50Seconds), secs(f.P95Seconds), secs(f.P99Seconds),
-			pct(f.ErrorRate), fl(f.Apdex, "%.3f"), fmt.Sprintf("%.0f%%", f.Coverage*100)}
+			pct(f.ErrorRate), fl(f.Apdex, "%.3f"), coverage(f.Coverage)}
 	}
 	var rows [][]string
 	for _, f := range r.Trends.Days {
@@ -330,4 +330,12 @@ func value(unit string, p *float64) string {
 		return secs(p)
 	}
 	return fmt.Sprintf("%g", *p)
+}
+
+// coverage reads a share of a span: whole percents, one decimal below 10 %.
+func coverage(x float64) string {
+	if x > 0 && x < 0.1 {
+		return fmt.Sprintf("%.1f%%", x*100)
+	}
+	return fmt.Sprintf("%.0f%%", x*100)
 }

@@ -159,9 +159,14 @@ func Build(in Inputs) (*Report, error) {
 	if in.Config == nil {
 		in.Config = config.Defaults()
 	}
-	// Whole hours: the route rollups are read from the 1 h tier, so every
-	// day of the period is 24 of its rows.
+	// Whole hours, the current one included: the route rollups are read
+	// from the 1 h tier, so every day of the period is 24 of its rows, and
+	// the period ends at the end of the current hour (its points so far
+	// count; trends' coverage shows the part not yet lived).
 	to := in.Now.UTC().Truncate(time.Hour)
+	if to.Before(in.Now) {
+		to = to.Add(time.Hour)
+	}
 	from := to.Add(-d)
 	r := &Report{SchemaVersion: SchemaVersion, GeneratedAt: in.Now.UTC(), Since: in.Since, Scope: "instance", Instance: in.Instance,
 		Period: Window{from, to}, Previous: Window{from.Add(-d), from}, Findings: []Finding{}, Problems: []string{}, Thresholds: []Threshold{}}
