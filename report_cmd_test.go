@@ -90,6 +90,12 @@ func TestReportCommandFormats(t *testing.T) {
 			t.Errorf("%v: exit %d, stderr %q; want 2 naming %s", args, code, stderr, args[0])
 		}
 	}
+	// Like `pulsegate status`, the admin address and token default to the
+	// sidecar's own environment.
+	env := []string{"RESPONSIVENESS_ADMIN_ADDR=" + strings.TrimPrefix(srv.URL, "http://"), "RESPONSIVENESS_ADMIN_TOKEN=report-token"}
+	if code, out, stderr := runCmd(t, env, "report", "--since", "7d"); code != 0 || !strings.Contains(out, "last 7d") {
+		t.Errorf("from the environment: exit %d (%s):\n%s", code, stderr, out)
+	}
 	// Without the token the sidecar refuses, and the command says so.
 	code, _, stderr := runCmd(t, nil, "report", "--admin", srv.URL)
 	if code != 1 || !strings.Contains(stderr, "401") {
