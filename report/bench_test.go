@@ -14,6 +14,7 @@ import (
 	"github.com/pulsegate/pulsegate/monitor"
 	"github.com/pulsegate/pulsegate/proxy"
 	"github.com/pulsegate/pulsegate/report"
+	"github.com/pulsegate/pulsegate/report/reporttest"
 )
 
 // benchArchive writes days of a sidecar flushing every minute, as serve
@@ -86,6 +87,32 @@ func BenchmarkReport(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
 			if _, err := report.Build(report.Inputs{Since: "24h", Now: now, Config: config.Defaults(), Series: rd.Archive, Routes: report.HourlyRoutes(*rd)}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+// BenchmarkReport7d: the weekly report over the tests' simulated
+// fortnight (3 routes, hourly route rows), against the history endpoint's
+// range=7d answer on the same archive.
+func BenchmarkReport7d(b *testing.B) {
+	sim := reporttest.Simulate(b, b.TempDir(), reporttest.Plant{FillingDisk: true, FlappingCPU: true, SlowRelease: true})
+	now := reporttest.Now
+	b.Run("history_view_7d_baseline", func(b *testing.B) {
+		req, _ := history.ParseRequest(url.Values{"range": {"7d"}}, now)
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := sim.Reader.View(req, now); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("report_7d", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := report.Build(report.Inputs{Since: "7d", Now: now, Config: config.Defaults(), Series: sim.Archive,
+				Routes: report.HourlyRoutes(*sim.Reader), Alerts: sim.Store}); err != nil {
 				b.Fatal(err)
 			}
 		}
