@@ -172,7 +172,7 @@ func Build(in Inputs) (*Report, error) {
 		Period: Window{from, to}, Previous: Window{from.Add(-d), from}, Findings: []Finding{}, Problems: []string{}, Thresholds: []Threshold{}}
 	tier := history.Tier1m
 	r.Tier = "1m"
-	if d > 7*24*time.Hour {
+	if d > 7*24*time.Hour || (in.Config.History.Retention1m > 0 && 2*d > in.Config.History.Retention1m.Duration()) {
 		tier, r.Tier = history.Tier1h, "1h"
 	}
 	if in.Series == nil {

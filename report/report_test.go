@@ -188,3 +188,22 @@ func TestReportWithoutSources(t *testing.T) {
 		}
 	}
 }
+
+// TestReportTierFollowsRetention: with history.retention_1m at 3 days,
+// the weekly report reads the 1 h tier (a sidecar so configured has no
+// 1-minute points of the previous week) and still finds the planted disk.
+func TestReportTierFollowsRetention(t *testing.T) {
+	sim := reporttest.Simulate(t, t.TempDir(), reporttest.Plant{FillingDisk: true})
+	cfg := config.Defaults()
+	cfg.History.Retention1m = 3 * 86400
+	r, err := report.Build(report.Inputs{Since: "7d", Now: reporttest.Now, Config: cfg, Series: sim.Archive, Alerts: sim.Store})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Tier != "1h" || r.Trends.Previous.Coverage < 0.99 {
+		t.Errorf("tier %s, previous coverage %v", r.Tier, r.Trends.Previous.Coverage)
+	}
+	if f := findingsOf(r); len(f) != 1 || f["resource_filling disk_usage"].Kind == "" {
+		t.Errorf("findings: %+v", r.Findings)
+	}
+}
