@@ -307,7 +307,7 @@ func testFleet(t *testing.T, d fleetDB) {
 		for _, c := range hb.Components {
 			comps[c.Name] = c.Status
 		}
-		if hb.Status == "" || comps["store"] != "healthy" || comps["request_performance"] == "" || hb.ConfigVersion != 1 ||
+		if hb.Status == "" || comps["store"] != "healthy" || comps["request_performance"] == "" || hb.ConfigVersion != 0 ||
 			hb.Interval != time.Second || hb.Rollup.CPU == nil || hb.Rollup.Memory == nil ||
 			hb.Rollup.DB == nil || hb.Rollup.DB.PoolSize == 0 || hb.Rollup.DB.PoolInUse == 0 || hb.Rollup.DB.LatencySeconds == nil {
 			t.Errorf("%s heartbeat: status %q components %v config %d interval %s cpu %v memory %v db %+v", in.Instance, hb.Status, comps,

@@ -38,7 +38,7 @@ func (a *app) openHistory(cfg *config.Config, ring *history.History) *history.Re
 		log.Error("history_load_failed", zap.String("path", ar.Path()), zap.Error(err))
 	}
 	log.Info("history_opened", zap.String("path", ar.Path()), zap.Int64("bytes", ar.Size()))
-	ar.SetRouteSource(a.routeCounters, func() int { c, _ := a.holder.Get(); return c.History.MaxRoutes })
+	ar.SetRouteSourceLive(a.routeCounters, func() int { c, _ := a.holder.Get(); return c.History.MaxRoutes })
 	a.archive = ar
 	return &history.Reader{Ring: ring, Archive: ar}
 }

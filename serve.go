@@ -100,6 +100,8 @@ type app struct {
 	// link and writer: the shared store (store.dsn set), nil otherwise.
 	link   *storeLink
 	writer *store.Writer
+	// fleetCfg is the fleet's live configuration (shared store only).
+	fleetCfg *fleetConfig
 	// fleetName and instance name this sidecar in the fleet.
 	fleetName, instance string
 	hb                  heartbeats
@@ -146,6 +148,7 @@ func build(cfg *config.Config, log *zap.Logger, level zap.AtomicLevel, dash *das
 	if err = a.openStore(cfg, log.Named("store")); err != nil {
 		return nil, err
 	}
+	cfg = a.startFleetConfig(cfg) // the stored fleet version over the files
 	if a.proxy, err = proxy.New(cfg, log.Named("proxy"), a.reg); err != nil {
 		return nil, err
 	}
@@ -183,6 +186,9 @@ func build(cfg *config.Config, log *zap.Logger, level zap.AtomicLevel, dash *das
 		return nil, fmt.Errorf("alerts: %w", err)
 	}
 	a.alerts.PublishTo(a.hub) // one broadcaster for alert events and ticks
+	if err = a.useFleetAlerts(); err != nil {
+		return nil, fmt.Errorf("alerts: %w", err)
+	}
 	if a.actions, err = actions.New(cfg, log.Named("actions"), a.reg, a.tasks,
 		actions.Deps{CloseIdleUpstream: a.proxy.CloseIdleConnections}); err != nil {
 		return nil, fmt.Errorf("actions: %w", err)
@@ -222,6 +228,7 @@ func build(cfg *config.Config, log *zap.Logger, level zap.AtomicLevel, dash *das
 		Alerts:       alertsAdapter{a.alerts},
 		Audit:        a.audit,
 		Fleet:        a.fleetAPI(),
+		FleetConfig:  a.fleetConfigAPI(),
 		Events:       a.hub,
 		Ready:        a.ready,
 		Dashboard:    dashHandler,
@@ -287,6 +294,9 @@ func build(cfg *config.Config, log *zap.Logger, level zap.AtomicLevel, dash *das
 	}
 	if a.writer != nil {
 		a.loops = append(a.loops, a.writer.Run)
+	}
+	if a.fleetCfg != nil {
+		a.loops = append(a.loops, a.fleetCfg.run)
 	}
 	ok = true
 	return a, nil
@@ -512,6 +522,8 @@ func (x alertsAdapter) Acknowledge(ids []string, note, actor string) (any, error
 		return nil, fmt.Errorf("%w: %v", adminapi.ErrUnknownAlert, err)
 	case errors.Is(err, alerts.ErrResolved):
 		return nil, fmt.Errorf("%w: %v", adminapi.ErrAlertConflict, err)
+	case errors.Is(err, store.ErrQueueFull):
+		return nil, fmt.Errorf("%w: %v", adminapi.ErrAlertsUnavailable, err)
 	}
 	return res, err
 }

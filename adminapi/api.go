@@ -36,7 +36,7 @@ const (
 	DashboardPrefix = "/admin/responsiveness/"
 )
 
-var apiFamilies = []string{"health", "performance", "config", "alerts"}
+var apiFamilies = []string{"health", "performance", "config", "alerts", "report"}
 
 // IsAdminPath reports whether a request path (as net/http decoded it) is
 // one of pulsegate's routes. The path is cleaned first, so routing and
@@ -94,6 +94,11 @@ var ErrUnknownAlert = errors.New("unknown alert id")
 // no longer be acknowledged, e.g. resolved (409).
 var ErrAlertConflict = errors.New("alert cannot be acknowledged")
 
+// ErrAlertsUnavailable is what Alerts.Acknowledge wraps when the change
+// cannot be kept now (the shared store's queue is full): a 503 saying so,
+// nothing changed.
+var ErrAlertsUnavailable = errors.New("acknowledgement cannot be recorded now")
+
 // Events is a live event source (an *events.Hub).
 type Events interface {
 	Subscribe(buf int) (<-chan events.Event, func())
@@ -135,6 +140,10 @@ type Deps struct {
 	// events (alert transitions, config changes); nil = none.
 	History       *history.Reader
 	HistoryEvents HistoryEvents
+
+	// FleetConfig keeps the live configuration in the shared store for the
+	// whole fleet (config GET and POST); nil without a shared store.
+	FleetConfig FleetConfig
 }
 
 // API is the admin surface. Build it with New.
@@ -164,6 +173,7 @@ func New(d Deps) *API {
 	m.HandleFunc("GET /admin/api/alerts/responsiveness", a.read(a.listAlerts))
 	m.HandleFunc("GET /admin/api/alerts/responsiveness/stream", a.read(a.stream))
 	m.HandleFunc("POST /admin/api/alerts/responsiveness/acknowledge", a.write(a.acknowledge))
+	m.HandleFunc("GET /admin/api/report/responsiveness", a.read(a.reportAnswer))
 	m.HandleFunc("POST /admin/responsiveness/login", a.login)
 	m.HandleFunc("POST /admin/responsiveness/logout", a.logout)
 	m.HandleFunc("GET /admin/responsiveness/api/whoami", a.whoami)

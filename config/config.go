@@ -431,7 +431,11 @@ type Runtime struct {
 	// buffers the limit does not count). Default 0.8.
 	MemoryLimitShare float64 `koanf:"memory_limit_share" json:"memory_limit_share"`
 	// MemoryLimitDefaultMiB is the soft memory limit outside a
-	// memory-limited container, in MiB; 0 = none. Default 64.
+	// memory-limited container, in MiB; 0 = none. Default 256: above what
+	// 4,096 busy connections need (~120 MiB of Go memory), because a soft
+	// limit below the live memory makes the collector run back to back
+	// (64 MiB cost ~3 × the CPU per request at 4,096 connections,
+	// docs/performance.md); outside a container nothing is killed there.
 	MemoryLimitDefaultMiB int `koanf:"memory_limit_default_mib" json:"memory_limit_default_mib"`
 	// MaxProcs is GOMAXPROCS when no CPU limit is set (with one, Go follows
 	// it); capped at the CPUs available; 0 = every CPU. Default 1.

@@ -289,10 +289,15 @@ type routeSource struct {
 
 // SetRouteSource makes every later Flush add the per-route rollups of the
 // counters read returns (cumulative since the proxy started), keeping the
-// busiest limit() routes per flush (history.max_routes, read at every
-// flush; nil or ≤ 0: DefaultRouteLimit). The first flush counts
-// everything since the proxy started.
-func (a *Archive) SetRouteSource(read func() []RouteCounter, limit func() int) {
+// busiest limit routes per flush (≤ 0: DefaultRouteLimit). The first
+// flush counts everything since the proxy started.
+func (a *Archive) SetRouteSource(read func() []RouteCounter, limit int) {
+	a.SetRouteSourceLive(read, func() int { return limit })
+}
+
+// SetRouteSourceLive is SetRouteSource with the limit read at every flush
+// (history.max_routes is live); nil = DefaultRouteLimit.
+func (a *Archive) SetRouteSourceLive(read func() []RouteCounter, limit func() int) {
 	if limit == nil {
 		limit = func() int { return DefaultRouteLimit }
 	}

@@ -76,7 +76,7 @@ func TestRouteRollupsSevenDays(t *testing.T) {
 	defer a.Close()
 	a.db.NoSync = true // 10 080 transactions; durability is not under test
 	src := newFakeCounters()
-	a.SetRouteSource(src.read, nil)
+	a.SetRouteSource(src.read, 0)
 	ring := mustHistory(t, 10*time.Second, time.Hour)
 	rnd := rand.New(rand.NewPCG(7, 11))
 	start := time.Date(2026, 3, 2, 0, 0, 0, 0, time.UTC)
@@ -193,7 +193,7 @@ func TestRouteHistorySurvivesRestart(t *testing.T) {
 	ring := mustHistory(t, 10*time.Second, time.Hour)
 	a := openArchive(t, dir, DefaultRetention)
 	src := newFakeCounters()
-	a.SetRouteSource(src.read, nil)
+	a.SetRouteSource(src.read, 0)
 	for i := range 100 {
 		src.add("/reports/:id", "v1", 100*time.Millisecond, i%10 == 0)
 	}
@@ -207,7 +207,7 @@ func TestRouteHistorySurvivesRestart(t *testing.T) {
 	a2 := openArchive(t, dir, DefaultRetention)
 	defer a2.Close()
 	src2 := newFakeCounters() // a new process counts from zero
-	a2.SetRouteSource(src2.read, nil)
+	a2.SetRouteSource(src2.read, 0)
 	r := Reader{Archive: a2, Now: func() time.Time { return t0.Add(time.Hour) }}
 	rows, err := r.RouteRollups("/reports/:id", t0.Add(-time.Hour), t0.Add(time.Hour))
 	if err != nil || len(rows) != 1 || rows[0].Requests != 100 || rows[0].Errors != 10 || rows[0].Version != "v1" {
@@ -234,7 +234,7 @@ func TestRouteRollupsAreBounded(t *testing.T) {
 	a := openArchive(t, t.TempDir(), DefaultRetention)
 	defer a.Close()
 	src := newFakeCounters()
-	a.SetRouteSource(src.read, func() int { return 3 })
+	a.SetRouteSourceLive(src.read, func() int { return 3 })
 	total := 0
 	for i := range 8 {
 		for range 10 * (8 - i) {
@@ -267,7 +267,7 @@ func TestRouteRollupsPruned(t *testing.T) {
 	a := openArchive(t, t.TempDir(), ret)
 	defer a.Close()
 	src := newFakeCounters()
-	a.SetRouteSource(src.read, nil)
+	a.SetRouteSource(src.read, 0)
 	ring := mustHistory(t, 10*time.Second, time.Hour)
 	src.add("/old", "v1", time.Millisecond, false)
 	if err := a.Flush(ring, t0.Add(31*time.Second)); err != nil { // rows of 12:00
@@ -321,7 +321,7 @@ func TestRouteDiskPerDay(t *testing.T) {
 	defer a.Close()
 	a.db.NoSync = true
 	src := newFakeCounters()
-	a.SetRouteSource(src.read, nil)
+	a.SetRouteSource(src.read, 0)
 	ring := mustHistory(t, 10*time.Second, 24*time.Hour)
 	rnd := rand.New(rand.NewPCG(3, 5))
 	at := t0
@@ -386,7 +386,7 @@ func releaseWeek(t *testing.T, seed uint64, slow bool) []RouteRelease {
 	defer a.Close()
 	a.db.NoSync = true
 	src := newFakeCounters()
-	a.SetRouteSource(src.read, nil)
+	a.SetRouteSource(src.read, 0)
 	ring := mustHistory(t, 10*time.Second, time.Hour)
 	rnd := rand.New(rand.NewPCG(seed, 99))
 	start := time.Date(2026, 3, 2, 0, 0, 0, 0, time.UTC)
@@ -504,7 +504,7 @@ func BenchmarkFlushMinuteRoutes(b *testing.B) {
 	}
 	defer a.Close()
 	src := newFakeCounters()
-	a.SetRouteSource(src.read, nil)
+	a.SetRouteSource(src.read, 0)
 	rnd := rand.New(rand.NewPCG(1, 2))
 	traffic := func() {
 		for i := range 40 {

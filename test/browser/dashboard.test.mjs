@@ -6,7 +6,7 @@
 
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
 import os from 'node:os';
@@ -786,6 +786,191 @@ fetch(${JSON.stringify(ackURL)}, {method: 'POST', mode: 'no-cors', credentials: 
     } finally {
       ro.kill('SIGTERM');
       await new Promise((r) => (ro.exitCode !== null ? r() : ro.once('exit', r)));
+    }
+  });
+});
+
+// ---------------------------------------------------------------- fleet scope
+
+// FLEET_DB is the fleet test's private MariaDB database (the shared store
+// of two demo sidecars), created and dropped by the test.
+const FLEET_DB = 'pulsegate_i11dash_browser';
+const MYSQL = process.env.MYSQL || 'mysql';
+
+function mysqlExec(sql) {
+  return execFileSync(MYSQL, ['-h', '127.0.0.1', '-P', '3306', '-u', 'root', '-e', sql], { stdio: ['ignore', 'pipe', 'pipe'] });
+}
+
+// spawnFleetDemo runs `pulsegate demo` as instance name of a fleet whose
+// store is FLEET_DB; it resolves with the process and its addresses.
+function spawnFleetDemo(name) {
+  const proc = spawn(BIN, ['demo', '--no-services', '--rps', '3'], {
+    env: {
+      ...process.env,
+      RESPONSIVENESS_LISTEN_ADDR: '127.0.0.1:0',
+      RESPONSIVENESS_ADMIN_ADDR: '127.0.0.1:0',
+      RESPONSIVENESS_ADMIN_TOKEN: TOKEN,
+      RESPONSIVENESS_STORE_DSN: `mysql://root@127.0.0.1:3306/${FLEET_DB}`,
+      RESPONSIVENESS_INSTANCE: name,
+      RESPONSIVENESS_FLEET: 'i11dash_browser',
+    },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  const log = fs.createWriteStream(path.join(ROOT, `test/artifacts/browser-fleet-${name}.log`));
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`fleet demo ${name} did not log "listening"`)), WAIT);
+    proc.once('exit', (code) => reject(new Error(`fleet demo ${name} exited with ${code}`)));
+    readline.createInterface({ input: proc.stderr }).on('line', (line) => {
+      log.write(line + '\n');
+      try {
+        const ev = JSON.parse(line);
+        if (ev.msg === 'listening') {
+          clearTimeout(timer);
+          resolve({ proc, log, admin: 'http://' + ev.admin_addr, proxy: 'http://' + ev.proxy_addr });
+        }
+      } catch {
+        // not JSON
+      }
+    });
+  });
+}
+
+async function stopProc(p) {
+  if (!p || p.exitCode !== null || p.signalCode) return;
+  const exited = new Promise((r) => p.once('exit', r));
+  p.kill('SIGTERM');
+  await Promise.race([exited, new Promise((r) => setTimeout(r, 15_000))]);
+  if (p.exitCode === null && !p.signalCode) p.kill('SIGKILL');
+}
+
+describe('fleet scope', () => {
+  it('fleet scope: without a shared store the switch is offered disabled and says why', async () => {
+    const { body } = await api('/admin/responsiveness/api/whoami');
+    assert.equal(body.shared_store, false);
+    const r = await api('/admin/responsiveness/api/history?range=15m&scope=fleet');
+    assert.equal(r.status, 400);
+    assert.equal(r.body.error, 'scope=fleet needs a shared store (store.dsn)');
+    const page = await newPage();
+    await page.goto(adminURL + '/admin/responsiveness/');
+    if (page.url().includes('/login')) await signIn(page);
+    await page.waitForSelector('#scope:not([hidden])', { timeout: WAIT });
+    assert.equal(await page.locator('#scope button[data-scope=fleet]').isDisabled(), true);
+    assert.match(await page.getAttribute('#scope button[data-scope=fleet]', 'title'), /RESPONSIVENESS_STORE_DSN/);
+    assert.equal(await page.getAttribute('#scope button[data-scope=instance]', 'aria-pressed'), 'true');
+    assert.equal(await page.locator('section[data-widget=instances]:visible').count(), 0, 'no instances table');
+    assert.equal(await page.locator('.scope-tag').count(), 0, 'no scope tags without a fleet');
+    await page.close();
+  });
+
+  it('fleet scope: two sidecars sharing MariaDB, the switch, the instances table, a stale instance, fleet trends', async (t) => {
+    try {
+      mysqlExec(`DROP DATABASE IF EXISTS ${FLEET_DB}; CREATE DATABASE ${FLEET_DB} CHARACTER SET utf8mb4`);
+    } catch (e) {
+      t.skip(`MariaDB at 127.0.0.1:3306 (root, no password) is not usable: ${e.message}`);
+      return;
+    }
+    let a;
+    let b;
+    let browser;
+    try {
+      [a, b] = await Promise.all([spawnFleetDemo('demo-a'), spawnFleetDemo('demo-b')]);
+      const get = async (base, p) => (await fetch(base + p, { headers: { Authorization: 'Bearer ' + TOKEN } })).json();
+      await waitFor('both instances reporting to the shared store', async () => {
+        const f = await get(a.admin, '/admin/api/performance/responsiveness?scope=fleet');
+        return f.instances && f.instances.filter((i) => !i.stale).length === 2 && f.performance_metrics.requests > 0;
+      });
+      // The fleet trends: one series from both instances' merged rollups.
+      const hist = await waitFor('fleet trend points with both instances', async () => {
+        const v = await get(a.admin, '/admin/responsiveness/api/history?range=15m&scope=fleet');
+        return v.series.instances.some((n) => n === 2) && v;
+      });
+      assert.equal(hist.scope, 'fleet');
+      assert.equal(hist.instances, 2);
+      assert.equal(hist.aggregation.cpu_usage, 'highest instance');
+
+      browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ['--no-sandbox', '--disable-gpu'] });
+      const ctx = await browser.newContext({ viewport: WIDTHS[0] });
+      const page = await ctx.newPage();
+      const errs = [];
+      page.on('pageerror', (e) => errs.push(e.message));
+      page.on('console', (m) => m.type() === 'error' && errs.push(m.text()));
+      // Every fleet read answers: health, performance, alerts and history.
+      const failed = [];
+      page.on('response', (r) => r.status() >= 400 && failed.push(`${r.status()} ${r.url()}`));
+      await page.goto(a.admin + '/admin/responsiveness/login');
+      await page.waitForSelector('#login-fields:not([hidden])');
+      await page.fill('#name', NAME);
+      await page.fill('#token', TOKEN);
+      await Promise.all([page.waitForURL(a.admin + '/admin/responsiveness/'), page.click('button[type=submit]')]);
+      await page.waitForSelector('#scope:not([hidden])', { timeout: WAIT });
+      assert.equal(await page.locator('#scope button[data-scope=fleet]').isDisabled(), false);
+      assert.equal(await page.locator('section[data-widget=instances]:visible').count(), 0, 'no instances table in instance scope');
+
+      // Whole fleet: the page reloads in fleet scope and reads the fleet's trends.
+      const fleetHistory = page.waitForResponse((r) => /api\/history\?.*scope=fleet/.test(r.url()) && r.status() === 200, { timeout: WAIT });
+      await page.click('#scope button[data-scope=fleet]');
+      await fleetHistory;
+      await page.waitForSelector('section[data-widget=instances]:not([hidden]) tr[data-instance]', { timeout: WAIT });
+      assert.equal(await page.getAttribute('#scope button[data-scope=fleet]', 'aria-pressed'), 'true');
+      assert.deepEqual(await page.$$eval('tr[data-instance]', (rs) => rs.map((r) => r.dataset.instance)), ['demo-a', 'demo-b']);
+      await waitFor('the figures card labelled with the fleet', async () =>
+        /whole fleet · 2 of 2 instances reporting/.test(await page.textContent('section[data-widget=figures] .scope-tag')));
+      assert.match(await page.textContent('section[data-widget=backpressure] .scope-tag'), /this instance · demo-a/);
+      const heads = await page.$$eval('table.instances thead th', (ths) => ths.map((th) => th.textContent));
+      for (const want of [/^Status/, /^p99latest interval/, /^Throughputreq\/s/, /^Failed for clients%/, /^CPU% at last heartbeat/, /^Memory%/, /^Config version/, /^Last seen/]) {
+        assert.ok(heads.some((x) => want.test(x)), `instances column ${want} in ${JSON.stringify(heads)}`);
+      }
+      // The headline figures are the fleet's: the page shows what the fleet answer says.
+      const tput = await page.textContent('section[data-widget=figures] [data-figure=throughput_rps] .value');
+      assert.match(tput, /\/s$/);
+      // The CPU gauge names the instance it comes from.
+      assert.match(await page.textContent('section[data-widget=resources] [data-figure=cpu_usage]'), /on the highest instance/);
+      assert.deepEqual(await brokenWords(page, 'table.instances td, table.instances th'), []);
+      await page.waitForTimeout(1500);
+      await docShot(page, 'overview-fleet-1366');
+      await page.setViewportSize(WIDTHS[1]);
+      await page.waitForTimeout(500);
+      assert.deepEqual(await brokenWords(page, 'table.instances td'), []);
+      await docShot(page, 'overview-fleet-390');
+      await page.setViewportSize(WIDTHS[0]);
+
+      // Remembered per browser: another page opens in fleet scope.
+      await page.goto(a.admin + '/admin/responsiveness/performance');
+      await page.waitForSelector('section[data-widget=figures] .scope-tag.fleet', { timeout: WAIT });
+      assert.match(await page.textContent('section[data-widget=routes] .scope-tag'), /this instance/);
+      await page.waitForSelector('section[data-widget=trends] .charts', { timeout: WAIT });
+      await page.waitForTimeout(1500);
+      await shot(page, 'performance-fleet-1366');
+
+      // demo-b dies: within 3 monitoring intervals its row is stale, greyed,
+      // and the fleet says 1 of 2 reporting.
+      await page.goto(a.admin + '/admin/responsiveness/');
+      await page.waitForSelector('tr[data-instance=demo-b]', { timeout: WAIT });
+      b.proc.kill('SIGKILL');
+      await page.waitForSelector('tr[data-instance=demo-b][data-stale="1"].stale', { timeout: WAIT });
+      const opacity = await page.$eval('tr[data-instance=demo-b] td', (td) => Number(getComputedStyle(td).opacity));
+      assert.ok(opacity < 1, `a stale row is greyed (opacity ${opacity})`);
+      await waitFor('1 of 2 reporting', async () => /1 of 2 instances reporting/.test(await page.textContent('section[data-widget=instances] .scope-tag')));
+      await shot(page, 'overview-fleet-stale-1366');
+
+      // Back to this instance: no table, the cards say this instance.
+      await page.click('#scope button[data-scope=instance]');
+      await page.waitForSelector('#scope button[data-scope=instance][aria-pressed=true]', { timeout: WAIT });
+      await page.waitForSelector('section[data-widget=figures] .scope-tag.instance', { timeout: WAIT });
+      assert.equal(await page.locator('section[data-widget=instances]:visible').count(), 0);
+
+      assert.deepEqual(failed, [], 'failed requests in fleet scope');
+      assert.deepEqual(errs, []);
+      await ctx.close();
+    } finally {
+      if (browser) await browser.close();
+      await Promise.all([stopProc(a && a.proc), stopProc(b && b.proc)]);
+      for (const x of [a, b]) if (x) x.log.end();
+      try {
+        mysqlExec(`DROP DATABASE IF EXISTS ${FLEET_DB}`);
+      } catch {
+        // best effort
+      }
     }
   });
 });

@@ -20,6 +20,7 @@ import {
 } from './util.js';
 import { state, subscribe, acknowledge, getHistory, AuthError, PREFIX } from './live.js';
 import { lineChart } from './chart.js';
+import { instancesWidget } from './fleet.js';
 
 // kinds maps a widget name to its factory; the embeddable element accepts
 // the product's five kinds (resources, performance, health, tasks,
@@ -36,6 +37,7 @@ const kinds = {
   tasks: tasksWidget,
   trends: trendsWidget,
   'alert-history': alertHistoryWidget,
+  instances: instancesWidget, // fleet.js
 };
 
 export const EMBEDDABLE = ['resources', 'performance', 'health', 'tasks', 'backpressure'];
@@ -130,7 +132,7 @@ function notMeasuredText(j) {
 // when the page reads it (so tiles, the windows table and the footnote
 // show the same numbers), else from the latest snapshot.
 function requestsOf(st) {
-  return (st.perf && st.perf.windows && st.perf.windows['1m']) || st.requests || null;
+  return st.fleetRequests || (st.perf && st.perf.windows && st.perf.windows['1m']) || st.requests || null;
 }
 
 // stat is one tile: a label, a value and, under it, what the value is (its
