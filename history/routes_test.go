@@ -537,3 +537,22 @@ func BenchmarkFlushMinuteRoutes(b *testing.B) {
 		}
 	}
 }
+
+// TestReleasesOrderRollback: after v1, v2 and a rollback to v1, the
+// release serving now is v1 and the one before it v2; unknown versions
+// are never a release.
+func TestReleasesOrderRollback(t *testing.T) {
+	row := func(min int, v string) RouteRollup {
+		return RouteRollup{Route: "/r", Version: v, Start: t0.Add(time.Duration(min) * time.Minute), Step: time.Minute, Requests: 10}
+	}
+	rels, by := ReleasesOf([]RouteRollup{row(0, "v1"), row(1, ""), row(2, "v2"), row(3, "v2"), row(4, "v1")})
+	if len(rels) != 2 || rels[0].Version != "v2" || rels[1].Version != "v1" || len(by["v1"]) != 2 {
+		t.Fatalf("releases %+v", rels)
+	}
+	if !rels[1].FirstSeen.Equal(t0) || !rels[1].LastSeen.Equal(t0.Add(5*time.Minute)) || rels[1].Requests != 20 {
+		t.Errorf("v1: %+v", rels[1])
+	}
+	if rr, err := CompareReleases("/r", []RouteRollup{row(0, "v1"), row(1, "")}, ReleaseOptions()); rr != nil || err != nil {
+		t.Errorf("one known version compared: %+v %v", rr, err)
+	}
+}
