@@ -86,6 +86,8 @@ func Tier(span time.Duration) int {
 type Reader struct {
 	Ring    *History
 	Archive *Archive
+	// Now is the clock the route methods pick their tier by (nil = time.Now).
+	Now func() time.Time
 }
 
 // View answers req. The named ranges 15m, 1h and 24h are answered from
@@ -107,7 +109,7 @@ func (r Reader) View(req Request, now time.Time) (View, error) {
 	}
 	if r.Archive == nil {
 		v := View{Range: req.Name, Tier: tierNames[tier], StepSeconds: tierSteps[tier], ResolutionSeconds: tierSteps[tier],
-			From: req.From.Unix(), To: req.To.Unix(), Time: []int64{}, Health: []string{}, Series: map[string][]*float64{}}
+			From: req.From.Unix(), To: req.To.Unix(), Time: []int64{}, Health: []string{}, Series: map[string][]*float64{}, Versions: []*string{}}
 		for _, n := range seriesNames {
 			v.Series[n] = []*float64{}
 		}
