@@ -103,6 +103,7 @@ const PALETTE = ['--pg-s0', '--pg-s1', '--pg-s2', '--pg-s3'];
 // Event glyphs: every event kind has its own mark, so none is told apart
 // by colour alone.
 export const GLYPH = { fired: '▲', resolved: '✓', acknowledged: '⚑', config: '⚙', release: '◆' };
+const ORDER = ['fired', 'resolved', 'config', 'release', 'acknowledged']; // which glyph a group of marks shows
 const KIND_WORDS = { fired: 'alert fired', resolved: 'alert resolved', acknowledged: 'alert acknowledged', config: 'configuration changed', release: 'release first answered' };
 
 const toSec = (t) => {
@@ -218,7 +219,10 @@ function eventDetail(m, step, runbook) {
 //   why        when no series has data: why not (e.g. "set RESPONSIVENESS_DB_DSN …")
 //   events     the range's events (default view.events); [] draws none
 //   runbook    rule → runbook URL ('' for none)
-export function lineChart({ title, window: win, unit, series, fmt, axisFmt, thresholds = [], yMax, view, why, events, runbook }) {
+//   keep       an object kept by the caller across redraws of this graph:
+//              the event whose details are open (pointed at, focused or
+//              tapped) stays open when the graph is redrawn with fresh data
+export function lineChart({ title, window: win, unit, series, fmt, axisFmt, thresholds = [], yMax, view, why, events, runbook, keep = {} }) {
   const step = (view && view.step_seconds) || 10;
   const from = view ? view.from : 0;
   const to = view ? view.to : 1;
@@ -274,12 +278,12 @@ export function lineChart({ title, window: win, unit, series, fmt, axisFmt, thre
   if (ev.marks.length) {
     const kinds = new Set(ev.marks.map((m) => m.kind));
     const keys = [];
-    if (ev.spans.length) keys.push(`${GLYPH.fired} alert fired, shaded while firing`);
+    if (ev.spans.length) keys.push(`${GLYPH.fired} alert (shaded while firing)`);
     if (kinds.has('resolved')) keys.push(`${GLYPH.resolved} resolved`);
     if (kinds.has('acknowledged')) keys.push(`${GLYPH.acknowledged} acknowledged`);
-    if (kinds.has('config')) keys.push(`${GLYPH.config} configuration changed (dotted line)`);
-    if (kinds.has('release')) keys.push(`${GLYPH.release} release first answered (solid line)`);
-    noteParts.push(`events: ${keys.join(', ')}; point at or tap a mark to see what changed and who`);
+    if (kinds.has('config')) keys.push(`${GLYPH.config} config change (dotted)`);
+    if (kinds.has('release')) keys.push(`${GLYPH.release} release (solid line)`);
+    noteParts.push(`marks: ${keys.join(', ')}`);
   }
   if (view && view.events_truncated) noteParts.push(`only the newest ${(view.events || []).length} events are shown`);
   if (view && view.events_error) noteParts.push(view.events_error);
@@ -293,10 +297,11 @@ export function lineChart({ title, window: win, unit, series, fmt, axisFmt, thre
   let pinned = false; // opened by a click or tap: stays until closed
 
   const showDetail = (c, pin) => {
-    if (!c) return;
+    if (!c || destroyed) return;
     if (pinned && !pin && shown !== c) return;
     if (pin) pinned = true;
     shown = c;
+    keep.open = { t: c.marks[0].t, pinned };
     for (const x of clusters) {
       x.button.setAttribute('aria-expanded', x === c ? 'true' : 'false');
       x.button.classList.toggle('on', x === c);
@@ -308,7 +313,8 @@ export function lineChart({ title, window: win, unit, series, fmt, axisFmt, thre
     fig.dataset.eventShown = String(c.marks[0].t);
   };
   const hideDetail = (force) => {
-    if (pinned && !force) return;
+    if (destroyed || (pinned && !force)) return;
+    delete keep.open;
     pinned = false;
     shown = null;
     detail.hidden = true;
@@ -321,9 +327,9 @@ export function lineChart({ title, window: win, unit, series, fmt, axisFmt, thre
   };
 
   // placeMarks lays the event buttons out under the plot, one per group of
-  // marks closer than 14 px (a year of events stays readable).
+  // marks closer than 24 px (a year of events stays readable).
   const placeMarks = (u) => {
-    const openAt = shown ? shown.marks[0].t : null;
+    const open = shown ? { t: shown.marks[0].t, pinned } : keep.open; // kept across a resize or a redraw
     clusters = [];
     replace(strip);
     strip.hidden = ev.marks.length === 0;
@@ -335,18 +341,18 @@ export function lineChart({ title, window: win, unit, series, fmt, axisFmt, thre
       if (m.t < from || m.t > to) continue;
       const x = u.valToPos(m.t, 'x');
       const last = clusters[clusters.length - 1];
-      if (last && x - last.x < 14) last.marks.push(m);
+      if (last && x - last.x < 24) last.marks.push(m);
       else clusters.push({ x, marks: [m] });
     }
     for (const c of clusters) {
-      const kinds = [...new Set(c.marks.map((m) => m.kind))];
+      const kinds = ORDER.filter((k) => c.marks.some((m) => m.kind === k));
       const sev = c.marks.find((m) => m.span && m.span.level === 'critical') ? 'critical' : c.marks.find((m) => m.span) ? 'warning' : kinds[0];
       const label = c.marks.length === 1 ? eventText(c.marks[0], step) : `${c.marks.length} events: ` + c.marks.map((m) => eventText(m, step)).join('; ');
       const b = h('button', {
         type: 'button', class: 'ev-mark ' + sev, 'aria-label': label, 'aria-expanded': 'false', title: label,
         dataset: { kinds: kinds.join(' '), t: String(c.marks[0].t) },
         style: { left: c.x + 'px' },
-      }, kinds.map((k) => GLYPH[k]).join(''), c.marks.length > 1 ? h('span', { class: 'ev-count' }, String(c.marks.length)) : null);
+      }, GLYPH[kinds[0]], c.marks.length > 1 ? h('span', { class: 'ev-count' }, String(c.marks.length)) : null);
       b.addEventListener('mouseenter', () => showDetail(c, false));
       b.addEventListener('focus', () => showDetail(c, false));
       b.addEventListener('click', () => (pinned && shown === c ? hideDetail(true) : showDetail(c, true)));
@@ -355,7 +361,13 @@ export function lineChart({ title, window: win, unit, series, fmt, axisFmt, thre
       c.button = b;
       strip.append(b);
     }
-    if (openAt !== null) showDetail(clusters.find((c) => c.marks.some((m) => m.t === openAt)), false);
+    if (open) {
+      const c = clusters.find((x) => x.marks.some((m) => m.t === open.t));
+      pinned = false;
+      shown = null;
+      if (c) showDetail(c, open.pinned);
+      else delete keep.open;
+    }
   };
 
   loadUPlot().then((uPlot) => {

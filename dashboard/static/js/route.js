@@ -107,6 +107,11 @@ function routeTrends() {
   let target = null;
   let lastState = null;
   const buttons = [];
+  const keeps = new Map(); // chart title → what its graph keeps across redraws (an opened event)
+  const keepOf = (title) => {
+    if (!keeps.has(title)) keeps.set(title, {});
+    return keeps.get(title);
+  };
   const clear = () => {
     for (const c of drawn) c.destroy();
     drawn = [];
@@ -140,6 +145,7 @@ function routeTrends() {
       view,
       events,
       runbook: (rule) => runbookOf(st, rule),
+      keep: keepOf(c.title),
       why: 'no request to this route in this range (pulsegate keeps per-route history at 1 min and 1 h steps for the busiest routes)',
     }));
     const reqs = (a.series && a.series.requests) || [];

@@ -782,6 +782,11 @@ function trendsWidget(options) {
   let lastState = null;
   let charts = [];
   const buttons = [];
+  const keeps = new Map(); // chart title → what its graph keeps across redraws (an opened event)
+  const keepOf = (title) => {
+    if (!keeps.has(title)) keeps.set(title, {});
+    return keeps.get(title);
+  };
   const set = chartSets[options.charts] || chartSets.overview;
   const clear = () => {
     for (const c of charts) c.destroy();
@@ -809,6 +814,7 @@ function trendsWidget(options) {
       window: RANGE_WORDS[shownRange],
       unit: c.unit,
       runbook: (rule) => runbookOf(st, rule),
+      keep: keepOf(c.title),
       series: c.series.filter(([key]) => have(key)).map(([key, label]) => ({ key, label: seriesLabel(st, key, label) })),
       fmt: c.fmt,
       axisFmt: c.axis,
