@@ -173,6 +173,8 @@ func New(d Deps) *API {
 	m.HandleFunc("GET /admin/responsiveness/static/", a.public)
 	m.HandleFunc("GET /admin/responsiveness/widget.js", a.public)
 	m.HandleFunc("GET /admin/responsiveness/api/history", a.read(a.history))
+	m.HandleFunc("GET /admin/responsiveness/api/history/route", a.read(a.routeHistory)) // routes.go
+	m.HandleFunc("GET /admin/api/releases/responsiveness", a.read(a.releasesList))      // routes.go
 	m.HandleFunc("/admin/responsiveness/", a.read(a.dashboard))
 	// Unknown admin paths (a trailing slash, a typo) answer 404 only after
 	// auth, like every other admin route.

@@ -9,6 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
 	"github.com/pulsegate/pulsegate/config"
 )
 
@@ -162,4 +165,26 @@ func TestRouteCountersMatchWindows(t *testing.T) {
 	if got.Requests != 3 || got.Errors != 2 || got.AppErrors != 1 || got.SumUS != 3000 || len(got.Buckets) != histIndex(2*time.Millisecond)+1 {
 		t.Errorf("%+v: want 3 requests, 2 errors, 1 app error, 3000 µs, buckets trimmed after 2 ms", got)
 	}
+}
+
+// versionedTransport is cannedTransport with the app's version header.
+type versionedTransport struct{ cannedTransport }
+
+func (c versionedTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	resp, err := c.cannedTransport.RoundTrip(r)
+	resp.Header["X-App-Version"] = []string{"2.4.1"}
+	return resp, err
+}
+
+// BenchmarkInstrumentedProxyVersionHeader is BenchmarkInstrumentedProxy
+// with app.version_header set and every answer carrying it.
+func BenchmarkInstrumentedProxyVersionHeader(b *testing.B) {
+	cfg := config.Defaults()
+	cfg.App.VersionHeader = "X-App-Version"
+	p, err := New(cfg, zap.NewNop(), prometheus.NewRegistry())
+	if err != nil {
+		b.Fatal(err)
+	}
+	p.rp.Transport = versionedTransport{cannedTransport{body: []byte("hello world")}}
+	benchServe(b, p.Instrument(p.Forwarder()), benchPaths)
 }
