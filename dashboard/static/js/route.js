@@ -98,7 +98,7 @@ function notAvailable(body) {
 const charts = [
   { title: 'Response time', series: [['p50_response_time', 'p50'], ['p95_response_time', 'p95'], ['p99_response_time', 'p99']], fmt: fmtSeconds, axis: secondsAxis, unit: 'seconds' },
   { title: 'Throughput', series: [['throughput_rps', 'requests/s']], fmt: fmtRate, axis: numAxis, unit: 'requests per second' },
-  { title: 'Failed for clients', series: [['error_rate', 'failed for clients']], fmt: (v) => fmtPct(v, 1), axis: pctAxis, unit: '% of the route\u2019s requests' },
+  { title: 'Failed for clients', series: [['error_rate', 'failed for clients']], fmt: (v) => fmtPct(v, 1), axis: pctAxis, unit: '% of requests' },
 ];
 
 function routeTrends() {
