@@ -23,12 +23,9 @@ const maxRouteParam = 256
 // routeHistoryAnswer is the route endpoint's JSON.
 type routeHistoryAnswer struct {
 	history.RouteView
-	// Comparison is the last release against the one before on this
-	// route (null with fewer than two known versions in the range).
-	Comparison      *releases.Comparison `json:"comparison"`
-	Events          []HistoryEvent       `json:"events"`
-	EventsTruncated bool                 `json:"events_truncated,omitempty"`
-	EventsError     string               `json:"events_error,omitempty"`
+	Events          []HistoryEvent `json:"events"`
+	EventsTruncated bool           `json:"events_truncated,omitempty"`
+	EventsError     string         `json:"events_error,omitempty"`
 }
 
 // historyReader is the configured reader on the API's clock, or nil with
@@ -69,16 +66,13 @@ func (a *API) routeHistory(w http.ResponseWriter, r *http.Request, _ principal) 
 	if rd == nil {
 		return
 	}
-	v, rows, err := rd.RouteView(route, req)
+	v, err := rd.RouteView(route, req)
 	if err != nil {
 		a.d.Log.Warn("history_read_failed", zap.String("route", route), zap.Error(err))
 		writeError(w, http.StatusServiceUnavailable, "route history could not be read")
 		return
 	}
 	out := routeHistoryAnswer{RouteView: v, Events: []HistoryEvent{}}
-	if rr, err := history.CompareReleases(route, rows, history.ReleaseOptions()); err == nil && rr != nil {
-		out.Comparison = rr.Comparison
-	}
 	if a.d.HistoryEvents != nil {
 		if out.Events, out.EventsTruncated, err = historyEvents(a.d.HistoryEvents, time.Unix(v.From, 0), time.Unix(v.To, 0)); err != nil {
 			a.d.Log.Warn("history_events_failed", zap.Error(err))

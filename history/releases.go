@@ -4,6 +4,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/pulsegate/pulsegate/latency"
 	"github.com/pulsegate/pulsegate/releases"
 )
 
@@ -62,6 +63,11 @@ func ReleasesOf(rows []RouteRollup) ([]Release, map[string][]RouteRollup) {
 	for _, e := range rel {
 		out = append(out, *e)
 	}
+	sortReleases(out)
+	return out, by
+}
+
+func sortReleases(out []Release) {
 	sort.Slice(out, func(i, j int) bool {
 		a, b := out[i], out[j]
 		if !a.LastSeen.Equal(b.LastSeen) {
@@ -72,7 +78,6 @@ func ReleasesOf(rows []RouteRollup) ([]Release, map[string][]RouteRollup) {
 		}
 		return a.Version < b.Version
 	})
-	return out, by
 }
 
 // sampleOf merges a release's rows into a releases.Sample.
@@ -109,16 +114,16 @@ func (r Reader) Releases(from, to time.Time) ([]RouteRelease, error) {
 	names = append([]string{AllRoutes}, names...)
 	type cand struct {
 		route string
-		rows  []RouteRollup
+		accs  map[string]*versionAcc
 	}
 	var cands []cand
 	for _, n := range names {
-		rows, err := r.RouteRollups(n, from, to)
+		accs, err := r.routeReleases(n, from, to)
 		if err != nil {
 			return nil, err
 		}
-		if rels, _ := ReleasesOf(rows); len(rels) >= 2 {
-			cands = append(cands, cand{n, rows})
+		if len(accs) >= 2 {
+			cands = append(cands, cand{n, accs})
 		}
 	}
 	o := ReleaseOptions()
@@ -127,7 +132,7 @@ func (r Reader) Releases(from, to time.Time) ([]RouteRelease, error) {
 	}
 	out := make([]RouteRelease, 0, len(cands))
 	for _, c := range cands {
-		rr, err := CompareReleases(c.route, c.rows, o)
+		rr, err := compareAccs(c.route, c.accs, o)
 		if err != nil {
 			return nil, err
 		}
@@ -136,4 +141,71 @@ func (r Reader) Releases(from, to time.Time) ([]RouteRelease, error) {
 		}
 	}
 	return out, nil
+}
+
+// versionAcc adds up one version's rows of one route as they are read.
+type versionAcc struct {
+	rel Release
+	d   routeDelta // buckets dense, len latency.Buckets
+}
+
+// accumulate adds a row (starting at start, step long) to its version's
+// accumulator in accs ("" unknown versions are left out).
+func accumulate(accs map[string]*versionAcc, start int64, step int64, version string, d *routeDelta) {
+	if version == "" {
+		return
+	}
+	a := accs[version]
+	from, to := time.Unix(start, 0).UTC(), time.Unix(start+step, 0).UTC()
+	if a == nil {
+		a = &versionAcc{rel: Release{Version: version, FirstSeen: from, LastSeen: to}, d: routeDelta{buckets: make([]uint64, latency.Buckets)}}
+		accs[version] = a
+	}
+	if from.Before(a.rel.FirstSeen) {
+		a.rel.FirstSeen = from
+	}
+	if to.After(a.rel.LastSeen) {
+		a.rel.LastSeen = to
+	}
+	a.rel.Requests += d.requests
+	a.d.add(d)
+}
+
+// orderReleases lists the accumulated releases as ReleasesOf orders them.
+func orderReleases(accs map[string]*versionAcc) []Release {
+	out := make([]Release, 0, len(accs))
+	for _, a := range accs {
+		out = append(out, a.rel)
+	}
+	sortReleases(out)
+	return out
+}
+
+// compareAccs compares the last accumulated release with the one before;
+// nil with fewer than two.
+func compareAccs(route string, accs map[string]*versionAcc, o releases.Options) (*RouteRelease, error) {
+	rels := orderReleases(accs)
+	if len(rels) < 2 {
+		return nil, nil
+	}
+	before, after := rels[len(rels)-2], rels[len(rels)-1]
+	sample := func(r Release) releases.Sample {
+		d := accs[r.Version].d
+		return releases.Sample{Release: r.Version, Buckets: d.buckets, Requests: d.requests, Errors: d.errors}
+	}
+	c, err := releases.Compare(sample(before), sample(after), o)
+	if err != nil {
+		return nil, err
+	}
+	return &RouteRelease{Route: route, Before: before, After: after, Comparison: &c}, nil
+}
+
+// routeReleases reads route's rows in [from, to) into per-version accumulators.
+func (r Reader) routeReleases(route string, from, to time.Time) (map[string]*versionAcc, error) {
+	accs := map[string]*versionAcc{}
+	tier := r.Archive.routeTier(from, r.now())
+	err := r.Archive.scanRoute(tier, route, from, to, func(start int64, version string, d *routeDelta) {
+		accumulate(accs, start, tierSteps[tier], version, d)
+	})
+	return accs, err
 }

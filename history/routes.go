@@ -65,7 +65,7 @@ type RouteRollup struct {
 	Requests   uint64        // answered requests
 	Errors     uint64        // failed for clients (numerator of error_rate)
 	AppErrors  uint64        // the app's own failures (numerator of app_error_rate)
-	Buckets    []uint64      // latency histogram, latency package geometry, len latency.Buckets
+	Buckets    []uint64      // latency histogram, latency package geometry; trimmed after the last non-empty bucket (len ≤ latency.Buckets)
 	SumSeconds float64       // total time of the timed requests
 }
 
@@ -98,7 +98,8 @@ func (r RouteRollup) Quantile(q float64) float64 {
 	return latency.Value(len(r.Buckets) - 1)
 }
 
-// MergeRollups adds rollups into one: counts and buckets summed; Start is
+// MergeRollups adds rollups into one (Buckets dense, len latency.Buckets):
+// counts and buckets summed; Start is
 // the earliest start and Step reaches the latest row's end; Route and
 // Version are kept when every row shares them, else "".
 func MergeRollups(rs []RouteRollup) RouteRollup {
@@ -216,14 +217,21 @@ func decodeRouteDelta(b []byte, withBuckets bool) (routeDelta, error) {
 	if cnt > latency.Buckets {
 		return d, errBadRouteRow
 	}
-	d.buckets = make([]uint64, latency.Buckets)
+	pairs := b
 	idx := 0
-	for i := uint64(0); i < cnt; i++ {
+	for i := uint64(0); i < cnt; i++ { // validate, and find the last index
 		gap, ok1 := next()
-		v, ok2 := next()
+		_, ok2 := next()
 		if !ok1 || !ok2 || gap > latency.Buckets || idx+int(gap) >= latency.Buckets {
 			return d, errBadRouteRow
 		}
+		idx += int(gap)
+	}
+	d.buckets = make([]uint64, idx+1) // trimmed after the last non-empty bucket
+	b, idx = pairs, 0
+	for i := uint64(0); i < cnt; i++ {
+		gap, _ := next()
+		v, _ := next()
 		idx += int(gap)
 		d.buckets[idx] = v
 	}
@@ -462,10 +470,10 @@ func (a *Archive) routeTier(from, now time.Time) int {
 	return Tier1h
 }
 
-// routeRows reads route's rows of tier starting in [from, to), oldest first.
-func (a *Archive) routeRows(tier int, route string, from, to time.Time) ([]RouteRollup, error) {
-	var out []RouteRollup
-	step := TierStep(tier)
+// scanRoute calls fn with each of route's rows of tier starting in
+// [from, to), oldest first, decoded (buckets trimmed); damaged rows are
+// left out. d is only valid during the call.
+func (a *Archive) scanRoute(tier int, route string, from, to time.Time, fn func(start int64, version string, d *routeDelta)) error {
 	err := a.db.View(func(tx *bbolt.Tx) error {
 		top := tx.Bucket(routeBuckets[tier])
 		if top == nil {
@@ -485,15 +493,27 @@ func (a *Archive) routeRows(tier int, route string, from, to time.Time) ([]Route
 			if err != nil {
 				continue // a damaged row is left out
 			}
-			out = append(out, RouteRollup{Route: route, Version: string(k[8:]),
-				Start: time.Unix(int64(binary.BigEndian.Uint64(k)), 0).UTC(), Step: step,
-				Requests: d.requests, Errors: d.errors, AppErrors: d.appErrors,
-				Buckets: d.buckets, SumSeconds: float64(d.sumUS) / 1e6})
+			fn(int64(binary.BigEndian.Uint64(k)), string(k[8:]), &d)
 		}
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("reading route history %s: %w", a.path, err)
+		return fmt.Errorf("reading route history %s: %w", a.path, err)
+	}
+	return nil
+}
+
+// routeRows reads route's rows of tier starting in [from, to), oldest first.
+func (a *Archive) routeRows(tier int, route string, from, to time.Time) ([]RouteRollup, error) {
+	var out []RouteRollup
+	step := TierStep(tier)
+	err := a.scanRoute(tier, route, from, to, func(start int64, version string, d *routeDelta) {
+		out = append(out, RouteRollup{Route: route, Version: version, Start: time.Unix(start, 0).UTC(), Step: step,
+			Requests: d.requests, Errors: d.errors, AppErrors: d.appErrors,
+			Buckets: d.buckets, SumSeconds: float64(d.sumUS) / 1e6})
+	})
+	if err != nil {
+		return nil, err
 	}
 	return out, nil
 }

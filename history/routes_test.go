@@ -158,6 +158,21 @@ func TestRouteRollupsSevenDays(t *testing.T) {
 	if err != nil || len(names) != len(routes) || !slices.Equal(names[:3], routes[:3]) {
 		t.Errorf("RouteNames = %v, %v; want the 12 routes busiest first", names, err)
 	}
+	// The route view of range=7d: 720 steps of 14 min from the 1 min tier.
+	view, err := r.RouteView(watched, Request{Name: "7d", From: end.Add(-7 * 24 * time.Hour), To: end})
+	if err != nil || view.Tier != "1m" || view.StepSeconds != 840 || len(view.Timestamps) != 720 || len(view.Versions) != 720 {
+		t.Fatalf("7d view: tier %s step %d, %d points, %v", view.Tier, view.StepSeconds, len(view.Timestamps), err)
+	}
+	var sum float64
+	for i, n := range view.Series["requests"] {
+		sum += *n
+		if view.Series["p95_response_time"][i] == nil || *view.Versions[i] != "v1" {
+			t.Fatalf("step %d: p95 %v version %v", i, view.Series["p95_response_time"][i], view.Versions[i])
+		}
+	}
+	if uint64(sum) != watchedReq || len(view.Releases) != 1 || view.Comparison != nil {
+		t.Errorf("7d view: %v requests (want %d), releases %+v, comparison %+v", sum, watchedReq, view.Releases, view.Comparison)
+	}
 	// 30 days reach past the 1 min tier: the 1 h tier answers.
 	rows, err = r.RouteRollups(watched, end.Add(-30*24*time.Hour), end.Add(time.Hour))
 	if err != nil || len(rows) < 7*24 || rows[0].Step != time.Hour {

@@ -1,7 +1,11 @@
 package history
 
 import (
+	"math"
 	"time"
+
+	"github.com/pulsegate/pulsegate/latency"
+	"github.com/pulsegate/pulsegate/releases"
 )
 
 // RouteSeries names the route view's series, in JSON order.
@@ -34,12 +38,16 @@ type RouteView struct {
 	Versions []*string `json:"versions"`
 	// Releases are the versions seen in the range, the serving one last.
 	Releases []Release `json:"releases"`
+	// Comparison is the last release against the one before on this
+	// route (ReleaseOptions; null with fewer than two known versions).
+	Comparison *releases.Comparison `json:"comparison"`
 }
 
-// RouteView answers route's history for req: rows from RouteRollups,
-// merged into steps of the tier's step (or a multiple, at most MaxPoints).
-// It also returns the rows, for the release comparison.
-func (r Reader) RouteView(route string, req Request) (RouteView, []RouteRollup, error) {
+// RouteView answers route's history for req: the rows RouteRollups would
+// return, merged into steps of the tier's step (or a multiple, so that at
+// most MaxPoints are returned), with the releases and the comparison of
+// the last two. Rows are added up as they are read, never all held.
+func (r Reader) RouteView(route string, req Request) (RouteView, error) {
 	tier := Tier1m
 	if r.Archive != nil {
 		tier = r.Archive.routeTier(req.From, r.now())
@@ -54,35 +62,32 @@ func (r Reader) RouteView(route string, req Request) (RouteView, []RouteRollup, 
 	stepSec := step * per
 	v := RouteView{Route: route, Range: req.Name, From: fromS, To: toS, Tier: tierNames[tier], StepSeconds: stepSec,
 		Timestamps: []int64{}, Series: make(map[string][]*float64, len(RouteSeries)), Versions: []*string{}, Releases: []Release{}}
-	var rows []RouteRollup
-	var err error
-	if r.Archive != nil {
-		rows, err = r.Archive.routeRows(tier, route, time.Unix(fromS, 0), time.Unix(toS, 0))
-		if err != nil {
-			return v, nil, err
-		}
-	}
 	cols := make([][]*float64, len(RouteSeries))
-	for i := 0; i < len(rows); {
-		bucket := fromS + floorDiv(rows[i].Start.Unix()-fromS, stepSec)*stepSec
-		j := i
-		perVersion := map[string]uint64{}
-		for j < len(rows) && rows[j].Start.Unix() < bucket+stepSec {
-			perVersion[rows[j].Version] += rows[j].Requests
-			j++
+	for k := range cols {
+		cols[k] = []*float64{}
+	}
+	defer func() {
+		for k, name := range RouteSeries {
+			v.Series[name] = cols[k]
 		}
-		m := MergeRollups(rows[i:j])
-		i = j
-		if m.Requests == 0 {
-			continue
+	}()
+	if r.Archive == nil {
+		return v, nil
+	}
+	cur := RouteRollup{Buckets: make([]uint64, latency.Buckets)}
+	curStep := int64(math.MinInt64)
+	perVersion := map[string]uint64{}
+	emit := func() {
+		if cur.Requests == 0 {
+			return
 		}
-		v.Timestamps = append(v.Timestamps, bucket)
+		v.Timestamps = append(v.Timestamps, curStep)
 		var p50, p95, p99 *float64
-		if m.Timed() > 0 {
-			p50, p95, p99 = ptr(round6(m.Quantile(0.50))), ptr(round6(m.Quantile(0.95))), ptr(round6(m.Quantile(0.99)))
+		if cur.Timed() > 0 {
+			p50, p95, p99 = ptr(round6(cur.Quantile(0.50))), ptr(round6(cur.Quantile(0.95))), ptr(round6(cur.Quantile(0.99)))
 		}
-		vals := []*float64{p50, p95, p99, ptr(round6(float64(m.Requests) / float64(stepSec))),
-			ptr(round6(float64(m.Errors) / float64(m.Requests))), ptr(float64(m.Requests))}
+		vals := []*float64{p50, p95, p99, ptr(round6(float64(cur.Requests) / float64(stepSec))),
+			ptr(round6(float64(cur.Errors) / float64(cur.Requests))), ptr(float64(cur.Requests))}
 		for k := range cols {
 			cols[k] = append(cols[k], vals[k])
 		}
@@ -98,14 +103,36 @@ func (r Reader) RouteView(route string, req Request) (RouteView, []RouteRollup, 
 			v.Versions = append(v.Versions, ptr(best))
 		}
 	}
-	for k, name := range RouteSeries {
-		if cols[k] == nil {
-			cols[k] = []*float64{}
+	accs := map[string]*versionAcc{}
+	err := r.Archive.scanRoute(tier, route, time.Unix(fromS, 0), time.Unix(toS, 0), func(start int64, version string, d *routeDelta) {
+		accumulate(accs, start, step, version, d)
+		if b := fromS + floorDiv(start-fromS, stepSec)*stepSec; b != curStep {
+			emit()
+			curStep = b
+			cur.Requests, cur.Errors = 0, 0
+			clear(cur.Buckets)
+			clear(perVersion)
 		}
-		v.Series[name] = cols[k]
+		cur.Requests += d.requests
+		cur.Errors += d.errors
+		for i, n := range d.buckets {
+			cur.Buckets[i] += n
+		}
+		perVersion[version] += d.requests
+	})
+	if err != nil {
+		return v, err
 	}
-	v.Releases, _ = ReleasesOf(rows)
-	return v, rows, nil
+	emit()
+	v.Releases = orderReleases(accs)
+	rr, err := compareAccs(route, accs, ReleaseOptions())
+	if err != nil {
+		return v, err
+	}
+	if rr != nil {
+		v.Comparison = rr.Comparison
+	}
+	return v, nil
 }
 
 func ptr[T any](x T) *T { return &x }
