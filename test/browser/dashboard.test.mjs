@@ -770,7 +770,7 @@ fetch(${JSON.stringify(ackURL)}, {method: 'POST', mode: 'no-cors', credentials: 
     // token) and that makes the response-time alert fire.
     const alert = await firingAlert();
     const { body: hist } = await waitFor('the alert and the config change among the history events', async () => {
-      const r = await api('/admin/responsiveness/api/history?range=1h');
+      const r = await api('/admin/responsiveness/api/history?range=15m');
       const kinds = new Set(r.body.events.map((e) => e.kind));
       return kinds.has('alert_fired') && kinds.has('config_change') ? r : null;
     });
@@ -778,9 +778,9 @@ fetch(${JSON.stringify(ackURL)}, {method: 'POST', mode: 'no-cors', credentials: 
     const page = await newPage();
     await ensureSignedIn(page);
     await page.goto(adminURL + '/admin/responsiveness/performance');
-    await page.click('[data-widget="trends"] .ranges button[data-range="1h"]');
+    await page.click('[data-widget="trends"] .ranges button[data-range="15m"]');
     await waitFor('events on every graph', () => page.evaluate(() => {
-      const figs = [...document.querySelectorAll('[data-widget="trends"] [data-range="1h"] figure.chart[data-ready="1"]')];
+      const figs = [...document.querySelectorAll('[data-widget="trends"] [data-range="15m"] figure.chart[data-ready="1"]')];
       return figs.length >= 6 && figs.every((f) => Number(f.dataset.events) >= 2 && Number(f.dataset.alertSpans) >= 1 && f.querySelector('.ev-strip .ev-mark'));
     }));
     const trends = page.locator('[data-widget="trends"]');
@@ -818,9 +818,9 @@ fetch(${JSON.stringify(ackURL)}, {method: 'POST', mode: 'no-cors', credentials: 
     // A phone: a tap opens the details, which stay open through the next refresh.
     await page.setViewportSize(WIDTHS[1]);
     await page.reload();
-    await page.click('[data-widget="trends"] .ranges button[data-range="1h"]');
+    await page.click('[data-widget="trends"] .ranges button[data-range="15m"]');
     await waitFor('events drawn at 390 px', () => page.evaluate(() =>
-      [...document.querySelectorAll('[data-widget="trends"] [data-range="1h"] figure.chart[data-ready="1"]')].length >= 6 &&
+      [...document.querySelectorAll('[data-widget="trends"] [data-range="15m"] figure.chart[data-ready="1"]')].length >= 6 &&
       !!document.querySelector('[data-widget="trends"] figure.chart .ev-mark')));
     const phoneFig = page.locator('[data-widget="trends"] figure.chart').first();
     const tapMark = phoneFig.locator('.ev-mark').first();
