@@ -36,7 +36,7 @@ const (
 	DashboardPrefix = "/admin/responsiveness/"
 )
 
-var apiFamilies = []string{"health", "performance", "config", "alerts", "report"}
+var apiFamilies = []string{"health", "performance", "config", "alerts", "report", "releases"}
 
 // IsAdminPath reports whether a request path (as net/http decoded it) is
 // one of pulsegate's routes. The path is cleaned first, so routing and
