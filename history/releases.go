@@ -203,7 +203,7 @@ func compareAccs(route string, accs map[string]*versionAcc, o releases.Options) 
 // routeReleases reads route's rows in [from, to) into per-version accumulators.
 func (r Reader) routeReleases(route string, from, to time.Time) (map[string]*versionAcc, error) {
 	accs := map[string]*versionAcc{}
-	tier := r.Archive.routeTier(from, r.now())
+	tier := r.routeTier(from)
 	err := r.Archive.scanRoute(tier, route, from, to, func(start int64, version string, d *routeDelta) {
 		accumulate(accs, start, tierSteps[tier], version, d)
 	})

@@ -611,7 +611,7 @@ func (r Reader) RouteRollups(route string, from, to time.Time) ([]RouteRollup, e
 	if r.Archive == nil {
 		return nil, nil
 	}
-	return r.Archive.routeRows(r.Archive.routeTier(from, r.now()), route, from, to)
+	return r.Archive.routeRows(r.routeTier(from), route, from, to)
 }
 
 // RouteNames returns the routes with rollups in [from, to), busiest
@@ -622,7 +622,7 @@ func (r Reader) RouteNames(from, to time.Time) ([]string, error) {
 	if r.Archive == nil {
 		return nil, nil
 	}
-	vol, err := r.Archive.routeVolumes(r.Archive.routeTier(from, r.now()), from, to)
+	vol, err := r.Archive.routeVolumes(r.routeTier(from), from, to)
 	if err != nil {
 		return nil, err
 	}

@@ -50,7 +50,7 @@ type RouteView struct {
 func (r Reader) RouteView(route string, req Request) (RouteView, error) {
 	tier := Tier1m
 	if r.Archive != nil {
-		tier = r.Archive.routeTier(req.From, r.now())
+		tier = r.routeTier(req.From)
 	}
 	step := tierSteps[tier]
 	fromS := ceilDiv(req.From.Unix(), step) * step

@@ -25,12 +25,9 @@ type RouteSource interface {
 // retention covers from; a report merges days anyway, and 1 min rows
 // cost 60 times the reading (each row decodes a whole histogram: a week
 // of one route's 1 min rows is about 70 MB to allocate and merge, its 1 h
-// rows about 1.2 MB). The reader's clock, which only picks the tier, is
-// set beyond any 1 min retention (history.retention_1m is at most ten
-// years) so that the 1 h tier
-// answers.
+// rows about 1.2 MB).
 func HourlyRoutes(r history.Reader) RouteSource {
-	r.Now = func() time.Time { return time.Now().AddDate(11, 0, 0) }
+	r.HourlyRoutes = true
 	return r
 }
 
