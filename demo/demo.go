@@ -137,7 +137,7 @@ func (a *App) items(w http.ResponseWriter, r *http.Request) {
 func (a *App) search(w http.ResponseWriter, r *http.Request) {
 	d := time.Duration(20+rand.IntN(180)) * time.Millisecond
 	if a.Version() == ReleaseNew {
-		d = time.Duration(150+rand.IntN(300)) * time.Millisecond // the new release's slower search
+		d = time.Duration(600+rand.IntN(600)) * time.Millisecond // the new release's slower search: slow enough to stand out of a queue's wait
 	}
 	sleep(r.Context(), d)
 	w.Header().Set("Content-Type", "application/json")
