@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -46,6 +47,25 @@ func (l *storeLink) open(ctx context.Context) (*store.SQL, error) {
 	}
 	l.openMu.Lock()
 	defer l.openMu.Unlock()
+	return l.openLocked(ctx)
+}
+
+// openNoWait is open for callers that answer someone (a config POST): while
+// another opening attempt is under way it fails at once instead of waiting
+// for that attempt.
+func (l *storeLink) openNoWait(ctx context.Context) (*store.SQL, error) {
+	if s := l.sql.Load(); s != nil {
+		return s, nil
+	}
+	if !l.openMu.TryLock() {
+		return nil, errors.New("store unreachable: still connecting")
+	}
+	defer l.openMu.Unlock()
+	return l.openLocked(ctx)
+}
+
+// openLocked opens the store; l.openMu is held.
+func (l *storeLink) openLocked(ctx context.Context) (*store.SQL, error) {
 	if s := l.sql.Load(); s != nil {
 		return s, nil
 	}
@@ -101,6 +121,25 @@ func (l *storeLink) PruneFleet(ctx context.Context, fleet string, now time.Time,
 		return store.PruneResult{}, err
 	}
 	return s.PruneFleet(ctx, fleet, now, r)
+}
+
+// FleetConfig reads the fleet's stored configuration (the ConfigWatcher's
+// source), opening the store first if needed.
+func (l *storeLink) FleetConfig(ctx context.Context, fleet string) (store.ConfigVersion, error) {
+	s, err := l.openNoWait(ctx)
+	if err != nil {
+		return store.ConfigVersion{}, err
+	}
+	return s.FleetConfig(ctx, fleet)
+}
+
+// SetFleetConfig stores the fleet's next configuration version (compare-and-set).
+func (l *storeLink) SetFleetConfig(ctx context.Context, fleet string, expect int64, doc json.RawMessage, instance, actor string, at time.Time) (store.ConfigVersion, error) {
+	s, err := l.openNoWait(ctx)
+	if err != nil {
+		return store.ConfigVersion{}, err
+	}
+	return s.SetFleetConfig(ctx, fleet, expect, doc, instance, actor, at)
 }
 
 // Close closes the SQL store if it was opened (the backend is closed by its owner).

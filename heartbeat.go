@@ -33,7 +33,7 @@ func (a *app) heartbeat(t *monitor.Tick) {
 }
 
 func (a *app) buildHeartbeat(t *monitor.Tick) store.Heartbeat {
-	cfg, version := a.holder.Get()
+	cfg, _ := a.holder.Get()
 	now := t.Time
 	cur := a.proxy.Stats().Counters()
 	a.hb.mu.Lock()
@@ -47,7 +47,7 @@ func (a *app) buildHeartbeat(t *monitor.Tick) store.Heartbeat {
 	interval := cfg.Responsiveness.MonitoringInterval.Duration()
 	hb := store.Heartbeat{
 		Fleet: a.fleetName, Instance: a.instance, Time: now, Interval: interval,
-		ConfigVersion: int64(version),
+		ConfigVersion: a.configVersion(), // the fleet version it runs
 	}
 	v := a.withStore(t.Verdict)
 	hb.Status, hb.Components = string(v.Status), components(v)

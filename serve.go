@@ -100,6 +100,8 @@ type app struct {
 	// link and writer: the shared store (store.dsn set), nil otherwise.
 	link   *storeLink
 	writer *store.Writer
+	// fleetCfg is the fleet's live configuration (shared store only).
+	fleetCfg *fleetConfig
 	// fleetName and instance name this sidecar in the fleet.
 	fleetName, instance string
 	hb                  heartbeats
@@ -146,6 +148,7 @@ func build(cfg *config.Config, log *zap.Logger, level zap.AtomicLevel, dash *das
 	if err = a.openStore(cfg, log.Named("store")); err != nil {
 		return nil, err
 	}
+	cfg = a.startFleetConfig(cfg) // the stored fleet version over the files
 	if a.proxy, err = proxy.New(cfg, log.Named("proxy"), a.reg); err != nil {
 		return nil, err
 	}
@@ -222,6 +225,7 @@ func build(cfg *config.Config, log *zap.Logger, level zap.AtomicLevel, dash *das
 		Alerts:       alertsAdapter{a.alerts},
 		Audit:        a.audit,
 		Fleet:        a.fleetAPI(),
+		FleetConfig:  a.fleetConfigAPI(),
 		Events:       a.hub,
 		Ready:        a.ready,
 		Dashboard:    dashHandler,
@@ -287,6 +291,9 @@ func build(cfg *config.Config, log *zap.Logger, level zap.AtomicLevel, dash *das
 	}
 	if a.writer != nil {
 		a.loops = append(a.loops, a.writer.Run)
+	}
+	if a.fleetCfg != nil {
+		a.loops = append(a.loops, a.fleetCfg.run)
 	}
 	ok = true
 	return a, nil

@@ -122,8 +122,11 @@ type Deps struct {
 	// Audit persists config changes and refusals; nil disables the audit endpoint.
 	Audit store.Backend
 	// Fleet reads the shared store for ?scope=fleet; nil without one.
-	Fleet  FleetView
-	Events Events
+	Fleet FleetView
+	// FleetConfig keeps the live configuration in the shared store for the
+	// whole fleet (config GET and POST); nil without a shared store.
+	FleetConfig FleetConfig
+	Events      Events
 	// Ready reports readiness for /readyz, with a reason when not ready.
 	Ready func() (bool, string)
 	// Dashboard serves /admin/responsiveness/ (after auth); nil = 404.

@@ -125,6 +125,10 @@ func configDoc(cfg *config.Config, version uint64) map[string]any {
 }
 
 func (a *API) getConfig(w http.ResponseWriter, r *http.Request, _ principal) {
+	if a.d.FleetConfig != nil {
+		a.getFleetConfig(w, r)
+		return
+	}
 	cfg, ver := a.d.Config.Get()
 	w.Header().Set("ETag", strconv.Quote(strconv.FormatUint(ver, 10)))
 	writeJSON(w, http.StatusOK, configDoc(cfg, ver))
@@ -142,6 +146,10 @@ func (a *API) postConfig(w http.ResponseWriter, r *http.Request, who principal) 
 	if err != nil {
 		a.auditRefused(r, who, store.ActionConfigRejected, err.Error())
 		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	if a.d.FleetConfig != nil {
+		a.postFleetConfig(w, r, who, body, from)
 		return
 	}
 	cur, curVer := a.d.Config.Get()

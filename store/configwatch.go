@@ -27,8 +27,13 @@ type ConfigWatcher struct {
 	apply func(ConfigVersion)
 	log   *zap.Logger
 
+	// pollMu is held through each read and apply (Poll) and each change
+	// made by this sidecar (Exclusive): a poll that read an older version
+	// never applies it over a newer one this sidecar just stored.
+	pollMu sync.Mutex
+
 	mu      sync.Mutex
-	applied int64
+	last    ConfigVersion // the last version seen (applied, or handed to apply)
 	seen    bool
 	failing bool
 }
@@ -53,12 +58,44 @@ func NewConfigWatcher(src ConfigSource, fleet string, every time.Duration, apply
 func (c *ConfigWatcher) Version() int64 {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.applied
+	return c.last.Version
+}
+
+// Current is the last version seen: handed to apply, or stored by
+// Exclusive (zero before the first successful read).
+func (c *ConfigWatcher) Current() (ConfigVersion, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.last, c.seen
+}
+
+// Exclusive runs fn while no poll reads or applies. fn gets the last
+// version seen; when it returns ok, it stored cv and applied it itself,
+// and the watcher counts cv as applied (apply is not called for it).
+func (c *ConfigWatcher) Exclusive(fn func(last ConfigVersion) (cv ConfigVersion, ok bool)) {
+	c.pollMu.Lock()
+	defer c.pollMu.Unlock()
+	last, _ := c.Current()
+	cv, ok := fn(last)
+	if !ok {
+		return
+	}
+	c.mu.Lock()
+	c.last, c.seen = cv, true
+	c.mu.Unlock()
+}
+
+// sameVersion: a version number alone is not enough, as a deleted row
+// starts again at version 1; the time of the change tells them apart.
+func sameVersion(a, b ConfigVersion) bool {
+	return a.Version == b.Version && a.Updated.Equal(b.Updated)
 }
 
 // Poll reads the stored version once and applies it if it is new. A read
 // error is returned and changes nothing.
 func (c *ConfigWatcher) Poll(ctx context.Context) error {
+	c.pollMu.Lock()
+	defer c.pollMu.Unlock()
 	cv, err := c.src.FleetConfig(ctx, c.fleet)
 	c.mu.Lock()
 	if err != nil {
@@ -72,16 +109,18 @@ func (c *ConfigWatcher) Poll(ctx context.Context) error {
 	}
 	recovered := c.failing
 	c.failing = false
-	changed := !c.seen || cv.Version != c.applied
+	wasSeen := c.seen
+	changed := !c.seen || !sameVersion(cv, c.last)
 	c.seen = true
-	old := c.applied
-	c.applied = cv.Version
+	old := c.last.Version
+	c.last = cv
 	c.mu.Unlock()
 	if recovered {
 		c.log.Info("store_config_poll_recovered", zap.String("fleet", c.fleet), zap.Int64("version", cv.Version))
 	}
 	if changed {
-		if old != cv.Version {
+		// Not logged: the first read finding nothing stored.
+		if wasSeen || cv.Version != 0 {
 			c.log.Info("fleet_config_version", zap.String("fleet", c.fleet), zap.Int64("from", old), zap.Int64("to", cv.Version),
 				zap.String("by_instance", cv.Instance), zap.String("actor", EscapeText(cv.Actor)))
 		}

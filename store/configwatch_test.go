@@ -103,3 +103,56 @@ func TestConfigWatcherRunStops(t *testing.T) {
 		t.Error("a zero poll interval was accepted")
 	}
 }
+
+// memSource is a ConfigSource in memory.
+type memSource struct {
+	mu sync.Mutex
+	cv ConfigVersion
+}
+
+func (m *memSource) FleetConfig(context.Context, string) (ConfigVersion, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.cv, nil
+}
+
+func (m *memSource) set(cv ConfigVersion) {
+	m.mu.Lock()
+	m.cv = cv
+	m.mu.Unlock()
+}
+
+// TestConfigWatcherSeesARecreatedRow: a stored row deleted and written
+// again starts at version 1 once more; the watcher applies it even when it
+// last applied another version 1 (the time of the change differs). A
+// version this sidecar stored itself (Exclusive) is not applied again.
+func TestConfigWatcherSeesARecreatedRow(t *testing.T) {
+	ctx := context.Background()
+	src := &memSource{cv: ConfigVersion{Version: 1, Doc: json.RawMessage(`{"a":1}`), Updated: t0}}
+	var got []string
+	w, err := NewConfigWatcher(src, "f", time.Hour, func(cv ConfigVersion) { got = append(got, string(cv.Doc)) }, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = w.Poll(ctx)
+	src.set(ConfigVersion{Version: 1, Doc: json.RawMessage(`{"a":2}`), Updated: t0.Add(time.Minute)})
+	_ = w.Poll(ctx)
+	if len(got) != 2 || got[1] != `{"a":2}` {
+		t.Fatalf("applied %q; want the recreated version 1 applied too", got)
+	}
+	stored := ConfigVersion{Version: 2, Doc: json.RawMessage(`{"a":3}`), Updated: t0.Add(2 * time.Minute)}
+	w.Exclusive(func(last ConfigVersion) (ConfigVersion, bool) {
+		if last.Version != 1 {
+			t.Errorf("Exclusive saw version %d; want 1", last.Version)
+		}
+		src.set(stored)
+		return stored, true
+	})
+	_ = w.Poll(ctx)
+	if len(got) != 2 || w.Version() != 2 {
+		t.Fatalf("applied %q, version %d; want the version stored by Exclusive counted as applied", got, w.Version())
+	}
+	if cur, ok := w.Current(); !ok || cur.Version != 2 || string(cur.Doc) != `{"a":3}` {
+		t.Fatalf("current %+v", cur)
+	}
+}

@@ -363,6 +363,8 @@ func (f *fleetRun) latency(t *testing.T) {
 
 	// The heartbeats as stored: the verdict with components and reasons,
 	// the config version, resources, the probed database's pool.
+	_, cfg := f.get(t, 0, configPath)
+	cfgVer, _ := num(cfg, "version")
 	db := f.openStore(t)
 	rows, err := db.Query("SELECT doc FROM pulsegate_instances WHERE fleet = "+f.ph(1), f.fleet)
 	if err != nil {
@@ -384,7 +386,7 @@ func (f *fleetRun) latency(t *testing.T) {
 		for _, c := range hb.Components {
 			comps[c.Name] = c.Status
 		}
-		if hb.Status == "" || comps["store"] == "" || comps["request_performance"] == "" || hb.ConfigVersion < 1 ||
+		if hb.Status == "" || comps["store"] == "" || comps["request_performance"] == "" || hb.ConfigVersion != int64(cfgVer) ||
 			hb.Interval != time.Second || hb.Rollup.CPU == nil || hb.Rollup.Memory == nil ||
 			hb.Rollup.DB == nil || hb.Rollup.DB.PoolSize == 0 || hb.Rollup.DB.LatencySeconds == nil {
 			t.Errorf("%s heartbeat: status %q components %v config %d interval %s cpu %v memory %v db %+v", hb.Instance, hb.Status, comps,
