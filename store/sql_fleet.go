@@ -96,8 +96,8 @@ func (s *SQL) Instances(ctx context.Context, fleet string, now time.Time) ([]Ins
 		return nil, err
 	}
 	out := make([]InstanceStatus, 0, len(hbs))
-	for _, hb := range hbs {
-		out = append(out, statusOf(*hb, now))
+	for _, r := range hbs {
+		out = append(out, statusOf(*r.hb, now))
 	}
 	return out, nil
 }
@@ -134,13 +134,19 @@ func (s *SQL) MergedRollup(ctx context.Context, fleet string, from, to time.Time
 	ctx, cancel := s.opCtx(ctx)
 	defer cancel()
 	seen := map[string]bool{}
-	err := s.rangeHeartbeats(ctx, fleet, from, to, func(hb *Heartbeat) {
-		seen[hb.Instance] = true
-		m.add(*hb)
+	lat := newDenseMerge()
+	err := s.rangeHeartbeats(ctx, fleet, from, to, func(r *cachedRow) {
+		seen[r.hb.Instance] = true
+		// The counts through add, the buckets into the dense array.
+		hb := *r.hb
+		hb.Rollup.Latency = nil
+		m.add(hb)
+		lat.add(r)
 	})
 	if err != nil {
 		return m, err
 	}
+	m.Latency = lat.hist()
 	m.finish(seen)
 	return m, nil
 }
