@@ -161,6 +161,13 @@ func run(t target, dbName string, n int, interval, duration, baseline time.Durat
 		defer s.Close()
 		stores[i] = s
 	}
+	// The reader is a sidecar's store of its own: its pool is not shared
+	// with the simulated writers (a sidecar's pool serves one writer).
+	reader, err := store.OpenSQL(context.Background(), t.storeDSN, zap.NewNop(), store.WithInstance(fleet, "reader"))
+	if err != nil {
+		return nil, err
+	}
+	defer reader.Close()
 
 	res := &result{DB: t.name, Instances: n, IntervalSeconds: interval.Seconds()}
 	cpu0, err := serverCPU(t.procName)
@@ -224,7 +231,6 @@ func run(t target, dbName string, n int, interval, duration, baseline time.Durat
 		}()
 	}
 	// The fleet view's query, once a second, on a connection of its own.
-	reader := stores[0]
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
