@@ -186,6 +186,9 @@ func build(cfg *config.Config, log *zap.Logger, level zap.AtomicLevel, dash *das
 		return nil, fmt.Errorf("alerts: %w", err)
 	}
 	a.alerts.PublishTo(a.hub) // one broadcaster for alert events and ticks
+	if err = a.useFleetAlerts(); err != nil {
+		return nil, fmt.Errorf("alerts: %w", err)
+	}
 	if a.actions, err = actions.New(cfg, log.Named("actions"), a.reg, a.tasks,
 		actions.Deps{CloseIdleUpstream: a.proxy.CloseIdleConnections}); err != nil {
 		return nil, fmt.Errorf("actions: %w", err)
@@ -519,6 +522,8 @@ func (x alertsAdapter) Acknowledge(ids []string, note, actor string) (any, error
 		return nil, fmt.Errorf("%w: %v", adminapi.ErrUnknownAlert, err)
 	case errors.Is(err, alerts.ErrResolved):
 		return nil, fmt.Errorf("%w: %v", adminapi.ErrAlertConflict, err)
+	case errors.Is(err, store.ErrQueueFull):
+		return nil, fmt.Errorf("%w: %v", adminapi.ErrAlertsUnavailable, err)
 	}
 	return res, err
 }

@@ -94,6 +94,11 @@ var ErrUnknownAlert = errors.New("unknown alert id")
 // no longer be acknowledged, e.g. resolved (409).
 var ErrAlertConflict = errors.New("alert cannot be acknowledged")
 
+// ErrAlertsUnavailable is what Alerts.Acknowledge wraps when the change
+// cannot be kept now (the shared store's queue is full): a 503 saying so,
+// nothing changed.
+var ErrAlertsUnavailable = errors.New("acknowledgement cannot be recorded now")
+
 // Events is a live event source (an *events.Hub).
 type Events interface {
 	Subscribe(buf int) (<-chan events.Event, func())

@@ -227,20 +227,3 @@ func maxPtr(a, b *float64) *float64 {
 	}
 	return a
 }
-
-// scopeInstanceOnly serves ?scope= on routes without a fleet answer yet
-// (the alerts): instance is the answer; fleet is a 501 that says so
-// rather than a silent instance answer; anything else a 400. It returns
-// true when it answered.
-func (a *API) scopeInstanceOnly(w http.ResponseWriter, r *http.Request) bool {
-	switch sc := r.URL.Query().Get("scope"); sc {
-	case "", "instance":
-		return false
-	case "fleet":
-		writeError(w, http.StatusNotImplemented, "scope=fleet is not available on this route yet: each sidecar lists its own alerts (scope=instance)")
-		return true
-	default:
-		writeError(w, http.StatusBadRequest, fmt.Sprintf("scope: want instance or fleet, got %q", truncate(sc, 64)))
-		return true
-	}
-}

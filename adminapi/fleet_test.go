@@ -12,13 +12,7 @@ import (
 func TestScopeParameter(t *testing.T) {
 	e := newEnv(t, "")
 	h := e.api.AdminHandler("127.0.0.1:9901")
-	if w := e.do(t, h, call{method: "GET", path: "/admin/api/alerts/responsiveness?scope=fleet"}); w.Code != 501 || !strings.Contains(w.Body.String(), "not available") {
-		t.Errorf("alerts scope=fleet: %d %s; want 501 saying it is not available yet", w.Code, w.Body.String())
-	}
-	if w := e.do(t, h, call{method: "GET", path: "/admin/api/alerts/responsiveness?scope=x"}); w.Code != 400 {
-		t.Errorf("alerts scope=x: %d; want 400", w.Code)
-	}
-	for _, p := range []string{"/admin/api/performance/responsiveness", "/admin/api/health/responsiveness"} {
+	for _, p := range []string{"/admin/api/performance/responsiveness", "/admin/api/health/responsiveness", "/admin/api/alerts/responsiveness"} {
 		for _, tc := range []struct {
 			q    string
 			code int

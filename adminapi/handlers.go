@@ -280,37 +280,18 @@ func (a *API) audit(w http.ResponseWriter, r *http.Request, _ principal) {
 }
 
 func (a *API) listAlerts(w http.ResponseWriter, r *http.Request, _ principal) {
-	if a.scopeInstanceOnly(w, r) {
+	if a.scopeFleet(w, r, a.fleetAlerts) {
 		return
 	}
 	if a.d.Alerts == nil {
 		writeJSON(w, http.StatusOK, map[string]any{"alerts": []any{}})
 		return
 	}
-	q := r.URL.Query()
-	state, sev := q.Get("state"), q.Get("severity")
-	switch state {
-	case "", "active", "firing", "acknowledged", "resolved":
-	default:
-		writeError(w, http.StatusBadRequest, "state: want active, firing, acknowledged or resolved")
+	aq, ok := parseAlertQuery(w, r)
+	if !ok {
 		return
 	}
-	switch sev {
-	case "", "warning", "critical":
-	default:
-		writeError(w, http.StatusBadRequest, "severity: want warning or critical")
-		return
-	}
-	limit := 100
-	if v := q.Get("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > 1000 {
-			writeError(w, http.StatusBadRequest, "limit: want a number from 1 to 1000")
-			return
-		}
-		limit = n
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"alerts": a.d.Alerts.List(state, sev, limit)})
+	writeJSON(w, http.StatusOK, map[string]any{"alerts": a.d.Alerts.List(aq.state, aq.severity, aq.limit)})
 }
 
 type ackRequest struct {
@@ -361,6 +342,11 @@ func (a *API) acknowledge(w http.ResponseWriter, r *http.Request, who principal)
 		entry.Outcome, entry.Error = store.OutcomeRejected, err.Error()
 		a.record(entry)
 		writeError(w, http.StatusConflict, err.Error())
+		return
+	case errors.Is(err, ErrAlertsUnavailable):
+		entry.Outcome, entry.Error = store.OutcomeFailed, err.Error()
+		a.record(entry)
+		writeError(w, http.StatusServiceUnavailable, err.Error()+"; nothing was acknowledged, try again")
 		return
 	case err != nil:
 		entry.Outcome, entry.Error = store.OutcomeFailed, err.Error()

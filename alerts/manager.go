@@ -139,6 +139,9 @@ type track struct {
 	// first is the value when the alert fired (for "growing" messages).
 	first float64
 	alert *Alert // the active occurrence, nil when none
+	// fleetID is the id of the fleet's alert for this key (shared store),
+	// when known and different from alert.ID.
+	fleetID string
 }
 
 // Manager evaluates rules, keeps alerts and feeds the channels. It is safe
@@ -156,6 +159,13 @@ type Manager struct {
 	byID    map[string]*track // active alerts by id
 	history []Alert           // resolved, oldest first, bounded by alerts.history_size
 	stream  Stream            // live listeners (events.Hub); nil: none
+
+	// fleet links the manager to the fleet's shared store (UseFleet); nil: none.
+	fleet *FleetOptions
+	// fleetActive are the fleet's active alerts by id as last read from
+	// the shared store; fleetKey maps their keys to ids. Under mu.
+	fleetActive map[string]store.FleetAlert
+	fleetKey    map[string]string
 
 	channels []*channel
 	running  atomic.Bool
@@ -276,6 +286,9 @@ func (m *Manager) trimHistory(size int) error {
 		return nil
 	}
 	m.history = slices.Delete(m.history, 0, len(m.history)-size)
+	if m.fleet != nil {
+		return m.persist(store.AlertWrite{PruneKeep: size}, true)
+	}
 	if m.st != nil {
 		return m.st.PruneAlerts(size)
 	}
@@ -368,20 +381,28 @@ func (m *Manager) Evaluate(now time.Time, in Input) {
 	if len(evs) == 0 {
 		return
 	}
-	// Persist the transitions in one transaction, then notify.
-	if m.st != nil {
-		recs := make([]Alert, 0, len(evs))
-		for _, ev := range evs {
-			recs = append(recs, ev.Alert)
+	// Persist the transitions in one transaction (with a shared store:
+	// queued, with the fleet's raises and resolutions), then notify.
+	var aw store.AlertWrite
+	for _, ev := range evs {
+		aw.Records = append(aw.Records, ev.Alert)
+		if ev.Alert.Active() {
+			aw.Raise = append(aw.Raise, raiseRecord(ev.Alert))
+		} else {
+			aw.Resolve = append(aw.Resolve, ev.Alert)
 		}
-		if err := m.st.SaveAlerts(recs...); err != nil {
-			m.storeFailed("save", err)
-		}
+	}
+	if err := m.persist(aw, false); err != nil {
+		m.storeFailed("save", err)
 	}
 	if err := m.trimHistory(cfg.Alerts.HistorySize); err != nil {
 		m.storeFailed("prune", err)
 	}
 	for _, ev := range evs {
+		// Served and pushed under the fleet's id when known (see view).
+		if tr, ok := m.tracks[ev.Alert.Key]; ok && tr.alert != nil && tr.alert.ID == ev.Alert.ID {
+			ev.Alert.ID = m.view(tr).ID
+		}
 		m.emit(cfg, ev)
 	}
 	m.updateGauges()
@@ -452,7 +473,7 @@ func (m *Manager) step(evs []Event, now time.Time, cfg *config.Config, tr *track
 		}
 		tr.first = v
 		a := &Alert{
-			ID: newID(), Key: tr.key, Rule: tr.rule, Subject: tr.subject,
+			ID: m.idFor(tr), Key: tr.key, Rule: tr.rule, Subject: tr.subject,
 			Severity: sev, PeakSeverity: sev, State: store.StateFiring,
 			Metric: metric, Value: v, Threshold: thr(sev), Message: message(math.NaN()), Recommendation: rec,
 			FirstSeen: tr.pendingSince, LastSeen: now, RunbookURL: RunbookURL(cfg, tr.rule),
@@ -507,7 +528,7 @@ func (m *Manager) Active() []Alert {
 	m.mu.Lock()
 	out := make([]Alert, 0, len(m.byID))
 	for _, tr := range m.byID {
-		out = append(out, tr.alert.Clone())
+		out = append(out, m.view(tr))
 	}
 	m.mu.Unlock()
 	store.SortNewestFirst(out)
@@ -527,7 +548,7 @@ func (m *Manager) List(f Filter) []Alert {
 	out := make([]Alert, 0, len(m.byID)+len(m.history))
 	for _, tr := range m.byID {
 		if f.match(tr.alert) {
-			out = append(out, tr.alert.Clone())
+			out = append(out, m.view(tr))
 		}
 	}
 	for i := range m.history {
@@ -561,6 +582,9 @@ func (m *Manager) Acknowledge(ids []string, note, actor string) ([]Alert, error)
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.fleet != nil {
+		return m.acknowledgeFleet(ids, note, actor)
+	}
 	var unknown, resolved []string
 	for _, id := range ids {
 		if _, ok := m.byID[id]; ok {
@@ -655,6 +679,9 @@ func (m *Manager) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	for _, c := range m.channels {
 		wg.Go(func() { m.worker(ctx, c) })
+	}
+	if m.fleet != nil {
+		wg.Go(func() { m.runFleet(ctx) })
 	}
 	wg.Wait()
 	m.client.CloseIdleConnections()

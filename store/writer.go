@@ -95,10 +95,58 @@ func (o *WriterOptions) defaults() {
 	}
 }
 
-// write is one waiting audit entry or acknowledgement, kept in order.
+// AlertSink is what a Writer needs for alert writes (Writer.Alerts): *SQL.
+type AlertSink interface {
+	SaveAlerts(as ...AlertRecord) error
+	PruneAlerts(keep int) error
+	RaiseFleetAlert(ctx context.Context, fleet, instance string, a AlertRecord) (FleetAlert, error)
+	ResolveFleetAlert(ctx context.Context, fleet, instance, key string, at time.Time) (FleetAlert, error)
+	AcknowledgeFleetAlert(ctx context.Context, fleet, id string, ack Acknowledgement) (FleetAlert, error)
+	FleetAlerts(ctx context.Context, fleet string, activeOnly bool) ([]FleetAlert, error)
+}
+
+var _ AlertSink = (*SQL)(nil)
+
+// ErrQueueFull is returned (wrapped) by Writer.Alerts when the bounded
+// buffer of waiting writes is full: the caller must say so (an
+// acknowledgement is refused rather than lost).
+var ErrQueueFull = errors.New("the shared store's write queue is full")
+
+// AlertWrite is one batch of one instance's alert changes for the shared
+// store, written in this order and replayed whole after a failure (every
+// step is idempotent): Records into the instance's alert history, Raise
+// and Resolve on the fleet's alerts, the fleet acknowledgements, then the
+// history pruned to PruneKeep resolved alerts (0: not pruned).
+type AlertWrite struct {
+	Fleet, Instance string
+	// Records are saved to this instance's alert history (SaveAlerts).
+	Records []AlertRecord
+	// Raise are the alerts this instance sees: each raises (or updates its
+	// view of) the fleet's active alert with the record's key.
+	Raise []AlertRecord
+	// Resolve are the alerts this instance no longer sees (Key, ResolvedAt).
+	Resolve []AlertRecord
+	// Acks acknowledge fleet alerts for every instance.
+	Acks      []FleetAck
+	PruneKeep int
+}
+
+// FleetAck acknowledges one fleet alert: by ID, or when ID is empty (not
+// known yet when it was queued) the active alert with Key.
+type FleetAck struct {
+	ID, Key string
+	Ack     Acknowledgement
+}
+
+func (a AlertWrite) empty() bool {
+	return len(a.Records) == 0 && len(a.Raise) == 0 && len(a.Resolve) == 0 && len(a.Acks) == 0 && a.PruneKeep == 0
+}
+
+// write is one waiting audit entry, acknowledgement or alert batch, kept in order.
 type write struct {
-	audit *AuditEntry
-	ack   *ackWrite
+	audit  *AuditEntry
+	ack    *ackWrite
+	alerts *AlertWrite
 }
 
 type ackWrite struct {
@@ -107,8 +155,11 @@ type ackWrite struct {
 }
 
 func (w write) kind() string {
-	if w.audit != nil {
+	switch {
+	case w.audit != nil:
 		return "audit"
+	case w.alerts != nil && len(w.alerts.Acks) == 0:
+		return "alert"
 	}
 	return "acknowledgement"
 }
@@ -156,7 +207,7 @@ func NewWriter(sink Sink, log *zap.Logger, reg prometheus.Registerer, opt Writer
 		sink: sink, log: log, opt: opt, wake: make(chan struct{}, 1),
 		health: Health{State: HealthOK, Since: opt.Now()},
 		metricQueue: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "pulsegate_store_queued",
-			Help: "Rows waiting for the shared store, by kind (heartbeat, audit, acknowledgement)."}, []string{"kind"}),
+			Help: "Rows waiting for the shared store, by kind (heartbeat, audit, acknowledgement, alert)."}, []string{"kind"}),
 		metricDrop: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "pulsegate_store_dropped_total",
 			Help: "Rows dropped because the shared store's buffer was full, by kind (oldest heartbeats first)."}, []string{"kind"}),
 		metricDone: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "pulsegate_store_writes_total",
@@ -169,7 +220,7 @@ func NewWriter(sink Sink, log *zap.Logger, reg prometheus.Registerer, opt Writer
 			Help: "Time of one flush to the shared store.", Buckets: prometheus.ExponentialBuckets(0.001, 2, 14)}),
 	}
 	w.metricUp.Set(1)
-	for _, k := range []string{"heartbeat", "audit", "acknowledgement"} {
+	for _, k := range []string{"heartbeat", "audit", "acknowledgement", "alert"} {
 		w.metricQueue.WithLabelValues(k)
 		w.metricDrop.WithLabelValues(k)
 		w.metricDone.WithLabelValues(k)
@@ -225,7 +276,37 @@ func (w *Writer) Acknowledge(fleet, id string, ack Acknowledgement) {
 	w.enqueue(write{ack: &ackWrite{fleet: fleet, id: id, ack: ack}})
 }
 
-func (w *Writer) enqueue(wr write) {
+// Alerts queues one batch of this instance's alert changes (see
+// AlertWrite). It never blocks on the store. When the buffer is full the
+// batch is not queued: one holding acknowledgements is refused with
+// ErrQueueFull (the caller reports it and changes nothing); transitions
+// alone are logged whole at error level, counted as dropped, and the
+// error returned as well. The sink must store alerts (AlertSink).
+func (w *Writer) Alerts(aw AlertWrite) error {
+	if aw.empty() {
+		return nil
+	}
+	if _, ok := w.sink.(AlertSink); !ok {
+		return errors.New("queueing alert changes: the shared store link cannot store alerts")
+	}
+	wr := write{alerts: &aw}
+	if len(aw.Acks) > 0 {
+		w.mu.Lock()
+		full := len(w.writes) >= w.opt.MaxWrites
+		w.mu.Unlock()
+		if full {
+			w.metricDrop.WithLabelValues(wr.kind()).Inc()
+			w.log.Error("store_acknowledgement_refused", zap.Int("queued", w.opt.MaxWrites), zap.Int("acknowledgements", len(aw.Acks)))
+			return fmt.Errorf("queueing %d acknowledgement(s) (%d writes waiting): %w", len(aw.Acks), w.opt.MaxWrites, ErrQueueFull)
+		}
+	}
+	if !w.enqueue(wr) {
+		return fmt.Errorf("queueing alert changes (%d writes waiting): %w", w.opt.MaxWrites, ErrQueueFull)
+	}
+	return nil
+}
+
+func (w *Writer) enqueue(wr write) bool {
 	w.mu.Lock()
 	if len(w.writes) >= w.opt.MaxWrites {
 		w.droppedW++
@@ -234,16 +315,26 @@ func (w *Writer) enqueue(wr write) {
 		// Past the bound an entry is lost, never silently: it is logged whole.
 		if wr.audit != nil {
 			w.log.Error("store_write_dropped", zap.String("kind", "audit"), zap.Int("queued", w.opt.MaxWrites), zap.Object("audit", *wr.audit))
+		} else if wr.alerts != nil {
+			keys := make([]string, 0, len(wr.alerts.Records)+len(wr.alerts.Resolve))
+			for _, r := range wr.alerts.Records {
+				keys = append(keys, r.ID+" "+r.Key+" "+r.State)
+			}
+			for _, r := range wr.alerts.Resolve {
+				keys = append(keys, r.Key+" resolved")
+			}
+			w.log.Error("store_write_dropped", zap.String("kind", wr.kind()), zap.Int("queued", w.opt.MaxWrites), zap.Strings("alerts", keys))
 		} else {
 			w.log.Error("store_write_dropped", zap.String("kind", "acknowledgement"), zap.Int("queued", w.opt.MaxWrites),
 				zap.String("alert_id", EscapeText(wr.ack.id)), zap.String("by", EscapeText(wr.ack.ack.By)), zap.Time("at", wr.ack.ack.Time))
 		}
-		return
+		return false
 	}
 	w.writes = append(w.writes, wr)
 	w.metricQueue.WithLabelValues(wr.kind()).Inc()
 	w.mu.Unlock()
 	w.signal()
+	return true
 }
 
 // Health is the store's state as last seen, with the queue's figures.
@@ -334,6 +425,8 @@ func (w *Writer) Flush(ctx context.Context) error {
 		var err error
 		if wr.audit != nil {
 			err = w.sink.AppendAuditContext(ctx, *wr.audit)
+		} else if wr.alerts != nil {
+			err = w.writeAlerts(ctx, *wr.alerts)
 		} else {
 			_, err = w.sink.AcknowledgeFleetAlert(ctx, wr.ack.fleet, wr.ack.id, wr.ack.ack)
 			if errors.Is(err, ErrNotFound) {
@@ -381,6 +474,62 @@ func (w *Writer) Flush(ctx context.Context) error {
 		w.metricDone.WithLabelValues("heartbeat").Add(float64(n))
 	}
 	w.recovered()
+	return nil
+}
+
+// writeAlerts writes one alert batch; every step is idempotent, so a
+// batch that failed halfway is replayed whole.
+func (w *Writer) writeAlerts(ctx context.Context, aw AlertWrite) error {
+	sink := w.sink.(AlertSink) // checked by Alerts
+	if len(aw.Records) > 0 {
+		if err := sink.SaveAlerts(aw.Records...); err != nil {
+			return err
+		}
+	}
+	for _, a := range aw.Raise {
+		if _, err := sink.RaiseFleetAlert(ctx, aw.Fleet, aw.Instance, a); err != nil {
+			return err
+		}
+	}
+	for _, a := range aw.Resolve {
+		at := a.LastSeen
+		if a.ResolvedAt != nil {
+			at = *a.ResolvedAt
+		}
+		if _, err := sink.ResolveFleetAlert(ctx, aw.Fleet, aw.Instance, a.Key, at); err != nil && !errors.Is(err, ErrNotFound) {
+			return err
+		}
+	}
+	for _, ack := range aw.Acks {
+		id := ack.ID
+		if id == "" {
+			active, err := sink.FleetAlerts(ctx, aw.Fleet, true)
+			if err != nil {
+				return err
+			}
+			for _, fa := range active {
+				if fa.Key == ack.Key {
+					id = fa.ID
+				}
+			}
+		}
+		if id != "" {
+			_, err := sink.AcknowledgeFleetAlert(ctx, aw.Fleet, id, ack.Ack)
+			if err == nil {
+				continue
+			}
+			if !errors.Is(err, ErrNotFound) {
+				return err
+			}
+		}
+		// The alert resolved everywhere meanwhile: nothing left to acknowledge.
+		w.log.Info("store_acknowledgement_obsolete", zap.String("alert_id", EscapeText(ack.ID)), zap.String("key", EscapeText(ack.Key)))
+	}
+	if aw.PruneKeep > 0 {
+		if err := sink.PruneAlerts(aw.PruneKeep); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 

@@ -333,3 +333,73 @@ func TestWriterRunPrunes(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestWriterAlertBatches: an alert batch is written in order (history,
+// raise, acknowledgement by key before the fleet id was known, resolve),
+// replayed whole after the store was cut; a batch with an
+// acknowledgement is refused with ErrQueueFull when the buffer is full;
+// a sink that cannot store alerts is refused at once.
+func TestWriterAlertBatches(t *testing.T) {
+	sqlServers(t, func(t *testing.T, sv *server) {
+		s, p := proxiedStore(t, sv)
+		ctx := context.Background()
+		w, err := NewWriter(s, zap.NewNop(), nil, WriterOptions{MaxWrites: 2})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rec := AlertRecord{ID: "a1", Key: "memory_usage", Rule: "memory_usage", Severity: SeverityWarning, State: StateFiring, FirstSeen: t0, LastSeen: t0}
+		p.down()
+		if err := w.Alerts(AlertWrite{Fleet: s.fleet, Instance: "web-1", Records: []AlertRecord{rec}, Raise: []AlertRecord{rec}}); err != nil {
+			t.Fatal(err)
+		}
+		acked := rec
+		at := t0.Add(time.Minute)
+		acked.State, acked.AcknowledgedAt, acked.AcknowledgedBy = StateAcknowledged, &at, "bob"
+		if err := w.Alerts(AlertWrite{Fleet: s.fleet, Instance: "web-1", Records: []AlertRecord{acked},
+			Acks: []FleetAck{{Key: rec.Key, Ack: Acknowledgement{Time: at, By: "bob", Note: "down"}}}}); err != nil {
+			t.Fatal(err)
+		}
+		err = w.Alerts(AlertWrite{Fleet: s.fleet, Instance: "web-1", Acks: []FleetAck{{ID: "a1", Ack: Acknowledgement{Time: at, By: "eve"}}}})
+		if !errors.Is(err, ErrQueueFull) {
+			t.Errorf("third batch into a buffer of 2: %v; want ErrQueueFull", err)
+		}
+		fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		if w.Flush(fctx) == nil {
+			t.Fatal("flush through a cut store succeeded")
+		}
+		cancel()
+		p.up(t)
+		if err := w.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+		fas, err := s.FleetAlerts(ctx, s.fleet, true)
+		if err != nil || len(fas) != 1 || fas[0].ID != "a1" || fas[0].AcknowledgedBy != "bob" || fas[0].AckNote != "down" ||
+			len(fas[0].Instances) != 1 || fas[0].Instances[0].Instance != "web-1" {
+			t.Fatalf("fleet alerts after the replay: %+v %v", fas, err)
+		}
+		hist, err := s.LoadAlerts()
+		if err != nil || len(hist) != 1 || hist[0].State != StateAcknowledged {
+			t.Errorf("history after the replay: %+v %v", hist, err)
+		}
+		res := acked
+		rt := t0.Add(2 * time.Minute)
+		res.State, res.ResolvedAt = StateResolved, &rt
+		if err := w.Alerts(AlertWrite{Fleet: s.fleet, Instance: "web-1", Records: []AlertRecord{res}, Resolve: []AlertRecord{res}}); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+		all, _ := s.FleetAlerts(ctx, s.fleet, false)
+		if len(all) != 1 || all[0].State != StateResolved || all[0].ResolvedAt == nil || !all[0].ResolvedAt.Equal(rt) {
+			t.Errorf("after the resolve: %+v", all)
+		}
+	})
+	w, err := NewWriter(&recordingSink{}, zap.NewNop(), nil, WriterOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Alerts(AlertWrite{Records: []AlertRecord{{ID: "x"}}}); err == nil {
+		t.Error("a sink without alert storage took an alert batch")
+	}
+}

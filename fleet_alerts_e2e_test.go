@@ -1,0 +1,226 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+	"go.uber.org/zap"
+
+	"github.com/pulsegate/pulsegate/alerts"
+	"github.com/pulsegate/pulsegate/config"
+	"github.com/pulsegate/pulsegate/test/chaos"
+)
+
+// fleetAlertDoc is an alert of the instance or the fleet answer.
+type fleetAlertDoc struct {
+	ID             string  `json:"id"`
+	Key            string  `json:"key"`
+	State          string  `json:"state"`
+	AcknowledgedBy string  `json:"acknowledged_by"`
+	AckNote        string  `json:"ack_note"`
+	AcknowledgedAt *string `json:"acknowledged_at"`
+	Instances      []struct {
+		Instance   string  `json:"instance"`
+		Since      *string `json:"since"`
+		LastSeen   string  `json:"last_seen"`
+		ResolvedAt *string `json:"resolved_at"`
+	} `json:"instances"`
+}
+
+type alertsDoc struct {
+	Scope  string          `json:"scope"`
+	Alerts []fleetAlertDoc `json:"alerts"`
+}
+
+func (d alertsDoc) find(key string) (fleetAlertDoc, bool) {
+	for _, a := range d.Alerts {
+		if a.Key == key {
+			return a, true
+		}
+	}
+	return fleetAlertDoc{}, false
+}
+
+func (m *fleetMember) post(t *testing.T, path string, body any) (int, string) {
+	t.Helper()
+	b, _ := json.Marshal(body)
+	req, _ := http.NewRequest("POST", "http://"+m.admin+path, bytes.NewReader(b))
+	req.Header.Set("Authorization", "Bearer "+fleetToken)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", m.name, path, err)
+	}
+	defer resp.Body.Close()
+	out, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(out)
+}
+
+// Two in-process sidecars sharing one real store (MariaDB and PostgreSQL),
+// both probing an app database that is down: the probe_down alert fires
+// on both and is one fleet alert with one id; acknowledged on #2, #1's
+// API and #1's Alertmanager push show the acknowledgement; when the
+// database is back the fleet alert resolves.
+func TestFleetAlertsAcrossSidecars(t *testing.T) {
+	if testing.Short() {
+		t.Skip("real databases")
+	}
+	for _, d := range fleetDBs {
+		t.Run(d.name, func(t *testing.T) {
+			c, err := net.DialTimeout("tcp", d.addr, time.Second)
+			if err != nil {
+				t.Skipf("needs %s: %v", d.addr, err)
+			}
+			c.Close()
+			testFleetAlertsAcross(t, d)
+		})
+	}
+}
+
+func testFleetAlertsAcross(t *testing.T, d fleetDB) {
+	leaks := goleak.IgnoreCurrent()
+	dbName := fmt.Sprintf("pulsegate_i11alerts_%d", os.Getpid())
+	d.exec(t, "DROP DATABASE IF EXISTS "+dbName)
+	d.exec(t, "CREATE DATABASE "+dbName)
+	t.Cleanup(func() {
+		stmt := "DROP DATABASE IF EXISTS " + dbName
+		if d.driver == "pgx" {
+			stmt += " WITH (FORCE)"
+		}
+		d.exec(t, stmt)
+	})
+	// The app's database, probed by both sidecars through a switch: reset
+	// (down) first, passed through later.
+	appDB, err := chaos.New("127.0.0.1:3306")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer appDB.Close()
+	appDB.Set(chaos.Fault{Mode: chaos.Reset, Bytes: 0})
+
+	var amMu sync.Mutex
+	var pushed []alerts.AlertmanagerAlert
+	am := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var as []alerts.AlertmanagerAlert
+		if json.NewDecoder(r.Body).Decode(&as) == nil {
+			amMu.Lock()
+			pushed = append(pushed, as...)
+			amMu.Unlock()
+		}
+	}))
+	defer am.Close()
+	pushedAck := func(instance, id, by string) bool {
+		amMu.Lock()
+		defer amMu.Unlock()
+		for _, a := range pushed {
+			if a.Labels["instance"] == instance && a.Annotations["alert_id"] == id && a.Annotations["acknowledged_by"] == by && a.Annotations["ack_note"] == "looking" {
+				return true
+			}
+		}
+		return false
+	}
+
+	fleet := "i11alerts-" + d.name
+	var members []*fleetMember
+	for _, name := range []string{"i11alerts-a", "i11alerts-b"} {
+		cfg := config.Defaults()
+		cfg.Proxy.UpstreamURL = "http://127.0.0.1:1"
+		cfg.Proxy.ListenAddr, cfg.Admin.Addr = "127.0.0.1:0", "127.0.0.1:0"
+		cfg.Proxy.DrainDelay = 0
+		cfg.Admin.Token = config.Secret(fleetToken)
+		cfg.DataDir = t.TempDir()
+		cfg.Responsiveness.MonitoringInterval = 1
+		cfg.Store.DSN = config.Secret(d.dsn(d.addr, dbName))
+		cfg.Instance, cfg.Fleet = name, fleet
+		cfg.Database.DSN = config.Secret("mysql://root@" + appDB.Addr() + "/test")
+		cfg.Alerts.AlertmanagerURL = config.Secret(am.URL)
+		if err := cfg.Validate(); err != nil {
+			t.Fatal(err)
+		}
+		a, err := build(cfg, zap.NewNop(), zap.NewAtomicLevel(), nil)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		m := &fleetMember{a: a, name: name, proxy: a.proxyLn.Addr().String(), admin: a.adminLn.Addr().String(),
+			cancel: cancel, done: make(chan int, 1)}
+		go func() { m.done <- a.serve(ctx, nil) }()
+		members = append(members, m)
+	}
+	defer func() {
+		for _, m := range members {
+			m.stop(t)
+		}
+		am.Close()
+		appDB.Close()
+		goleak.VerifyNone(t, leaks, goleak.IgnoreTopFunction("database/sql.(*DB).connectionOpener"))
+	}()
+	const key = "probe_down:database_manager"
+	wait := func(what string, cond func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(60 * time.Second)
+		for !cond() {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %s", what)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+
+	// Fires on both: one fleet alert, both instances, one id.
+	var fdoc alertsDoc
+	wait("one fleet alert seen by both instances", func() bool {
+		if members[0].get(t, "/admin/api/alerts/responsiveness?scope=fleet&state=active", &fdoc) != 200 {
+			return false
+		}
+		a, ok := fdoc.find(key)
+		return ok && len(a.Instances) == 2 && a.Instances[0].ResolvedAt == nil && a.Instances[1].ResolvedAt == nil
+	})
+	fa, _ := fdoc.find(key)
+	if fdoc.Scope != "fleet" || fa.Instances[0].Since == nil {
+		t.Errorf("fleet answer: %+v", fdoc)
+	}
+	id := fa.ID
+	var onB alertsDoc
+	members[1].get(t, "/admin/api/alerts/responsiveness?state=active", &onB)
+	if _, ok := onB.find(key); !ok {
+		t.Fatalf("b does not list the alert: %+v", onB)
+	}
+
+	// Acknowledged on b with the fleet id → a shows it, and a's push carries it.
+	if code, body := members[1].post(t, "/admin/api/alerts/responsiveness/acknowledge", map[string]any{"alert_ids": []string{id}, "note": "looking"}); code != 200 {
+		t.Fatalf("ack on b: %d %s", code, body)
+	}
+	var onA alertsDoc
+	wait("a shows the alert acknowledged", func() bool {
+		members[0].get(t, "/admin/api/alerts/responsiveness?state=active", &onA)
+		a, ok := onA.find(key)
+		return ok && a.State == "acknowledged" && a.AckNote == "looking" && a.AcknowledgedBy != "" && a.AcknowledgedAt != nil
+	})
+	a, _ := onA.find(key)
+	wait("a's Alertmanager push with the acknowledgement", func() bool { return pushedAck("i11alerts-a", a.ID, a.AcknowledgedBy) })
+	wait("the fleet answer acknowledged", func() bool {
+		members[0].get(t, "/admin/api/alerts/responsiveness?scope=fleet&state=acknowledged", &fdoc)
+		f, ok := fdoc.find(key)
+		return ok && f.ID == id && f.AckNote == "looking"
+	})
+
+	// The database is back: resolved on both, so resolved for the fleet.
+	appDB.Set(chaos.Fault{Mode: chaos.Pass})
+	wait("the fleet alert resolved", func() bool {
+		members[1].get(t, "/admin/api/alerts/responsiveness?scope=fleet&state=resolved", &fdoc)
+		f, ok := fdoc.find(key)
+		return ok && f.ID == id && len(f.Instances) == 2 && f.Instances[0].ResolvedAt != nil && f.Instances[1].ResolvedAt != nil
+	})
+}
