@@ -97,7 +97,7 @@ func (s *SQL) Instances(ctx context.Context, fleet string, now time.Time) ([]Ins
 	}
 	out := make([]InstanceStatus, 0, len(hbs))
 	for _, r := range hbs {
-		out = append(out, statusOf(*r.hb, now))
+		out = append(out, r.status(now))
 	}
 	return out, nil
 }

@@ -56,6 +56,7 @@ type rowKey struct {
 type cachedRow struct {
 	hb      *Heartbeat
 	buckets []bucketCount
+	p99     float64 // hb's latency p99, computed once (an instance row's status needs it on every read)
 }
 
 type bucketCount struct {
@@ -71,7 +72,17 @@ func newCachedRow(hb *Heartbeat) *cachedRow {
 		}
 	}
 	sort.Slice(r.buckets, func(i, j int) bool { return r.buckets[i].bucket < r.buckets[j].bucket })
+	r.p99 = hb.Rollup.Latency.Quantile(0.99)
 	return r
+}
+
+// status is statusOf(*r.hb, now) without recomputing the p99.
+func (r *cachedRow) status(now time.Time) InstanceStatus {
+	h := *r.hb
+	h.Rollup.Latency = nil
+	st := statusOf(h, now)
+	st.Heartbeat, st.P99ResponseTime = *r.hb, r.p99
+	return st
 }
 
 // denseMerge accumulates latency buckets of many rows.
