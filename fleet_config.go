@@ -77,9 +77,9 @@ func (a *app) startFleetConfig(cfg *config.Config) *config.Config {
 		return cfg
 	}
 	start := cfg
-	w.Exclusive(func(store.ConfigVersion) (store.ConfigVersion, bool) {
-		ctx, cancel := context.WithTimeout(context.Background(), fleetConfigPollTimeout)
-		defer cancel()
+	ctx, cancel := context.WithTimeout(context.Background(), fleetConfigPollTimeout)
+	defer cancel()
+	_ = w.Exclusive(ctx, func(store.ConfigVersion) (store.ConfigVersion, bool) { // nothing else runs yet
 		cv, err := f.src.FleetConfig(ctx, f.fleet)
 		if err != nil {
 			f.log.Warn("fleet_config_start", zap.String("source", "files"), zap.String("reason", err.Error()))
@@ -186,7 +186,7 @@ func (f *fleetConfig) version() int64 {
 func (f *fleetConfig) State(ctx context.Context) adminapi.FleetConfigState {
 	last, _ := f.watcher.Current()
 	f.mu.Lock()
-	st := adminapi.FleetConfigState{Instance: f.instance, Version: last.Version, UpdatedAt: last.Updated,
+	st := adminapi.FleetConfigState{Fleet: f.fleet, Instance: f.instance, Version: last.Version, UpdatedAt: last.Updated,
 		UpdatedByInstance: last.Instance, Actor: last.Actor, Running: f.running.Version, Invalid: f.invalid}
 	f.mu.Unlock()
 	fl := f.instances()
@@ -213,7 +213,7 @@ func (f *fleetConfig) State(ctx context.Context) adminapi.FleetConfigState {
 func (f *fleetConfig) Change(ctx context.Context, expect int64, body []byte, actor string) (adminapi.FleetConfigChange, error) {
 	var res adminapi.FleetConfigChange
 	var outErr error
-	f.watcher.Exclusive(func(store.ConfigVersion) (store.ConfigVersion, bool) {
+	if err := f.watcher.Exclusive(ctx, func(store.ConfigVersion) (store.ConfigVersion, bool) {
 		for attempt := 0; ; attempt++ {
 			cv, err := f.src.FleetConfig(ctx, f.fleet)
 			if err != nil {
@@ -262,7 +262,10 @@ func (f *fleetConfig) Change(ctx context.Context, expect int64, body []byte, act
 			res.Changes = config.Diff(cur, next)
 			return stored, true
 		}
-	})
+	}); err != nil {
+		// A read of the store under way (a poll) did not end in time.
+		return res, fmt.Errorf("%w (the store did not answer in time: %v)", adminapi.ErrFleetStoreDown, err)
+	}
 	if outErr != nil {
 		return res, outErr
 	}

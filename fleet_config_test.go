@@ -298,7 +298,7 @@ func testFleetConfig(t *testing.T, d fleetDB) {
 			t.Errorf("POST %s: %d %+v; want 400 naming %s", body, code, e, field)
 		}
 	}
-	doc, _ = waitFor(m1, interval, "version 2", func(d cfgDoc) bool { return d.Version == 2 && d.Alerts.HistorySize == 50 })
+	doc, _ = waitFor(m1, 2*interval, "version 2", func(d cfgDoc) bool { return d.Version == 2 && d.Alerts.HistorySize == 50 })
 	if doc.Responsiveness.SlowRequestThreshold != 0.3 {
 		t.Errorf("version 2 lost version 1's change: %+v", doc)
 	}
@@ -345,7 +345,7 @@ func testFleetConfig(t *testing.T, d fleetDB) {
 		t.Fatal(err)
 	}
 	for _, m := range []*cfgMember{m1, m2b} {
-		doc, _ := waitFor(m, interval, "version 4 refused", func(d cfgDoc) bool { return d.Version == 4 && d.Fleet.Invalid != nil })
+		doc, _ := waitFor(m, 2*interval, "version 4 refused", func(d cfgDoc) bool { return d.Version == 4 && d.Fleet.Invalid != nil })
 		if doc.Fleet.RunningVersion != 3 || doc.Responsiveness.SlowRequestThreshold != 0.3 || !strings.Contains(*doc.Fleet.Invalid, "memory_warning_threshold") {
 			t.Errorf("%s with an invalid stored version: %+v", m.name, doc.Fleet)
 		}
@@ -360,7 +360,7 @@ func testFleetConfig(t *testing.T, d fleetDB) {
 		t.Fatal(err)
 	}
 	for _, m := range []*cfgMember{m1, m2b} {
-		doc, _ := waitFor(m, interval, "the files", func(d cfgDoc) bool {
+		doc, _ := waitFor(m, 2*interval, "the files", func(d cfgDoc) bool {
 			return d.Version == 0 && d.Fleet.RunningVersion == 0 && d.Responsiveness.SlowRequestThreshold == 5 && d.Alerts.HistorySize == 1000
 		})
 		if doc.Fleet.Invalid != nil {

@@ -127,11 +127,8 @@ type Deps struct {
 	// Audit persists config changes and refusals; nil disables the audit endpoint.
 	Audit store.Backend
 	// Fleet reads the shared store for ?scope=fleet; nil without one.
-	Fleet FleetView
-	// FleetConfig keeps the live configuration in the shared store for the
-	// whole fleet (config GET and POST); nil without a shared store.
-	FleetConfig FleetConfig
-	Events      Events
+	Fleet  FleetView
+	Events Events
 	// Ready reports readiness for /readyz, with a reason when not ready.
 	Ready func() (bool, string)
 	// Dashboard serves /admin/responsiveness/ (after auth); nil = 404.
@@ -143,6 +140,10 @@ type Deps struct {
 	// events (alert transitions, config changes); nil = none.
 	History       *history.Reader
 	HistoryEvents HistoryEvents
+
+	// FleetConfig keeps the live configuration in the shared store for the
+	// whole fleet (config GET and POST); nil without a shared store.
+	FleetConfig FleetConfig
 }
 
 // API is the admin surface. Build it with New.

@@ -1,7 +1,9 @@
 package adminapi
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -31,7 +33,8 @@ type FleetConfig interface {
 
 // FleetConfigState is the "fleet" object of the config GET.
 type FleetConfigState struct {
-	// Instance is this sidecar.
+	// Fleet names the fleet (RESPONSIVENESS_FLEET); Instance is this sidecar.
+	Fleet    string
 	Instance string
 	// Version is the fleet's version as this sidecar last read or stored it
 	// (0: no live changes stored), with who made it and when.
@@ -89,13 +92,33 @@ func fleetJSON(st FleetConfigState, restart []string) map[string]any {
 	}
 	out := map[string]any{
 		"version": st.Version, "updated_at": updated, "updated_by_instance": st.UpdatedByInstance, "actor": st.Actor,
-		"instances": insts, "instance": st.Instance, "running_version": st.Running,
+		"instances": insts, "name": st.Fleet, "instance": st.Instance, "running_version": st.Running,
 		"invalid": nilIfEmpty(st.Invalid), "store_error": nilIfEmpty(st.StoreError),
 	}
 	if restart != nil {
 		out["restart_required"] = restart
 	}
 	return out
+}
+
+// withoutFleetObject drops the GET's read-only "fleet" object (it takes
+// the place of the "fleet" setting, a string, in the GET) from a posted
+// document, so what GET returned can be posted back.
+func withoutFleetObject(body []byte) []byte {
+	var top map[string]json.RawMessage
+	if json.Unmarshal(body, &top) != nil {
+		return body // Patch names the problem
+	}
+	raw, ok := top["fleet"]
+	if !ok || !bytes.HasPrefix(bytes.TrimSpace(raw), []byte("{")) {
+		return body
+	}
+	delete(top, "fleet")
+	b, err := json.Marshal(top)
+	if err != nil {
+		return body
+	}
+	return b
 }
 
 func nilIfEmpty(s string) any {
@@ -125,13 +148,13 @@ func (a *API) getFleetConfig(w http.ResponseWriter, r *http.Request) {
 func (a *API) postFleetConfig(w http.ResponseWriter, r *http.Request, who principal, body []byte, from uint64) {
 	ctx, cancel := context.WithTimeout(r.Context(), fleetConfigTimeout)
 	defer cancel()
-	res, err := a.d.FleetConfig.Change(ctx, int64(from), body, who.actor)
+	res, err := a.d.FleetConfig.Change(ctx, int64(from), withoutFleetObject(body), who.actor)
 	var ve *config.ValidationError
 	switch {
 	case err == nil:
 	case errors.Is(err, ErrFleetConfigStale):
 		a.auditRefused(r, who, store.ActionConfigRejected, err.Error())
-		writeError(w, http.StatusConflict, err.Error())
+		writeError(w, http.StatusConflict, err.Error()+"; nothing changed")
 		return
 	case errors.Is(err, ErrFleetStoreDown):
 		a.auditRefused(r, who, store.ActionConfigRejected, err.Error())

@@ -27,10 +27,11 @@ type ConfigWatcher struct {
 	apply func(ConfigVersion)
 	log   *zap.Logger
 
-	// pollMu is held through each read and apply (Poll) and each change
-	// made by this sidecar (Exclusive): a poll that read an older version
-	// never applies it over a newer one this sidecar just stored.
-	pollMu sync.Mutex
+	// turn (a one-slot semaphore, so waiting for it honours a context) is
+	// held through each read and apply (Poll) and each change made by this
+	// sidecar (Exclusive): a poll that read an older version never applies
+	// it over a newer one this sidecar just stored.
+	turn chan struct{}
 
 	mu      sync.Mutex
 	last    ConfigVersion // the last version seen (applied, or handed to apply)
@@ -51,7 +52,7 @@ func NewConfigWatcher(src ConfigSource, fleet string, every time.Duration, apply
 	if log == nil {
 		log = zap.NewNop()
 	}
-	return &ConfigWatcher{src: src, fleet: fleet, every: every, apply: apply, log: log}, nil
+	return &ConfigWatcher{src: src, fleet: fleet, every: every, apply: apply, log: log, turn: make(chan struct{}, 1)}, nil
 }
 
 // Version is the last version applied (0: none stored, or none read yet).
@@ -69,20 +70,37 @@ func (c *ConfigWatcher) Current() (ConfigVersion, bool) {
 	return c.last, c.seen
 }
 
-// Exclusive runs fn while no poll reads or applies. fn gets the last
-// version seen; when it returns ok, it stored cv and applied it itself,
-// and the watcher counts cv as applied (apply is not called for it).
-func (c *ConfigWatcher) Exclusive(fn func(last ConfigVersion) (cv ConfigVersion, ok bool)) {
-	c.pollMu.Lock()
-	defer c.pollMu.Unlock()
+// take waits for the watcher's turn until ctx ends.
+func (c *ConfigWatcher) take(ctx context.Context) error {
+	select {
+	case c.turn <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (c *ConfigWatcher) release() { <-c.turn }
+
+// Exclusive runs fn while no poll reads or applies (waiting for a poll
+// under way at most until ctx ends: then fn is not run and the context's
+// error is returned). fn gets the last version seen; when it returns ok,
+// it stored cv and applied it itself, and the watcher counts cv as
+// applied (apply is not called for it).
+func (c *ConfigWatcher) Exclusive(ctx context.Context, fn func(last ConfigVersion) (cv ConfigVersion, ok bool)) error {
+	if err := c.take(ctx); err != nil {
+		return err
+	}
+	defer c.release()
 	last, _ := c.Current()
 	cv, ok := fn(last)
 	if !ok {
-		return
+		return nil
 	}
 	c.mu.Lock()
 	c.last, c.seen = cv, true
 	c.mu.Unlock()
+	return nil
 }
 
 // sameVersion: a version number alone is not enough, as a deleted row
@@ -94,8 +112,10 @@ func sameVersion(a, b ConfigVersion) bool {
 // Poll reads the stored version once and applies it if it is new. A read
 // error is returned and changes nothing.
 func (c *ConfigWatcher) Poll(ctx context.Context) error {
-	c.pollMu.Lock()
-	defer c.pollMu.Unlock()
+	if err := c.take(ctx); err != nil {
+		return err
+	}
+	defer c.release()
 	cv, err := c.src.FleetConfig(ctx, c.fleet)
 	c.mu.Lock()
 	if err != nil {

@@ -141,7 +141,7 @@ func TestConfigWatcherSeesARecreatedRow(t *testing.T) {
 		t.Fatalf("applied %q; want the recreated version 1 applied too", got)
 	}
 	stored := ConfigVersion{Version: 2, Doc: json.RawMessage(`{"a":3}`), Updated: t0.Add(2 * time.Minute)}
-	w.Exclusive(func(last ConfigVersion) (ConfigVersion, bool) {
+	_ = w.Exclusive(ctx, func(last ConfigVersion) (ConfigVersion, bool) {
 		if last.Version != 1 {
 			t.Errorf("Exclusive saw version %d; want 1", last.Version)
 		}
