@@ -108,6 +108,12 @@ func testFleetAlertsAcross(t *testing.T, d fleetDB) {
 	}
 	defer appDB.Close()
 	appDB.Set(chaos.Fault{Mode: chaos.Reset, Bytes: 0})
+	// The shared store, behind a switch of its own (cut later).
+	storeSw, err := chaos.New(d.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer storeSw.Close()
 
 	var amMu sync.Mutex
 	var pushed []alerts.AlertmanagerAlert
@@ -141,7 +147,7 @@ func testFleetAlertsAcross(t *testing.T, d fleetDB) {
 		cfg.Admin.Token = config.Secret(fleetToken)
 		cfg.DataDir = t.TempDir()
 		cfg.Responsiveness.MonitoringInterval = 1
-		cfg.Store.DSN = config.Secret(d.dsn(d.addr, dbName))
+		cfg.Store.DSN = config.Secret(d.dsn(storeSw.Addr(), dbName))
 		cfg.Instance, cfg.Fleet = name, fleet
 		cfg.Database.DSN = config.Secret("mysql://root@" + appDB.Addr() + "/test")
 		cfg.Alerts.AlertmanagerURL = config.Secret(am.URL)
@@ -164,6 +170,7 @@ func testFleetAlertsAcross(t *testing.T, d fleetDB) {
 		}
 		am.Close()
 		appDB.Close()
+		storeSw.Close()
 		goleak.VerifyNone(t, leaks, goleak.IgnoreTopFunction("database/sql.(*DB).connectionOpener"))
 	}()
 	const key = "probe_down:database_manager"
@@ -192,12 +199,17 @@ func testFleetAlertsAcross(t *testing.T, d fleetDB) {
 		t.Errorf("fleet answer: %+v", fdoc)
 	}
 	id := fa.ID
-	var onB alertsDoc
-	members[1].get(t, "/admin/api/alerts/responsiveness?state=active", &onB)
-	if _, ok := onB.find(key); !ok {
-		t.Fatalf("b does not list the alert: %+v", onB)
+	// Each sidecar's own answer shows the fleet's id (from its next poll on).
+	for _, m := range members {
+		wait(m.name+" serving the fleet id", func() bool {
+			var own alertsDoc
+			m.get(t, "/admin/api/alerts/responsiveness?state=active", &own)
+			a, ok := own.find(key)
+			return ok && a.ID == id
+		})
 	}
 
+	var onB alertsDoc
 	// Acknowledged on b with the fleet id → a shows it, and a's push carries it.
 	if code, body := members[1].post(t, "/admin/api/alerts/responsiveness/acknowledge", map[string]any{"alert_ids": []string{id}, "note": "looking"}); code != 200 {
 		t.Fatalf("ack on b: %d %s", code, body)
@@ -222,5 +234,47 @@ func testFleetAlertsAcross(t *testing.T, d fleetDB) {
 		members[1].get(t, "/admin/api/alerts/responsiveness?scope=fleet&state=resolved", &fdoc)
 		f, ok := fdoc.find(key)
 		return ok && f.ID == id && len(f.Instances) == 2 && f.Instances[0].ResolvedAt != nil && f.Instances[1].ResolvedAt != nil
+	})
+
+	// Down again: a new occurrence on both. Then the store is cut: the ack
+	// on b answers at once and shows on b; when the store is back it is
+	// in the store and a shows it.
+	appDB.Set(chaos.Fault{Mode: chaos.Reset, Bytes: 0})
+	var id2 string
+	wait("a new fleet occurrence on both", func() bool {
+		if members[0].get(t, "/admin/api/alerts/responsiveness?scope=fleet&state=firing", &fdoc) != 200 {
+			return false
+		}
+		f, ok := fdoc.find(key)
+		id2 = f.ID
+		return ok && f.ID != id && len(f.Instances) == 2 && f.Instances[0].ResolvedAt == nil && f.Instances[1].ResolvedAt == nil
+	})
+	// b knows the id from its poll (an id created on another sidecar less
+	// than an interval ago is not known yet: 404, retry).
+	wait("b serving the new fleet id", func() bool {
+		var own alertsDoc
+		members[1].get(t, "/admin/api/alerts/responsiveness?state=active", &own)
+		a, ok := own.find(key)
+		return ok && a.ID == id2
+	})
+	storeSw.Set(chaos.Fault{Mode: chaos.Blackhole})
+	storeSw.ResetAll()
+	if code, body := members[1].post(t, "/admin/api/alerts/responsiveness/acknowledge", map[string]any{"alert_ids": []string{id2}, "note": "store down"}); code != 200 {
+		t.Fatalf("ack on b while the store is cut: %d %s", code, body)
+	}
+	members[1].get(t, "/admin/api/alerts/responsiveness?state=active", &onB)
+	if b, ok := onB.find(key); !ok || b.State != "acknowledged" || b.AckNote != "store down" {
+		t.Errorf("b right after its ack with the store cut: %+v", onB)
+	}
+	storeSw.Set(chaos.Fault{Mode: chaos.Pass})
+	wait("a shows the ack made while the store was cut", func() bool {
+		members[0].get(t, "/admin/api/alerts/responsiveness?state=active", &onA)
+		a, ok := onA.find(key)
+		return ok && a.ID == id2 && a.State == "acknowledged" && a.AckNote == "store down"
+	})
+	wait("the fleet answer has the replayed ack", func() bool {
+		members[0].get(t, "/admin/api/alerts/responsiveness?scope=fleet&state=acknowledged", &fdoc)
+		f, ok := fdoc.find(key)
+		return ok && f.ID == id2 && f.AckNote == "store down"
 	})
 }

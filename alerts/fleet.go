@@ -198,12 +198,14 @@ func (m *Manager) acknowledgeFleet(ids []string, note, actor string) ([]Alert, e
 	var aw store.AlertWrite
 	var changed []Alert
 	remote := map[string]Alert{}
+	done := map[*track]bool{} // an alert named by both its ids is acknowledged once
 	for _, id := range ids {
 		if tr := local[id]; tr != nil {
 			a := tr.alert
-			if a.State == store.StateAcknowledged {
+			if a.State == store.StateAcknowledged || done[tr] {
 				continue
 			}
+			done[tr] = true
 			c := a.Clone()
 			t := now
 			c.State, c.AcknowledgedAt, c.AcknowledgedBy, c.AckNote = store.StateAcknowledged, &t, actor, note
@@ -265,11 +267,21 @@ func (m *Manager) SyncFleet(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	insts, err := src.Instances(ctx, f.Fleet, m.now())
-	if err != nil {
-		return err
+	// The instances (the heavier fleet query) are read only when another
+	// instance holds an active alert: to tell whether it went stale.
+	others := false
+	for _, fa := range fas {
+		for _, ai := range fa.Instances {
+			others = others || (ai.State == store.StateFiring && ai.Instance != f.Instance)
+		}
 	}
-	fas = m.releaseStale(ctx, src, fas, insts)
+	if others {
+		insts, err := src.Instances(ctx, f.Fleet, m.now())
+		if err != nil {
+			return err
+		}
+		fas = m.releaseStale(ctx, src, fas, insts)
+	}
 	m.adopt(fas, true)
 	return nil
 }

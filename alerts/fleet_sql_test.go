@@ -43,9 +43,11 @@ var sqlServers = []sqlServer{
 		drop:   func(db string) string { return "DROP DATABASE IF EXISTS " + db + " WITH (FORCE)" }},
 }
 
+func sqlOpen(sv sqlServer) (*sql.DB, error) { return sql.Open(sv.driver, sv.admin) }
+
 func (sv sqlServer) exec(t *testing.T, stmt string) {
 	t.Helper()
-	db, err := sql.Open(sv.driver, sv.admin)
+	db, err := sqlOpen(sv)
 	if err != nil {
 		t.Fatal(err)
 	}
