@@ -298,6 +298,14 @@ func (a *API) whoami(w http.ResponseWriter, r *http.Request) {
 		"via":              who.via,
 		"token_configured": cfg.Admin.Token.IsSet(),
 		"delegated_auth":   cfg.Admin.AuthURL != "",
+		// The dashboard offers its "whole fleet" scope only with a shared store.
+		"shared_store": a.d.Fleet != nil,
+	}
+	if who.canRead {
+		out["instance"] = cfg.InstanceName()
+		if a.d.Fleet != nil {
+			out["fleet"] = a.d.Fleet.Name()
+		}
 	}
 	switch {
 	case who.canWrite:

@@ -66,6 +66,10 @@ type historyAnswer struct {
 // from/to): the trend series from the tier the range calls for, and the
 // alert transitions and config changes in the range.
 func (a *API) history(w http.ResponseWriter, r *http.Request, p principal) {
+	if sc := r.URL.Query().Get("scope"); sc != "" && sc != "instance" {
+		a.fleetHistory(w, r, sc) // fleet_history.go
+		return
+	}
 	if a.d.History == nil {
 		a.dashboard(w, r, p)
 		return

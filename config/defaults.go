@@ -21,7 +21,7 @@ func Defaults() *Config {
 			TaskMonitoringEnabled:         true,
 			TaskHealthCheckInterval:       60,
 		},
-		Runtime: Runtime{MemoryLimitShare: 0.8, MemoryLimitDefaultMiB: 64, MaxProcs: 1},
+		Runtime: Runtime{MemoryLimitShare: 0.8, MemoryLimitDefaultMiB: 256, MaxProcs: 1},
 		Proxy: Proxy{
 			UpstreamURL:         "http://127.0.0.1:5000",
 			ListenAddr:          ":8080",
@@ -110,6 +110,6 @@ func Defaults() *Config {
 		Log:     Log{Level: "info", Format: "json"},
 		DataDir: "./pulsegate-data",
 		Fleet:   "default",
-		History: History{Retention10s: 86400, Retention1m: 14 * 86400, Retention1h: 400 * 86400},
+		History: History{Retention10s: 86400, Retention1m: 14 * 86400, Retention1h: 400 * 86400, MaxRoutes: 50},
 	}
 }

@@ -5,11 +5,14 @@
 import { mount } from './widgets.js';
 import { subscribe, postJSON, getJSON, PREFIX } from './live.js';
 import { h, replace, fmtClock } from './util.js';
+import { mountSwitch, labelWidgets } from './fleet.js';
 
 const page = document.body.dataset.page;
 
 if (page === 'login') {
   login();
+} else if (page === 'route') {
+  import('./route.js').then(dashboard); // registers the route page's widgets first
 } else if (page !== 'notfound') {
   dashboard();
 }
@@ -21,7 +24,10 @@ function dashboard() {
   const conn = document.getElementById('conn');
   const logout = document.getElementById('logout');
   const viewer = document.getElementById('viewer');
+  const scopeSwitch = mountSwitch(document.getElementById('scope'));
   subscribe((st) => {
+    scopeSwitch();
+    labelWidgets(st);
     // Who is looking, and whether they can change anything: from the API.
     const v = st.viewer;
     if (logout) logout.hidden = !(v && v.via === 'session');

@@ -7,6 +7,8 @@
 // slow requests) and one history read per history step. Nothing polls on
 // its own timer except the configuration (thresholds), once a minute.
 
+import { scoped, getScoped, fleetOn, setViewer, overlay } from './fleet.js';
+
 export const PREFIX = new URL('../../', import.meta.url).pathname; // "/admin/responsiveness/"
 const API = '/admin/api/';
 const STREAM = API + 'performance/responsiveness/stream';
@@ -71,6 +73,7 @@ export const state = {
   config: null,     // effective configuration (thresholds)
   alerts: new Map(), // active alerts by id
   alertHistory: null,
+  fleet: null,      // fleet scope: GET …/performance/responsiveness?scope=fleet (fleet.js)
   connected: false,
   error: null,      // last error worth showing (AuthError included)
 };
@@ -117,13 +120,14 @@ function fail(e) {
 function start() {
   if (started) return;
   started = true;
-  Promise.all([
-    getJSON(API + 'health/responsiveness').then(applyHealth),
-    getJSON(PREFIX + 'api/whoami').then((v) => { state.viewer = v; }),
-    getJSON(API + 'alerts/responsiveness?state=active&limit=100').then((b) => setAlerts(b.alerts)),
+  // whoami first: it says whether the fleet scope exists (fleet.js).
+  getJSON(PREFIX + 'api/whoami').then((v) => { state.viewer = v; setViewer(v); }).then(() => Promise.all([
+    getScoped(getJSON, API + 'health/responsiveness').then(applyHealth),
+    getScoped(getJSON, API + 'alerts/responsiveness?state=active&limit=100').then((b) => setAlerts(b.alerts)),
     refreshConfig(),
     refreshPerf(), // once at start: the 1-minute figures and backpressure before the first snapshot
-  ]).then(() => notify('init'), fail);
+    fleetOn() ? refreshFleet() : null,
+  ])).then(() => notify('init'), fail);
   connect();
   configTimer = setInterval(refreshConfig, 60000);
   document.addEventListener('visibilitychange', onVisible);
@@ -166,6 +170,7 @@ function connect() {
     applyTick(t);
     notify('tick');
     if (needs.perf > 0) refreshPerf();
+    if (fleetOn()) refreshFleet();
     if (needs.history > 0) maybeRefreshHistory();
   });
   for (const type of ['alert.firing', 'alert.acknowledged', 'alert.resolved', 'alert.escalated', 'alert.deescalated']) {
@@ -195,7 +200,8 @@ function applyTick(t) {
   state.tasks = t.tasks || [];
   state.connected = true;
   state.error = null;
-  if (t.health) applyHealth(t.health);
+  if (t.health && !fleetOn()) applyHealth(t.health);
+  overlay(state);
 }
 
 function applyHealth(v) {
@@ -255,6 +261,7 @@ async function refreshPerf() {
   try {
     state.perf = await getJSON(API + 'performance/responsiveness?top=25');
     if (state.perf.judgements) state.judgements = state.perf.judgements;
+    overlay(state);
     if (!state.backpressure) state.backpressure = state.perf.backpressure;
     if (!state.tasks.length && state.perf.background_tasks) state.tasks = state.perf.background_tasks;
     notify('perf');
@@ -265,9 +272,28 @@ async function refreshPerf() {
   }
 }
 
+// refreshFleet reads the fleet's verdict and figures (fleet scope only):
+// state.health is the fleet's, state.fleet the fleet performance answer.
+let fleetInFlight = false;
+async function refreshFleet() {
+  if (fleetInFlight) return;
+  fleetInFlight = true;
+  try {
+    const [v, perf] = await Promise.all([getJSON(scoped(API + 'health/responsiveness')), getJSON(scoped(API + 'performance/responsiveness'))]);
+    state.fleet = perf;
+    applyHealth(v);
+    overlay(state);
+    notify('perf');
+  } catch (e) {
+    fail(e);
+  } finally {
+    fleetInFlight = false;
+  }
+}
+
 async function refreshAlertHistory() {
   try {
-    const b = await getJSON(API + 'alerts/responsiveness?limit=50');
+    const b = await getScoped(getJSON, API + 'alerts/responsiveness?limit=50');
     state.alertHistory = b.alerts || [];
     notify('alertHistory');
   } catch (e) {
@@ -290,7 +316,7 @@ export function getHistory(range) {
 
 function fetchHistory(range) {
   if (historyWaiters.has(range)) return historyWaiters.get(range);
-  const p = getJSON(PREFIX + 'api/history?range=' + encodeURIComponent(range))
+  const p = getJSON(scoped(PREFIX + 'api/history?range=' + encodeURIComponent(range)))
     .then((view) => {
       history.set(range, { view, fetched: Date.now() });
       return view;

@@ -1,0 +1,146 @@
+package adminapi
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/pulsegate/pulsegate/history"
+	"github.com/pulsegate/pulsegate/store"
+)
+
+// FleetHistory is a FleetView that also serves the fleet's trend series
+// (GET /admin/responsiveness/api/history?scope=fleet).
+type FleetHistory interface {
+	// Series merges the fleet's heartbeat rows stamped in (from, to] into
+	// steps of at least step (store.SQL.FleetSeries).
+	Series(ctx context.Context, from, to time.Time, step time.Duration) (store.FleetSeries, error)
+}
+
+// ErrFleetHistoryNeedsStore is the 400 of ?scope=fleet on the history
+// endpoint without a shared store (contract F1).
+const ErrFleetHistoryNeedsStore = "scope=fleet needs a shared store (store.dsn)"
+
+// fleetSeriesAggregation says how each fleet series merges the instances
+// (the answer's "aggregation"; the dashboard labels the graphs with it).
+var fleetSeriesAggregation = map[string]string{
+	"p50_response_time": "from the instances' merged latency buckets",
+	"p95_response_time": "from the instances' merged latency buckets",
+	"p99_response_time": "from the instances' merged latency buckets",
+	"avg_response_time": "total time ÷ requests over every instance",
+	"throughput_rps":    "sum of the instances",
+	"error_rate":        "fleet errors ÷ fleet answered",
+	"cpu_usage":         "highest instance",
+	"memory_usage":      "highest instance",
+	"requests":          "sum of the instances, per step",
+	"errors":            "sum of the instances, per step",
+	"instances":         "instances with a heartbeat in the step",
+}
+
+// fleetHistoryAnswer is the history answer in fleet scope: the same shape,
+// plus scope, the fleet's name, how many instances the range holds and how
+// each series merges them.
+type fleetHistoryAnswer struct {
+	historyAnswer
+	Scope         string            `json:"scope"`
+	Fleet         string            `json:"fleet"`
+	Instances     int               `json:"instances"`
+	InstanceNames []string          `json:"instance_names"`
+	Aggregation   map[string]string `json:"aggregation"`
+}
+
+// fleetHistory answers the history endpoint for ?scope= other than
+// instance: the fleet's series from the shared store's merged heartbeat
+// rollups, with the same events as the instance answer.
+func (a *API) fleetHistory(w http.ResponseWriter, r *http.Request, scope string) {
+	if scope != "fleet" {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("scope: want instance or fleet, got %q", truncate(scope, 64)))
+		return
+	}
+	fh, ok := a.d.Fleet.(FleetHistory)
+	if a.d.Fleet == nil || !ok {
+		writeError(w, http.StatusBadRequest, ErrFleetHistoryNeedsStore)
+		return
+	}
+	now := a.d.Now()
+	req, err := history.ParseRequest(r.URL.Query(), now)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), fleetQueryTimeout)
+	defer cancel()
+	fs, err := fh.Series(ctx, req.From, req.To, fleetStep(req.To.Sub(req.From)))
+	if err != nil {
+		a.d.Log.Warn("fleet_history_read_failed", zap.String("error", err.Error()))
+		writeError(w, http.StatusServiceUnavailable, "the shared store cannot be read: "+err.Error())
+		return
+	}
+	out := fleetHistoryAnswer{
+		historyAnswer: historyAnswer{View: fleetView(req, fs), Events: []HistoryEvent{}},
+		Scope:         "fleet", Fleet: a.d.Fleet.Name(), Instances: len(fs.Instances), InstanceNames: fs.Instances,
+		Aggregation: fleetSeriesAggregation,
+	}
+	if a.d.HistoryEvents != nil {
+		if out.Events, out.EventsTruncated, err = historyEvents(a.d.HistoryEvents, req.From, req.To); err != nil {
+			a.d.Log.Warn("history_events_failed", zap.Error(err))
+			out.EventsError = "events could not be read from the store"
+		}
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	writeJSON(w, http.StatusOK, out)
+}
+
+// fleetStep is the asked step for a span: at most history.MaxPoints
+// steps, a whole number of 10 s (the store raises it to the heartbeat
+// interval).
+func fleetStep(span time.Duration) time.Duration {
+	const unit = 10 * time.Second
+	step := span / history.MaxPoints
+	return max(unit, (step+unit-1)/unit*unit)
+}
+
+// fleetView lays the fleet's steps out as the history endpoint's columns.
+func fleetView(req history.Request, fs store.FleetSeries) history.View {
+	n := len(fs.Steps)
+	v := history.View{Range: req.Name, Tier: "fleet", StepSeconds: int64(fs.Step / time.Second),
+		ResolutionSeconds: int64(fs.Step / time.Second), From: req.From.Unix(), To: req.To.Unix(),
+		Time: make([]int64, n), Health: make([]string, n), Series: map[string][]*float64{}}
+	for name := range fleetSeriesAggregation {
+		v.Series[name] = make([]*float64, n)
+	}
+	set := func(name string, i int, x float64) { v.Series[name][i] = &x }
+	for i, st := range fs.Steps {
+		m := st.Merged
+		v.Time[i] = st.Start.Unix()
+		v.Health[i] = map[string]string{"ok": "healthy"}[st.Status]
+		if v.Health[i] == "" {
+			v.Health[i] = st.Status
+		}
+		set("requests", i, float64(m.Answered))
+		set("errors", i, float64(m.Failed))
+		set("instances", i, float64(len(m.Instances)))
+		set("throughput_rps", i, st.ThroughputRPS)
+		if m.Answered > 0 {
+			set("error_rate", i, m.ErrorRate)
+		}
+		if m.Latency.Count() > 0 {
+			set("p50_response_time", i, m.P50)
+			set("p95_response_time", i, m.P95)
+			set("p99_response_time", i, m.P99)
+		}
+		if c := m.Timing["count"]; c > 0 {
+			set("avg_response_time", i, m.Timing["total"]/c)
+		}
+		if st.CPU != nil {
+			set("cpu_usage", i, *st.CPU)
+		}
+		if st.Memory != nil {
+			set("memory_usage", i, *st.Memory)
+		}
+	}
+	return v
+}
