@@ -94,6 +94,7 @@ func TestCase02_ClientCancelsBeforeResponse(t *testing.T) {
 	}
 	baseF, baseG := settle(t, p, c)
 	mark := p.Mark()
+	seen0 := sumMetric(p.Metrics(t), "pulsegate_requests_total")
 
 	n := size(500, 10000)
 	const parallel = 50
@@ -137,9 +138,17 @@ func TestCase02_ClientCancelsBeforeResponse(t *testing.T) {
 		t.Errorf("after %d aborted requests: fds %d (baseline %d), goroutines %.0f (baseline %.0f): not back within 30s", n, f, baseF, gr, baseG)
 	}
 
+	// Every abort pulsegate saw is one client_closed; on a loaded machine
+	// a client may give up before pulsegate has read its request at all
+	// (nothing to count then), but not often.
 	m := p.Metrics(t)
-	if v := sumMetric(m, "pulsegate_request_errors_total", `class="client_closed"`); int(v) != n {
-		t.Errorf("client_closed errors = %v, want %d", v, n)
+	seen := int(sumMetric(m, "pulsegate_requests_total") - seen0)
+	report(t, "2", "aborted requests pulsegate read (the rest gave up before it did)", fmt.Sprintf("%d of %d", seen, n), "all but a few")
+	if seen < n*9/10 {
+		t.Errorf("pulsegate saw %d of %d aborted requests, want nearly all", seen, n)
+	}
+	if v := sumMetric(m, "pulsegate_request_errors_total", `class="client_closed"`); int(v) != seen {
+		t.Errorf("client_closed errors = %v, want one per aborted request pulsegate saw (%d)", v, seen)
 	}
 	if v := sumMetric(m, "pulsegate_request_errors_total", `class="app_error"`); v != 0 {
 		t.Errorf("app_error = %v after client cancellations, want 0", v)
@@ -165,8 +174,8 @@ func TestCase02_ClientCancelsBeforeResponse(t *testing.T) {
 	if errLines > 0 {
 		t.Errorf("%d error-level lines for %d client cancellations, want 0", errLines, n)
 	}
-	if debugLines != n {
-		t.Errorf("%d client_closed debug lines, want one per abort (%d)", debugLines, n)
+	if debugLines != seen {
+		t.Errorf("%d client_closed debug lines, want one per abort pulsegate saw (%d)", debugLines, seen)
 	}
 	if perf, ok := perfIfPresent(t, p); ok {
 		if v, _ := num(perf, "performance_metrics.error_rate"); v != 0 {

@@ -136,8 +136,15 @@ func TestCase24_QueuedClientsCancel(t *testing.T) {
 	m := p.Metrics(t)
 	abandoned := sumMetric(m, "pulsegate_backpressure_queue_abandoned_total")
 	report(t, "24", fmt.Sprintf("%d clients cancelling while queued: forwarded to the app / abandoned counter", n), fmt.Sprintf("0 / %.0f (of %d cancelled)", abandoned, cancelled.Load()), "0 forwarded; gauges never negative")
-	if abandoned != float64(cancelled.Load()) {
-		t.Errorf("queue_abandoned_total = %v, %d clients cancelled while queued", abandoned, cancelled.Load())
+	// Every cancelled client pulsegate had queued is one abandonment (a
+	// client_closed request); on a loaded machine a client with a 20 ms
+	// deadline may give up before pulsegate has read its request at all.
+	closed := sumMetric(m, "pulsegate_requests_total", `code_class="client_closed"`)
+	if abandoned != closed {
+		t.Errorf("queue_abandoned_total = %v, client_closed requests = %v: want one abandonment per cancelled queued request", abandoned, closed)
+	}
+	if abandoned < float64(cancelled.Load())*9/10 {
+		t.Errorf("queue_abandoned_total = %v of %d clients cancelled while queued: want nearly all", abandoned, cancelled.Load())
 	}
 }
 
