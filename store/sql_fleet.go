@@ -237,6 +237,9 @@ func (s *SQL) PruneFleet(ctx context.Context, fleet string, now time.Time, r Ret
 		return res, s.classify("deleting from", tableInstances, err)
 	}
 	res.Instances, _ = q.RowsAffected()
+	if _, err := s.rollupFleetMinutes(ctx, conn, fleet, now, r); err != nil {
+		return res, err
+	}
 	return res, nil
 }
 
