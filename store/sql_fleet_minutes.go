@@ -208,9 +208,12 @@ func minuteCeil(us int64) int64  { return -minuteFloor(-us) }
 // that moved fine rows into their window's merged row), is (re)computed
 // from its heartbeat rows and upserted, oldest first, up to
 // minuteBudgetRows rows read. Minutes older than KeepHeartbeats are
-// deleted with their heartbeats. It runs under PruneFleet's lock and
-// returns the minutes written.
-func (s *SQL) rollupFleetMinutes(ctx context.Context, conn *sql.Conn, fleet string, now time.Time, r Retention) (int64, error) {
+// deleted with their heartbeats. touched are the minutes whose window this
+// pass compacted (compactingMinutes): recomputed whatever their counts say,
+// as a late row with nothing counted can be merged into an old window
+// without changing any count. It runs under PruneFleet's lock, after the
+// compaction, and returns the minutes written.
+func (s *SQL) rollupFleetMinutes(ctx context.Context, conn *sql.Conn, fleet string, now time.Time, r Retention, touched map[int64]bool) (int64, error) {
 	const minUS = 60000000 // fleetMinute in µs, as in the queries
 	if _, err := conn.ExecContext(ctx, s.rebind(`DELETE FROM pulsegate_fleet_minutes WHERE fleet = ? AND minute_us < ?`),
 		fleet, minuteCeil(now.Add(-r.KeepHeartbeats).UnixMicro())); err != nil {
@@ -262,7 +265,7 @@ func (s *SQL) rollupFleetMinutes(ctx context.Context, conn *sql.Conn, fleet stri
 	dirty := map[int64]bool{}
 	for m := start; m < end; m += minUS {
 		got, ok := rolled[m/minUS]
-		if ok && got == have[m/minUS] {
+		if ok && got == have[m/minUS] && !touched[m] {
 			continue
 		}
 		dirty[m] = true
@@ -301,6 +304,40 @@ func (s *SQL) rollupFleetMinutes(ctx context.Context, conn *sql.Conn, fleet stri
 }
 
 // scanFP reads (key, rows, requests, errors) rows into into[key/div].
+// compactingMinutes are the minutes of every window holding a fine row
+// that the compaction (fine rows with span_us < window stamped at or
+// before `before`) merges: PruneFleet asks before compacting, and the
+// rollup recomputes them after.
+func (s *SQL) compactingMinutes(ctx context.Context, conn *sql.Conn, fleet string, before, window int64) (map[int64]bool, error) {
+	const minUS = 60000000
+	w := strconv.FormatInt(window, 10)
+	div := "(ts_us + " + w + " - 1) / " + w
+	if s.dialect == dialectMySQL {
+		div = "(ts_us + " + w + " - 1) DIV " + w
+	}
+	rows, err := conn.QueryContext(ctx, s.rebind(`SELECT DISTINCT `+div+` FROM pulsegate_heartbeats
+ WHERE fleet = ? AND span_us < ? AND ts_us <= ?`), fleet, window, before)
+	if err != nil {
+		return nil, s.classify("reading", tableHeartbeats, err)
+	}
+	defer rows.Close()
+	out := map[int64]bool{}
+	for rows.Next() {
+		var k int64
+		if err := rows.Scan(&k); err != nil {
+			return nil, s.classify("reading", tableHeartbeats, err)
+		}
+		end := k * window
+		for m := minuteFloor(end - window); m < end; m += minUS {
+			out[m] = true
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, s.classify("reading", tableHeartbeats, err)
+	}
+	return out, nil
+}
+
 func (s *SQL) scanFP(ctx context.Context, conn *sql.Conn, into map[int64]minuteFP, div int64, q string, args ...any) error {
 	rows, err := conn.QueryContext(ctx, s.rebind(q), args...)
 	if err != nil {

@@ -147,11 +147,14 @@ func TestFleetSeriesFromMinuteRowsEqualsHeartbeats(t *testing.T) {
 		}
 		check("after the first prune", now)
 
-		// Late rows: one in a window compacted long ago, one in a rolled
-		// minute of the last hour (from a new instance too).
+		// Late rows: two in windows compacted long ago (one idle: it
+		// changes no count, only the verdict, a gauge and the seconds), one
+		// in a rolled minute of the last hour (from a new instance too).
 		late := []Heartbeat{
 			hb(s.fleet, "web-b", now.Add(-2*time.Hour-7*time.Minute+5*time.Second), "critical",
 				Rollup{Seconds: 10, Requests: map[string]uint64{"2xx": 900}, Latency: Hist{40: 900}, CPU: fp(0.99)}),
+			hb(s.fleet, "web-c", now.Add(-2*time.Hour-31*time.Minute+5*time.Second), "critical",
+				Rollup{Seconds: 10, CPU: fp(0.98)}),
 			hb(s.fleet, "web-late", now.Add(-20*time.Minute+3*time.Second), "warning",
 				Rollup{Seconds: 10, Requests: map[string]uint64{"2xx": 50}, Latency: Hist{60: 50}, Memory: fp(0.97)}),
 		}
