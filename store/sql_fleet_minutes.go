@@ -286,6 +286,10 @@ func (s *SQL) rollupFleetMinutes(ctx context.Context, conn *sql.Conn, fleet stri
 	var written int64
 	budget := minuteBudgetRows
 	for len(ms) > 0 && budget > 0 {
+		// Leave the pass time to finish: the rest waits for the next one.
+		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < 2*s.opTimeout {
+			break
+		}
 		// One chunk: consecutive minutes up to minuteChunkRows rows.
 		n, rowsIn := 1, int(have[ms[0]/minUS].rows)
 		for n < len(ms) && ms[n] == ms[n-1]+minUS && rowsIn+int(have[ms[n]/minUS].rows) <= minuteChunkRows {

@@ -175,72 +175,105 @@ func TestFleetSeriesMergesInstancesPerStep(t *testing.T) {
 	})
 }
 
-// BenchmarkFleetSeries24h: the fleet trend query over 24 h for 20
-// instances as the retention leaves them (the last hour every 10 s, 5-minute
-// merged rows before: 636 rows per instance, 12,720 in all, ~30 latency
-// buckets each), against MergedRollup over the same rows as the baseline
-// (both read and decode every row; the difference is the per-step merging).
+// BenchmarkFleetSeries24h: the fleet trend query over 24 h (the
+// dashboard's 2-minute step) for 20 and 200 instances as the retention
+// leaves them (the last hour every 10 s, 5-minute merged rows before: 636
+// rows per instance, ~30 latency buckets each). Heartbeats is the series
+// merged from every heartbeat row (FleetSeries before the minute rows, and
+// its path when none are rolled up); FleetSeries reads the minute rows the
+// prune pass wrote (all but the last two minutes); PruneFleet is a prune
+// pass with nothing new to roll up (the fingerprint scans).
 func BenchmarkFleetSeries24h(b *testing.B) {
 	for _, sv := range []*server{mariadb, postgres} {
-		b.Run(sv.name, func(b *testing.B) {
-			var err error
-			seriesDBOnce[sv.name].Do(func() { err = sv.createDB(seriesDB) })
-			if err != nil {
-				b.Skipf("%s: %v", sv.name, err)
-			}
-			s, err := OpenSQL(context.Background(), sv.storeDSN(sv.adminUser(), "", seriesDB), nil,
-				WithInstance(fmt.Sprintf("bench_%d", time.Now().UnixNano()%1e9), "web-1"))
-			if err != nil {
-				b.Skipf("%s: %v", sv.name, err)
-			}
-			defer s.Close()
-			ctx := context.Background()
-			now := time.Date(2026, 3, 2, 0, 0, 0, 0, time.UTC)
-			rng := rand.New(rand.NewPCG(3, 5))
-			row := func(inst string, at time.Time, secs float64) Heartbeat {
-				h := Hist{}
-				n := int(secs * 20)
-				for range n {
-					h.Record(time.Duration(0.02 * math.Exp(rng.NormFloat64()*0.8) * float64(time.Second)))
-				}
-				return hb(s.fleet, inst, at, "ok", Rollup{Seconds: secs, Requests: map[string]uint64{"2xx": uint64(n)}, Latency: h, CPU: fp(0.4), Memory: fp(0.5)})
-			}
-			var batch []Heartbeat
-			flush := func() {
-				if err := s.WriteHeartbeats(ctx, batch); err != nil {
-					b.Fatal(err)
-				}
-				batch = batch[:0]
-			}
-			for i := range 20 {
-				inst := fmt.Sprintf("web-%02d", i)
-				for at := now.Add(-24 * time.Hour).Add(5 * time.Minute); !at.After(now.Add(-time.Hour)); at = at.Add(5 * time.Minute) {
-					batch = append(batch, row(inst, at, 300))
-				}
-				for at := now.Add(-time.Hour).Add(10 * time.Second); !at.After(now); at = at.Add(10 * time.Second) {
-					batch = append(batch, row(inst, at, 10))
-					if len(batch) >= 200 {
-						flush()
-					}
-				}
+		for _, n := range []int{20, 200} {
+			b.Run(fmt.Sprintf("%s/%d", sv.name, n), func(b *testing.B) { benchFleetSeries(b, sv, n) })
+		}
+	}
+}
+
+func benchFleetSeries(b *testing.B, sv *server, instances int) {
+	var err error
+	seriesDBOnce[sv.name].Do(func() { err = sv.createDB(seriesDB) })
+	if err != nil {
+		b.Skipf("%s: %v", sv.name, err)
+	}
+	s, err := OpenSQL(context.Background(), sv.storeDSN(sv.adminUser(), "", seriesDB), nil,
+		WithInstance(fmt.Sprintf("bench_%d", time.Now().UnixNano()%1e9), "web-1"))
+	if err != nil {
+		b.Skipf("%s: %v", sv.name, err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	now := time.Date(2026, 3, 2, 0, 0, 0, 0, time.UTC)
+	rng := rand.New(rand.NewPCG(3, 5))
+	row := func(inst string, at time.Time, secs float64) Heartbeat {
+		h := Hist{}
+		n := int(secs * 20)
+		for range n {
+			h.Record(time.Duration(0.02 * math.Exp(rng.NormFloat64()*0.8) * float64(time.Second)))
+		}
+		return hb(s.fleet, inst, at, "ok", Rollup{Seconds: secs, Requests: map[string]uint64{"2xx": uint64(n)}, Latency: h, CPU: fp(0.4), Memory: fp(0.5)})
+	}
+	var batch []Heartbeat
+	flush := func() {
+		if err := s.WriteHeartbeats(ctx, batch); err != nil {
+			b.Fatal(err)
+		}
+		batch = batch[:0]
+	}
+	for i := range instances {
+		inst := fmt.Sprintf("web-%03d", i)
+		for at := now.Add(-24 * time.Hour).Add(5 * time.Minute); !at.After(now.Add(-time.Hour)); at = at.Add(5 * time.Minute) {
+			batch = append(batch, row(inst, at, 300))
+		}
+		for at := now.Add(-time.Hour).Add(10 * time.Second); !at.After(now); at = at.Add(10 * time.Second) {
+			batch = append(batch, row(inst, at, 10))
+			if len(batch) >= 200 {
 				flush()
 			}
-			from := now.Add(-24 * time.Hour)
-			b.Run("MergedRollup", func(b *testing.B) {
-				for b.Loop() {
-					if _, err := s.MergedRollup(ctx, s.fleet, from, now); err != nil {
-						b.Fatal(err)
-					}
-				}
-			})
-			b.Run("FleetSeries", func(b *testing.B) {
-				for b.Loop() {
-					fs, err := s.FleetSeries(ctx, s.fleet, from, now, 120*time.Second)
-					if err != nil || len(fs.Instances) != 20 {
-						b.Fatal(err, len(fs.Instances))
-					}
-				}
-			})
-		})
+		}
+		flush()
 	}
+	// The 5-minute rows as the compaction leaves them (span_us = window),
+	// so the prune pass below has nothing to compact.
+	if _, err := s.db.ExecContext(ctx, s.rebind(`UPDATE pulsegate_heartbeats SET span_us = ? WHERE fleet = ? AND ts_us <= ?`),
+		DefaultRetention.Window.Microseconds(), s.fleet, now.Add(-time.Hour).UnixMicro()); err != nil {
+		b.Fatal(err)
+	}
+	from := now.Add(-24 * time.Hour)
+	step := 120 * time.Second
+	b.Run("Heartbeats", func(b *testing.B) {
+		for b.Loop() {
+			hbs, err := s.readHeartbeats(ctx, s.db, s.fleet, from.UnixMicro(), now.UnixMicro())
+			if fs := seriesOf(hbs, from, now, step); err != nil || len(fs.Instances) != instances {
+				b.Fatal(err, len(fs.Instances))
+			}
+		}
+	})
+	// Roll the day up (a few passes at 200 instances: minuteBudgetRows).
+	start := time.Now()
+	for range 10 {
+		if _, err := s.PruneFleet(ctx, s.fleet, now, DefaultRetention); err != nil {
+			b.Fatal(err)
+		}
+		if _, hi, err := s.fleetMinutesSpan(ctx, s.fleet); err != nil || hi == minuteFloor(now.Add(-minuteSettle).UnixMicro()) {
+			break
+		}
+	}
+	b.Logf("%d instances: rolling a day up took %s", instances, time.Since(start).Round(time.Millisecond))
+	b.Run("FleetSeries", func(b *testing.B) {
+		for b.Loop() {
+			fs, err := s.FleetSeries(ctx, s.fleet, from, now, step)
+			if err != nil || len(fs.Instances) != instances {
+				b.Fatal(err, len(fs.Instances))
+			}
+		}
+	})
+	b.Run("PruneFleet", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := s.PruneFleet(ctx, s.fleet, now, DefaultRetention); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }
