@@ -181,8 +181,9 @@ func TestFleetSeriesMergesInstancesPerStep(t *testing.T) {
 // rows per instance, ~30 latency buckets each). Heartbeats is the series
 // merged from every heartbeat row (FleetSeries before the minute rows, and
 // its path when none are rolled up); FleetSeries reads the minute rows the
-// prune pass wrote (all but the last two minutes); PruneFleet is a prune
-// pass with nothing new to roll up (the fingerprint scans).
+// prune pass wrote and the heartbeat rows after them (the last 7 minutes
+// just before a pass, the last 2 just after); PruneFleet is a prune pass
+// with nothing new to roll up (its scans for changed minutes).
 func BenchmarkFleetSeries24h(b *testing.B) {
 	for _, sv := range []*server{mariadb, postgres} {
 		for _, n := range []int{20, 200} {
@@ -250,25 +251,30 @@ func benchFleetSeries(b *testing.B, sv *server, instances int) {
 			}
 		}
 	})
-	// Roll the day up (a few passes at 200 instances: minuteBudgetRows).
-	start := time.Now()
-	for range 10 {
-		if _, err := s.PruneFleet(ctx, s.fleet, now, DefaultRetention); err != nil {
-			b.Fatal(err)
-		}
-		if _, hi, err := s.fleetMinutesSpan(ctx, s.fleet); err != nil || hi == minuteFloor(now.Add(-minuteSettle).UnixMicro()) {
-			break
-		}
-	}
-	b.Logf("%d instances: rolling a day up took %s", instances, time.Since(start).Round(time.Millisecond))
-	b.Run("FleetSeries", func(b *testing.B) {
-		for b.Loop() {
-			fs, err := s.FleetSeries(ctx, s.fleet, from, now, step)
-			if err != nil || len(fs.Instances) != instances {
-				b.Fatal(err, len(fs.Instances))
+	// Roll the day up as a prune pass 5 minutes ago left it (the minute
+	// rows end 7 minutes ago: the most heartbeat rows a read takes between
+	// two passes), then as one now left it (they end 2 minutes ago).
+	for _, lag := range []time.Duration{5 * time.Minute, 0} {
+		at := now.Add(-lag)
+		start := time.Now()
+		for range 10 {
+			if _, err := s.PruneFleet(ctx, s.fleet, at, DefaultRetention); err != nil {
+				b.Fatal(err)
+			}
+			if _, hi, err := s.fleetMinutesSpan(ctx, s.fleet); err != nil || hi == minuteFloor(at.Add(-minuteSettle).UnixMicro()) {
+				break
 			}
 		}
-	})
+		b.Logf("%d instances: rolling up to %s before now took %s", instances, lag+minuteSettle, time.Since(start).Round(time.Millisecond))
+		b.Run(fmt.Sprintf("FleetSeries/rolled-%s-ago", lag+minuteSettle), func(b *testing.B) {
+			for b.Loop() {
+				fs, err := s.FleetSeries(ctx, s.fleet, from, now, step)
+				if err != nil || len(fs.Instances) != instances {
+					b.Fatal(err, len(fs.Instances))
+				}
+			}
+		})
+	}
 	b.Run("PruneFleet", func(b *testing.B) {
 		for b.Loop() {
 			if _, err := s.PruneFleet(ctx, s.fleet, now, DefaultRetention); err != nil {
