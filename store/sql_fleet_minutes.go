@@ -234,26 +234,53 @@ func (s *SQL) rollupFleetMinutes(ctx context.Context, conn *sql.Conn, fleet stri
 		}
 		return "SUM(" + c + ")::BIGINT"
 	}
+	// Only the recent minutes (the fine rows, where late rows land and the
+	// compaction front is) are compared each pass: older minutes change
+	// only when compacted (touched). Every retained minute is compared
+	// when the minute rows do not yet reach back to the first heartbeat
+	// row or forward to the recent minutes (a first pass, a pause).
+	retained := start
+	scanFrom := start
+	recent := max(start, minuteFloor(now.Add(-r.KeepFine-2*r.Window).UnixMicro()))
+	lo, hi, err := s.fleetMinutesSpan(ctx, fleet)
+	if err != nil {
+		return 0, err
+	}
+	if lo < hi && hi >= recent {
+		var firstTS sql.NullInt64
+		if err := conn.QueryRowContext(ctx, s.rebind(`SELECT MIN(ts_us) FROM pulsegate_heartbeats WHERE fleet = ? AND ts_us > ?`), fleet, start).Scan(&firstTS); err != nil {
+			return 0, s.classify("reading", tableHeartbeats, err)
+		}
+		if !firstTS.Valid || minuteFloor(firstTS.Int64-1) >= lo {
+			scanFrom = recent
+		}
+	}
 	have := map[int64]minuteFP{}
 	if err := s.scanFP(ctx, conn, have, 1, `SELECT `+div+`, COUNT(*), `+sum("requests")+`, `+sum("errors")+` FROM pulsegate_heartbeats
- WHERE fleet = ? AND ts_us > ? AND ts_us <= ? GROUP BY 1`, fleet, start, end); err != nil {
+ WHERE fleet = ? AND ts_us > ? AND ts_us <= ? GROUP BY 1`, fleet, scanFrom, end); err != nil {
 		return 0, s.classify("reading", tableHeartbeats, err)
 	}
 	rolled := map[int64]minuteFP{}
 	if err := s.scanFP(ctx, conn, rolled, minUS, `SELECT minute_us, rows_merged, requests, errors FROM pulsegate_fleet_minutes
- WHERE fleet = ? AND minute_us >= ? AND minute_us < ?`, fleet, start, end); err != nil {
+ WHERE fleet = ? AND minute_us >= ? AND minute_us < ?`, fleet, scanFrom, end); err != nil {
 		return 0, s.classify("reading", tableFleetMinutes, err)
 	}
 	// Minute rows run from the first minute holding a heartbeat row to the
 	// last, without a gap (an empty minute between has an empty row).
-	if len(have) == 0 {
-		return 0, nil
-	}
 	first, last := int64(math.MaxInt64), int64(math.MinInt64)
 	for k := range have {
 		first, last = min(first, k*minUS), max(last, k*minUS)
 	}
-	start, end = max(start, first), min(end, last+minUS)
+	if scanFrom == start {
+		start = max(start, first)
+	} else {
+		start = scanFrom
+	}
+	if len(have) == 0 {
+		end = start
+	} else {
+		end = min(end, last+minUS)
+	}
 	// A stale minute takes its retention window with it: compaction moves
 	// a window's rows into the row stamped at its end, so a late row
 	// compacted into an old window changes that minute's row too, maybe
@@ -278,6 +305,12 @@ func (s *SQL) rollupFleetMinutes(ctx context.Context, conn *sql.Conn, fleet stri
 			}
 		}
 	}
+	// Compacted minutes older than the compared ones.
+	for m := range touched {
+		if m >= retained && m < start && (lo == hi || m >= lo-window) {
+			dirty[m] = true
+		}
+	}
 	ms := make([]int64, 0, len(dirty))
 	for m := range dirty {
 		ms = append(ms, m)
@@ -290,9 +323,10 @@ func (s *SQL) rollupFleetMinutes(ctx context.Context, conn *sql.Conn, fleet stri
 		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < 2*s.opTimeout {
 			break
 		}
-		// One chunk: consecutive minutes up to minuteChunkRows rows.
+		// One chunk: up to an hour of consecutive minutes, up to
+		// minuteChunkRows rows (as counted; 0 for an older minute).
 		n, rowsIn := 1, int(have[ms[0]/minUS].rows)
-		for n < len(ms) && ms[n] == ms[n-1]+minUS && rowsIn+int(have[ms[n]/minUS].rows) <= minuteChunkRows {
+		for n < len(ms) && n < 60 && ms[n] == ms[n-1]+minUS && rowsIn+int(have[ms[n]/minUS].rows) <= minuteChunkRows {
 			rowsIn += int(have[ms[n]/minUS].rows)
 			n++
 		}
