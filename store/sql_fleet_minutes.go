@@ -199,8 +199,10 @@ func decodeInsts(s string) (map[string]*minuteInst, []string, error) {
 
 // minuteFloor is the start of the minute holding t; minuteCeil the first
 // minute start at or after t.
-func minuteFloor(us int64) int64 { return seriesFloorDiv(us, fleetMinute.Microseconds()) * fleetMinute.Microseconds() }
-func minuteCeil(us int64) int64  { return -minuteFloor(-us) }
+func minuteFloor(us int64) int64 {
+	return seriesFloorDiv(us, fleetMinute.Microseconds()) * fleetMinute.Microseconds()
+}
+func minuteCeil(us int64) int64 { return -minuteFloor(-us) }
 
 // rollupFleetMinutes writes the minute rows of fleet's complete minutes
 // still in retention: a minute without a row, or whose heartbeat rows no
