@@ -282,4 +282,35 @@ func benchFleetSeries(b *testing.B, sv *server, instances int) {
 			}
 		}
 	})
+	// The parts of that pass: the compaction's scan for fine rows (there
+	// before the minute rows), the same scan for the windows it will
+	// compact (compactingMinutes), and the rollup's comparison.
+	conn, err := s.db.Conn(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer conn.Close()
+	window := DefaultRetention.Window.Microseconds()
+	before := now.Add(-DefaultRetention.KeepFine).UnixMicro() / window * window
+	b.Run("PruneFleet/compaction-scan", func(b *testing.B) {
+		for b.Loop() {
+			if _, _, err := s.compact(ctx, conn, s.fleet, before, window); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("PruneFleet/compactingMinutes", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := s.compactingMinutes(ctx, conn, s.fleet, before, window); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("PruneFleet/rollup", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := s.rollupFleetMinutes(ctx, conn, s.fleet, now, DefaultRetention, nil); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }
