@@ -36,6 +36,7 @@ var demoDefaults = []string{
 	"RESPONSIVENESS_BACKPRESSURE_QUEUE_TIMEOUT=3",
 	"RESPONSIVENESS_PROXY_DRAIN_DELAY=0",
 	"RESPONSIVENESS_PROXY_SHUTDOWN_TIMEOUT=5",
+	"RESPONSIVENESS_APP_VERSION_HEADER=" + demo.VersionHeader,
 }
 
 // cmdDemo runs the sample app, the sidecar in front of it and traffic
@@ -51,6 +52,7 @@ func cmdDemo(ctx context.Context, args, environ []string, stdout, stderr io.Writ
 	noServices := fs.Bool("no-services", false, "use no database or Redis, even when found")
 	dbChoice := fs.String("db", "auto", "database to use when both are found: auto (MySQL/MariaDB first), mysql or postgres")
 	speed := fs.Float64("speed", 1, "play the sample app's schedule this many times faster (tests use it)")
+	releaseAfter := fs.Duration("release-after", 5*time.Minute, "roll the sample app out from release "+demo.ReleaseOld+" to "+demo.ReleaseNew+" (slower /api/search) after this long (0 = never)")
 	mysqlAddr := fs.String("mysql-addr", "127.0.0.1:3306", "where to look for MySQL/MariaDB (user root, no password) when RESPONSIVENESS_DB_DSN is unset")
 	pgAddr := fs.String("postgres-addr", "127.0.0.1:5432", "where to look for PostgreSQL (user postgres or $USER, trust) when RESPONSIVENESS_DB_DSN is unset")
 	redisAddr := fs.String("redis-addr", "127.0.0.1:6379", "where to look for Redis when RESPONSIVENESS_REDIS_URL is unset")
@@ -111,6 +113,7 @@ func cmdDemo(ctx context.Context, args, environ []string, stdout, stderr io.Writ
 
 	app := demo.NewApp()
 	app.UseServices(svc)
+	app.SetVersion(demo.ReleaseOld)
 	upLn, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		fmt.Fprintf(stderr, "pulsegate demo: %v\n", err)
@@ -200,6 +203,21 @@ queue, the flaky route fails): watch slow requests, queueing, 503s and alerts.
 		Client: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}}
 	scenario := &demo.Scenario{App: app, Speed: *speed, Out: stdout}
 	var wg sync.WaitGroup
+	if *releaseAfter > 0 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			t := time.NewTimer(scaled(*releaseAfter))
+			defer t.Stop()
+			select {
+			case <-t.C:
+				app.SetVersion(demo.ReleaseNew)
+				fmt.Fprintf(stdout, "%s  app: release %s rolled out (was %s): /api/search is slower; the route page compares the two\n",
+					time.Now().Format("15:04:05"), demo.ReleaseNew, demo.ReleaseOld)
+			case <-ctx.Done():
+			}
+		}()
+	}
 	wg.Add(3)
 	go func() { defer wg.Done(); traffic.Run(ctx) }()
 	go func() { defer wg.Done(); scenario.Run(ctx) }()

@@ -19,6 +19,7 @@ const historyFlushInterval = time.Minute
 // ring alone: history never stops the proxy.
 func (a *app) openHistory(cfg *config.Config, ring *history.History) *history.Reader {
 	log := a.log.Named("history")
+	ring.SetVersion(a.proxy.Stats().Version) // history rows carry the app version
 	retention := func() history.Retention {
 		c, _ := a.holder.Get()
 		h := c.History
@@ -37,6 +38,19 @@ func (a *app) openHistory(cfg *config.Config, ring *history.History) *history.Re
 		log.Error("history_load_failed", zap.String("path", ar.Path()), zap.Error(err))
 	}
 	log.Info("history_opened", zap.String("path", ar.Path()), zap.Int64("bytes", ar.Size()))
+	ar.SetRouteSourceLive(a.routeCounters, func() int { c, _ := a.holder.Get(); return c.History.MaxRoutes })
 	a.archive = ar
 	return &history.Reader{Ring: ring, Archive: ar}
+}
+
+// routeCounters hands the proxy's per-(route, version) totals to the
+// archive, which samples them at every flush (once a minute).
+func (a *app) routeCounters() []history.RouteCounter {
+	cs := a.proxy.Stats().RouteCounters()
+	out := make([]history.RouteCounter, len(cs))
+	for i, c := range cs {
+		out[i] = history.RouteCounter{Route: c.Route, Version: c.Version, Requests: c.Requests, Errors: c.Errors,
+			AppErrors: c.AppErrors, Buckets: c.Buckets, SumUS: c.SumUS}
+	}
+	return out
 }

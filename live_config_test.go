@@ -265,6 +265,7 @@ func TestLiveConfigEveryField(t *testing.T) {
 		"alerts.webhook_url": "http://127.0.0.1:1/hook", "alerts.alertmanager_url": "http://127.0.0.1:1",
 		"alerts.runbook_base_url": "https://runbooks.example.com", "actions.cleanup_url": "http://127.0.0.1:1/cleanup",
 		"log.level": "debug", "log.format": "console", "data_dir": "/tmp/i10-other",
+		"app.version": "2.0.1", "app.version_header": "X-App-Version",
 	}
 	for _, e := range config.EnvVars() {
 		cur, _ := a.holder.Get()

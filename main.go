@@ -8,6 +8,7 @@
 //	pulsegate demo                      everything working, with a built-in sample app and traffic
 //	pulsegate check-config [--config F] print the effective configuration (secrets redacted); exit 1 if invalid
 //	pulsegate status [--admin URL]      the health verdict, readable; exit 0/1/2 healthy/warning/critical, 3 unreachable
+//	pulsegate report [--since 24h|7d|30d] [--format text|markdown|json] [--admin URL] [--fleet]   the daily/weekly/monthly review
 //	pulsegate version
 package main
 
@@ -167,6 +168,8 @@ func run(ctx context.Context, args, environ []string, stdout, stderr io.Writer) 
 		return cmdCheckConfig(args, environ, stdout, stderr)
 	case "status":
 		return cmdStatus(ctx, args, environ, stdout, stderr)
+	case "report":
+		return cmdReport(ctx, args, environ, stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, versionString())
 		return 0
@@ -186,6 +189,8 @@ commands:
   check-config   print the effective configuration with secrets redacted; exit 1 if invalid
   status         print the health verdict; exit 0 healthy, 1 warning, 2 critical, 3 unreachable
                  flags: --admin URL (default from RESPONSIVENESS_ADMIN_ADDR), --token T (default RESPONSIVENESS_ADMIN_TOKEN)
+  report         the daily, weekly or monthly review (docs/report.md); exit 0, 1 sidecar unreachable or refused, 2 bad flag
+                 flags: --since 24h|7d|30d (default 24h), --format text|markdown|json (default text), --admin URL, --token T, --fleet
   version        print the version
 
 Configuration: RESPONSIVENESS_* environment variables, or a YAML file (--config or RESPONSIVENESS_CONFIG_FILE).

@@ -36,7 +36,7 @@ const (
 	DashboardPrefix = "/admin/responsiveness/"
 )
 
-var apiFamilies = []string{"health", "performance", "config", "alerts"}
+var apiFamilies = []string{"health", "performance", "config", "alerts", "report", "releases"}
 
 // IsAdminPath reports whether a request path (as net/http decoded it) is
 // one of pulsegate's routes. The path is cleaned first, so routing and
@@ -173,6 +173,7 @@ func New(d Deps) *API {
 	m.HandleFunc("GET /admin/api/alerts/responsiveness", a.read(a.listAlerts))
 	m.HandleFunc("GET /admin/api/alerts/responsiveness/stream", a.read(a.stream))
 	m.HandleFunc("POST /admin/api/alerts/responsiveness/acknowledge", a.write(a.acknowledge))
+	m.HandleFunc("GET /admin/api/report/responsiveness", a.read(a.reportAnswer))
 	m.HandleFunc("POST /admin/responsiveness/login", a.login)
 	m.HandleFunc("POST /admin/responsiveness/logout", a.logout)
 	m.HandleFunc("GET /admin/responsiveness/api/whoami", a.whoami)
@@ -182,6 +183,8 @@ func New(d Deps) *API {
 	m.HandleFunc("GET /admin/responsiveness/static/", a.public)
 	m.HandleFunc("GET /admin/responsiveness/widget.js", a.public)
 	m.HandleFunc("GET /admin/responsiveness/api/history", a.read(a.history))
+	m.HandleFunc("GET /admin/responsiveness/api/history/route", a.read(a.routeHistory)) // routes.go
+	m.HandleFunc("GET /admin/api/releases/responsiveness", a.read(a.releasesList))      // routes.go
 	m.HandleFunc("/admin/responsiveness/", a.read(a.dashboard))
 	// Unknown admin paths (a trailing slash, a typo) answer 404 only after
 	// auth, like every other admin route.

@@ -115,6 +115,8 @@ func TestIsAdminPath(t *testing.T) {
 		{"//admin/api/config/responsiveness", true},
 		{"/admin/./api/health/responsiveness", true},
 		{"/admin/api/alerts/responsiveness/acknowledge", true},
+		{"/admin/api/report/responsiveness", true},
+		{"/admin/api/releases/responsiveness", true},
 		{"/admin/responsiveness/", true},
 		{"/admin/responsiveness", true},
 		{"/admin/users", false},

@@ -61,7 +61,25 @@ type Config struct {
 	// History sets how long each tier of the persisted trend history
 	// (<data_dir>/history.db) is kept.
 	History History `koanf:"history" json:"history"`
+	// App describes the proxied app: its version, for the release comparison.
+	App App `koanf:"app" json:"app"`
 }
+
+// App names the release of the app behind the proxy. The version is
+// recorded with every request (per-route history, release comparison).
+type App struct {
+	// Version is the app's version when the app does not send one in
+	// VersionHeader (e.g. the image tag). Empty = unknown.
+	Version string `koanf:"version" json:"version"`
+	// VersionHeader names a response header the app sets to its version
+	// (e.g. X-App-Version). The proxy reads it and forwards the response
+	// unchanged; without it, or before the first response carrying it,
+	// Version applies.
+	VersionHeader string `koanf:"version_header" json:"version_header"`
+}
+
+// MaxAppVersionLen bounds app.version (and a version read from the header).
+const MaxAppVersionLen = 64
 
 // History is the retention of each tier of the persisted trend history.
 type History struct {
@@ -71,6 +89,9 @@ type History struct {
 	Retention1m Seconds `koanf:"retention_1m" json:"retention_1m"`
 	// Retention1h keeps the 1-hour rollups. Default 400 days.
 	Retention1h Seconds `koanf:"retention_1h" json:"retention_1h"`
+	// MaxRoutes is how many routes get per-route rollups each minute (the
+	// busiest); the rest are added to "other". Default 50.
+	MaxRoutes int `koanf:"max_routes" json:"max_routes"`
 }
 
 // Store configures the shared store.

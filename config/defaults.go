@@ -110,6 +110,6 @@ func Defaults() *Config {
 		Log:     Log{Level: "info", Format: "json"},
 		DataDir: "./pulsegate-data",
 		Fleet:   "default",
-		History: History{Retention10s: 86400, Retention1m: 14 * 86400, Retention1h: 400 * 86400},
+		History: History{Retention10s: 86400, Retention1m: 14 * 86400, Retention1h: 400 * 86400, MaxRoutes: 50},
 	}
 }

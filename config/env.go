@@ -191,6 +191,9 @@ var envTable = []envEntry{
 	{"RESPONSIVENESS_HISTORY_RETENTION_10S", "history.retention_10s", "How long the 10-second trend points are kept in <data_dir>/history.db, seconds (at least 60, at most retention_1m)."},
 	{"RESPONSIVENESS_HISTORY_RETENTION_1M", "history.retention_1m", "How long the 1-minute trend rollups are kept, seconds (at least 3600, at most retention_1h)."},
 	{"RESPONSIVENESS_HISTORY_RETENTION_1H", "history.retention_1h", "How long the 1-hour trend rollups are kept, seconds (at least 3600, at most 10 years)."},
+	{"RESPONSIVENESS_HISTORY_MAX_ROUTES", "history.max_routes", "How many routes (the busiest of each minute) get per-route rollups in history.db; the rest are added to \"other\". Disk use grows with it (docs/history.md)."},
+	{"RESPONSIVENESS_APP_VERSION", "app.version", "The app's version (e.g. the image tag), recorded with every request for the per-route history and the release comparison; empty = unknown. A version sent in app.version_header wins."},
+	{"RESPONSIVENESS_APP_VERSION_HEADER", "app.version_header", "Response header the app sets to its version, e.g. X-App-Version: read by the proxy, forwarded unchanged; empty = only app.version."},
 }
 
 // EnvVars returns the environment table: one entry per configuration key,

@@ -623,7 +623,37 @@ func (c *Config) validate() []FieldError {
 	v.name("instance", c.Instance, true)
 	v.name("fleet", c.Fleet, false)
 	v.history(c.History)
+	v.app(c.App)
 	return v.errs
+}
+
+// app: the version is short printable text; the header is an HTTP field
+// name (RFC 9110 token), and not one the proxy itself manages.
+func (v *validator) app(a App) {
+	switch {
+	case len(a.Version) > MaxAppVersionLen:
+		v.add("app.version", "must be at most %d bytes, got %d", MaxAppVersionLen, len(a.Version))
+	case strings.ContainsFunc(a.Version, func(r rune) bool { return r < 0x20 || r == 0x7f || r == utf8.RuneError }):
+		v.add("app.version", "must be printable text (no control characters)")
+	}
+	h := a.VersionHeader
+	switch {
+	case h == "":
+	case len(h) > 128:
+		v.add("app.version_header", "must be at most 128 bytes, got %d", len(h))
+	case strings.ContainsFunc(h, func(r rune) bool { return !isTokenChar(r) }):
+		v.add("app.version_header", "must be an HTTP header name (letters, digits and !#$%%&'*+-.^_`|~), e.g. X-App-Version, got %q", h)
+	default:
+		switch strings.ToLower(h) {
+		case "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te", "trailer", "content-length", "content-type", "set-cookie":
+			v.add("app.version_header", "must be a header of the app's own, not %s", h)
+		}
+	}
+}
+
+// isTokenChar reports whether r may appear in an HTTP token (RFC 9110 5.6.2).
+func isTokenChar(r rune) bool {
+	return r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("!#$%&'*+-.^_`|~", r)
 }
 
 // history: each tier's retention covers at least one step of the next
@@ -642,6 +672,7 @@ func (v *validator) history(h History) {
 		}
 		return true
 	}
+	v.intRange("history.max_routes", h.MaxRoutes, 1, 10000)
 	ok10 := ok("history.retention_10s", h.Retention10s, 60)
 	ok1m := ok("history.retention_1m", h.Retention1m, 3600)
 	ok1h := ok("history.retention_1h", h.Retention1h, 3600)

@@ -1,6 +1,6 @@
 // Package dashboard serves pulsegate's live dashboard under
 // /admin/responsiveness/: server-rendered HTML shells for the overview,
-// performance, health, monitoring and login pages, the embedded JavaScript
+// performance, health, monitoring, route and login pages, the embedded JavaScript
 // modules and styles that fill them from the admin JSON API and its
 // Server-Sent Events stream, the embeddable <pulsegate-widget> script for
 // the app's own admin templates, and the history ring behind the trend
@@ -155,6 +155,16 @@ func (d *Dashboard) route(w http.ResponseWriter, r *http.Request) {
 	case rest == "api/history":
 		d.serveHistory(w, r)
 		return
+	case rest == "route":
+		// One route's long view (route.html, js/route.js); not in the
+		// navigation: the routes table links each route here.
+		route := r.URL.Query().Get("route")
+		title := "Route"
+		if route != "" {
+			title = "Route " + route
+		}
+		d.renderData(w, r, http.StatusOK, "route", pageData{Page: page{Name: "route", Title: title, Path: "route"}, Pages: pages, Prefix: Prefix, Route: route})
+		return
 	case rest == "login":
 		d.render(w, r, http.StatusOK, "login", page{Name: "login", Title: "Sign in", Path: "login"})
 		return
@@ -175,6 +185,7 @@ type pageData struct {
 	Pages   []page
 	Prefix  string
 	Missing string // the requested path on the 404 page
+	Route   string // the route page's route (?route=)
 }
 
 func (d *Dashboard) render(w http.ResponseWriter, r *http.Request, status int, tpl string, p page) {

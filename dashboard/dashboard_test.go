@@ -55,6 +55,7 @@ var pagePaths = []string{
 	"/admin/responsiveness/performance",
 	"/admin/responsiveness/health",
 	"/admin/responsiveness/monitoring",
+	"/admin/responsiveness/route?route=%2Fapi%2Fitems%2F%3Aid",
 	"/admin/responsiveness/login",
 }
 

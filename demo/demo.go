@@ -22,11 +22,24 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
+// VersionHeader is the response header the sample app names its release
+// in; the demo points RESPONSIVENESS_APP_VERSION_HEADER at it.
+const VersionHeader = "X-App-Version"
+
+// The sample app's two releases: the demo starts on ReleaseOld and, after
+// --release-after, rolls out ReleaseNew, whose /api/search is slower (a
+// planted regression the route page's release comparison flags).
+const (
+	ReleaseOld = "1.4.0"
+	ReleaseNew = "1.5.0"
+)
+
 // App is the sample upstream. The zero value is not usable; use NewApp.
 type App struct {
 	mux      *http.ServeMux
 	burst    atomic.Bool
 	cleanups atomic.Int64
+	version  atomic.Pointer[string]
 
 	// Real services (UseServices); nil when the demo runs without them.
 	db     *sql.DB
@@ -69,8 +82,25 @@ func (a *App) UseServices(s *Services) {
 // HasServices reports whether the app uses a real database or Redis.
 func (a *App) HasServices() bool { return a.db != nil || a.rdb != nil }
 
-// ServeHTTP serves the sample app.
-func (a *App) ServeHTTP(w http.ResponseWriter, r *http.Request) { a.mux.ServeHTTP(w, r) }
+// ServeHTTP serves the sample app, naming its release in VersionHeader
+// when one is set.
+func (a *App) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if v := a.Version(); v != "" {
+		w.Header().Set(VersionHeader, v)
+	}
+	a.mux.ServeHTTP(w, r)
+}
+
+// SetVersion sets the release the app reports ("" = none).
+func (a *App) SetVersion(v string) { a.version.Store(&v) }
+
+// Version is the release the app reports ("" = none).
+func (a *App) Version() string {
+	if p := a.version.Load(); p != nil {
+		return *p
+	}
+	return ""
+}
 
 // SetBurst switches the app into (or out of) its bad phase: slower reports
 // and many more failures.
@@ -105,7 +135,11 @@ func (a *App) items(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *App) search(w http.ResponseWriter, r *http.Request) {
-	sleep(r.Context(), time.Duration(20+rand.IntN(180))*time.Millisecond)
+	d := time.Duration(20+rand.IntN(180)) * time.Millisecond
+	if a.Version() == ReleaseNew {
+		d = time.Duration(600+rand.IntN(600)) * time.Millisecond // the new release's slower search: slow enough to stand out of a queue's wait
+	}
+	sleep(r.Context(), d)
 	w.Header().Set("Content-Type", "application/json")
 	io.WriteString(w, `{"results":[]}`)
 }

@@ -58,3 +58,32 @@ func TestTrafficRunsAndStops(t *testing.T) {
 		t.Fatal("burst left on after Run returned")
 	}
 }
+
+// The app names its release in X-App-Version (what pulsegate reads with
+// RESPONSIVENESS_APP_VERSION_HEADER), none until one is set, and a rollout
+// switches every following response to the new release.
+func TestAppNamesItsRelease(t *testing.T) {
+	a := NewApp()
+	srv := httptest.NewServer(a)
+	defer srv.Close()
+	version := func() string {
+		resp, err := http.Get(srv.URL + "/api/items/1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.Header.Get(VersionHeader)
+	}
+	if v := version(); v != "" {
+		t.Fatalf("%s = %q before any release is set; want none", VersionHeader, v)
+	}
+	a.SetVersion(ReleaseOld)
+	if v := version(); v != ReleaseOld {
+		t.Fatalf("%s = %q; want %q", VersionHeader, v, ReleaseOld)
+	}
+	a.SetVersion(ReleaseNew)
+	if v := version(); v != ReleaseNew {
+		t.Fatalf("%s = %q after the rollout; want %q", VersionHeader, v, ReleaseNew)
+	}
+}

@@ -66,21 +66,29 @@ type row struct {
 	ticks  uint32
 	health uint8
 	v      [numSeries]float32
+	ver    string // the app version of the newest point ("" unknown)
 }
 
 // Encoding: version, health, n, ticks, series count, then the series as
-// float32 bits (NaN = not measured). The count lets a newer pulsegate
-// append series without breaking older rows.
+// float32 bits (NaN = not measured), then optionally the app version (a
+// length byte and the bytes). The count lets a newer pulsegate append
+// series without breaking older rows; older ones ignore the trailing
+// version.
 const rowVersion = 1
 
 func (r row) encode() []byte {
-	b := make([]byte, 11+4*numSeries)
+	ver := r.ver[:min(len(r.ver), maxVersionLen)]
+	b := make([]byte, 11+4*numSeries, 11+4*numSeries+1+len(ver))
 	b[0], b[1] = rowVersion, r.health
 	binary.BigEndian.PutUint32(b[2:], r.n)
 	binary.BigEndian.PutUint32(b[6:], r.ticks)
 	b[10] = numSeries
 	for i, x := range r.v {
 		binary.BigEndian.PutUint32(b[11+4*i:], math.Float32bits(x))
+	}
+	if ver != "" {
+		b = append(b, byte(len(ver)))
+		b = append(b, ver...)
 	}
 	return b
 }
@@ -96,6 +104,9 @@ func decodeRow(k, b []byte) (row, error) {
 		if i < int(b[10]) {
 			r.v[i] = math.Float32frombits(binary.BigEndian.Uint32(b[11+4*i:]))
 		}
+	}
+	if rest := b[11+4*int(b[10]):]; len(rest) > 0 && len(rest) >= 1+int(rest[0]) {
+		r.ver = string(rest[1 : 1+int(rest[0])])
 	}
 	return r, nil
 }
@@ -117,6 +128,9 @@ func aggregate(start int64, rows []row) row {
 		out.v[i] = float32(math.NaN())
 	}
 	for _, r := range rows {
+		if r.ver != "" {
+			out.ver = r.ver // rows are in time order: the newest version
+		}
 		out.n += r.n
 		out.ticks += r.ticks
 		out.health = max(out.health, r.health)
@@ -170,6 +184,7 @@ type Archive struct {
 	mu      sync.Mutex // serialises Flush; guards the fields below
 	flushed int64      // start of the newest 10 s point written (rewritten next flush)
 	failing bool       // a write failed and was logged; the next success logs recovery
+	routes  *routeSource
 }
 
 // OpenArchive opens (creating if needed) dir/history.db. A corrupt file
@@ -207,6 +222,14 @@ func OpenArchive(dir string, log *zap.Logger, retention func() Retention) (*Arch
 	a := &Archive{db: db, path: path, log: log, retention: retention}
 	err = db.Update(func(tx *bbolt.Tx) error {
 		for _, b := range tierBuckets {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		for _, b := range routeBuckets {
+			if b == nil {
+				continue
+			}
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -291,7 +314,7 @@ func (a *Archive) Load(h *History, now time.Time) error {
 	}
 	ps := make([]point, len(rows))
 	for i, r := range rows {
-		ps[i] = point{step: r.start / 10, ticks: uint16(min(r.ticks, math.MaxUint16)), health: r.health, v: r.v}
+		ps[i] = point{step: r.start / 10, ticks: uint16(min(r.ticks, math.MaxUint16)), health: r.health, v: r.v, ver: r.ver}
 	}
 	h.restore(ps)
 	return nil
@@ -311,7 +334,22 @@ func (a *Archive) Flush(h *History, now time.Time) error {
 	ps := h.points(a.flushed / 10)
 	ret := a.retention()
 	newest := a.flushed
+	var deltas map[string]map[string]*routeDelta
+	var deltaAt time.Time
+	var routes routeSource
+	if a.routes != nil {
+		routes = *a.routes // restored when the write fails, so the next flush counts these requests
+		deltas, deltaAt = a.routes.sample(now)
+	}
 	err := a.db.Update(func(tx *bbolt.Tx) error {
+		if len(deltas) > 0 {
+			if err := writeRoutes(tx, deltas, deltaAt); err != nil {
+				return err
+			}
+		}
+		if err := pruneRoutes(tx, ret, now); err != nil {
+			return err
+		}
 		b10, err := bucket(tx, Tier10s)
 		if err != nil {
 			return err
@@ -319,7 +357,7 @@ func (a *Archive) Flush(h *History, now time.Time) error {
 		b10.FillPercent = 0.95 // keys are appended in order
 		minutes := map[int64]bool{}
 		for _, p := range ps {
-			r := row{start: p.step * 10, n: 1, ticks: uint32(p.ticks), health: p.health, v: p.v}
+			r := row{start: p.step * 10, n: 1, ticks: uint32(p.ticks), health: p.health, v: p.v, ver: p.ver}
 			if err := b10.Put(key(r.start), r.encode()); err != nil {
 				return err
 			}
@@ -350,6 +388,9 @@ func (a *Archive) Flush(h *History, now time.Time) error {
 		return nil
 	})
 	if err != nil {
+		if a.routes != nil {
+			*a.routes = routes
+		}
 		if !a.failing {
 			a.failing = true
 			a.log.Error("history_write_failed", zap.String("path", a.path), zap.Error(err))
@@ -470,6 +511,7 @@ func (a *Archive) Query(name string, tier int, from, to time.Time) (View, error)
 	}
 	out.Time = make([]int64, len(merged))
 	out.Health = make([]string, len(merged))
+	out.Versions = make([]*string, len(merged))
 	cols := make([][]*float64, numSeries)
 	vals := make([]float64, len(merged)*numSeries)
 	for i := range cols {
@@ -478,6 +520,9 @@ func (a *Archive) Query(name string, tier int, from, to time.Time) (View, error)
 	for j, r := range merged {
 		out.Time[j] = r.start
 		out.Health[j] = healthNames[r.health]
+		if r.ver != "" {
+			out.Versions[j] = &merged[j].ver
+		}
 		for i, x := range r.v {
 			if x == x {
 				k := j*numSeries + i

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"math"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pulsegate/pulsegate/figures"
@@ -88,22 +89,24 @@ var healthNames = [...]string{"", "healthy", "warning", "critical"}
 
 // point is one step of history: the worst value of each figure over the
 // ticks that fell into the step (the highest; for Apdex the lowest).
-// NaN means not measured. 8 + 4 + 17×4 = 80 bytes.
+// NaN means not measured. 8 + 4 + 17×4 + 16 = 96 bytes.
 type point struct {
 	step   int64 // unix seconds ÷ resolution; 0 = empty slot
 	ticks  uint16
 	health uint8
 	v      [numSeries]float32
+	ver    string // the app version at the step's last tick ("" unknown)
 }
 
 // History is a bounded in-memory ring of monitor ticks for the trend
 // graphs: one point per resolution step over the retention period
-// (24 h at 10 s = 8640 points, about 690 KB). It is safe for concurrent use.
+// (24 h at 10 s = 8640 points of 96 bytes, about 830 KB). It is safe for concurrent use.
 type History struct {
-	res  time.Duration
-	mu   sync.RWMutex
-	ring []point
-	last int64 // newest step recorded
+	res     time.Duration
+	version atomic.Pointer[func() string] // the app's version at a tick (SetVersion)
+	mu      sync.RWMutex
+	ring    []point
+	last    int64 // newest step recorded
 }
 
 // New returns an empty ring of retention ÷ resolution points.
@@ -120,6 +123,10 @@ func New(resolution, retention time.Duration) (*History, error) {
 	}
 	return &History{res: resolution, ring: make([]point, n)}, nil
 }
+
+// SetVersion makes every later tick record the app version f returns
+// (the proxy's current version): history rows carry it.
+func (h *History) SetVersion(f func() string) { h.version.Store(&f) }
 
 // Resolution is the length of one step.
 func (h *History) Resolution() time.Duration { return h.res }
@@ -173,6 +180,10 @@ func (h *History) Record(t *monitor.Tick) {
 		hl = healthCritical
 	}
 
+	var ver string
+	if f := h.version.Load(); f != nil {
+		ver = (*f)()
+	}
 	step := h.stepOf(t.Time)
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -184,9 +195,12 @@ func (h *History) Record(t *monitor.Tick) {
 		if p.step > step {
 			return // the slot already holds a newer step
 		}
-		*p = point{step: step, v: v, health: hl, ticks: 1}
+		*p = point{step: step, v: v, health: hl, ticks: 1, ver: ver}
 	} else {
 		p.merge(v, hl)
+		if ver != "" {
+			p.ver = ver
+		}
 	}
 	h.last = max(h.last, step)
 }
@@ -245,6 +259,9 @@ type View struct {
 	Health []string `json:"health"`
 	// Series holds one column per name in Series; null = not measured.
 	Series map[string][]*float64 `json:"series"`
+	// Versions is the app version of each step (its last tick's; null =
+	// unknown): app.version or the app's version header.
+	Versions []*string `json:"versions"`
 }
 
 // Query returns the points of the last d before now, merged into steps of
@@ -282,9 +299,12 @@ func (h *History) query(name string, fromStep, toStep int64) View {
 			cur = point{}
 		}
 		if cur.ticks == 0 {
-			cur = point{step: bucket, v: p.v, health: p.health, ticks: p.ticks}
+			cur = point{step: bucket, v: p.v, health: p.health, ticks: p.ticks, ver: p.ver}
 		} else {
 			cur.merge(p.v, p.health)
+			if p.ver != "" {
+				cur.ver = p.ver
+			}
 		}
 	}
 	if cur.ticks > 0 {
@@ -294,6 +314,7 @@ func (h *History) query(name string, fromStep, toStep int64) View {
 
 	out.Time = make([]int64, len(pts))
 	out.Health = make([]string, len(pts))
+	out.Versions = make([]*string, len(pts))
 	cols := make([][]*float64, numSeries)
 	vals := make([]float64, len(pts)*numSeries) // one allocation for every value
 	for i := range cols {
@@ -302,6 +323,9 @@ func (h *History) query(name string, fromStep, toStep int64) View {
 	for j, p := range pts {
 		out.Time[j] = p.step * resSec
 		out.Health[j] = healthNames[p.health]
+		if p.ver != "" {
+			out.Versions[j] = &pts[j].ver
+		}
 		for i, x := range p.v {
 			if x == x {
 				k := j*numSeries + i

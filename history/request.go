@@ -86,6 +86,19 @@ func Tier(span time.Duration) int {
 type Reader struct {
 	Ring    *History
 	Archive *Archive
+	// Now is the clock the route methods pick their tier by (nil = time.Now).
+	Now func() time.Time
+	// HourlyRoutes makes the route methods read the 1 h tier whatever the
+	// span (a report merges days: 1 min rows would cost 60 times the reading).
+	HourlyRoutes bool
+}
+
+// routeTier is the tier the route methods read for a span starting at from.
+func (r Reader) routeTier(from time.Time) int {
+	if r.HourlyRoutes {
+		return Tier1h
+	}
+	return r.Archive.routeTier(from, r.now())
 }
 
 // View answers req. The named ranges 15m, 1h and 24h are answered from
@@ -107,7 +120,7 @@ func (r Reader) View(req Request, now time.Time) (View, error) {
 	}
 	if r.Archive == nil {
 		v := View{Range: req.Name, Tier: tierNames[tier], StepSeconds: tierSteps[tier], ResolutionSeconds: tierSteps[tier],
-			From: req.From.Unix(), To: req.To.Unix(), Time: []int64{}, Health: []string{}, Series: map[string][]*float64{}}
+			From: req.From.Unix(), To: req.To.Unix(), Time: []int64{}, Health: []string{}, Series: map[string][]*float64{}, Versions: []*string{}}
 		for _, n := range seriesNames {
 			v.Series[n] = []*float64{}
 		}

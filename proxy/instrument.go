@@ -33,6 +33,7 @@ type recorder struct {
 	hijacked   bool
 	aborted    bool // the handler panicked (ReverseProxy's ErrAbortHandler)
 	admittedAt int64
+	version    *appVersion // read from the app's version header; nil = none
 }
 
 var recorderPool = sync.Pool{New: func() any { return new(recorder) }}
@@ -51,6 +52,7 @@ func (r *recorder) WriteHeader(code int) {
 			if r.errClass == errNone && r.rejected == "" {
 				r.p.appAnswered() // at the headers: a stream may never finish
 			}
+			r.version = r.p.stats.versions.fromHeader(r.Header()) // read only
 		}
 		// Header() keys are canonical already: index the map, skip Get's canonicalisation.
 		if ct := r.Header()["Content-Type"]; len(ct) > 0 && strings.HasPrefix(ct[0], "text/event-stream") {
@@ -208,6 +210,11 @@ func (p *Proxy) finish(rec *recorder, req *http.Request) {
 		p.m.overflow.Inc()
 	}
 	r.win.record(end, &x, apdexT)
+	ver := rec.version
+	if ver == nil {
+		ver = s.versions.current()
+	}
+	r.cumFor(ver).record(&x)
 	p.m.observer(r, methodIndex(req.Method), x.class).Observe(x.total.Seconds())
 	p.m.requests[x.class].Inc()
 	s.totalByClass[x.class].Add(1)

@@ -67,6 +67,7 @@ func New(cfg *config.Config, log *zap.Logger, reg prometheus.Registerer) (*Proxy
 		stats: newStats(base, cfg.Proxy.MaxRoutes, cfg.Proxy.SlowRequestRing),
 		rt:    &swappableTransport{},
 	}
+	p.stats.versions.log = log
 	p.target.Store(target)
 	p.rt.cur.Store(newTransport(cfg, &p.dials))
 	p.applyTunables(cfg)
@@ -106,6 +107,7 @@ func (p *Proxy) applyTunables(cfg *config.Config) {
 	}
 	p.trusted.Store(&trusted)
 	p.stats.maxRoutes.Store(int64(cfg.Proxy.MaxRoutes))
+	p.stats.versions.apply(cfg.App)
 }
 
 // Apply takes a new configuration live: thresholds, route patterns and cap,

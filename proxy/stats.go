@@ -30,6 +30,9 @@ type route struct {
 	// obs caches the duration histogram's children by method and class,
 	// created on first use, so the hot path never hashes label values.
 	obs [numMethods][numClasses]atomic.Pointer[prometheus.Observer]
+	// cum holds the totals since start per app version (appVersion.id),
+	// made on first use (routecounters.go).
+	cum [maxVersions]atomic.Pointer[routeCum]
 }
 
 // Stats aggregates every finished request: rolling windows, per-route
@@ -50,6 +53,7 @@ type Stats struct {
 	totalByClass [numClasses]atomic.Uint64
 	totalErrors  [numErrClasses]atomic.Uint64
 	total        cumulative // exact totals for Counters (heartbeats)
+	versions     versions   // the app's versions (routecounters.go)
 
 	slowMu   sync.Mutex
 	slowRing []SlowRequest
@@ -65,6 +69,7 @@ func newStats(start time.Time, maxRoutes, slowRing int) *Stats {
 		slowRing: make([]SlowRequest, slowRing),
 	}
 	s.maxRoutes.Store(int64(maxRoutes))
+	s.versions.init(nil)
 	m := map[string]*route{}
 	s.routes.Store(&m)
 	return s

@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/go-sql-driver/mysql"
@@ -61,6 +62,10 @@ type SQL struct {
 
 	auditRetention int
 	opTimeout      time.Duration
+
+	// rows caches recent decoded heartbeats for the fleet view (sql_fleet_cache.go).
+	rowsOnce sync.Once
+	rows     *rowCache
 }
 
 // WithInstance names this sidecar and its fleet in the shared store

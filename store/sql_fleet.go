@@ -86,29 +86,18 @@ func (s *SQL) WriteHeartbeats(ctx context.Context, hbs []Heartbeat) error {
 }
 
 // Instances returns every instance of fleet from its latest heartbeat,
-// sorted by name, stale ones flagged.
+// sorted by name, stale ones flagged. The heartbeats share their maps with
+// the store's cache of recent rows: read them, never modify them.
 func (s *SQL) Instances(ctx context.Context, fleet string, now time.Time) ([]InstanceStatus, error) {
 	ctx, cancel := s.opCtx(ctx)
 	defer cancel()
-	rows, err := s.db.QueryContext(ctx, s.rebind(`SELECT doc FROM pulsegate_instances WHERE fleet = ? ORDER BY instance`), fleet)
+	hbs, err := s.latestHeartbeats(ctx, fleet, now)
 	if err != nil {
-		return nil, s.classify("reading", tableInstances, err)
+		return nil, err
 	}
-	defer rows.Close()
-	out := []InstanceStatus{}
-	for rows.Next() {
-		var doc string
-		if err := rows.Scan(&doc); err != nil {
-			return nil, s.classify("reading", tableInstances, err)
-		}
-		var hb Heartbeat
-		if err := json.Unmarshal([]byte(doc), &hb); err != nil {
-			return nil, fmt.Errorf("decoding heartbeat from %s: %w", tableInstances, err)
-		}
-		out = append(out, statusOf(hb, now))
-	}
-	if err := rows.Err(); err != nil {
-		return nil, s.classify("reading", tableInstances, err)
+	out := make([]InstanceStatus, 0, len(hbs))
+	for _, r := range hbs {
+		out = append(out, r.status(now))
 	}
 	return out, nil
 }
@@ -144,28 +133,20 @@ func (s *SQL) MergedRollup(ctx context.Context, fleet string, from, to time.Time
 	m := newMerged(from, to)
 	ctx, cancel := s.opCtx(ctx)
 	defer cancel()
-	rows, err := s.db.QueryContext(ctx, s.rebind(`SELECT doc FROM pulsegate_heartbeats WHERE fleet = ? AND ts_us > ? AND ts_us <= ?`),
-		fleet, from.UnixMicro(), to.UnixMicro())
-	if err != nil {
-		return m, s.classify("reading", tableHeartbeats, err)
-	}
-	defer rows.Close()
 	seen := map[string]bool{}
-	for rows.Next() {
-		var doc string
-		if err := rows.Scan(&doc); err != nil {
-			return m, s.classify("reading", tableHeartbeats, err)
-		}
-		var hb Heartbeat
-		if err := json.Unmarshal([]byte(doc), &hb); err != nil {
-			return m, fmt.Errorf("decoding heartbeat from %s: %w", tableHeartbeats, err)
-		}
-		seen[hb.Instance] = true
+	lat := newDenseMerge()
+	err := s.rangeHeartbeats(ctx, fleet, from, to, func(r *cachedRow) {
+		seen[r.hb.Instance] = true
+		// The counts through add, the buckets into the dense array.
+		hb := *r.hb
+		hb.Rollup.Latency = nil
 		m.add(hb)
+		lat.add(r)
+	})
+	if err != nil {
+		return m, err
 	}
-	if err := rows.Err(); err != nil {
-		return m, s.classify("reading", tableHeartbeats, err)
-	}
+	m.Latency = lat.hist()
 	m.finish(seen)
 	return m, nil
 }

@@ -42,7 +42,9 @@ function startDemo() {
   demoLog = fs.createWriteStream(path.join(ROOT, 'test/artifacts/browser-demo.log'));
   // --no-services: the database and Redis alerts of the demo's schedule
   // fire and resolve within seconds, which the acknowledgement tests would race.
-  demo = spawn(BIN, ['demo', '--no-services'], {
+  // --release-after: the sample app rolls out its second release early, so
+  // the route page has two releases to compare (the long-view tests).
+  demo = spawn(BIN, ['demo', '--no-services', '--release-after', '100s'], {
     env: {
       ...process.env,
       RESPONSIVENESS_LISTEN_ADDR: '127.0.0.1:0',
@@ -202,6 +204,25 @@ async function signIn(page, next = adminURL + '/admin/responsiveness/') {
   await Promise.all([page.waitForURL(next), page.click('button[type=submit]')]);
 }
 
+const LONG_RANGES = [['15m', 'last 15 min'], ['1h', 'last hour'], ['24h', 'last 24 h'], ['7d', 'last 7 days'], ['30d', 'last 30 days'], ['90d', 'last 90 days'], ['365d', 'last year']];
+
+// stepWords mirrors chart.js fmtStep.
+function stepWords(sec) {
+  if (sec < 60) return sec + ' s';
+  if (sec < 3600) return Math.round(sec / 60) + ' min';
+  if (sec < 86400) return Math.round(sec / 3600) + ' h';
+  return Math.round(sec / 86400) + ' d';
+}
+
+// ensureSignedIn signs page's context in unless it already is (a test
+// run alone with --test-name-pattern has no earlier sign-in).
+async function ensureSignedIn(page) {
+  if ((await context.cookies()).some((c) => c.name === 'pulsegate_session')) return;
+  await page.goto(adminURL + '/admin/responsiveness/login');
+  await page.waitForSelector('#login-fields:not([hidden])');
+  await signIn(page);
+}
+
 // flood sends n concurrent requests to the proxy port's slowest route,
 // more than the concurrency limit and queue hold: pulsegate rejects the
 // rest (queue_full), which clients feel as failures.
@@ -225,10 +246,13 @@ before(async () => {
   assert.ok(fs.existsSync(BIN), `no pulsegate binary at ${BIN}: run test/browser/run.sh or set PULSEGATE_BIN`);
   await startDemo();
   // Trip an alert quickly: response time thresholds far below what the
-  // demo's traffic takes (writes need the token).
+  // demo's traffic takes (writes need the token). Shedding stays on memory
+  // alone: the route page's release comparison needs the app's own
+  // latencies, not a queue's, and a shedding demo's figures move faster
+  // than a page can be read against the API.
   const r = await api('/admin/api/config/responsiveness', {
     method: 'POST',
-    body: JSON.stringify({ thresholds: { response_time_warning: 0.001, response_time_critical: 0.002 } }),
+    body: JSON.stringify({ thresholds: { response_time_warning: 0.001, response_time_critical: 0.002 }, backpressure: { shed_signals: ['memory'] } }),
   });
   assert.equal(r.status, 200, 'lowering the thresholds: ' + JSON.stringify(r.body));
   const userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'pulsegate-chromium-'));
@@ -566,6 +590,9 @@ fetch(${JSON.stringify(ackURL)}, {method: 'POST', mode: 'no-cors', credentials: 
       if ((!rendered || seen.asOf !== body.timestamp) && attempt < 5) continue;
       const w = body.windows['1m'];
       const pm = body.performance_metrics;
+      // Two answers within one second share a timestamp (whole seconds):
+      // the page may show the other one; read again.
+      if (seen.tiles.error_rate.value !== fmtPct(pm.error_rate, 2) && attempt < 5) continue;
       const want = {
         error_rate: fmtPct(pm.error_rate, 2),
         avg_response_time: fmtSeconds(pm.avg_response_time),
@@ -705,6 +732,196 @@ fetch(${JSON.stringify(ackURL)}, {method: 'POST', mode: 'no-cors', credentials: 
     } finally {
       await browser.close();
     }
+  });
+
+  // ---- the long view (issue 12): ranges up to a year, events on every
+  // trend graph, the route page. Run alone with
+  //   node --test --test-name-pattern='long view' test/browser/dashboard.test.mjs
+
+  it('long view: range buttons up to a year, each graph naming its window, step and unit, its time axis fitting the range', async () => {
+    const page = await newPage();
+    await ensureSignedIn(page);
+    await page.goto(adminURL + '/admin/responsiveness/performance');
+    await waitFor('drawn graphs', () => page.evaluate(() => document.querySelectorAll('[data-widget="trends"] figure.chart[data-ready="1"]').length >= 6));
+    const buttons = await page.$$eval('[data-widget="trends"] .ranges button', (bs) => bs.map((b) => b.dataset.range));
+    assert.deepEqual(buttons, LONG_RANGES.map(([r]) => r), 'a button per range, up to a year');
+    for (const [range, words] of LONG_RANGES) {
+      await page.click(`[data-widget="trends"] .ranges button[data-range="${range}"]`);
+      await waitFor(`the ${range} graphs`, () => page.evaluate((r) =>
+        document.querySelectorAll(`[data-widget="trends"] [data-range="${r}"] figure.chart[data-ready="1"]`).length >= 6, range));
+      const { body: hist } = await api('/admin/responsiveness/api/history?range=' + range);
+      const figs = await page.$$eval('[data-widget="trends"] figure.chart', (fs) => fs.map((f) => ({
+        caption: f.querySelector('figcaption').textContent, axis: f.dataset.xAxis, step: Number(f.dataset.step),
+      })));
+      for (const f of figs) {
+        assert.ok(f.caption.includes(' · ' + words + ' · '), `the ${range} graph names its window: ${f.caption}`);
+        assert.ok(f.caption.includes('one point per ' + stepWords(hist.step_seconds)), `the ${range} graph names its step (${hist.step_seconds} s): ${f.caption}`);
+        assert.match(f.caption, / · (seconds|requests per second|% of requests|requests|score 0–1 \(1 = all satisfied\)|requests per minute)$/, 'and its unit: ' + f.caption);
+        assert.equal(f.step, hist.step_seconds);
+      }
+      const axis = figs[0].axis;
+      if (range === '15m' || range === '1h') assert.match(axis, /^\d\d:\d\d( \| \d\d:\d\d)+$/, `a ${range} axis shows clock times: ${axis}`);
+      if (range === '7d' || range === '30d') assert.match(axis, /^\d{1,2} [A-Z][a-z]{2}( \| \d{1,2} [A-Z][a-z]{2})+$/, `a ${range} axis shows dates, no clock: ${axis}`);
+      if (range === '365d') assert.match(axis, /^[A-Z][a-z]{2,3} \d{4}( \| [A-Z][a-z]{2,3}( \d{4})?)+$/, `a year's axis shows months, with the year: ${axis}`);
+      await page.waitForTimeout(300);
+      if (range === '7d') await shot(page, 'long-view-7d');
+      if (range === '365d') await shot(page, 'long-view-365d');
+    }
+    assert.deepEqual(errorsFor(adminURL + '/admin/responsiveness/performance'), []);
+    await page.close();
+  });
+
+  it('long view: alerts and configuration changes are marked on every trend graph, with what changed, when and who', async () => {
+    // The before() hook changed the thresholds (a config change by the
+    // token) and that makes the response-time alert fire.
+    const alert = await firingAlert();
+    const { body: hist } = await waitFor('the alert and the config change among the history events', async () => {
+      const r = await api('/admin/responsiveness/api/history?range=15m');
+      const kinds = new Set(r.body.events.map((e) => e.kind));
+      return kinds.has('alert_fired') && kinds.has('config_change') ? r : null;
+    });
+    const change = hist.events.find((e) => e.kind === 'config_change');
+    const page = await newPage();
+    await ensureSignedIn(page);
+    await page.goto(adminURL + '/admin/responsiveness/performance');
+    await page.click('[data-widget="trends"] .ranges button[data-range="15m"]');
+    await waitFor('events on every graph', () => page.evaluate(() => {
+      const figs = [...document.querySelectorAll('[data-widget="trends"] [data-range="15m"] figure.chart[data-ready="1"]')];
+      return figs.length >= 6 && figs.every((f) => Number(f.dataset.events) >= 2 && Number(f.dataset.alertSpans) >= 1 && f.querySelector('.ev-strip .ev-mark'));
+    }));
+    const trends = page.locator('[data-widget="trends"]');
+    // Not colour alone: every mark has a glyph and says what it is in words.
+    const marks = await trends.locator('.ev-mark').evaluateAll((bs) => bs.map((b) => ({ text: b.textContent, label: b.getAttribute('aria-label') })));
+    for (const m of marks) {
+      assert.match(m.text, /^[▲✓⚙⚑◆]\d*$/, 'a mark shows its glyph: ' + m.text);
+      assert.match(m.label, /\d{1,2} [A-Z][a-z]{2}, \d\d:\d\d:\d\d: (alert (fired|resolved|acknowledged)|configuration changed)/, 'a mark says what and when: ' + m.label);
+    }
+    // Hovering the configuration change shows what changed and who.
+    const fig = trends.locator('figure.chart').first();
+    const cfgMark = fig.locator('.ev-mark[aria-label*="configuration changed"]').first();
+    await cfgMark.evaluate((el) => el.scrollIntoView({ block: 'center' }));
+    const detail = fig.locator('.ev-detail');
+    const cfgText = await waitFor('the configuration change details on hover', async () => {
+      await cfgMark.hover();
+      const t = await detail.textContent();
+      return /Configuration changed/.test(t) ? t : null;
+    });
+    assert.match(cfgText, /Configuration changed/);
+    assert.ok(cfgText.includes('by ' + change.by), `who changed it (${change.by}): ${cfgText}`);
+    for (const c of change.changes) assert.ok(cfgText.includes(`${c.key}: ${c.old} → ${c.new}`), `what changed (${c.key}): ${cfgText}`);
+    // Keyboard: focusing an alert mark shows the rule, its severity and the runbook.
+    const alertMark = fig.locator(`.ev-mark[aria-label*="alert fired, ${alert.rule}"]`).first();
+    await waitFor('the alert details on focus', async () => {
+      await alertMark.focus();
+      return /Alert fired/.test(await detail.textContent());
+    });
+    const item = detail.locator(`.ev-item[data-kind="fired"][data-rule="${alert.rule}"]`).first();
+    assert.match(await item.textContent(), new RegExp(`rule ${alert.rule}.*severity (warning|critical)`));
+    const runbook = await item.locator('.runbook a').getAttribute('href');
+    assert.equal(runbook, alert.runbook_url, 'the event links the alert\'s runbook, as the alerts API does');
+    await docShot(page, 'long-view-events-1366');
+
+    // A phone: a tap opens the details, which stay open through the next refresh.
+    await page.setViewportSize(WIDTHS[1]);
+    await page.reload();
+    await page.click('[data-widget="trends"] .ranges button[data-range="15m"]');
+    await waitFor('events drawn at 390 px', () => page.evaluate(() =>
+      [...document.querySelectorAll('[data-widget="trends"] [data-range="15m"] figure.chart[data-ready="1"]')].length >= 6 &&
+      !!document.querySelector('[data-widget="trends"] figure.chart .ev-mark')));
+    const phoneFig = page.locator('[data-widget="trends"] figure.chart').first();
+    const tapMark = phoneFig.locator('.ev-mark').first();
+    await tapMark.evaluate((el) => el.scrollIntoView({ block: 'center' }));
+    await tapMark.click();
+    await phoneFig.locator('.ev-detail').waitFor({ state: 'visible' });
+    await page.mouse.move(1, 1); // the pointer leaves: a tapped mark stays open
+    await page.waitForTimeout(11_000); // past one 10 s history step: the graphs are redrawn
+    assert.ok(await page.locator('[data-widget="trends"] figure.chart').first().locator('.ev-detail').isVisible(), 'a tapped event stays open through a redraw');
+    const overflow = await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
+    assert.ok(overflow <= 1, `the page scrolls sideways at 390 px with an event open (${overflow} px)`);
+    await page.locator('[data-widget="trends"]').screenshot({ path: path.join(SHOTS, 'long-view-events-390-trends.png') });
+    await docShot(page, 'long-view-events-390');
+    assert.deepEqual(errorsFor(adminURL + '/admin/responsiveness/performance'), []);
+    await page.close();
+  });
+
+  it('long view: the route page shows one route\'s percentiles, throughput, errors and releases, compared with sample counts', async () => {
+    const page = await newPage();
+    await ensureSignedIn(page);
+    const probe = await fetch(adminURL + '/admin/responsiveness/api/history/route?route=%2Fapi%2Fsearch&range=1h', { headers: { Authorization: 'Bearer ' + TOKEN } });
+    const haveEndpoint = /json/.test(probe.headers.get('content-type') || '');
+    await probe.arrayBuffer();
+    // From the routes table of the performance page.
+    await page.goto(adminURL + '/admin/responsiveness/performance');
+    const link = page.locator('[data-widget="routes"] a[data-route-link]', { hasText: /^\/api\/search$/ });
+    await link.waitFor({ timeout: WAIT });
+    await Promise.all([page.waitForURL(/\/admin\/responsiveness\/route\?route=%2Fapi%2Fsearch$/), link.click()]);
+    assert.equal(await page.textContent('#route-name'), '/api/search');
+    if (!haveEndpoint) {
+      await page.waitForSelector('.route-unavailable');
+      assert.match(await page.textContent('.route-unavailable'), /Route history is not available on this pulsegate/);
+      await page.close();
+      return;
+    }
+    // Two releases with enough requests each: the demo rolls 1.4.0 → 1.5.0 (slower search) after 100 s.
+    const { body: rt } = await waitFor('a comparison of two releases of /api/search', async () => {
+      const r = await api('/admin/responsiveness/api/history/route?route=%2Fapi%2Fsearch&range=1h');
+      return r.body.comparison && r.body.comparison.compared ? r : null;
+    }, 9 * 60_000);
+    const c = rt.comparison;
+    assert.equal(c.before_release, '1.4.0');
+    assert.equal(c.after_release, '1.5.0');
+    for (const vp of WIDTHS) {
+      await page.setViewportSize(vp);
+      await page.goto(adminURL + '/admin/responsiveness/route?route=%2Fapi%2Fsearch&range=1h');
+      await waitFor('the route graphs', () => page.evaluate(() =>
+        document.querySelectorAll('[data-widget="route-trends"] figure.chart[data-ready="1"]').length === 3));
+      const caps = await page.$$eval('[data-widget="route-trends"] figure.chart figcaption', (fs) => fs.map((f) => f.textContent));
+      assert.deepEqual(caps.map((x) => x.split(' · ')[0]), ['Response time', 'Throughput', 'Failed for clients']);
+      for (const cap of caps) assert.match(cap, / · last hour · one point per \d+ (s|min|h) · /, cap);
+      const legend = await page.locator('[data-widget="route-trends"] figure.chart').first().locator('.u-legend').textContent();
+      for (const q of ['p50', 'p95', 'p99']) assert.ok(legend.includes(q), `the response time graph has ${q}: ${legend}`);
+      // Releases: both versions, and the comparison with its sample counts.
+      await page.waitForSelector('[data-widget="route-releases"] .comparison[data-compared="1"]');
+      const versions = await page.$$eval('[data-widget="route-releases"] table.releases tbody tr', (trs) => trs.map((tr) => tr.dataset.version));
+      assert.ok(versions.includes('1.4.0') && versions.includes('1.5.0'), 'both releases listed: ' + versions);
+      const heads = await page.$$eval('[data-widget="route-releases"] table.compare thead th', (ths) => ths.map((th) => th.textContent));
+      assert.ok(heads.some((t) => t.startsWith('1.4.0 (') && t.includes('requests')), 'the before release with its sample count: ' + heads);
+      assert.ok(heads.some((t) => t.startsWith('1.5.0 (') && t.includes('requests')), 'the after release with its sample count: ' + heads);
+      const shown = await page.locator('[data-widget="route-releases"] .comparison').getAttribute('data-regressed');
+      const verdict = await page.textContent('[data-widget="route-releases"] .verdict-text');
+      const { body: now } = await api('/admin/responsiveness/api/history/route?route=%2Fapi%2Fsearch&range=1h');
+      assert.equal(shown, now.comparison.regressed ? '1' : '0', 'the flag is the API\'s');
+      if (now.comparison.regressed) assert.match(verdict, /regression.*Release 1\.5\.0 is worse than 1\.4\.0 on this route, beyond the noise/s);
+      else assert.match(verdict, /no regression/);
+      // The planted slowdown (search 20–200 ms → 600–1200 ms) is found.
+      assert.equal(now.comparison.p95.regressed, true, 'the slower search release is flagged: ' + JSON.stringify(now.comparison));
+      // The release is marked on the graphs.
+      assert.ok(await page.locator('[data-widget="route-trends"] .ev-mark[data-kinds~="release"]').count() > 0, 'the release is marked on the route graphs');
+      assert.deepEqual(await brokenWords(page), [], `words broken on the route page at ${vp.width} px`);
+      if (vp.width === 390) {
+        const overflow = await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
+        assert.ok(overflow <= 1, `the route page scrolls sideways at 390 px (${overflow} px)`);
+      }
+      await docShot(page, `route-${vp.width}`);
+    }
+    assert.deepEqual(errorsFor(adminURL + '/admin/responsiveness/route'), []);
+    await page.close();
+  });
+
+  it('long view: the route page says route history is not available where the endpoint is missing', async () => {
+    const page = await newPage();
+    await ensureSignedIn(page);
+    // A pulsegate without the endpoint answers the dashboard's HTML 404.
+    await page.route('**/admin/responsiveness/api/history/route?**', (r) => r.fulfill({ status: 404, contentType: 'text/html', body: '<!doctype html><title>Not found</title>' }));
+    await page.goto(adminURL + '/admin/responsiveness/route?route=%2Fapi%2Fitems%2F%3Aid');
+    await page.waitForSelector('[data-widget="route-trends"] .route-unavailable');
+    assert.match(await page.textContent('[data-widget="route-trends"] .route-unavailable'), /Route history is not available on this pulsegate: it has no per-route history endpoint/);
+    assert.match(await page.textContent('[data-widget="route-releases"]'), /Releases need the per-route history/);
+    assert.equal(await page.textContent('#route-name'), '/api/items/:id');
+    // No route at all: the page says where to pick one.
+    await page.goto(adminURL + '/admin/responsiveness/route');
+    await waitFor('the route picker', async () => /No route chosen/.test(await page.textContent('[data-widget="route-trends"]')));
+    await page.close();
   });
 
   it('offers no write control to a viewer who cannot write, and says why', async () => {

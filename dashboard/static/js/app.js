@@ -11,6 +11,8 @@ const page = document.body.dataset.page;
 
 if (page === 'login') {
   login();
+} else if (page === 'route') {
+  import('./route.js').then(dashboard); // registers the route page's widgets first
 } else if (page !== 'notfound') {
   dashboard();
 }

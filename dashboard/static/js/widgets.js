@@ -19,7 +19,7 @@ import {
   levelClass, pill, humanize, judgement, measured, fmtUnit, windowText, secondsAxis, pctAxis, numAxis, NB,
 } from './util.js';
 import { state, subscribe, acknowledge, getHistory, AuthError, PREFIX } from './live.js';
-import { lineChart } from './chart.js';
+import { lineChart, RANGES, RANGE_WORDS } from './chart.js';
 import { instancesWidget } from './fleet.js';
 
 // kinds maps a widget name to its factory; the embeddable element accepts
@@ -41,6 +41,11 @@ const kinds = {
 };
 
 export const EMBEDDABLE = ['resources', 'performance', 'health', 'tasks', 'backpressure'];
+
+// registerWidget adds a page's own widget kinds (route.js: the route page).
+export function registerWidget(kind, factory) {
+  kinds[kind] = factory;
+}
 
 // mount renders widget kind into root. options: {embedded, compact, charts}.
 export function mount(kind, root, options = {}) {
@@ -462,6 +467,11 @@ const routeCols = [
   { key: 'p99', label: 'p99', fmt: fmtSeconds },
 ];
 
+// routeHref is a route's own page (route.html, route.js).
+export function routeHref(route) {
+  return PREFIX + 'route?route=' + encodeURIComponent(route);
+}
+
 function routesWidget() {
   const sort = { key: 'p95', dir: -1 };
   let rerender = () => {};
@@ -503,10 +513,11 @@ function routesWidget() {
           }, c.label, active ? (sort.dir > 0 ? ' ▲' : ' ▼') : ''));
       }));
       const tbody = h('tbody', null, rows.map((r) => h('tr', null, routeCols.map((c) =>
-        c.text ? h('th', { scope: 'row', class: 'route' }, c.fmt(r[c.key])) : h('td', { class: 'num', dataset: { col: c.key } }, c.fmt(r[c.key]))))));
+        c.text ? h('th', { scope: 'row', class: 'route' }, h('a', { href: routeHref(r.route), dataset: { routeLink: '1' } }, c.fmt(r[c.key]))) : h('td', { class: 'num', dataset: { col: c.key } }, c.fmt(r[c.key]))))));
       replace(body, ...scroll(h('table', { class: 'table routes' }, h('thead', null, head), tbody)),
         h('p', { class: 'muted small' }, `Each figure covers the last 5${NB}min. "Failed for clients" counts every request that failed for its client, pulsegate's rejections (429/503) included; "App errors" only what the app caused. ` +
-          `${fmtNum(st.perf.routes_tracked)} routes tracked (cap ${fmtNum(st.perf.route_cap)}); showing the top by volume, p95 and error rate.`));
+          `${fmtNum(st.perf.routes_tracked)} routes tracked (cap ${fmtNum(st.perf.route_cap)}); showing the top by volume, p95 and error rate. ` +
+          'A route opens its page: p50/p95/p99, throughput and errors over up to a year, and its releases compared.'));
     },
   };
 }
@@ -718,29 +729,29 @@ const count = (v) => fmtNum(v, v < 10 && !Number.isInteger(v) ? 1 : 0);
 // by thr (the configured levels), never from a constant here.
 const chartSets = {
   overview: [
-    { title: 'Response time', series: [['avg_response_time', 'avg'], ['p95_response_time', 'p95'], ['p99_response_time', 'p99']], fmt: fmtSeconds, axis: secondsAxis, thr: 'avg_response_time' },
-    { title: 'Throughput', series: [['throughput_rps', 'requests/s']], fmt: fmtRate, axis: numAxis },
-    { title: 'Failed for clients', series: [['error_rate', 'failed for clients'], ['app_error_rate', 'app errors']], fmt: (v) => fmtPct(v, 1), axis: pctAxis, thr: 'error_rate' },
-    { title: 'CPU and memory', series: [['cpu_usage', 'CPU'], ['memory_usage', 'memory']], fmt: pct0, axis: pctAxis, thr: 'cpu_usage', yMax: 1 },
+    { title: 'Response time', series: [['avg_response_time', 'avg'], ['p95_response_time', 'p95'], ['p99_response_time', 'p99']], fmt: fmtSeconds, axis: secondsAxis, unit: 'seconds', thr: 'avg_response_time' },
+    { title: 'Throughput', series: [['throughput_rps', 'requests/s']], fmt: fmtRate, axis: numAxis, unit: 'requests per second' },
+    { title: 'Failed for clients', series: [['error_rate', 'failed for clients'], ['app_error_rate', 'app errors']], fmt: (v) => fmtPct(v, 1), axis: pctAxis, thr: 'error_rate', unit: '% of requests' },
+    { title: 'CPU and memory', series: [['cpu_usage', 'CPU'], ['memory_usage', 'memory']], fmt: pct0, axis: pctAxis, unit: '% used', thr: 'cpu_usage', yMax: 1 },
   ],
   performance: [
-    { title: 'Response time', series: [['avg_response_time', 'avg'], ['p50_response_time', 'p50'], ['p95_response_time', 'p95'], ['p99_response_time', 'p99']], fmt: fmtSeconds, axis: secondsAxis, thr: 'avg_response_time' },
-    { title: 'Throughput', series: [['throughput_rps', 'requests/s']], fmt: fmtRate, axis: numAxis },
-    { title: 'Failed for clients', series: [['error_rate', 'failed for clients'], ['app_error_rate', 'app errors']], fmt: (v) => fmtPct(v, 1), axis: pctAxis, thr: 'error_rate' },
-    { title: 'Queue and in flight', series: [['queue_depth', 'queued'], ['in_flight', 'in flight']], fmt: count, axis: numAxis, thr: 'queue_depth' },
-    { title: 'Apdex', series: [['apdex', 'Apdex']], fmt: fmtApdex, axis: (t) => t.map((v) => String(Number(v.toFixed(2)))), thr: 'apdex', yMax: 1 },
-    { title: 'Slow requests (per minute)', series: [['slow_requests', 'slow']], fmt: count, axis: numAxis },
+    { title: 'Response time', series: [['avg_response_time', 'avg'], ['p50_response_time', 'p50'], ['p95_response_time', 'p95'], ['p99_response_time', 'p99']], fmt: fmtSeconds, axis: secondsAxis, unit: 'seconds', thr: 'avg_response_time' },
+    { title: 'Throughput', series: [['throughput_rps', 'requests/s']], fmt: fmtRate, axis: numAxis, unit: 'requests per second' },
+    { title: 'Failed for clients', series: [['error_rate', 'failed for clients'], ['app_error_rate', 'app errors']], fmt: (v) => fmtPct(v, 1), axis: pctAxis, thr: 'error_rate', unit: '% of requests' },
+    { title: 'Queue and in flight', series: [['queue_depth', 'queued'], ['in_flight', 'in flight']], fmt: count, axis: numAxis, thr: 'queue_depth', unit: 'requests' },
+    { title: 'Apdex', series: [['apdex', 'Apdex']], fmt: fmtApdex, axis: (t) => t.map((v) => String(Number(v.toFixed(2)))), thr: 'apdex', yMax: 1, unit: 'score 0–1 (1 = all satisfied)' },
+    { title: 'Slow requests', series: [['slow_requests', 'slow']], fmt: count, axis: numAxis, unit: 'requests per minute' },
   ],
   resources: [
-    { title: 'Memory', series: [['memory_usage', 'memory']], fmt: pct0, axis: pctAxis, thr: 'memory_usage', yMax: 1 },
-    { title: 'CPU', series: [['cpu_usage', 'CPU']], fmt: pct0, axis: pctAxis, thr: 'cpu_usage', yMax: 1 },
-    { title: 'Disk', series: [['disk_usage', 'disk']], fmt: pct0, axis: pctAxis, thr: 'disk_usage', yMax: 1 },
-    { title: 'DB connection pool', series: [['connection_pool_utilization', 'in use']], fmt: pct0, axis: pctAxis, thr: 'connection_pool_utilization', yMax: 1 },
-    { title: 'DB and Redis round trip', series: [['db_latency', 'DB'], ['redis_latency', 'Redis']], fmt: fmtSeconds, axis: secondsAxis, thr: 'db_latency' },
-    { title: 'Queue depth', series: [['queue_depth', 'queued'], ['in_flight', 'in flight']], fmt: count, axis: numAxis, thr: 'queue_depth' },
+    { title: 'Memory', series: [['memory_usage', 'memory']], fmt: pct0, axis: pctAxis, unit: '% used', thr: 'memory_usage', yMax: 1 },
+    { title: 'CPU', series: [['cpu_usage', 'CPU']], fmt: pct0, axis: pctAxis, unit: '% used', thr: 'cpu_usage', yMax: 1 },
+    { title: 'Disk', series: [['disk_usage', 'disk']], fmt: pct0, axis: pctAxis, unit: '% used', thr: 'disk_usage', yMax: 1 },
+    { title: 'DB connection pool', series: [['connection_pool_utilization', 'in use']], fmt: pct0, axis: pctAxis, unit: '% used', thr: 'connection_pool_utilization', yMax: 1 },
+    { title: 'DB and Redis round trip', series: [['db_latency', 'DB'], ['redis_latency', 'Redis']], fmt: fmtSeconds, axis: secondsAxis, unit: 'seconds', thr: 'db_latency' },
+    { title: 'Queue depth', series: [['queue_depth', 'queued'], ['in_flight', 'in flight']], fmt: count, axis: numAxis, thr: 'queue_depth', unit: 'requests' },
   ],
   mini: [
-    { title: 'CPU and memory', series: [['cpu_usage', 'CPU'], ['memory_usage', 'memory']], fmt: pct0, axis: pctAxis, thr: 'cpu_usage', yMax: 1 },
+    { title: 'CPU and memory', series: [['cpu_usage', 'CPU'], ['memory_usage', 'memory']], fmt: pct0, axis: pctAxis, unit: '% used', thr: 'cpu_usage', yMax: 1 },
   ],
 };
 
@@ -751,8 +762,13 @@ function whyEmpty(st, keys) {
   return why.length ? 'not measured: ' + why.join('; ') : undefined;
 }
 
-const RANGES = ['15m', '1h', '24h'];
-const RANGE_WORDS = { '15m': 'last 15 min', '1h': 'last hour', '24h': 'last 24 h' };
+// runbookOf is an alert rule's runbook, as the alerts API links it:
+// alerts.runbook_base_url + "/" + rule + ".md" ('' when no base is set).
+export function runbookOf(st, rule) {
+  const base = String(cfgOf(st, 'alerts.runbook_base_url') || '').replace(/\/+$/, '');
+  const url = base && rule ? base + '/' + encodeURIComponent(rule) + '.md' : '';
+  return url && safeURL(url) ? url : '';
+}
 
 // seriesLabel adds what a memory figure is a share of (from the API).
 function seriesLabel(st, key, label) {
@@ -768,6 +784,11 @@ function trendsWidget(options) {
   let lastState = null;
   let charts = [];
   const buttons = [];
+  const keeps = new Map(); // chart title → what its graph keeps across redraws (an opened event)
+  const keepOf = (title) => {
+    if (!keeps.has(title)) keeps.set(title, {});
+    return keeps.get(title);
+  };
   const set = chartSets[options.charts] || chartSets.overview;
   const clear = () => {
     for (const c of charts) c.destroy();
@@ -789,8 +810,13 @@ function trendsWidget(options) {
   const draw = (body, st) => {
     clear();
     const have = (key) => !view || !view.series || key in view.series;
+    const shownRange = viewRange || range;
     charts = set.map((c) => lineChart({
       title: c.title,
+      window: RANGE_WORDS[shownRange],
+      unit: c.unit,
+      runbook: (rule) => runbookOf(st, rule),
+      keep: keepOf(c.title),
       series: c.series.filter(([key]) => have(key)).map(([key, label]) => ({ key, label: seriesLabel(st, key, label) })),
       fmt: c.fmt,
       axisFmt: c.axis,
@@ -799,7 +825,9 @@ function trendsWidget(options) {
       view,
       why: whyEmpty(st, c.series.map(([key]) => key)),
     }));
-    replace(body, h('p', { class: 'muted small' }, `${RANGE_WORDS[viewRange || range]}; hover over (or tap) a graph to read every series at that moment.`),
+    const evN = view && view.events ? view.events.length : 0;
+    replace(body, h('p', { class: 'muted small' }, `${RANGE_WORDS[shownRange]}; hover over (or tap) a graph to read every series at that moment.` +
+      (evN ? ` Alerts (shaded, ▲ fired, ✓ resolved) and configuration changes (⚙, dotted line) of the range are marked on every graph: point at or tap a mark for what changed and who.` : ' No alert or configuration change in this range.')),
       h('div', { class: 'charts' }, charts.map((c) => c.fig)));
     body.dataset.range = viewRange || range; // the range the graphs show, for tests and tools
   };
