@@ -198,6 +198,10 @@ func (s *SQL) PruneFleet(ctx context.Context, fleet string, now time.Time, r Ret
 
 	window := r.Window.Microseconds()
 	before := now.Add(-r.KeepFine).UnixMicro() / window * window
+	touched, err := s.compactingMinutes(ctx, conn, fleet, before, window)
+	if err != nil {
+		return res, err
+	}
 	for range compactChunks {
 		n, merged, err := s.compact(ctx, conn, fleet, before, window)
 		res.Compacted += merged
@@ -218,6 +222,9 @@ func (s *SQL) PruneFleet(ctx context.Context, fleet string, now time.Time, r Ret
 		return res, s.classify("deleting from", tableInstances, err)
 	}
 	res.Instances, _ = q.RowsAffected()
+	if _, err := s.rollupFleetMinutes(ctx, conn, fleet, now, r, touched); err != nil {
+		return res, err
+	}
 	return res, nil
 }
 

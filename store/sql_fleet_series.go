@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"sort"
 	"time"
@@ -45,33 +44,44 @@ type FleetSeries struct {
 // never an average of percentiles. Rows older than the retention's
 // KeepFine are the compacted per-window rows, so older steps are as coarse
 // as Retention.Window.
+//
+// When the step is a whole number of minutes, the minutes that the fleet's
+// minute rows cover (pulsegate_fleet_minutes, written by PruneFleet) are
+// read from them, each already the merge of its heartbeat rows, and only
+// the partial first minute and the minutes not yet rolled up from the
+// heartbeat rows: the same answer from ~1/(rows per minute) of the reading.
 func (s *SQL) FleetSeries(ctx context.Context, fleet string, from, to time.Time, step time.Duration) (FleetSeries, error) {
 	if step <= 0 {
 		return FleetSeries{}, fmt.Errorf("fleet series: step must be positive, got %s", step)
 	}
 	ctx, cancel := s.opCtx(ctx)
 	defer cancel()
-	rows, err := s.db.QueryContext(ctx, s.rebind(`SELECT doc FROM pulsegate_heartbeats
- WHERE fleet = ? AND ts_us > ? AND ts_us <= ? ORDER BY ts_us, instance`),
-		fleet, from.UnixMicro(), to.UnixMicro())
+	f, t := from.UnixMicro(), to.UnixMicro()
+	if step%fleetMinute == 0 {
+		lo, hi, err := s.fleetMinutesSpan(ctx, fleet)
+		if err != nil {
+			return FleetSeries{}, err
+		}
+		lo, hi = max(lo, minuteCeil(f)), min(hi, minuteFloor(t))
+		if lo < hi {
+			head, err := s.readHeartbeats(ctx, s.db, fleet, f, lo)
+			if err != nil {
+				return FleetSeries{}, err
+			}
+			mins, err := s.readFleetMinutes(ctx, fleet, lo, hi)
+			if err != nil {
+				return FleetSeries{}, err
+			}
+			tail, err := s.readHeartbeats(ctx, s.db, fleet, hi, t)
+			if err != nil {
+				return FleetSeries{}, err
+			}
+			return seriesOfParts(head, mins, tail, from, to, step), nil
+		}
+	}
+	hbs, err := s.readHeartbeats(ctx, s.db, fleet, f, t)
 	if err != nil {
-		return FleetSeries{}, s.classify("reading", tableHeartbeats, err)
-	}
-	defer rows.Close()
-	var hbs []Heartbeat
-	for rows.Next() {
-		var doc string
-		if err := rows.Scan(&doc); err != nil {
-			return FleetSeries{}, s.classify("reading", tableHeartbeats, err)
-		}
-		var hb Heartbeat
-		if err := json.Unmarshal([]byte(doc), &hb); err != nil {
-			return FleetSeries{}, fmt.Errorf("decoding heartbeat from %s: %w", tableHeartbeats, err)
-		}
-		hbs = append(hbs, hb)
-	}
-	if err := rows.Err(); err != nil {
-		return FleetSeries{}, s.classify("reading", tableHeartbeats, err)
+		return FleetSeries{}, err
 	}
 	return seriesOf(hbs, from, to, step), nil
 }
@@ -79,22 +89,36 @@ func (s *SQL) FleetSeries(ctx context.Context, fleet string, from, to time.Time,
 // seriesOf merges heartbeat rows (oldest first) into steps of at least
 // step, aligned on multiples of the step since the Unix epoch.
 func seriesOf(hbs []Heartbeat, from, to time.Time, step time.Duration) FleetSeries {
+	return seriesOfParts(hbs, nil, nil, from, to, step)
+}
+
+// seriesOfParts merges, in this order, heartbeat rows, minute rows (each
+// the merge of its minute's heartbeat rows; step is then a whole number of
+// minutes) and more heartbeat rows, as seriesOf would merge the heartbeat
+// rows the minute rows stand for.
+func seriesOfParts(head []Heartbeat, mins []*fleetMinuteRow, tail []Heartbeat, from, to time.Time, step time.Duration) FleetSeries {
 	// A step shorter than an instance's interval would leave every other
 	// step empty for it and halve its rate in the ones it lands in.
-	for _, hb := range hbs {
-		if hb.Interval > step {
-			step = (hb.Interval + step - 1) / step * step
+	raise := func(iv time.Duration) {
+		if iv > step {
+			step = (iv + step - 1) / step * step
 		}
 	}
-	out := FleetSeries{From: from, To: to, Step: step, Steps: []FleetStep{}, Instances: []string{}}
-	type inst struct {
-		answered uint64
-		seconds  float64
-		cpu, mem *float64
+	for _, hb := range head {
+		raise(hb.Interval)
 	}
+	for _, m := range mins {
+		for _, iv := range m.doc.Intervals {
+			raise(iv)
+		}
+	}
+	for _, hb := range tail {
+		raise(hb.Interval)
+	}
+	out := FleetSeries{From: from, To: to, Step: step, Steps: []FleetStep{}, Instances: []string{}}
 	var (
 		cur      *FleetStep
-		perInst  map[string]*inst
+		perInst  map[string]*minuteInst
 		inStep   map[string]bool
 		everyone = map[string]bool{}
 	)
@@ -113,23 +137,35 @@ func seriesOf(hbs []Heartbeat, from, to time.Time, step time.Duration) FleetSeri
 		cur = nil
 	}
 	stepUS := step.Microseconds()
-	for _, hb := range hbs {
-		// A row stamped t covers (t−seconds, t]: it belongs to the step
-		// holding t−1 µs, so a row stamped on a boundary closes its step.
-		us := hb.Time.UnixMicro() - 1
+	// into moves to the step holding us (a row stamped t covers
+	// (t−seconds, t]: it belongs to the step holding t−1 µs, so a row
+	// stamped on a boundary closes its step).
+	into := func(us int64) {
 		start := time.UnixMicro(seriesFloorDiv(us, stepUS) * stepUS).UTC()
 		if cur == nil || !cur.Start.Equal(start) {
 			flush()
 			cur = &FleetStep{Start: start, Merged: newMerged(start, start.Add(step)), Status: "ok"}
-			perInst, inStep = map[string]*inst{}, map[string]bool{}
+			perInst, inStep = map[string]*minuteInst{}, map[string]bool{}
 		}
-		cur.Merged.add(hb)
-		inStep[hb.Instance], everyone[hb.Instance] = true, true
-		in := perInst[hb.Instance]
+	}
+	instance := func(name string) *minuteInst {
+		inStep[name], everyone[name] = true, true
+		in := perInst[name]
 		if in == nil {
-			in = &inst{}
-			perInst[hb.Instance] = in
+			in = &minuteInst{}
+			perInst[name] = in
 		}
+		return in
+	}
+	status := func(st string) {
+		if seriesRank(st) > seriesRank(cur.Status) {
+			cur.Status = st
+		}
+	}
+	addRow := func(hb Heartbeat) {
+		into(hb.Time.UnixMicro() - 1)
+		cur.Merged.add(hb)
+		in := instance(hb.Instance)
 		in.answered += hb.Rollup.Answered()
 		in.seconds += hb.Rollup.Seconds
 		// Rows come oldest first: the last gauge of the step wins.
@@ -139,9 +175,43 @@ func seriesOf(hbs []Heartbeat, from, to time.Time, step time.Duration) FleetSeri
 		if hb.Rollup.Memory != nil {
 			in.mem = hb.Rollup.Memory
 		}
-		if seriesRank(hb.Status) > seriesRank(cur.Status) {
-			cur.Status = hb.Status
+		status(hb.Status)
+	}
+	for _, hb := range head {
+		addRow(hb)
+	}
+	for _, m := range mins {
+		if m.rows == 0 {
+			continue
 		}
+		into(m.start.UnixMicro())
+		mg := &cur.Merged
+		mg.Rows += m.rows
+		for k, v := range m.doc.Requests {
+			mg.Requests[k] += v
+		}
+		for k, v := range m.doc.Errors {
+			mg.Errors[k] += v
+		}
+		for k, v := range m.doc.Timing {
+			mg.Timing[k] += v
+		}
+		mg.Latency.Merge(m.doc.Latency)
+		for _, name := range m.order {
+			mi, in := m.insts[name], instance(name)
+			in.answered += mi.answered
+			in.seconds += mi.seconds
+			if mi.cpu != nil {
+				in.cpu = mi.cpu
+			}
+			if mi.mem != nil {
+				in.mem = mi.mem
+			}
+		}
+		status(m.doc.Status)
+	}
+	for _, hb := range tail {
+		addRow(hb)
 	}
 	flush()
 	for name := range everyone {

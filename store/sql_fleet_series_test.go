@@ -13,7 +13,7 @@ import (
 
 // seriesDB is this file's private database on each server (created once,
 // dropped when the package's tests end).
-const seriesDB = "pulsegate_i11dash_series"
+const seriesDB = "pulsegate_i11series_series"
 
 var seriesDBOnce = map[string]*sync.Once{"mariadb": {}, "postgres": {}}
 
@@ -175,72 +175,142 @@ func TestFleetSeriesMergesInstancesPerStep(t *testing.T) {
 	})
 }
 
-// BenchmarkFleetSeries24h: the fleet trend query over 24 h for 20
-// instances as the retention leaves them (the last hour every 10 s, 5-minute
-// merged rows before: 636 rows per instance, 12,720 in all, ~30 latency
-// buckets each), against MergedRollup over the same rows as the baseline
-// (both read and decode every row; the difference is the per-step merging).
+// BenchmarkFleetSeries24h: the fleet trend query over 24 h (the
+// dashboard's 2-minute step) for 20 and 200 instances as the retention
+// leaves them (the last hour every 10 s, 5-minute merged rows before: 636
+// rows per instance, ~30 latency buckets each). Heartbeats is the series
+// merged from every heartbeat row (FleetSeries before the minute rows, and
+// its path when none are rolled up); FleetSeries reads the minute rows the
+// prune pass wrote and the heartbeat rows after them (the last 7 minutes
+// just before a pass, the last 2 just after); PruneFleet is a prune pass
+// with nothing new to roll up (its scans for changed minutes).
 func BenchmarkFleetSeries24h(b *testing.B) {
 	for _, sv := range []*server{mariadb, postgres} {
-		b.Run(sv.name, func(b *testing.B) {
-			var err error
-			seriesDBOnce[sv.name].Do(func() { err = sv.createDB(seriesDB) })
-			if err != nil {
-				b.Skipf("%s: %v", sv.name, err)
-			}
-			s, err := OpenSQL(context.Background(), sv.storeDSN(sv.adminUser(), "", seriesDB), nil,
-				WithInstance(fmt.Sprintf("bench_%d", time.Now().UnixNano()%1e9), "web-1"))
-			if err != nil {
-				b.Skipf("%s: %v", sv.name, err)
-			}
-			defer s.Close()
-			ctx := context.Background()
-			now := time.Date(2026, 3, 2, 0, 0, 0, 0, time.UTC)
-			rng := rand.New(rand.NewPCG(3, 5))
-			row := func(inst string, at time.Time, secs float64) Heartbeat {
-				h := Hist{}
-				n := int(secs * 20)
-				for range n {
-					h.Record(time.Duration(0.02 * math.Exp(rng.NormFloat64()*0.8) * float64(time.Second)))
-				}
-				return hb(s.fleet, inst, at, "ok", Rollup{Seconds: secs, Requests: map[string]uint64{"2xx": uint64(n)}, Latency: h, CPU: fp(0.4), Memory: fp(0.5)})
-			}
-			var batch []Heartbeat
-			flush := func() {
-				if err := s.WriteHeartbeats(ctx, batch); err != nil {
-					b.Fatal(err)
-				}
-				batch = batch[:0]
-			}
-			for i := range 20 {
-				inst := fmt.Sprintf("web-%02d", i)
-				for at := now.Add(-24 * time.Hour).Add(5 * time.Minute); !at.After(now.Add(-time.Hour)); at = at.Add(5 * time.Minute) {
-					batch = append(batch, row(inst, at, 300))
-				}
-				for at := now.Add(-time.Hour).Add(10 * time.Second); !at.After(now); at = at.Add(10 * time.Second) {
-					batch = append(batch, row(inst, at, 10))
-					if len(batch) >= 200 {
-						flush()
-					}
-				}
+		for _, n := range []int{20, 200} {
+			b.Run(fmt.Sprintf("%s/%d", sv.name, n), func(b *testing.B) { benchFleetSeries(b, sv, n) })
+		}
+	}
+}
+
+func benchFleetSeries(b *testing.B, sv *server, instances int) {
+	var err error
+	seriesDBOnce[sv.name].Do(func() { err = sv.createDB(seriesDB) })
+	if err != nil {
+		b.Skipf("%s: %v", sv.name, err)
+	}
+	s, err := OpenSQL(context.Background(), sv.storeDSN(sv.adminUser(), "", seriesDB), nil,
+		WithInstance(fmt.Sprintf("bench_%d", time.Now().UnixNano()%1e9), "web-1"))
+	if err != nil {
+		b.Skipf("%s: %v", sv.name, err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	now := time.Date(2026, 3, 2, 0, 0, 0, 0, time.UTC)
+	rng := rand.New(rand.NewPCG(3, 5))
+	row := func(inst string, at time.Time, secs float64) Heartbeat {
+		h := Hist{}
+		n := int(secs * 20)
+		for range n {
+			h.Record(time.Duration(0.02 * math.Exp(rng.NormFloat64()*0.8) * float64(time.Second)))
+		}
+		return hb(s.fleet, inst, at, "ok", Rollup{Seconds: secs, Requests: map[string]uint64{"2xx": uint64(n)}, Latency: h, CPU: fp(0.4), Memory: fp(0.5)})
+	}
+	var batch []Heartbeat
+	flush := func() {
+		if err := s.WriteHeartbeats(ctx, batch); err != nil {
+			b.Fatal(err)
+		}
+		batch = batch[:0]
+	}
+	for i := range instances {
+		inst := fmt.Sprintf("web-%03d", i)
+		for at := now.Add(-24 * time.Hour).Add(5 * time.Minute); !at.After(now.Add(-time.Hour)); at = at.Add(5 * time.Minute) {
+			batch = append(batch, row(inst, at, 300))
+		}
+		for at := now.Add(-time.Hour).Add(10 * time.Second); !at.After(now); at = at.Add(10 * time.Second) {
+			batch = append(batch, row(inst, at, 10))
+			if len(batch) >= 200 {
 				flush()
 			}
-			from := now.Add(-24 * time.Hour)
-			b.Run("MergedRollup", func(b *testing.B) {
-				for b.Loop() {
-					if _, err := s.MergedRollup(ctx, s.fleet, from, now); err != nil {
-						b.Fatal(err)
-					}
+		}
+		flush()
+	}
+	// The 5-minute rows as the compaction leaves them (span_us = window),
+	// so the prune pass below has nothing to compact.
+	if _, err := s.db.ExecContext(ctx, s.rebind(`UPDATE pulsegate_heartbeats SET span_us = ? WHERE fleet = ? AND ts_us <= ?`),
+		DefaultRetention.Window.Microseconds(), s.fleet, now.Add(-time.Hour).UnixMicro()); err != nil {
+		b.Fatal(err)
+	}
+	from := now.Add(-24 * time.Hour)
+	step := 120 * time.Second
+	b.Run("Heartbeats", func(b *testing.B) {
+		for b.Loop() {
+			hbs, err := s.readHeartbeats(ctx, s.db, s.fleet, from.UnixMicro(), now.UnixMicro())
+			if fs := seriesOf(hbs, from, now, step); err != nil || len(fs.Instances) != instances {
+				b.Fatal(err, len(fs.Instances))
+			}
+		}
+	})
+	// Roll the day up as a prune pass 5 minutes ago left it (the minute
+	// rows end 7 minutes ago: the most heartbeat rows a read takes between
+	// two passes), then as one now left it (they end 2 minutes ago).
+	for _, lag := range []time.Duration{5 * time.Minute, 0} {
+		at := now.Add(-lag)
+		start := time.Now()
+		for range 10 {
+			if _, err := s.PruneFleet(ctx, s.fleet, at, DefaultRetention); err != nil {
+				b.Fatal(err)
+			}
+			if _, hi, err := s.fleetMinutesSpan(ctx, s.fleet); err != nil || hi == minuteFloor(at.Add(-minuteSettle).UnixMicro()) {
+				break
+			}
+		}
+		b.Logf("%d instances: rolling up to %s before now took %s", instances, lag+minuteSettle, time.Since(start).Round(time.Millisecond))
+		b.Run(fmt.Sprintf("FleetSeries/rolled-%s-ago", lag+minuteSettle), func(b *testing.B) {
+			for b.Loop() {
+				fs, err := s.FleetSeries(ctx, s.fleet, from, now, step)
+				if err != nil || len(fs.Instances) != instances {
+					b.Fatal(err, len(fs.Instances))
 				}
-			})
-			b.Run("FleetSeries", func(b *testing.B) {
-				for b.Loop() {
-					fs, err := s.FleetSeries(ctx, s.fleet, from, now, 120*time.Second)
-					if err != nil || len(fs.Instances) != 20 {
-						b.Fatal(err, len(fs.Instances))
-					}
-				}
-			})
+			}
 		})
 	}
+	b.Run("PruneFleet", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := s.PruneFleet(ctx, s.fleet, now, DefaultRetention); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	// The parts of that pass: the compaction's scan for fine rows (there
+	// before the minute rows), the same scan for the windows it will
+	// compact (compactingMinutes), and the rollup's comparison.
+	conn, err := s.db.Conn(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer conn.Close()
+	window := DefaultRetention.Window.Microseconds()
+	before := now.Add(-DefaultRetention.KeepFine).UnixMicro() / window * window
+	b.Run("PruneFleet/compaction-scan", func(b *testing.B) {
+		for b.Loop() {
+			if _, _, err := s.compact(ctx, conn, s.fleet, before, window); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("PruneFleet/compactingMinutes", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := s.compactingMinutes(ctx, conn, s.fleet, before, window); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("PruneFleet/rollup", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := s.rollupFleetMinutes(ctx, conn, s.fleet, now, DefaultRetention, nil); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }

@@ -22,12 +22,13 @@ const (
 	tableFleetConfig    = "pulsegate_fleet_config"
 	tableFleetAlerts    = "pulsegate_fleet_alerts"
 	tableFleetAlertInst = "pulsegate_fleet_alert_instances"
+	tableFleetMinutes   = "pulsegate_fleet_minutes"
 )
 
 // dataTables are the tables the running store reads and writes (schema
 // version excepted), in creation order.
 var dataTables = []string{tableAlerts, tableAcks, tableAudit, tableHeartbeats, tableInstances,
-	tableFleetConfig, tableFleetAlerts, tableFleetAlertInst}
+	tableFleetConfig, tableFleetAlerts, tableFleetAlertInst, tableFleetMinutes}
 
 // migration is one schema version: the statements that create it, per
 // dialect, each creating one table (named for the privilege error).
@@ -114,6 +115,23 @@ var migrations = []migration{{
   alert_id VARCHAR(64) NOT NULL, instance VARCHAR(128) NOT NULL, state VARCHAR(16) NOT NULL,
   severity VARCHAR(16) NOT NULL, value DOUBLE PRECISION NOT NULL, last_seen_us BIGINT NOT NULL,
   PRIMARY KEY (alert_id, instance))`},
+	},
+}, {
+	// Version 2: the fleet's per-minute rollup rows (the fleet trend
+	// series' older part, see sql_fleet_minutes.go). rows, requests and
+	// errors repeat the merged heartbeat rows' count and sums, so the prune
+	// pass finds the minutes whose heartbeat rows changed without reading
+	// their documents.
+	version: 2,
+	mysql: []ddl{
+		{tableFleetMinutes, `CREATE TABLE IF NOT EXISTS pulsegate_fleet_minutes (
+  fleet VARCHAR(128) NOT NULL, minute_us BIGINT NOT NULL, rows_merged BIGINT NOT NULL, requests BIGINT NOT NULL,
+  errors BIGINT NOT NULL, doc LONGTEXT NOT NULL, insts LONGTEXT NOT NULL, PRIMARY KEY (fleet, minute_us))` + mysqlTableOpts},
+	},
+	pg: []ddl{
+		{tableFleetMinutes, `CREATE TABLE IF NOT EXISTS pulsegate_fleet_minutes (
+  fleet VARCHAR(128) NOT NULL, minute_us BIGINT NOT NULL, rows_merged BIGINT NOT NULL, requests BIGINT NOT NULL,
+  errors BIGINT NOT NULL, doc TEXT NOT NULL, insts TEXT NOT NULL, PRIMARY KEY (fleet, minute_us))`},
 	},
 }}
 
