@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -76,30 +75,13 @@ func TestFleetAlertsAcrossSidecars(t *testing.T) {
 	if testing.Short() {
 		t.Skip("real databases")
 	}
-	for _, d := range fleetDBs {
-		t.Run(d.name, func(t *testing.T) {
-			c, err := net.DialTimeout("tcp", d.addr, time.Second)
-			if err != nil {
-				t.Skipf("needs %s: %v", d.addr, err)
-			}
-			c.Close()
-			testFleetAlertsAcross(t, d)
-		})
-	}
+	eachFleetDB(t, testFleetAlertsAcross)
 }
 
 func testFleetAlertsAcross(t *testing.T, d fleetDB) {
 	leaks := goleak.IgnoreCurrent()
 	dbName := fmt.Sprintf("pulsegate_i11alerts_%d", os.Getpid())
-	d.exec(t, "DROP DATABASE IF EXISTS "+dbName)
-	d.exec(t, "CREATE DATABASE "+dbName)
-	t.Cleanup(func() {
-		stmt := "DROP DATABASE IF EXISTS " + dbName
-		if d.driver == "pgx" {
-			stmt += " WITH (FORCE)"
-		}
-		d.exec(t, stmt)
-	})
+	d.private(t, dbName)
 	// The app's database, probed by both sidecars through a switch: reset
 	// (down) first, passed through later.
 	appDB, err := chaos.New("127.0.0.1:3306")

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -109,30 +108,13 @@ func TestFleetConfigLive(t *testing.T) {
 	if testing.Short() {
 		t.Skip("real databases")
 	}
-	for _, d := range fleetDBs {
-		t.Run(d.name, func(t *testing.T) {
-			c, err := net.DialTimeout("tcp", d.addr, time.Second)
-			if err != nil {
-				t.Skipf("needs %s: %v", d.addr, err)
-			}
-			c.Close()
-			testFleetConfig(t, d)
-		})
-	}
+	eachFleetDB(t, testFleetConfig)
 }
 
 func testFleetConfig(t *testing.T, d fleetDB) {
 	leaks := goleak.IgnoreCurrent()
 	dbName := fmt.Sprintf("pulsegate_i11cfg_%d", os.Getpid())
-	d.exec(t, "DROP DATABASE IF EXISTS "+dbName)
-	d.exec(t, "CREATE DATABASE "+dbName)
-	t.Cleanup(func() {
-		stmt := "DROP DATABASE IF EXISTS " + dbName
-		if d.driver == "pgx" {
-			stmt += " WITH (FORCE)"
-		}
-		d.exec(t, stmt)
-	})
+	d.private(t, dbName)
 	// sw carries #1 and #2 to the store; sw3 carries #3, cut at its start.
 	sw, err := chaos.New(d.addr)
 	if err != nil {

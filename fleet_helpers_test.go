@@ -10,6 +10,7 @@ import (
 	"database/sql"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"testing"
 	"time"
@@ -32,6 +33,36 @@ var fleetDBs = []fleetDB{
 		dsn: func(addr, db string) string { return "mysql://root@" + addr + "/" + db }},
 	{name: "postgres", driver: "pgx", admin: "postgres://postgres@127.0.0.1:5432/test?sslmode=disable", addr: "127.0.0.1:5432",
 		dsn: func(addr, db string) string { return "postgres://postgres@" + addr + "/" + db + "?sslmode=disable" }},
+}
+
+// eachFleetDB runs fn as a subtest per database server, skipping a
+// server that is not reachable.
+func eachFleetDB(t *testing.T, fn func(t *testing.T, d fleetDB)) {
+	t.Helper()
+	for _, d := range fleetDBs {
+		t.Run(d.name, func(t *testing.T) {
+			c, err := net.DialTimeout("tcp", d.addr, time.Second)
+			if err != nil {
+				t.Skipf("needs %s: %v", d.addr, err)
+			}
+			c.Close()
+			fn(t, d)
+		})
+	}
+}
+
+// private creates the database name on d, dropped when the test ends.
+func (d fleetDB) private(t *testing.T, name string) {
+	t.Helper()
+	d.exec(t, "DROP DATABASE IF EXISTS "+name)
+	d.exec(t, "CREATE DATABASE "+name)
+	t.Cleanup(func() {
+		stmt := "DROP DATABASE IF EXISTS " + name
+		if d.driver == "pgx" {
+			stmt += " WITH (FORCE)"
+		}
+		d.exec(t, stmt)
+	})
 }
 
 func (d fleetDB) exec(t *testing.T, stmt string) {

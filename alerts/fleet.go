@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"sort"
-	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -169,27 +168,17 @@ func (m *Manager) localTrack(id string) *track {
 // sidecar adopts them at its next poll. When the queue is full nothing
 // changes and the error wraps store.ErrQueueFull. Callers hold m.mu.
 func (m *Manager) acknowledgeFleet(ids []string, note, actor string) ([]Alert, error) {
-	var unknown, resolved []string
 	local := map[string]*track{}
-	for _, id := range ids {
+	err := m.checkAckable(ids, func(id string) bool {
 		if tr := m.localTrack(id); tr != nil {
 			local[id] = tr
-			continue
+			return true
 		}
-		if _, ok := m.fleetActive[id]; ok {
-			continue
-		}
-		if m.inHistory(id) {
-			resolved = append(resolved, id)
-		} else {
-			unknown = append(unknown, id)
-		}
-	}
-	switch {
-	case len(unknown) > 0:
-		return nil, fmt.Errorf("acknowledging %s: %w", strings.Join(unknown, ", "), ErrUnknownAlert)
-	case len(resolved) > 0:
-		return nil, fmt.Errorf("acknowledging %s: %w", strings.Join(resolved, ", "), ErrResolved)
+		_, ok := m.fleetActive[id]
+		return ok
+	})
+	if err != nil {
+		return nil, err
 	}
 	now := m.now()
 	ack := func(fid, key string) store.FleetAck {

@@ -585,22 +585,8 @@ func (m *Manager) Acknowledge(ids []string, note, actor string) ([]Alert, error)
 	if m.fleet != nil {
 		return m.acknowledgeFleet(ids, note, actor)
 	}
-	var unknown, resolved []string
-	for _, id := range ids {
-		if _, ok := m.byID[id]; ok {
-			continue
-		}
-		if m.inHistory(id) {
-			resolved = append(resolved, id)
-		} else {
-			unknown = append(unknown, id)
-		}
-	}
-	switch {
-	case len(unknown) > 0:
-		return nil, fmt.Errorf("acknowledging %s: %w", strings.Join(unknown, ", "), ErrUnknownAlert)
-	case len(resolved) > 0:
-		return nil, fmt.Errorf("acknowledging %s: %w", strings.Join(resolved, ", "), ErrResolved)
+	if err := m.checkAckable(ids, func(id string) bool { _, ok := m.byID[id]; return ok }); err != nil {
+		return nil, err
 	}
 	now := m.now()
 	var changed []Alert
@@ -685,5 +671,28 @@ func (m *Manager) Run(ctx context.Context) error {
 	}
 	wg.Wait()
 	m.client.CloseIdleConnections()
+	return nil
+}
+
+// checkAckable is nil when every id is active (active says which are);
+// otherwise the error names the ids that are unknown (ErrUnknownAlert) or
+// already resolved (ErrResolved). Callers hold m.mu.
+func (m *Manager) checkAckable(ids []string, active func(id string) bool) error {
+	var unknown, resolved []string
+	for _, id := range ids {
+		switch {
+		case active(id):
+		case m.inHistory(id):
+			resolved = append(resolved, id)
+		default:
+			unknown = append(unknown, id)
+		}
+	}
+	switch {
+	case len(unknown) > 0:
+		return fmt.Errorf("acknowledging %s: %w", strings.Join(unknown, ", "), ErrUnknownAlert)
+	case len(resolved) > 0:
+		return fmt.Errorf("acknowledging %s: %w", strings.Join(resolved, ", "), ErrResolved)
+	}
 	return nil
 }
