@@ -407,6 +407,19 @@ func TestFleetAlertsOneIDAcrossSidecars(t *testing.T) {
 		if len(active) != 1 {
 			t.Errorf("active = %d; want 1", len(active))
 		}
+		// Resolved fleet alerts are pruned with the alert history (the
+		// newest keep stay); the active one is never pruned.
+		if err := s.PruneAlerts(1); err != nil {
+			t.Fatal(err)
+		}
+		all, err = s.FleetAlerts(ctx, f, false)
+		if err != nil || len(all) != 2 || all[0].ID != fa.ID || all[0].State == StateResolved || all[1].State != StateResolved || all[1].ID == id {
+			t.Errorf("after PruneAlerts(1): %+v, %v; want the active alert and the newest resolved one", all, err)
+		}
+		var left int
+		if err := s.db.QueryRowContext(ctx, s.rebind(`SELECT COUNT(*) FROM pulsegate_fleet_alert_instances WHERE alert_id = ?`), id).Scan(&left); err != nil || left != 0 {
+			t.Errorf("instance rows of the pruned alert: %d, %v; want 0", left, err)
+		}
 	})
 }
 

@@ -506,26 +506,13 @@ func (s *SQL) PruneAlerts(keep int) error {
 	}
 	ctx, cancel := s.opCtx(context.Background())
 	defer cancel()
-	rows, err := s.db.QueryContext(ctx, s.rebind(`SELECT id FROM pulsegate_alerts WHERE fleet = ? AND instance = ? AND state = ?
- ORDER BY COALESCE(resolved_us, 0) DESC, id DESC`), s.fleet, s.instance, StateResolved)
+	ids, err := s.queryStrings(ctx, `SELECT id FROM pulsegate_alerts WHERE fleet = ? AND instance = ? AND state = ?
+ ORDER BY COALESCE(resolved_us, 0) DESC, id DESC`, s.fleet, s.instance, StateResolved)
 	if err != nil {
 		return s.classify("reading", tableAlerts, err)
 	}
-	var ids []string
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			rows.Close()
-			return s.classify("reading", tableAlerts, err)
-		}
-		ids = append(ids, id)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return s.classify("reading", tableAlerts, err)
-	}
 	if len(ids) <= keep {
-		return nil
+		return s.pruneFleetAlerts(ctx, keep)
 	}
 	drop := ids[keep:]
 	err = s.inTx(ctx, func(tx *sql.Tx) error {
@@ -549,7 +536,63 @@ func (s *SQL) PruneAlerts(keep int) error {
 	if err != nil {
 		return s.classify("deleting from", tableAlerts, err)
 	}
+	return s.pruneFleetAlerts(ctx, keep)
+}
+
+// pruneFleetAlerts keeps the fleet's newest keep resolved fleet alerts (by
+// first seen) and deletes older resolved ones with their instance rows.
+// Active fleet alerts are never pruned. Every sidecar runs it with the same
+// keep (alerts.history_size), so running it twice changes nothing.
+func (s *SQL) pruneFleetAlerts(ctx context.Context, keep int) error {
+	ids, err := s.queryStrings(ctx, `SELECT id FROM pulsegate_fleet_alerts WHERE fleet = ? AND active_key IS NULL
+ ORDER BY first_seen_us DESC, id DESC`, s.fleet)
+	if err != nil {
+		return s.classify("reading", tableFleetAlerts, err)
+	}
+	if len(ids) <= keep {
+		return nil
+	}
+	drop := ids[keep:]
+	err = s.inTx(ctx, func(tx *sql.Tx) error {
+		for len(drop) > 0 {
+			n := min(len(drop), 200)
+			ph := strings.TrimSuffix(strings.Repeat("?, ", n), ", ")
+			args := make([]any, 0, n)
+			for _, id := range drop[:n] {
+				args = append(args, id)
+			}
+			if _, err := tx.ExecContext(ctx, s.rebind(`DELETE FROM pulsegate_fleet_alert_instances WHERE alert_id IN (`+ph+`)`), args...); err != nil {
+				return err
+			}
+			if _, err := tx.ExecContext(ctx, s.rebind(`DELETE FROM pulsegate_fleet_alerts WHERE active_key IS NULL AND id IN (`+ph+`)`), args...); err != nil {
+				return err
+			}
+			drop = drop[n:]
+		}
+		return nil
+	})
+	if err != nil {
+		return s.classify("deleting from", tableFleetAlerts, err)
+	}
 	return nil
+}
+
+// queryStrings runs a query of one string column.
+func (s *SQL) queryStrings(ctx context.Context, query string, args ...any) ([]string, error) {
+	rows, err := s.db.QueryContext(ctx, s.rebind(query), args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var v string
+		if err := rows.Scan(&v); err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	return out, rows.Err()
 }
 
 // AppendAudit appends one entry to the fleet's audit log, stamped with
