@@ -154,6 +154,13 @@ func TestFleetHistoryLongRangesFromMinuteAndHourRows(t *testing.T) {
 			}
 		}
 		hourRowsMatch("three days", 71)
+		for _, table := range []string{tableFleetMinutes, tableFleetHours} {
+			var n, bytes int64
+			if err := s.db.QueryRow(s.rebind(`SELECT COUNT(*), SUM(LENGTH(doc) + LENGTH(insts)) FROM `+table+` WHERE fleet = ?`), s.fleet).Scan(&n, &bytes); err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("%s: %d rows of %d instances, %d bytes of doc+insts a row on average", table, n, len(insts), bytes/n)
+		}
 
 		// A late row in a rolled minute of the last day: the next pass
 		// recomputes the minute and its hour.
