@@ -211,7 +211,7 @@ func (a *app) openStore(cfg *config.Config, log *zap.Logger) error {
 	}
 	w, err := store.NewWriter(a.link, log.Named("writer"), a.reg, store.WriterOptions{
 		PruneEvery: 5 * time.Minute, Fleet: a.fleetName,
-		Retention: store.DefaultRetention,
+		Retention: fleetRetention(cfg.History),
 	})
 	if err != nil {
 		return err
@@ -283,3 +283,17 @@ func (a *app) withStore(v health.Verdict) health.Verdict {
 
 // verdict is the API's health verdict: the monitor's, with the store.
 func (a *app) verdict() health.Verdict { return a.withStore(a.monitor.Verdict()) }
+
+// fleetRetention is the shared store's retention: DefaultRetention with
+// the fleet's minute and hour rows kept as long as the history's 1 min and
+// 1 h tiers (history.retention_1m, history.retention_1h).
+func fleetRetention(h config.History) store.Retention {
+	r := store.DefaultRetention
+	if d := h.Retention1m.Duration(); d > 0 {
+		r.KeepMinutes = d
+	}
+	if d := h.Retention1h.Duration(); d > 0 {
+		r.KeepHours = d
+	}
+	return r
+}

@@ -85,3 +85,17 @@ func TestStatusFleetPrintsInstances(t *testing.T) {
 		}
 	}
 }
+
+// TestFleetRetentionFollowsHistory: the shared store's prune pass keeps
+// the fleet's minute and hour rows as long as history.retention_1m and
+// history.retention_1h say; the heartbeat retention stays the default.
+func TestFleetRetentionFollowsHistory(t *testing.T) {
+	r := fleetRetention(config.History{Retention1m: 7 * 86400, Retention1h: 30 * 86400})
+	if r.KeepMinutes != 7*24*time.Hour || r.KeepHours != 30*24*time.Hour || r.KeepHeartbeats != store.DefaultRetention.KeepHeartbeats {
+		t.Errorf("retention %+v; want minutes 7 days, hours 30 days, heartbeats the default", r)
+	}
+	def := config.Defaults()
+	if r := fleetRetention(def.History); r.KeepMinutes != 14*24*time.Hour || r.KeepHours != 400*24*time.Hour {
+		t.Errorf("default retention %+v; want minute rows 14 days and hour rows 400 days", r)
+	}
+}

@@ -96,9 +96,16 @@ func (a *API) fleetHistory(w http.ResponseWriter, r *http.Request, scope string)
 
 // fleetStep is the asked step for a span: at most history.MaxPoints
 // steps, a whole number of 10 s (the store raises it to the heartbeat
-// interval).
+// interval), of minutes beyond an hour's span (the store's minute rows)
+// and of hours beyond 14 days' (its hour rows, kept history.retention_1h).
 func fleetStep(span time.Duration) time.Duration {
-	const unit = 10 * time.Second
+	unit := 10 * time.Second
+	switch {
+	case span > 14*24*time.Hour:
+		unit = time.Hour
+	case span > time.Hour:
+		unit = time.Minute
+	}
 	step := span / history.MaxPoints
 	return max(unit, (step+unit-1)/unit*unit)
 }

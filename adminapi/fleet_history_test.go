@@ -3,6 +3,7 @@ package adminapi
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -131,5 +132,39 @@ func TestWhoamiSaysWhetherTheFleetScopeExists(t *testing.T) {
 	me = whoami(t, e, a.AdminHandler("127.0.0.1:9901"), call{})
 	if me["shared_store"] != true || me["fleet"] != "shop" || me["instance"] == "" {
 		t.Errorf("shared store: whoami %v; want shared_store true, fleet shop and the instance name", me)
+	}
+}
+
+// TestFleetHistoryLongRanges: ?scope=fleet accepts every range the
+// instance answer does, up to 365d and from/to; each asks the store for
+// the range in at most 720 steps, whole minutes beyond an hour (its
+// minute rows) and whole hours beyond 14 days (its hour rows).
+func TestFleetHistoryLongRanges(t *testing.T) {
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	f := &seriesFleet{series: store.FleetSeries{Step: time.Hour, Instances: []string{}, Steps: []store.FleetStep{}}}
+	e := newEnv(t, "")
+	h := New(Deps{Config: e.holder, Fleet: f, Now: func() time.Time { return now }}).AdminHandler("127.0.0.1:9901")
+	for _, c := range []struct {
+		q    string
+		span time.Duration
+		step time.Duration
+	}{
+		{"range=15m", 15 * time.Minute, 10 * time.Second},
+		{"range=1h", time.Hour, 10 * time.Second},
+		{"range=24h", 24 * time.Hour, 2 * time.Minute},
+		{"range=7d", 7 * 24 * time.Hour, 14 * time.Minute},
+		{"range=30d", 30 * 24 * time.Hour, time.Hour},
+		{"range=90d", 90 * 24 * time.Hour, 3 * time.Hour},
+		{"range=365d", 365 * 24 * time.Hour, 13 * time.Hour},
+		{fmt.Sprintf("from=%s&to=%s", now.Add(-60*24*time.Hour).Format(time.RFC3339), now.Format(time.RFC3339)), 60 * 24 * time.Hour, 2 * time.Hour},
+	} {
+		w := e.do(t, h, call{method: "GET", path: "/admin/responsiveness/api/history?scope=fleet&" + c.q})
+		if w.Code != 200 {
+			t.Errorf("%s: %d %s", c.q, w.Code, w.Body)
+			continue
+		}
+		if f.to.Sub(f.from) != c.span || f.step != c.step || int(c.span/f.step) > 720 {
+			t.Errorf("%s: asked the store for %s in %s steps; want %s in %s steps", c.q, f.to.Sub(f.from), f.step, c.span, c.step)
+		}
 	}
 }

@@ -26,11 +26,19 @@ type Retention struct {
 	Window time.Duration
 	// KeepHeartbeats is how long any heartbeat row (the trend graphs' rollups) is kept.
 	KeepHeartbeats time.Duration
+	// KeepMinutes is how long the fleet's minute rows are kept (config
+	// history.retention_1m); never less than KeepHeartbeats.
+	KeepMinutes time.Duration
+	// KeepHours is how long the fleet's hour rows are kept (config
+	// history.retention_1h).
+	KeepHours time.Duration
 }
 
 // DefaultRetention keeps stale instances 24 h, every heartbeat for an hour,
-// and 5-minute rollups per instance for 24 h.
-var DefaultRetention = Retention{KeepStale: 24 * time.Hour, KeepFine: time.Hour, Window: 5 * time.Minute, KeepHeartbeats: 24 * time.Hour}
+// 5-minute rollups per instance for 24 h, the fleet's minute rows 14 days
+// and its hour rows 400 days (the history tiers' defaults).
+var DefaultRetention = Retention{KeepStale: 24 * time.Hour, KeepFine: time.Hour, Window: 5 * time.Minute, KeepHeartbeats: 24 * time.Hour,
+	KeepMinutes: 14 * 24 * time.Hour, KeepHours: 400 * 24 * time.Hour}
 
 // DefaultKeepStale is DefaultRetention's KeepStale.
 const DefaultKeepStale = 24 * time.Hour

@@ -183,6 +183,13 @@ func (s *SQL) PruneFleet(ctx context.Context, fleet string, now time.Time, r Ret
 	if r.KeepHeartbeats <= 0 {
 		r.KeepHeartbeats = DefaultRetention.KeepHeartbeats
 	}
+	if r.KeepMinutes <= 0 {
+		r.KeepMinutes = DefaultRetention.KeepMinutes
+	}
+	r.KeepMinutes = max(r.KeepMinutes, r.KeepHeartbeats)
+	if r.KeepHours <= 0 {
+		r.KeepHours = DefaultRetention.KeepHours
+	}
 	ctx, cancel := context.WithTimeout(ctx, 6*s.opTimeout)
 	defer cancel()
 	conn, err := s.db.Conn(ctx)
@@ -222,7 +229,11 @@ func (s *SQL) PruneFleet(ctx context.Context, fleet string, now time.Time, r Ret
 		return res, s.classify("deleting from", tableInstances, err)
 	}
 	res.Instances, _ = q.RowsAffected()
-	if _, err := s.rollupFleetMinutes(ctx, conn, fleet, now, r, touched); err != nil {
+	written, err := s.rollupFleetMinutes(ctx, conn, fleet, now, r, touched)
+	if err != nil {
+		return res, err
+	}
+	if err := s.rollupFleetHours(ctx, conn, fleet, now, r, written); err != nil {
 		return res, err
 	}
 	return res, nil

@@ -210,21 +210,23 @@ func minuteCeil(us int64) int64 { return -minuteFloor(-us) }
 // that moved fine rows into their window's merged row), is (re)computed
 // from its heartbeat rows and upserted, oldest first, up to
 // minuteBudgetRows rows read. Minutes older than KeepHeartbeats are
-// deleted with their heartbeats. touched are the minutes whose window this
+// kept for KeepMinutes (the history's 1 min tier), longer than their
+// heartbeat rows; only minutes whose heartbeat rows are still kept are
+// (re)computed. touched are the minutes whose window this
 // pass compacted (compactingMinutes): recomputed whatever their counts say,
 // as a late row with nothing counted can be merged into an old window
 // without changing any count. It runs under PruneFleet's lock, after the
-// compaction, and returns the minutes written.
-func (s *SQL) rollupFleetMinutes(ctx context.Context, conn *sql.Conn, fleet string, now time.Time, r Retention, touched map[int64]bool) (int64, error) {
+// compaction, and returns the minutes written (their starts, µs).
+func (s *SQL) rollupFleetMinutes(ctx context.Context, conn *sql.Conn, fleet string, now time.Time, r Retention, touched map[int64]bool) ([]int64, error) {
 	const minUS = 60000000 // fleetMinute in µs, as in the queries
 	if _, err := conn.ExecContext(ctx, s.rebind(`DELETE FROM pulsegate_fleet_minutes WHERE fleet = ? AND minute_us < ?`),
-		fleet, minuteCeil(now.Add(-r.KeepHeartbeats).UnixMicro())); err != nil {
-		return 0, s.classify("deleting from", tableFleetMinutes, err)
+		fleet, minuteCeil(now.Add(-max(r.KeepMinutes, r.KeepHeartbeats)).UnixMicro())); err != nil {
+		return nil, s.classify("deleting from", tableFleetMinutes, err)
 	}
 	start := minuteCeil(now.Add(-r.KeepHeartbeats).UnixMicro())
 	end := minuteFloor(now.Add(-minuteSettle).UnixMicro())
 	if end <= start {
-		return 0, nil
+		return nil, nil
 	}
 	div := "(ts_us - 1) / 60000000"
 	if s.dialect == dialectMySQL {
@@ -246,12 +248,12 @@ func (s *SQL) rollupFleetMinutes(ctx context.Context, conn *sql.Conn, fleet stri
 	recent := max(start, minuteFloor(now.Add(-r.KeepFine-2*r.Window).UnixMicro()))
 	lo, hi, err := s.fleetMinutesSpan(ctx, fleet)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	if lo < hi && hi >= recent {
 		var firstTS sql.NullInt64
 		if err := conn.QueryRowContext(ctx, s.rebind(`SELECT MIN(ts_us) FROM pulsegate_heartbeats WHERE fleet = ? AND ts_us > ?`), fleet, start).Scan(&firstTS); err != nil {
-			return 0, s.classify("reading", tableHeartbeats, err)
+			return nil, s.classify("reading", tableHeartbeats, err)
 		}
 		if !firstTS.Valid || minuteFloor(firstTS.Int64-1) >= lo {
 			scanFrom = recent
@@ -260,12 +262,12 @@ func (s *SQL) rollupFleetMinutes(ctx context.Context, conn *sql.Conn, fleet stri
 	have := map[int64]minuteFP{}
 	if err := s.scanFP(ctx, conn, have, 1, `SELECT `+div+`, COUNT(*), `+sum("requests")+`, `+sum("errors")+` FROM pulsegate_heartbeats
  WHERE fleet = ? AND ts_us > ? AND ts_us <= ? GROUP BY 1`, fleet, scanFrom, end); err != nil {
-		return 0, s.classify("reading", tableHeartbeats, err)
+		return nil, s.classify("reading", tableHeartbeats, err)
 	}
 	rolled := map[int64]minuteFP{}
 	if err := s.scanFP(ctx, conn, rolled, minUS, `SELECT minute_us, rows_merged, requests, errors FROM pulsegate_fleet_minutes
  WHERE fleet = ? AND minute_us >= ? AND minute_us < ?`, fleet, scanFrom, end); err != nil {
-		return 0, s.classify("reading", tableFleetMinutes, err)
+		return nil, s.classify("reading", tableFleetMinutes, err)
 	}
 	// Minute rows run from the first minute holding a heartbeat row to the
 	// last, without a gap (an empty minute between has an empty row).
@@ -318,7 +320,7 @@ func (s *SQL) rollupFleetMinutes(ctx context.Context, conn *sql.Conn, fleet stri
 		ms = append(ms, m)
 	}
 	sort.Slice(ms, func(i, j int) bool { return ms[i] < ms[j] })
-	var written int64
+	var written []int64
 	budget := minuteBudgetRows
 	for len(ms) > 0 && budget > 0 {
 		// Leave the pass time to finish: the rest waits for the next one.
@@ -336,7 +338,7 @@ func (s *SQL) rollupFleetMinutes(ctx context.Context, conn *sql.Conn, fleet stri
 		if err != nil {
 			return written, err
 		}
-		written += int64(n)
+		written = append(written, ms[:n]...)
 		budget -= read
 		ms = ms[n:]
 	}
@@ -476,10 +478,20 @@ func (s *SQL) readHeartbeats(ctx context.Context, q rowsQueryer, fleet string, f
 // readFleetMinutes reads fleet's minute rows starting in [from, to)
 // (microseconds, whole minutes), oldest first.
 func (s *SQL) readFleetMinutes(ctx context.Context, fleet string, from, to int64) ([]*fleetMinuteRow, error) {
-	rows, err := s.db.QueryContext(ctx, s.rebind(`SELECT minute_us, rows_merged, doc, insts FROM pulsegate_fleet_minutes
- WHERE fleet = ? AND minute_us >= ? AND minute_us < ? AND rows_merged > 0 ORDER BY minute_us`), fleet, from, to)
+	return s.readMergedRows(ctx, s.db, tableFleetMinutes, fleet, from, to)
+}
+
+// readMergedRows reads fleet's rows of table (pulsegate_fleet_minutes or
+// pulsegate_fleet_hours, same columns) starting in [from, to), oldest first.
+func (s *SQL) readMergedRows(ctx context.Context, q rowsQueryer, table, fleet string, from, to int64) ([]*fleetMinuteRow, error) {
+	key := "minute_us"
+	if table == tableFleetHours {
+		key = "hour_us"
+	}
+	rows, err := q.QueryContext(ctx, s.rebind(`SELECT `+key+`, rows_merged, doc, insts FROM `+table+`
+ WHERE fleet = ? AND `+key+` >= ? AND `+key+` < ? AND rows_merged > 0 ORDER BY `+key), fleet, from, to)
 	if err != nil {
-		return nil, s.classify("reading", tableFleetMinutes, err)
+		return nil, s.classify("reading", table, err)
 	}
 	defer rows.Close()
 	var out []*fleetMinuteRow
@@ -488,19 +500,19 @@ func (s *SQL) readFleetMinutes(ctx context.Context, fleet string, from, to int64
 		var doc, insts string
 		m := &fleetMinuteRow{}
 		if err := rows.Scan(&us, &m.rows, &doc, &insts); err != nil {
-			return nil, s.classify("reading", tableFleetMinutes, err)
+			return nil, s.classify("reading", table, err)
 		}
 		m.start = time.UnixMicro(us).UTC()
 		if err := json.Unmarshal([]byte(doc), &m.doc); err != nil {
-			return nil, fmt.Errorf("decoding minute row from %s: %w", tableFleetMinutes, err)
+			return nil, fmt.Errorf("decoding row from %s: %w", table, err)
 		}
 		if m.insts, m.order, err = decodeInsts(insts); err != nil {
-			return nil, fmt.Errorf("decoding minute row from %s: %w", tableFleetMinutes, err)
+			return nil, fmt.Errorf("decoding row from %s: %w", table, err)
 		}
 		out = append(out, m)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, s.classify("reading", tableFleetMinutes, err)
+		return nil, s.classify("reading", table, err)
 	}
 	return out, nil
 }

@@ -12,7 +12,8 @@ import (
 
 // minutesRetention is DefaultRetention; spelled out so the test's layout
 // (fine rows for an hour, 5-minute rows before) is visible.
-var minutesRetention = Retention{KeepStale: 24 * time.Hour, KeepFine: time.Hour, Window: 5 * time.Minute, KeepHeartbeats: 24 * time.Hour}
+var minutesRetention = Retention{KeepStale: 24 * time.Hour, KeepFine: time.Hour, Window: 5 * time.Minute, KeepHeartbeats: 24 * time.Hour,
+	KeepMinutes: 24 * time.Hour, KeepHours: 48 * time.Hour}
 
 // minutesFleet writes three hours of heartbeats of six instances (one on
 // a 30 s interval, gauges sometimes missing, verdicts of every rank) up to

@@ -45,6 +45,9 @@ type FleetSeries struct {
 // KeepFine are the compacted per-window rows, so older steps are as coarse
 // as Retention.Window.
 //
+// When the step is a whole number of hours, the hours that the fleet's
+// hour rows cover (pulsegate_fleet_hours, kept for history.retention_1h)
+// are read from them, and the rest as below.
 // When the step is a whole number of minutes, the minutes that the fleet's
 // minute rows cover (pulsegate_fleet_minutes, written by PruneFleet) are
 // read from them, each already the merge of its heartbeat rows, and only
@@ -57,27 +60,35 @@ func (s *SQL) FleetSeries(ctx context.Context, fleet string, from, to time.Time,
 	ctx, cancel := s.opCtx(ctx)
 	defer cancel()
 	f, t := from.UnixMicro(), to.UnixMicro()
-	if step%fleetMinute == 0 {
-		lo, hi, err := s.fleetMinutesSpan(ctx, fleet)
+	if step%fleetHour == 0 {
+		lo, hi, err := s.fleetHoursSpan(ctx, fleet)
 		if err != nil {
 			return FleetSeries{}, err
 		}
-		lo, hi = max(lo, minuteCeil(f)), min(hi, minuteFloor(t))
+		lo, hi = max(lo, hourCeil(f)), min(hi, hourFloor(t))
 		if lo < hi {
-			head, err := s.readHeartbeats(ctx, s.db, fleet, f, lo)
+			before, err := s.minuteParts(ctx, fleet, f, lo)
 			if err != nil {
 				return FleetSeries{}, err
 			}
-			mins, err := s.readFleetMinutes(ctx, fleet, lo, hi)
+			hours, err := s.readMergedRows(ctx, s.db, tableFleetHours, fleet, lo, hi)
 			if err != nil {
 				return FleetSeries{}, err
 			}
-			tail, err := s.readHeartbeats(ctx, s.db, fleet, hi, t)
+			after, err := s.minuteParts(ctx, fleet, hi, t)
 			if err != nil {
 				return FleetSeries{}, err
 			}
-			return seriesOfParts(head, mins, tail, from, to, step), nil
+			parts := append(append(before, seriesPart{rows: hours}), after...)
+			return seriesOfParts(parts, from, to, step), nil
 		}
+	}
+	if step%fleetMinute == 0 {
+		parts, err := s.minuteParts(ctx, fleet, f, t)
+		if err != nil {
+			return FleetSeries{}, err
+		}
+		return seriesOfParts(parts, from, to, step), nil
 	}
 	hbs, err := s.readHeartbeats(ctx, s.db, fleet, f, t)
 	if err != nil {
@@ -86,17 +97,52 @@ func (s *SQL) FleetSeries(ctx context.Context, fleet string, from, to time.Time,
 	return seriesOf(hbs, from, to, step), nil
 }
 
+// seriesPart is a run of the series' input, oldest first: heartbeat rows
+// or merged (minute or hour) rows.
+type seriesPart struct {
+	hbs  []Heartbeat
+	rows []*fleetMinuteRow
+}
+
+// minuteParts reads what stands for fleet's heartbeat rows stamped in
+// (f, t] (µs): the minute rows of the whole minutes they cover, and the
+// heartbeat rows before and after them.
+func (s *SQL) minuteParts(ctx context.Context, fleet string, f, t int64) ([]seriesPart, error) {
+	lo, hi, err := s.fleetMinutesSpan(ctx, fleet)
+	if err != nil {
+		return nil, err
+	}
+	lo, hi = max(lo, minuteCeil(f)), min(hi, minuteFloor(t))
+	if lo >= hi {
+		hbs, err := s.readHeartbeats(ctx, s.db, fleet, f, t)
+		return []seriesPart{{hbs: hbs}}, err
+	}
+	head, err := s.readHeartbeats(ctx, s.db, fleet, f, lo)
+	if err != nil {
+		return nil, err
+	}
+	mins, err := s.readFleetMinutes(ctx, fleet, lo, hi)
+	if err != nil {
+		return nil, err
+	}
+	tail, err := s.readHeartbeats(ctx, s.db, fleet, hi, t)
+	if err != nil {
+		return nil, err
+	}
+	return []seriesPart{{hbs: head}, {rows: mins}, {hbs: tail}}, nil
+}
+
 // seriesOf merges heartbeat rows (oldest first) into steps of at least
 // step, aligned on multiples of the step since the Unix epoch.
 func seriesOf(hbs []Heartbeat, from, to time.Time, step time.Duration) FleetSeries {
-	return seriesOfParts(hbs, nil, nil, from, to, step)
+	return seriesOfParts([]seriesPart{{hbs: hbs}}, from, to, step)
 }
 
-// seriesOfParts merges, in this order, heartbeat rows, minute rows (each
-// the merge of its minute's heartbeat rows; step is then a whole number of
-// minutes) and more heartbeat rows, as seriesOf would merge the heartbeat
-// rows the minute rows stand for.
-func seriesOfParts(head []Heartbeat, mins []*fleetMinuteRow, tail []Heartbeat, from, to time.Time, step time.Duration) FleetSeries {
+// seriesOfParts merges, in order, runs of heartbeat rows and of merged
+// rows (each the merge of its minute's or hour's heartbeat rows; step is
+// then a whole number of their span), as seriesOf would merge the
+// heartbeat rows the merged rows stand for.
+func seriesOfParts(parts []seriesPart, from, to time.Time, step time.Duration) FleetSeries {
 	// A step shorter than an instance's interval would leave every other
 	// step empty for it and halve its rate in the ones it lands in.
 	raise := func(iv time.Duration) {
@@ -104,16 +150,15 @@ func seriesOfParts(head []Heartbeat, mins []*fleetMinuteRow, tail []Heartbeat, f
 			step = (iv + step - 1) / step * step
 		}
 	}
-	for _, hb := range head {
-		raise(hb.Interval)
-	}
-	for _, m := range mins {
-		for _, iv := range m.doc.Intervals {
-			raise(iv)
+	for _, p := range parts {
+		for _, hb := range p.hbs {
+			raise(hb.Interval)
 		}
-	}
-	for _, hb := range tail {
-		raise(hb.Interval)
+		for _, m := range p.rows {
+			for _, iv := range m.doc.Intervals {
+				raise(iv)
+			}
+		}
 	}
 	out := FleetSeries{From: from, To: to, Step: step, Steps: []FleetStep{}, Instances: []string{}}
 	var (
@@ -177,12 +222,9 @@ func seriesOfParts(head []Heartbeat, mins []*fleetMinuteRow, tail []Heartbeat, f
 		}
 		status(hb.Status)
 	}
-	for _, hb := range head {
-		addRow(hb)
-	}
-	for _, m := range mins {
+	addMerged := func(m *fleetMinuteRow) {
 		if m.rows == 0 {
-			continue
+			return
 		}
 		into(m.start.UnixMicro())
 		mg := &cur.Merged
@@ -210,8 +252,13 @@ func seriesOfParts(head []Heartbeat, mins []*fleetMinuteRow, tail []Heartbeat, f
 		}
 		status(m.doc.Status)
 	}
-	for _, hb := range tail {
-		addRow(hb)
+	for _, p := range parts {
+		for _, hb := range p.hbs {
+			addRow(hb)
+		}
+		for _, m := range p.rows {
+			addMerged(m)
+		}
 	}
 	flush()
 	for name := range everyone {

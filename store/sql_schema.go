@@ -23,12 +23,13 @@ const (
 	tableFleetAlerts    = "pulsegate_fleet_alerts"
 	tableFleetAlertInst = "pulsegate_fleet_alert_instances"
 	tableFleetMinutes   = "pulsegate_fleet_minutes"
+	tableFleetHours     = "pulsegate_fleet_hours"
 )
 
 // dataTables are the tables the running store reads and writes (schema
 // version excepted), in creation order.
 var dataTables = []string{tableAlerts, tableAcks, tableAudit, tableHeartbeats, tableInstances,
-	tableFleetConfig, tableFleetAlerts, tableFleetAlertInst, tableFleetMinutes}
+	tableFleetConfig, tableFleetAlerts, tableFleetAlertInst, tableFleetMinutes, tableFleetHours}
 
 // migration is one schema version: the statements that create it, per
 // dialect, each creating one table (named for the privilege error).
@@ -132,6 +133,22 @@ var migrations = []migration{{
 		{tableFleetMinutes, `CREATE TABLE IF NOT EXISTS pulsegate_fleet_minutes (
   fleet VARCHAR(128) NOT NULL, minute_us BIGINT NOT NULL, rows_merged BIGINT NOT NULL, requests BIGINT NOT NULL,
   errors BIGINT NOT NULL, doc TEXT NOT NULL, insts TEXT NOT NULL, PRIMARY KEY (fleet, minute_us))`},
+	},
+}, {
+	// Version 3: the fleet's per-hour rollup rows (the fleet trend series
+	// beyond the minute rows' retention, see rollupFleetHours), merged from
+	// the minute rows; rows, requests and errors repeat the sums of the
+	// hour's minute rows, so the prune pass finds the hours to recompute.
+	version: 3,
+	mysql: []ddl{
+		{tableFleetHours, `CREATE TABLE IF NOT EXISTS pulsegate_fleet_hours (
+  fleet VARCHAR(128) NOT NULL, hour_us BIGINT NOT NULL, rows_merged BIGINT NOT NULL, requests BIGINT NOT NULL,
+  errors BIGINT NOT NULL, doc LONGTEXT NOT NULL, insts LONGTEXT NOT NULL, PRIMARY KEY (fleet, hour_us))` + mysqlTableOpts},
+	},
+	pg: []ddl{
+		{tableFleetHours, `CREATE TABLE IF NOT EXISTS pulsegate_fleet_hours (
+  fleet VARCHAR(128) NOT NULL, hour_us BIGINT NOT NULL, rows_merged BIGINT NOT NULL, requests BIGINT NOT NULL,
+  errors BIGINT NOT NULL, doc TEXT NOT NULL, insts TEXT NOT NULL, PRIMARY KEY (fleet, hour_us))`},
 	},
 }}
 
