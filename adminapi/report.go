@@ -32,7 +32,7 @@ func (a *API) reportAnswer(w http.ResponseWriter, r *http.Request, _ principal) 
 		return
 	}
 	if a.scopeFleet(w, r, func(w http.ResponseWriter, _ *http.Request, _ FleetView) {
-		writeError(w, http.StatusNotImplemented, "the fleet report is not available yet: the shared store keeps the fleet's heartbeat rollups for 24 hours and no per-route history, so a fleet period cannot be computed; run `pulsegate report` against each sidecar (scope=instance)")
+		writeError(w, http.StatusNotImplemented, "the fleet report is not available yet: the shared store keeps the fleet-merged series (see ?scope=fleet on the history endpoint) but no per-route history, so a fleet report's routes and releases cannot be computed; run `pulsegate report` against each sidecar (scope=instance)")
 	}) {
 		return
 	}
