@@ -509,31 +509,10 @@ func (a *Archive) Query(name string, tier int, from, to time.Time) (View, error)
 		}
 		i = j
 	}
-	out.Time = make([]int64, len(merged))
-	out.Health = make([]string, len(merged))
-	out.Versions = make([]*string, len(merged))
-	cols := make([][]*float64, numSeries)
-	vals := make([]float64, len(merged)*numSeries)
-	for i := range cols {
-		cols[i] = make([]*float64, len(merged))
-	}
-	for j, r := range merged {
-		out.Time[j] = r.start
-		out.Health[j] = healthNames[r.health]
-		if r.ver != "" {
-			out.Versions[j] = &merged[j].ver
-		}
-		for i, x := range r.v {
-			if x == x {
-				k := j*numSeries + i
-				vals[k] = round6(float64(x))
-				cols[i][j] = &vals[k]
-			}
-		}
-	}
-	for i, name := range seriesNames {
-		out.Series[name] = cols[i]
-	}
+	fillView(&out, len(merged), func(j int) (int64, uint8, *string, *[numSeries]float32) {
+		r := &merged[j]
+		return r.start, r.health, &r.ver, &r.v
+	})
 	return out, nil
 }
 

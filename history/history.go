@@ -312,31 +312,10 @@ func (h *History) query(name string, fromStep, toStep int64) View {
 	}
 	h.mu.RUnlock()
 
-	out.Time = make([]int64, len(pts))
-	out.Health = make([]string, len(pts))
-	out.Versions = make([]*string, len(pts))
-	cols := make([][]*float64, numSeries)
-	vals := make([]float64, len(pts)*numSeries) // one allocation for every value
-	for i := range cols {
-		cols[i] = make([]*float64, len(pts))
-	}
-	for j, p := range pts {
-		out.Time[j] = p.step * resSec
-		out.Health[j] = healthNames[p.health]
-		if p.ver != "" {
-			out.Versions[j] = &pts[j].ver
-		}
-		for i, x := range p.v {
-			if x == x {
-				k := j*numSeries + i
-				vals[k] = round6(float64(x))
-				cols[i][j] = &vals[k]
-			}
-		}
-	}
-	for i, name := range seriesNames {
-		out.Series[name] = cols[i]
-	}
+	fillView(&out, len(pts), func(j int) (int64, uint8, *string, *[numSeries]float32) {
+		p := &pts[j]
+		return p.step * resSec, p.health, &p.ver, &p.v
+	})
 	return out
 }
 
@@ -354,4 +333,36 @@ func round6(x float64) float64 {
 		return x
 	}
 	return math.Round(x*1e6) / 1e6
+}
+
+// fillView sets out's columns from n points: at(j) gives point j's start
+// (unix seconds), health, app version ("" unknown) and values (NaN = not
+// measured). The ring and the archive tiers answer through it.
+func fillView(out *View, n int, at func(j int) (start int64, health uint8, ver *string, v *[numSeries]float32)) {
+	out.Time = make([]int64, n)
+	out.Health = make([]string, n)
+	out.Versions = make([]*string, n)
+	cols := make([][]*float64, numSeries)
+	vals := make([]float64, n*numSeries) // one allocation for every value
+	for i := range cols {
+		cols[i] = make([]*float64, n)
+	}
+	for j := range n {
+		start, health, ver, v := at(j)
+		out.Time[j] = start
+		out.Health[j] = healthNames[health]
+		if *ver != "" {
+			out.Versions[j] = ver
+		}
+		for i, x := range v {
+			if x == x {
+				k := j*numSeries + i
+				vals[k] = round6(float64(x))
+				cols[i][j] = &vals[k]
+			}
+		}
+	}
+	for i, name := range seriesNames {
+		out.Series[name] = cols[i]
+	}
 }
