@@ -9,6 +9,7 @@ import (
 
 	"github.com/pulsegate/pulsegate/history"
 	"github.com/pulsegate/pulsegate/releases"
+	"github.com/pulsegate/pulsegate/report"
 )
 
 // The per-route history and the release comparison (contract R1):
@@ -82,9 +83,6 @@ func (a *API) routeHistory(w http.ResponseWriter, r *http.Request, _ principal) 
 	writeJSON(w, http.StatusOK, out)
 }
 
-// ReleaseSince are the ranges the releases endpoint accepts.
-var ReleaseSince = map[string]time.Duration{"24h": 24 * time.Hour, "7d": 7 * 24 * time.Hour, "30d": 30 * 24 * time.Hour}
-
 // releasesAnswer is the releases endpoint's JSON.
 type releasesAnswer struct {
 	Since string `json:"since"`
@@ -107,9 +105,9 @@ func (a *API) releasesList(w http.ResponseWriter, r *http.Request, _ principal) 
 	if since == "" {
 		since = "7d"
 	}
-	d, ok := ReleaseSince[since]
-	if !ok {
-		writeError(w, http.StatusBadRequest, "since: want 24h, 7d or 30d, got "+quote(since))
+	d, err := report.ParseSince(since) // the report's periods: one table
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
 	rd := a.routeHistoryReader(w)
