@@ -153,12 +153,13 @@ func (f *fleetConfig) refuse(cv store.ConfigVersion, err error) {
 // install publishes eff (the files with cv applied) and records cv as run.
 func (f *fleetConfig) install(cv store.ConfigVersion, eff *config.Config) {
 	h := f.holder()
+	// Under f.mu, so State reads the settings and the version together.
+	f.mu.Lock()
 	cur, _ := h.Get()
 	changed := changedKeys(cur, eff)
 	if len(changed) > 0 {
 		_, _ = h.Update(0, eff) // eff is validated; Update(0) cannot be stale
 	}
-	f.mu.Lock()
 	from := f.running.Version
 	f.running, f.invalid = cv, ""
 	f.mu.Unlock()
@@ -188,6 +189,7 @@ func (f *fleetConfig) State(ctx context.Context) adminapi.FleetConfigState {
 	f.mu.Lock()
 	st := adminapi.FleetConfigState{Fleet: f.fleet, Instance: f.instance, Version: last.Version, UpdatedAt: last.Updated,
 		UpdatedByInstance: last.Instance, Actor: last.Actor, Running: f.running.Version, Invalid: f.invalid}
+	st.Config, _ = f.holder().Get()
 	f.mu.Unlock()
 	fl := f.instances()
 	if fl == nil {

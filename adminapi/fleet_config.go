@@ -46,6 +46,10 @@ type FleetConfigState struct {
 	// while Invalid says why this sidecar refused Version.
 	Running int64
 	Invalid string
+	// Config is the configuration this sidecar runs, read together with
+	// Running so one answer never shows a version with another version's
+	// settings (nil: the handler reads Deps.Config).
+	Config *config.Config
 	// Instances is every instance with the version its last heartbeat ran.
 	Instances []FleetConfigInstance
 	// StoreError is why the store could not be read ("" when it was).
@@ -135,7 +139,10 @@ func (a *API) getFleetConfig(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), fleetConfigTimeout)
 	defer cancel()
 	st := a.d.FleetConfig.State(ctx)
-	cfg, _ := a.d.Config.Get()
+	cfg := st.Config
+	if cfg == nil {
+		cfg, _ = a.d.Config.Get()
+	}
 	doc := configDoc(cfg, uint64(max(st.Version, 0)))
 	doc["fleet"] = fleetJSON(st, a.d.Config.PendingRestart())
 	w.Header().Set("ETag", strconv.Quote(strconv.FormatInt(st.Version, 10)))
