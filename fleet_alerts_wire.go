@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"time"
 
 	"github.com/pulsegate/pulsegate/adminapi"
@@ -81,13 +80,9 @@ var _ adminapi.FleetAlertsView = fleetView{}
 // and hands the active alerts to the alert manager so an id just served
 // can be acknowledged on this sidecar.
 func (f fleetView) FleetAlerts(ctx context.Context, now time.Time, activeOnly bool) ([]store.FleetAlert, []store.InstanceStatus, error) {
-	s := f.a.link.sql.Load()
-	if s == nil {
-		reason := "not reached yet"
-		if h := f.a.writer.Health(); h.Reason != "" {
-			reason = h.Reason
-		}
-		return nil, nil, errors.New("the shared store has not been opened: " + reason)
+	s, err := f.opened()
+	if err != nil {
+		return nil, nil, err
 	}
 	fas, err := s.FleetAlerts(ctx, f.a.fleetName, activeOnly)
 	if err != nil {

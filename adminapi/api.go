@@ -26,6 +26,7 @@ import (
 	"github.com/pulsegate/pulsegate/health"
 	"github.com/pulsegate/pulsegate/history"
 	"github.com/pulsegate/pulsegate/proxy"
+	"github.com/pulsegate/pulsegate/report"
 	"github.com/pulsegate/pulsegate/store"
 )
 
@@ -139,6 +140,7 @@ type Deps struct {
 	// archive); nil leaves the route to Dashboard. HistoryEvents gives its
 	// events (alert transitions, config changes); nil = none.
 	History       *history.Reader
+	FleetRoutes   report.RouteSource // the fleet's per-route rollups from the shared store; nil without one
 	HistoryEvents HistoryEvents
 
 	// FleetConfig keeps the live configuration in the shared store for the

@@ -9,6 +9,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/pulsegate/pulsegate/history"
+	"github.com/pulsegate/pulsegate/report"
 	"github.com/pulsegate/pulsegate/store"
 )
 
@@ -23,22 +24,6 @@ type FleetHistory interface {
 // ErrFleetHistoryNeedsStore is the 400 of ?scope=fleet on the history
 // endpoint without a shared store (contract F1).
 const ErrFleetHistoryNeedsStore = "scope=fleet needs a shared store (store.dsn)"
-
-// fleetSeriesAggregation says how each fleet series merges the instances
-// (the answer's "aggregation"; the dashboard labels the graphs with it).
-var fleetSeriesAggregation = map[string]string{
-	"p50_response_time": "from the instances' merged latency buckets",
-	"p95_response_time": "from the instances' merged latency buckets",
-	"p99_response_time": "from the instances' merged latency buckets",
-	"avg_response_time": "total time ÷ requests over every instance",
-	"throughput_rps":    "sum of the instances",
-	"error_rate":        "fleet errors ÷ fleet answered",
-	"cpu_usage":         "highest instance",
-	"memory_usage":      "highest instance",
-	"requests":          "sum of the instances, per step",
-	"errors":            "sum of the instances, per step",
-	"instances":         "instances with a heartbeat in the step",
-}
 
 // fleetHistoryAnswer is the history answer in fleet scope: the same shape,
 // plus scope, the fleet's name, how many instances the range holds and how
@@ -80,9 +65,9 @@ func (a *API) fleetHistory(w http.ResponseWriter, r *http.Request, scope string)
 		return
 	}
 	out := fleetHistoryAnswer{
-		historyAnswer: historyAnswer{View: fleetView(req, fs), Events: []HistoryEvent{}},
+		historyAnswer: historyAnswer{View: report.FleetView(fs, req.Name, req.From, req.To), Events: []HistoryEvent{}},
 		Scope:         "fleet", Fleet: a.d.Fleet.Name(), Instances: len(fs.Instances), InstanceNames: fs.Instances,
-		Aggregation: fleetSeriesAggregation,
+		Aggregation: report.FleetAggregation,
 	}
 	if a.d.HistoryEvents != nil {
 		if out.Events, out.EventsTruncated, err = historyEvents(a.d.HistoryEvents, req.From, req.To); err != nil {
@@ -108,46 +93,4 @@ func fleetStep(span time.Duration) time.Duration {
 	}
 	step := span / history.MaxPoints
 	return max(unit, (step+unit-1)/unit*unit)
-}
-
-// fleetView lays the fleet's steps out as the history endpoint's columns.
-func fleetView(req history.Request, fs store.FleetSeries) history.View {
-	n := len(fs.Steps)
-	v := history.View{Range: req.Name, Tier: "fleet", StepSeconds: int64(fs.Step / time.Second),
-		ResolutionSeconds: int64(fs.Step / time.Second), From: req.From.Unix(), To: req.To.Unix(),
-		Time: make([]int64, n), Health: make([]string, n), Series: map[string][]*float64{}}
-	for name := range fleetSeriesAggregation {
-		v.Series[name] = make([]*float64, n)
-	}
-	set := func(name string, i int, x float64) { v.Series[name][i] = &x }
-	for i, st := range fs.Steps {
-		m := st.Merged
-		v.Time[i] = st.Start.Unix()
-		v.Health[i] = map[string]string{"ok": "healthy"}[st.Status]
-		if v.Health[i] == "" {
-			v.Health[i] = st.Status
-		}
-		set("requests", i, float64(m.Answered))
-		set("errors", i, float64(m.Failed))
-		set("instances", i, float64(len(m.Instances)))
-		set("throughput_rps", i, st.ThroughputRPS)
-		if m.Answered > 0 {
-			set("error_rate", i, m.ErrorRate)
-		}
-		if m.Latency.Count() > 0 {
-			set("p50_response_time", i, m.P50)
-			set("p95_response_time", i, m.P95)
-			set("p99_response_time", i, m.P99)
-		}
-		if c := m.Timing["count"]; c > 0 {
-			set("avg_response_time", i, m.Timing["total"]/c)
-		}
-		if st.CPU != nil {
-			set("cpu_usage", i, *st.CPU)
-		}
-		if st.Memory != nil {
-			set("memory_usage", i, *st.Memory)
-		}
-	}
-	return v
 }

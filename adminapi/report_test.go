@@ -74,7 +74,7 @@ func TestReportEndpoint(t *testing.T) {
 			t.Errorf("%s: %d %s", q, code, body)
 		}
 	}
-	if code, _, body := get("?since=7d&scope=fleet", true); code != 409 || !strings.Contains(body, "RESPONSIVENESS_STORE_DSN") {
+	if code, _, body := get("?since=7d&scope=fleet", true); code != 400 || !strings.Contains(body, "RESPONSIVENESS_STORE_DSN") {
 		t.Errorf("fleet without a shared store: %d %s", code, body)
 	}
 	if code, _, _ := get("?since=7d", false); code != 401 {

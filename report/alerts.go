@@ -2,7 +2,9 @@ package report
 
 import (
 	"fmt"
+	"maps"
 	"math"
+	"slices"
 	"sort"
 	"time"
 
@@ -69,6 +71,9 @@ type RuleStats struct {
 	MaxOccurrencesPerHour int `json:"max_occurrences_per_hour"`
 	// Flapping: MaxOccurrencesPerHour reached FlapOccurrences.
 	Flapping bool `json:"flapping"`
+	// Instances (fleet report) are the instances the rule's occurrences
+	// fired on, sorted.
+	Instances []string `json:"instances,omitempty"`
 }
 
 // ConfigChange is one configuration change from the audit log.
@@ -105,7 +110,9 @@ func inPeriod(as []store.AlertRecord, w Window, now time.Time) []occurrence {
 	return out
 }
 
-func buildAlerts(as []store.AlertRecord, audit []store.AuditEntry, w Window, now time.Time) Alerts {
+// buildAlerts computes the statistics; instances are a fleet's alerts'
+// instances by alert id (nil for an instance report).
+func buildAlerts(as []store.AlertRecord, instances map[string][]string, audit []store.AuditEntry, w Window, now time.Time) Alerts {
 	out := Alerts{Rules: []RuleStats{}, FlappingCriterion: FlappingCriterion, ConfigChanges: []ConfigChange{}}
 	occ := inPeriod(as, w, now)
 	out.Total = len(occ)
@@ -118,7 +125,17 @@ func buildAlerts(as []store.AlertRecord, audit []store.AuditEntry, w Window, now
 		by[o.a.Rule] = append(by[o.a.Rule], o)
 	}
 	for _, rule := range order {
-		out.Rules = append(out.Rules, ruleStats(rule, by[rule], w))
+		rs := ruleStats(rule, by[rule], w)
+		if instances != nil {
+			set := map[string]bool{}
+			for _, o := range by[rule] {
+				for _, in := range instances[o.a.ID] {
+					set[in] = true
+				}
+			}
+			rs.Instances = slices.Sorted(maps.Keys(set))
+		}
+		out.Rules = append(out.Rules, rs)
 	}
 	sort.SliceStable(out.Rules, func(i, j int) bool { return out.Rules[i].Count > out.Rules[j].Count })
 	for _, e := range audit {

@@ -21,7 +21,7 @@ func TestAlertStatsClipToThePeriod(t *testing.T) {
 		{ID: "b", Rule: "queue_depth", Metric: "queue_depth", State: store.StateFiring, FirstSeen: t0.Add(23 * time.Hour), LastSeen: t0.Add(24 * time.Hour)},
 		{ID: "c", Rule: "queue_depth", Metric: "queue_depth", State: store.StateResolved, FirstSeen: t0.Add(-3 * time.Hour), ResolvedAt: at(-2 * time.Hour)},
 	}
-	a := buildAlerts(as, nil, w, t0.Add(24*time.Hour))
+	a := buildAlerts(as, nil, nil, w, t0.Add(24*time.Hour))
 	if a.Total != 2 || len(a.Rules) != 1 {
 		t.Fatalf("alerts: %+v", a)
 	}
@@ -58,7 +58,7 @@ func TestFlappingNeedsFourOccurrencesOfOneSubjectWithinAnHour(t *testing.T) {
 		{"two subjects", append(occ("db", 0, 10*m), occ("redis", 20*m, 30*m)...), false},
 		{"four in 59 minutes", occ("db", 0, 20*m, 40*m, 59*m), true},
 	} {
-		a := buildAlerts(tc.as, nil, w, t0.Add(24*time.Hour))
+		a := buildAlerts(tc.as, nil, nil, w, t0.Add(24*time.Hour))
 		if got := a.Rules[0].Flapping; got != tc.want {
 			t.Errorf("%s: flapping %v, want %v (%+v)", tc.name, got, tc.want, a.Rules[0])
 		}

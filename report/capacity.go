@@ -223,3 +223,22 @@ func resource(cfg *config.Config, p *points, name figures.Name, w Window) Resour
 }
 
 func round1(x float64) float64 { return math.Round(x*10) / 10 }
+
+// FleetCapacityWhy is a fleet report's capacity_why.
+const FleetCapacityWhy = "the fleet rows carry no queue depth, in-flight count or concurrency limit: the measured capacity, the peak in flight, " +
+	"the time saturated and the limits are per instance (`pulsegate report` against each sidecar); peak_throughput_rps is the fleet's " +
+	"(the sum of the instances' throughput)"
+
+// fleetCapacity leaves a fleet's capacity with what the fleet rows
+// measure: the peak fleet throughput and the rejection alerts.
+func fleetCapacity(c *Capacity) {
+	c.PeakInFlight, c.ConcurrencyLimit, c.PeakInFlightShareOfLimit = nil, nil, nil
+	c.MeasuredCapacityRPS, c.PeakShareOfCapacity, c.DrainPerSecondNow, c.RejectionsSinceStart = nil, nil, nil, nil
+	c.SaturatedSeconds = 0
+	c.CapacityWhy = FleetCapacityWhy
+	for i, r := range c.Resources {
+		if _, ok := FleetAggregation[r.Figure]; !ok {
+			c.Resources[i].Why = "not in the fleet rows: each instance's report has it"
+		}
+	}
+}

@@ -145,6 +145,9 @@ func renderDoc(w io.Writer, r *Report, md bool) error {
 	if r.Instance != "" {
 		scope += " " + r.Instance
 	}
+	if r.Fleet != "" {
+		scope = fmt.Sprintf("fleet %s, %d instances", r.Fleet, len(r.Instances))
+	}
 	title := fmt.Sprintf("pulsegate report: last %s (%s)", r.Since, scope)
 	if md {
 		d.p("## %s", title)
@@ -154,6 +157,11 @@ func renderDoc(w io.Writer, r *Report, md bool) error {
 	d.p("")
 	d.p("Period %s → %s, compared with %s → %s; history tier %s; generated %s.", r.Period.From.Format(time.RFC3339), r.Period.To.Format(time.RFC3339),
 		r.Previous.From.Format(time.RFC3339), r.Previous.To.Format(time.RFC3339), r.Tier, r.GeneratedAt.Format(time.RFC3339))
+	if r.Fleet != "" {
+		d.p("")
+		d.p("Instances that reported in the period: %s. Series are merged over the instances (CPU and memory: the highest instance's), in points of %s.",
+			strings.Join(r.Instances, ", "), dur(float64(r.StepSeconds)))
+	}
 	for _, p := range r.Problems {
 		d.p("")
 		d.p("Not available: %s", p)
@@ -222,10 +230,18 @@ func renderDoc(w io.Writer, r *Report, md bool) error {
 		if s.Flapping {
 			fl = "FLAPPING"
 		}
-		rows = append(rows, []string{s.Rule, fmt.Sprint(s.Count), dur(s.FiringSeconds), fmt.Sprintf("%d/%d", s.Acknowledged, s.Count),
-			durp(s.MedianTimeToAcknowledgeSeconds), durp(s.MedianTimeToResolveSeconds), fmt.Sprint(s.Cycles), fmt.Sprint(s.MaxOccurrencesPerHour), fl})
+		row := []string{s.Rule, fmt.Sprint(s.Count), dur(s.FiringSeconds), fmt.Sprintf("%d/%d", s.Acknowledged, s.Count),
+			durp(s.MedianTimeToAcknowledgeSeconds), durp(s.MedianTimeToResolveSeconds), fmt.Sprint(s.Cycles), fmt.Sprint(s.MaxOccurrencesPerHour), fl}
+		if r.Fleet != "" {
+			row = append(row, strings.Join(s.Instances, ", "))
+		}
+		rows = append(rows, row)
 	}
-	d.table([]string{"rule", "count", "firing", "acked", "median to ack", "median to resolve", "cycles", "max/hour", "flapping"}, rows)
+	head = []string{"rule", "count", "firing", "acked", "median to ack", "median to resolve", "cycles", "max/hour", "flapping"}
+	if r.Fleet != "" {
+		head = append(head, "instances")
+	}
+	d.table(head, rows)
 	if n := len(r.Alerts.ConfigChanges); n > 0 {
 		d.p("Configuration changes in the period: %d.", n)
 		for _, cc := range r.Alerts.ConfigChanges {

@@ -14,7 +14,9 @@ package report
 
 import (
 	"fmt"
+	"maps"
 	"math"
+	"slices"
 	"sort"
 	"time"
 
@@ -92,6 +94,12 @@ type Inputs struct {
 	Backpressure *backpressure.State
 	// Instance names this sidecar ("" outside a fleet).
 	Instance string
+	// Fleet, when set, makes this the fleet's report (scope "fleet", see
+	// docs/report.md): Series are the shared store's fleet-merged rows
+	// (*FleetSeries), Alerts the fleet's alerts and audit log
+	// (FleetAlerts), Routes the fleet's per-route rollups (nil while the
+	// store keeps none) and Backpressure nil (each instance has its own).
+	Fleet string
 }
 
 // Window is a time span.
@@ -107,16 +115,23 @@ type Report struct {
 	Since         string    `json:"since"`
 	Scope         string    `json:"scope"`
 	Instance      string    `json:"instance,omitempty"`
-	Period        Window    `json:"period"`
-	Previous      Window    `json:"previous_period"`
+	// Fleet and Instances: a fleet report's fleet and the instances that
+	// wrote heartbeat rows in the period, sorted (absent for an instance).
+	Fleet     string   `json:"fleet,omitempty"`
+	Instances []string `json:"instances,omitempty"`
+	Period    Window   `json:"period"`
+	Previous  Window   `json:"previous_period"`
 	// Tier is the history tier the series were read from: "1m" or "1h".
-	Tier       string      `json:"tier"`
-	Findings   []Finding   `json:"findings"`
-	Trends     Trends      `json:"trends"`
-	Routes     Routes      `json:"routes"`
-	Alerts     Alerts      `json:"alerts"`
-	Thresholds []Threshold `json:"thresholds"`
-	Capacity   Capacity    `json:"capacity"`
+	Tier string `json:"tier"`
+	// StepSeconds is the length of one series point: the tier's step, or
+	// a whole multiple of it for a fleet (docs/report.md).
+	StepSeconds int64       `json:"step_seconds"`
+	Findings    []Finding   `json:"findings"`
+	Trends      Trends      `json:"trends"`
+	Routes      Routes      `json:"routes"`
+	Alerts      Alerts      `json:"alerts"`
+	Thresholds  []Threshold `json:"thresholds"`
+	Capacity    Capacity    `json:"capacity"`
 	// Problems names the sources that could not be read (and so the parts
 	// left empty).
 	Problems []string `json:"problems"`
@@ -170,6 +185,12 @@ func Build(in Inputs) (*Report, error) {
 	from := to.Add(-d)
 	r := &Report{SchemaVersion: SchemaVersion, GeneratedAt: in.Now.UTC(), Since: in.Since, Scope: "instance", Instance: in.Instance,
 		Period: Window{from, to}, Previous: Window{from.Add(-d), from}, Findings: []Finding{}, Problems: []string{}, Thresholds: []Threshold{}}
+	fleet := in.Fleet != ""
+	kept := history.Series()
+	if fleet {
+		r.Scope, r.Instance, r.Fleet = "fleet", "", in.Fleet
+		kept = slices.Sorted(maps.Keys(FleetAggregation))
+	}
 	tier := history.Tier1m
 	r.Tier = "1m"
 	if d > 7*24*time.Hour || (in.Config.History.Retention1m > 0 && 2*d > in.Config.History.Retention1m.Duration()) {
@@ -182,13 +203,26 @@ func Build(in Inputs) (*Report, error) {
 	if err != nil {
 		r.Problems = append(r.Problems, "history: "+err.Error())
 	}
+	r.StepSeconds = int64(pts.Step / time.Second)
+	if fs, ok := in.Series.(interface {
+		Instances(from, to time.Time) []string
+	}); ok && fleet {
+		r.Instances = fs.Instances(r.Period.From, r.Period.To)
+		if len(r.Instances) == 0 && err == nil {
+			r.Problems = append(r.Problems, fmt.Sprintf("history: no instance of fleet %s wrote heartbeat rows to the shared store in the period", in.Fleet))
+		}
+	}
+	if fleet && in.Routes == nil {
+		r.Problems = append(r.Problems, "routes: the shared store keeps no per-route rollups for the fleet; the routes, the releases and the trends' request counts and percentiles are empty (`pulsegate report` against one sidecar has its own)")
+	}
 
 	var alerts []store.AlertRecord
+	var alertInstances map[string][]string
 	var audit []store.AuditEntry
 	if in.Alerts == nil {
 		r.Problems = append(r.Problems, "alerts: no alert store")
 	} else {
-		if alerts, err = in.Alerts.LoadAlerts(); err != nil {
+		if alerts, alertInstances, err = loadAlerts(in.Alerts); err != nil {
 			r.Problems = append(r.Problems, "alerts: "+err.Error())
 		}
 		if audit, err = readAudit(in.Alerts, r.Period.From, to); err != nil {
@@ -198,9 +232,15 @@ func Build(in Inputs) (*Report, error) {
 
 	r.Trends = buildTrends(pts, in.Routes, r, &r.Problems)
 	r.Routes = buildRoutes(in.Routes, r, &r.Problems)
-	r.Alerts = buildAlerts(alerts, audit, r.Period, in.Now)
-	r.Thresholds = buildThresholds(in.Config, pts, alerts, r.Alerts, r.Period, in.Now)
+	if fleet && in.Routes == nil {
+		r.Routes.Why = "the shared store keeps no per-route rollups for the fleet"
+	}
+	r.Alerts = buildAlerts(alerts, alertInstances, audit, r.Period, in.Now)
+	r.Thresholds = buildThresholds(in.Config, pts, kept, alerts, r.Alerts, r.Period, in.Now)
 	r.Capacity = buildCapacity(in.Config, in.Backpressure, pts, alerts, r.Period, in.Now)
+	if fleet {
+		fleetCapacity(&r.Capacity)
+	}
 	// A rising resource's history chases its trend: no threshold is
 	// suggested from it.
 	for i, th := range r.Thresholds {

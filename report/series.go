@@ -29,7 +29,9 @@ type points struct {
 
 // readPoints reads [from, to) of tier in chunks the archive answers one
 // stored point per step (no merging), so every figure keeps its own worst
-// value per minute (or hour).
+// value per minute (or hour). Points.Step is the tier's step, or the
+// whole multiple of it the source answered (a fleet's longer heartbeat
+// interval).
 func readPoints(src Series, tier int, from, to time.Time) (*points, error) {
 	step := history.TierStep(tier)
 	out := &points{Step: step, Cols: map[string][]float64{}}
@@ -40,6 +42,7 @@ func readPoints(src Series, tier int, from, to time.Time) (*points, error) {
 		return out, nil
 	}
 	from = from.Truncate(step)
+	stepSet := false
 	chunk := time.Duration(history.MaxPoints) * step
 	for f := from; f.Before(to); f = f.Add(chunk) {
 		t := f.Add(chunk)
@@ -50,8 +53,17 @@ func readPoints(src Series, tier int, from, to time.Time) (*points, error) {
 		if err != nil {
 			return out, err
 		}
-		if v.StepSeconds != int64(step/time.Second) {
-			return out, fmt.Errorf("history answered %ds steps for the %s tier", v.StepSeconds, step)
+		// The archive answers the tier's step. The fleet's rows may come in
+		// a whole multiple of it (the store raises the step to the longest
+		// heartbeat interval): every point then stands for that longer step.
+		vs := time.Duration(v.StepSeconds) * time.Second
+		switch {
+		case len(v.Time) == 0:
+			continue
+		case !stepSet && vs >= step && vs%step == 0:
+			out.Step, stepSet = vs, true
+		case vs != out.Step:
+			return out, fmt.Errorf("history answered %ds steps for the %s tier (after %s ones)", v.StepSeconds, step, out.Step)
 		}
 		out.Time = append(out.Time, v.Time...)
 		out.Health = append(out.Health, v.Health...)

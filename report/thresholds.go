@@ -9,7 +9,6 @@ import (
 
 	"github.com/pulsegate/pulsegate/config"
 	"github.com/pulsegate/pulsegate/figures"
-	"github.com/pulsegate/pulsegate/history"
 	"github.com/pulsegate/pulsegate/store"
 )
 
@@ -87,11 +86,12 @@ type Suggestion struct {
 	Why         string `json:"why,omitempty"`
 }
 
-func buildThresholds(cfg *config.Config, p *points, as []store.AlertRecord, al Alerts, w Window, now time.Time) []Threshold {
+// buildThresholds judges every figure with thresholds; kept are the
+// series the points hold (history.Series, or a fleet's FleetAggregation).
+func buildThresholds(cfg *config.Config, p *points, kept []string, as []store.AlertRecord, al Alerts, w Window, now time.Time) []Threshold {
 	occ := inPeriod(as, w, now)
 	lo, hi := p.slice(w.From, w.To)
 	quiet := quietPoints(p, occ, lo, hi)
-	kept := history.Series()
 	var out []Threshold
 	for _, f := range figures.All() {
 		t := f.Thresholds(cfg)

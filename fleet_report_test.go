@@ -1,0 +1,161 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+	"go.uber.org/zap"
+
+	"github.com/pulsegate/pulsegate/config"
+	"github.com/pulsegate/pulsegate/report"
+	"github.com/pulsegate/pulsegate/report/reporttest"
+	"github.com/pulsegate/pulsegate/store"
+)
+
+// TestFleetReport: two days of a two-instance fleet written to a real
+// shared store (MariaDB, PostgreSQL) and pruned as a sidecar prunes them
+// (minute and hour rows), with a slow period and a flapping rule planted on
+// every instance; a third sidecar of the fleet, running serve, answers
+// the fleet report (API and `pulsegate report --fleet`): it names the
+// instances, the slow period (the mean response time's warning trips for
+// the whole fleet), the flapping rule with the instances it fired on, the
+// acknowledged alert's time to acknowledge and the configuration change.
+func TestFleetReport(t *testing.T) {
+	if testing.Short() {
+		t.Skip("real databases")
+	}
+	eachFleetDB(t, testFleetReport)
+}
+
+func testFleetReport(t *testing.T, d fleetDB) {
+	leaks := goleak.IgnoreCurrent()
+	dbName := fmt.Sprintf("pulsegate_frep_%d", os.Getpid())
+	d.private(t, dbName)
+	fleet := "frep-" + d.name
+	instances := []string{"frep-a", "frep-b"}
+	now := time.Now().UTC()
+
+	cfg := config.Defaults()
+	sim, err := store.OpenSQL(context.Background(), d.dsn(d.addr, dbName), nil, store.WithInstance(fleet, instances[0]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	reporttest.SimulateFleet(t, sim, fleet, instances, now, reporttest.FleetPlant{SlowPeriod: true, FlappingRule: true})
+	// As the sidecars prune: heartbeat rows older than an hour merged per
+	// 5 minutes, older than a day deleted, the minute and hour rows written.
+	for range 5 {
+		if _, err := sim.PruneFleet(context.Background(), fleet, now, fleetRetention(cfg.History)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sim.Close()
+
+	cfg.Proxy.UpstreamURL = "http://127.0.0.1:1"
+	cfg.Proxy.ListenAddr, cfg.Admin.Addr = "127.0.0.1:0", "127.0.0.1:0"
+	cfg.Proxy.DrainDelay = 0
+	cfg.Admin.Token = config.Secret(fleetToken)
+	cfg.DataDir = t.TempDir()
+	cfg.Store.DSN = config.Secret(d.dsn(d.addr, dbName))
+	cfg.Instance, cfg.Fleet = "frep-live", fleet
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	a, err := build(cfg, zap.NewNop(), zap.NewAtomicLevel(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	m := &fleetMember{a: a, name: "frep-live", proxy: a.proxyLn.Addr().String(), admin: a.adminLn.Addr().String(), cancel: cancel, done: make(chan int, 1)}
+	go func() { m.done <- a.serve(ctx, nil) }()
+	defer func() {
+		m.stop(t)
+		goleak.VerifyNone(t, leaks, goleak.IgnoreTopFunction("database/sql.(*DB).connectionOpener"))
+	}()
+
+	var r report.Report
+	if code := m.get(t, "/admin/api/report/responsiveness?since=24h&scope=fleet", &r); code != 200 {
+		t.Fatalf("fleet report: %d", code)
+	}
+	if r.Scope != "fleet" || r.Fleet != fleet || r.Instance != "" || r.Tier != "1m" || r.StepSeconds != 300 {
+		t.Errorf("scope %q fleet %q instance %q tier %q step %ds", r.Scope, r.Fleet, r.Instance, r.Tier, r.StepSeconds)
+	}
+	for _, in := range instances {
+		if !slices.Contains(r.Instances, in) {
+			t.Errorf("instances %v: %s missing", r.Instances, in)
+		}
+	}
+	// The one problem: no per-route rollups in the shared store.
+	if len(r.Problems) != 1 || !strings.HasPrefix(r.Problems[0], "routes: ") {
+		t.Errorf("problems: %q", r.Problems)
+	}
+	if c := r.Trends.Period.Coverage; c < 0.9 {
+		t.Errorf("the fleet's rows cover %.2f of the day", c)
+	}
+	// Both instances' throughput summed: about 2 × 10 req/s.
+	if tp := r.Trends.Period.ThroughputRPS; tp == nil || *tp < 17 || *tp > 23 {
+		t.Errorf("fleet throughput %v, want about 20 req/s", tp)
+	}
+
+	// The slow period: one trip of the mean response time's warning level,
+	// two hours long, for the whole fleet.
+	var avg *report.Threshold
+	for i := range r.Thresholds {
+		if r.Thresholds[i].Figure == "avg_response_time" {
+			avg = &r.Thresholds[i]
+		}
+	}
+	if avg == nil || !avg.InHistory || !avg.Measured || avg.Levels[0].Trips != 1 || avg.Levels[0].Seconds < 7000 || avg.Levels[0].Seconds > 7300 {
+		t.Fatalf("avg_response_time threshold: %+v", avg)
+	}
+	if avg.Alerts != reporttest.FlapCycles || avg.Ignored != reporttest.FlapCycles || !avg.Flapping {
+		t.Errorf("avg_response_time alerts: %d (%d ignored), flapping %v", avg.Alerts, avg.Ignored, avg.Flapping)
+	}
+
+	// The flapping rule, fleet-wide: a finding, one occurrence per fleet
+	// alert, the instances it fired on.
+	var flap *report.Finding
+	for i, f := range r.Findings {
+		if f.Kind == report.FindingFlappingRule && f.Subject == "avg_response_time" {
+			flap = &r.Findings[i]
+		}
+	}
+	if flap == nil || !slices.Contains(flap.ConfigKeys, "thresholds.response_time_warning") {
+		t.Errorf("the flapping rule is not a finding: %+v", r.Findings)
+	}
+	rules := map[string]report.RuleStats{}
+	for _, rs := range r.Alerts.Rules {
+		rules[rs.Rule] = rs
+	}
+	if rs := rules["avg_response_time"]; rs.Count != reporttest.FlapCycles || rs.Cycles != reporttest.FlapCycles || !slices.Equal(rs.Instances, instances) {
+		t.Errorf("avg_response_time rule: %+v", rs)
+	}
+	if rs := rules["memory_usage"]; rs.Count != 1 || rs.Acknowledged != 1 || rs.MedianTimeToAcknowledgeSeconds == nil ||
+		*rs.MedianTimeToAcknowledgeSeconds != reporttest.FleetAckAfter.Seconds() {
+		t.Errorf("memory_usage rule (acknowledged by the fleet after %s): %+v", reporttest.FleetAckAfter, rs)
+	}
+	if len(r.Alerts.ConfigChanges) != 1 || r.Alerts.ConfigChanges[0].Changes[0].Key != "thresholds.response_time_warning" {
+		t.Errorf("config changes: %+v", r.Alerts.ConfigChanges)
+	}
+	// Capacity: the fleet's peak throughput; the limits are per instance.
+	if c := r.Capacity; c.PeakThroughputRPS == nil || *c.PeakThroughputRPS < 20 || c.ConcurrencyLimit != nil || c.CapacityWhy != report.FleetCapacityWhy {
+		t.Errorf("capacity: %+v", c)
+	}
+
+	// A 30 d report reads the hour rows.
+	var month report.Report
+	if code := m.get(t, "/admin/api/report/responsiveness?since=30d&scope=fleet", &month); code != 200 || month.Tier != "1h" || len(month.Instances) < 2 {
+		t.Errorf("30d: %d, tier %q, instances %v, problems %q", code, month.Tier, month.Instances, month.Problems)
+	}
+
+	// The command prints it.
+	code, out, stderr := runCmd(t, nil, "report", "--fleet", "--since", "24h", "--admin", "http://"+m.admin, "--token", fleetToken, "--format", "text")
+	if code != 0 || !strings.Contains(out, "(fleet "+fleet+", ") || !strings.Contains(out, "frep-a, frep-b") || !strings.Contains(out, "FLAPPING") {
+		t.Errorf("pulsegate report --fleet: exit %d (%s):\n%s", code, stderr, out)
+	}
+}
