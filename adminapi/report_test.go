@@ -1,6 +1,7 @@
 package adminapi
 
 import (
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -11,7 +12,9 @@ import (
 
 	"github.com/pulsegate/pulsegate/backpressure"
 	"github.com/pulsegate/pulsegate/config"
+	"github.com/pulsegate/pulsegate/report"
 	"github.com/pulsegate/pulsegate/report/reporttest"
+	"github.com/pulsegate/pulsegate/store"
 )
 
 // TestReportEndpoint: GET /admin/api/report/responsiveness over a
@@ -79,5 +82,58 @@ func TestReportEndpoint(t *testing.T) {
 	}
 	if code, _, _ := get("?since=7d", false); code != 401 {
 		t.Errorf("without the token: %d", code)
+	}
+}
+
+// reportFleet is a FleetReportView: seriesFleet's series, one fleet alert
+// and an empty audit log.
+type reportFleet struct {
+	seriesFleet
+	auditAsked bool
+}
+
+func (f *reportFleet) FleetAlerts(context.Context, time.Time, bool) ([]store.FleetAlert, []store.InstanceStatus, error) {
+	at := f.series.Steps[0].Start
+	return []store.FleetAlert{{Fleet: "shop", Instances: []store.AlertInstance{{Instance: "web-b"}},
+		AlertRecord: store.AlertRecord{ID: "f1", Key: "cpu_usage", Rule: "cpu_usage", Metric: "cpu_usage", State: store.StateFiring, FirstSeen: at, LastSeen: at}}}, nil, nil
+}
+
+func (f *reportFleet) FleetAudit(context.Context, int, time.Time) ([]store.AuditEntry, error) {
+	f.auditAsked = true
+	return nil, nil
+}
+
+// TestFleetReportEndpoint: ?scope=fleet with a shared store answers the
+// fleet's report (scope, fleet, instances, the fleet's alerts with their
+// instances, the shared audit log read, no limiter state of this
+// sidecar); a fleet view that cannot serve it is the no-store 400.
+func TestFleetReportEndpoint(t *testing.T) {
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	cpu := 0.5
+	f := &reportFleet{seriesFleet: seriesFleet{series: store.FleetSeries{Step: 5 * time.Minute, Steps: []store.FleetStep{
+		{Start: now.Add(-time.Hour), ThroughputRPS: 12, CPU: &cpu, Status: "ok",
+			Merged: store.MergedRollup{Answered: 3600, Instances: []string{"web-a", "web-b"}}}}}}}
+	e := newEnv(t, "")
+	a := New(Deps{Config: e.holder, Fleet: f, Now: func() time.Time { return now },
+		Backpressure: func() backpressure.State { return backpressure.State{Limit: 8} }})
+	h := a.AdminHandler("127.0.0.1:9901")
+	w := e.do(t, h, call{method: "GET", path: "/admin/api/report/responsiveness?since=24h&scope=fleet"})
+	if w.Code != 200 {
+		t.Fatalf("scope=fleet: %d %s", w.Code, w.Body)
+	}
+	var r report.Report
+	if err := json.Unmarshal(w.Body.Bytes(), &r); err != nil {
+		t.Fatal(err)
+	}
+	if r.Scope != "fleet" || r.Fleet != "shop" || len(r.Instances) != 2 || r.Capacity.ConcurrencyLimit != nil || !f.auditAsked {
+		t.Errorf("report: scope %q fleet %q instances %v limit %v audit read %v", r.Scope, r.Fleet, r.Instances, r.Capacity.ConcurrencyLimit, f.auditAsked)
+	}
+	if len(r.Alerts.Rules) != 1 || r.Alerts.Rules[0].Instances[0] != "web-b" {
+		t.Errorf("alerts: %+v", r.Alerts.Rules)
+	}
+	a = New(Deps{Config: e.holder, Fleet: &f.seriesFleet, Now: func() time.Time { return now }})
+	w = e.do(t, a.AdminHandler("127.0.0.1:9901"), call{method: "GET", path: "/admin/api/report/responsiveness?since=24h&scope=fleet"})
+	if w.Code != 400 || !strings.Contains(w.Body.String(), "RESPONSIVENESS_STORE_DSN") {
+		t.Errorf("a fleet view without the report's reads: %d %s", w.Code, w.Body)
 	}
 }
