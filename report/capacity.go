@@ -49,8 +49,9 @@ type Capacity struct {
 	MaxConcurrency   int  `json:"max_concurrency"`
 	// PeakInFlightShareOfLimit is PeakInFlight ÷ ConcurrencyLimit.
 	PeakInFlightShareOfLimit *float64 `json:"peak_in_flight_share_of_limit"`
-	// SaturatedSeconds is the time requests waited in the queue.
-	SaturatedSeconds float64 `json:"saturated_seconds"`
+	// SaturatedSeconds is the time requests waited in the queue; null when
+	// not measured (a fleet's rows carry no queue).
+	SaturatedSeconds *float64 `json:"saturated_seconds"`
 	// MeasuredCapacityRPS is the app's measured capacity (CapacityMethod);
 	// null when it never saturated (CapacityWhy says so).
 	MeasuredCapacityRPS *float64 `json:"measured_capacity_rps"`
@@ -103,7 +104,7 @@ func buildCapacity(cfg *config.Config, bp *backpressure.State, p *points, as []s
 	c := Capacity{MaxConcurrency: cfg.Backpressure.MaxConcurrency, CapacityMethod: CapacityMethod, ProjectionCriterion: ProjectionCriterion, Resources: []Resource{}}
 	lo, hi := p.slice(w.From, w.To)
 	rps, inFlight, queue := p.col("throughput_rps"), p.col("in_flight"), p.col("queue_depth")
-	peak, peakIF, capRPS := math.NaN(), math.NaN(), math.NaN()
+	peak, peakIF, capRPS, saturated := math.NaN(), math.NaN(), math.NaN(), 0.0
 	for i := lo; i < hi; i++ {
 		if !math.IsNaN(rps[i]) && !(rps[i] <= peak) {
 			peak = rps[i]
@@ -114,13 +115,13 @@ func buildCapacity(cfg *config.Config, bp *backpressure.State, p *points, as []s
 			peakIF = inFlight[i]
 		}
 		if queue[i] > 0 {
-			c.SaturatedSeconds += p.Step.Seconds()
+			saturated += p.Step.Seconds()
 			if !math.IsNaN(rps[i]) && !(rps[i] <= capRPS) {
 				capRPS = rps[i]
 			}
 		}
 	}
-	c.PeakThroughputRPS, c.PeakInFlight, c.MeasuredCapacityRPS = num(peak), num(peakIF), num(capRPS)
+	c.PeakThroughputRPS, c.PeakInFlight, c.MeasuredCapacityRPS, c.SaturatedSeconds = num(peak), num(peakIF), num(capRPS), num(saturated)
 	if math.IsNaN(capRPS) {
 		c.CapacityWhy = "no request waited in the queue during the period: the app never reached its concurrency limit, so its capacity is at least the peak throughput"
 		if bp != nil && bp.Limit == 0 {
@@ -234,7 +235,7 @@ const FleetCapacityWhy = "the fleet rows carry no queue depth, in-flight count o
 func fleetCapacity(c *Capacity) {
 	c.PeakInFlight, c.ConcurrencyLimit, c.PeakInFlightShareOfLimit = nil, nil, nil
 	c.MeasuredCapacityRPS, c.PeakShareOfCapacity, c.DrainPerSecondNow, c.RejectionsSinceStart = nil, nil, nil, nil
-	c.SaturatedSeconds = 0
+	c.SaturatedSeconds = nil
 	c.CapacityWhy = FleetCapacityWhy
 	for i, r := range c.Resources {
 		if _, ok := FleetAggregation[r.Figure]; !ok {

@@ -170,7 +170,7 @@ func TestFleetReportFromFleetRows(t *testing.T) {
 		}
 		c := r.Capacity
 		if c.PeakThroughputRPS == nil || *c.PeakThroughputRPS != 20 || c.ConcurrencyLimit != nil || c.PeakInFlight != nil ||
-			c.MeasuredCapacityRPS != nil || c.CapacityWhy != report.FleetCapacityWhy {
+			c.MeasuredCapacityRPS != nil || c.SaturatedSeconds != nil || c.CapacityWhy != report.FleetCapacityWhy {
 			t.Errorf("capacity %+v", c)
 		}
 	}

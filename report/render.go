@@ -303,7 +303,7 @@ func renderDoc(w io.Writer, r *Report, md bool) error {
 		fl(cp.PeakInFlight, "%.0f"), limit, cp.MaxConcurrency)
 	if cp.MeasuredCapacityRPS != nil {
 		d.item("measured capacity %s req/s (%s); the peak is %s of it; requests queued for %s", fl(cp.MeasuredCapacityRPS, "%.2f"), cp.CapacityMethod,
-			pct(cp.PeakShareOfCapacity), dur(cp.SaturatedSeconds))
+			pct(cp.PeakShareOfCapacity), durp(cp.SaturatedSeconds))
 	} else {
 		d.item("measured capacity: %s", cp.CapacityWhy)
 	}
