@@ -26,6 +26,13 @@ func (f fleetView) FleetAudit(ctx context.Context, limit int, before time.Time) 
 	return s.Audit(limit, before)
 }
 
+// CompactionWindow is the shared store's merge window of old heartbeat
+// rows (the Writer prunes with fleetRetention).
+func (f fleetView) CompactionWindow() time.Duration {
+	cfg, _ := f.a.holder.Get()
+	return fleetRetention(cfg.History).Window
+}
+
 // opened is the shared store once open; before, an error with the
 // Writer's reason.
 func (f fleetView) opened() (*store.SQL, error) {

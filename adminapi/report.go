@@ -104,6 +104,10 @@ type FleetReportView interface {
 	// FleetAudit pages the shared store's audit log: up to limit entries
 	// older than before, newest first (store.SQL.Audit).
 	FleetAudit(ctx context.Context, limit int, before time.Time) ([]store.AuditEntry, error)
+	// CompactionWindow is the window the store merges heartbeat rows older
+	// than an hour into (store.Retention.Window): the fleet report's
+	// shortest point.
+	CompactionWindow() time.Duration
 }
 
 // ErrFleetReportNeedsStore is the 400 of ?scope=fleet on the report
@@ -121,9 +125,7 @@ const fleetReportTimeout = time.Minute
 // per-route rollups when the store keeps them (Deps.FleetRoutes).
 func (a *API) fleetReportInputs(ctx context.Context, fr FleetReportView, in *report.Inputs) {
 	in.Fleet, in.Instance = a.d.Fleet.Name(), ""
-	// The app's wiring keeps store.DefaultRetention's compaction window
-	// (fleetRetention).
-	in.Series = report.NewFleetSeries(ctx, fr.Series, store.DefaultRetention.Window)
+	in.Series = report.NewFleetSeries(ctx, fr.Series, fr.CompactionWindow())
 	now := in.Now
 	in.Alerts = report.FleetAlerts{
 		Load: func() ([]store.FleetAlert, error) {

@@ -98,6 +98,8 @@ func (f *reportFleet) FleetAlerts(context.Context, time.Time, bool) ([]store.Fle
 		AlertRecord: store.AlertRecord{ID: "f1", Key: "cpu_usage", Rule: "cpu_usage", Metric: "cpu_usage", State: store.StateFiring, FirstSeen: at, LastSeen: at}}}, nil, nil
 }
 
+func (f *reportFleet) CompactionWindow() time.Duration { return 5 * time.Minute }
+
 func (f *reportFleet) FleetAudit(context.Context, int, time.Time) ([]store.AuditEntry, error) {
 	f.auditAsked = true
 	return nil, nil
