@@ -56,6 +56,7 @@ var seriesAgg = [numSeries]int{
 	sRedisLatency: aggMax, sRedisMemory: aggMax, sQueue: aggMax, sInFlight: aggMax,
 	sP50: aggMax, sP95: aggMax, sP99: aggMax,
 	sRPS: aggMean, sSlow: aggMean,
+	sRejections: aggMean, sRejRateLimit: aggMean, sRejQueue: aggMean, sRejShed: aggMean,
 	sAvg: aggWeighted, sErrorRate: aggWeighted, sApdex: aggWeighted,
 }
 

@@ -7,6 +7,7 @@ package history
 import (
 	"errors"
 	"math"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -35,7 +36,18 @@ const (
 	sSlow
 	sQueue
 	sInFlight
+	sRejections
+	sRejRateLimit
+	sRejQueue
+	sRejShed
 	numSeries
+)
+
+// The rejection series: pulsegate's own 429/503 answers per second, in
+// all and by cause (rejCauses maps backpressure's reasons to them).
+const (
+	firstRejSeries = sRejections
+	numRejSeries   = numSeries - sRejections
 )
 
 // seriesNames names each series, in the order of the JSON "series"
@@ -59,6 +71,28 @@ var seriesNames = [numSeries]string{
 	sSlow:         "slow_requests",
 	sQueue:        string(figures.QueueDepth),
 	sInFlight:     "in_flight",
+	// Appended after the series above (their order is the JSON's and the
+	// archive's; rows written before these read them as not measured).
+	sRejections:   "rejections_rps",
+	sRejRateLimit: "rejections_rate_limit_rps",
+	sRejQueue:     "rejections_queue_rps",
+	sRejShed:      "rejections_shed_rps",
+}
+
+// rejCause is the cause series of a backpressure rejection reason
+// (backpressure.Reasons): the rate limiters (rate, rate_client), the
+// concurrency queue (queue_full, queue_timeout) or shedding
+// (overload:<signal>). Every reason also counts in rejections_rps.
+func rejCause(reason string) (int, bool) {
+	switch {
+	case reason == "rate" || reason == "rate_client":
+		return sRejRateLimit, true
+	case reason == "queue_full" || reason == "queue_timeout":
+		return sRejQueue, true
+	case strings.HasPrefix(reason, "overload:"):
+		return sRejShed, true
+	}
+	return 0, false
 }
 
 // Series names the figures the history keeps, in the order of the JSON
@@ -89,24 +123,32 @@ var healthNames = [...]string{"", "healthy", "warning", "critical"}
 
 // point is one step of history: the worst value of each figure over the
 // ticks that fell into the step (the highest; for Apdex the lowest).
-// NaN means not measured. 8 + 4 + 17×4 + 16 = 96 bytes.
+// The rejection series are the exception: their value is the rate over
+// the time the step's ticks covered (rejSecs), not the worst tick.
+// NaN means not measured. 8 + 4 + 21×4 + 4 + 16 = 120 bytes.
 type point struct {
-	step   int64 // unix seconds ÷ resolution; 0 = empty slot
-	ticks  uint16
-	health uint8
-	v      [numSeries]float32
-	ver    string // the app version at the step's last tick ("" unknown)
+	step    int64 // unix seconds ÷ resolution; 0 = empty slot
+	ticks   uint16
+	health  uint8
+	v       [numSeries]float32
+	rejSecs float32 // seconds of counter growth behind the rejection rates (0 = none)
+	ver     string  // the app version at the step's last tick ("" unknown)
 }
 
 // History is a bounded in-memory ring of monitor ticks for the trend
 // graphs: one point per resolution step over the retention period
-// (24 h at 10 s = 8640 points of 96 bytes, about 830 KB). It is safe for concurrent use.
+// (24 h at 10 s = 8640 points of 120 bytes, about 1 MB). It is safe for concurrent use.
 type History struct {
 	res     time.Duration
 	version atomic.Pointer[func() string] // the app's version at a tick (SetVersion)
 	mu      sync.RWMutex
 	ring    []point
 	last    int64 // newest step recorded
+	// The previous tick's rejection counters (total, then by cause) and
+	// its time: Record turns their growth into the rejection rates. A
+	// zero rejAt means no baseline (before the first tick with counters).
+	rejPrev [numRejSeries]uint64
+	rejAt   time.Time
 }
 
 // New returns an empty ring of retention ÷ resolution points.
@@ -166,9 +208,20 @@ func (h *History) Record(t *monitor.Tick) {
 		v[sErrorRate] = float32(r.ErrorRate)
 		v[sSlow] = float32(r.SlowRequests)
 	}
+	var rejNow [numRejSeries]uint64
+	rejMeasured := false
 	if bp := t.Backpressure; bp != nil {
 		v[sInFlight] = float32(bp.InFlight)
 		v[sQueue] = float32(bp.Queued)
+		if bp.Rejections != nil {
+			rejMeasured = true
+			for reason, n := range bp.Rejections {
+				rejNow[0] += n
+				if i, ok := rejCause(reason); ok {
+					rejNow[i-firstRejSeries] += n
+				}
+			}
+		}
 	}
 	hl := healthUnknown
 	switch t.Verdict.Status {
@@ -187,6 +240,7 @@ func (h *History) Record(t *monitor.Tick) {
 	step := h.stepOf(t.Time)
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	secs := h.rejectionRates(&v, rejMeasured, rejNow, t.Time)
 	if step <= h.last-int64(len(h.ring)) {
 		return // older than the whole ring (a clock step backwards)
 	}
@@ -195,14 +249,40 @@ func (h *History) Record(t *monitor.Tick) {
 		if p.step > step {
 			return // the slot already holds a newer step
 		}
-		*p = point{step: step, v: v, health: hl, ticks: 1, ver: ver}
+		*p = point{step: step, v: v, health: hl, ticks: 1, ver: ver, rejSecs: secs}
 	} else {
-		p.merge(v, hl)
+		p.mergeTick(v, hl, secs)
 		if ver != "" {
 			p.ver = ver
 		}
 	}
 	h.last = max(h.last, step)
+}
+
+// rejectionRates sets v's rejection series to the growth of the
+// backpressure counters since the previous tick, per second, and returns
+// the seconds they cover (0 when not measured: no counters, no earlier
+// tick with counters, or the clock went backwards). A counter lower than
+// before (a restarted limiter) counts from zero. Called with h.mu held.
+func (h *History) rejectionRates(v *[numSeries]float32, measured bool, now [numRejSeries]uint64, at time.Time) float32 {
+	if !measured {
+		h.rejAt = time.Time{}
+		return 0
+	}
+	prev, prevAt := h.rejPrev, h.rejAt
+	h.rejPrev, h.rejAt = now, at
+	if prevAt.IsZero() || !at.After(prevAt) {
+		return 0
+	}
+	dt := at.Sub(prevAt).Seconds()
+	for i := range now {
+		d := now[i]
+		if d >= prev[i] {
+			d -= prev[i]
+		}
+		v[firstRejSeries+i] = float32(float64(d) / dt)
+	}
+	return float32(dt)
 }
 
 func (p *point) merge(v [numSeries]float32, hl uint8) {
@@ -213,6 +293,27 @@ func (p *point) merge(v [numSeries]float32, hl uint8) {
 	if p.ticks < math.MaxUint16 {
 		p.ticks++
 	}
+}
+
+// mergeTick adds a tick to its step: the worst value of each series, but
+// the rejection rates over the seconds both cover together (secs is the
+// tick's share; so two 5 s ticks give the rate over the 10 s step).
+func (p *point) mergeTick(v [numSeries]float32, hl uint8, secs float32) {
+	rej, rejSecs := p.v, p.rejSecs
+	p.merge(v, hl)
+	if secs <= 0 {
+		copy(p.v[firstRejSeries:], rej[firstRejSeries:])
+		return
+	}
+	if rejSecs <= 0 {
+		copy(p.v[firstRejSeries:], v[firstRejSeries:])
+		p.rejSecs = secs
+		return
+	}
+	for i := firstRejSeries; i < numSeries; i++ {
+		p.v[i] = (rej[i]*rejSecs + v[i]*secs) / (rejSecs + secs)
+	}
+	p.rejSecs = rejSecs + secs
 }
 
 // worst keeps the worse of two observations: the lower Apdex, the higher
