@@ -68,9 +68,137 @@ type Capacity struct {
 	// RejectionsSinceStart counts pulsegate's rejections by reason since
 	// this sidecar started (not limited to the period); null when unknown.
 	RejectionsSinceStart map[string]uint64 `json:"rejections_since_start"`
+	// Rejections are pulsegate's rejections in the period and the
+	// previous one, from the history's rejection series.
+	Rejections Rejections `json:"rejections"`
 	// Resources are the resource trends.
 	Resources           []Resource `json:"resources"`
 	ProjectionCriterion string     `json:"projection_criterion"`
+}
+
+// RejectionsMethod states how rejections are counted from the history.
+const RejectionsMethod = "each stored point's rejections_rps (rejections per second over the time the monitor ticks covered, from backpressure's counters) × the point's length, summed; the causes are rejections_rate_limit_rps (rate, rate_client), rejections_queue_rps (queue_full, queue_timeout) and rejections_shed_rps (overload:<signal>)"
+
+// Rejection causes: the history's rejection series and the settings
+// that govern each (named by the rejections finding).
+var rejectionCauses = []struct {
+	name, series string
+	keys         []string
+}{
+	{"rate_limit", "rejections_rate_limit_rps", []string{"backpressure.rate_limit_rps", "backpressure.per_client_rps"}},
+	{"queue", "rejections_queue_rps", []string{"backpressure.max_concurrency", "backpressure.queue_size", "backpressure.queue_timeout"}},
+	{"shed", "rejections_shed_rps", []string{"backpressure.shed_signals", "backpressure.shed_fraction"}},
+}
+
+// Rejections are pulsegate's own 429/503 answers (rate limits, the
+// concurrency queue, shedding) per day of the period, against the
+// previous period, and the worst hour.
+type Rejections struct {
+	// Days holds each day of the period (as trends.days).
+	Days []RejectionCount `json:"days"`
+	// Period and Previous are the two periods' counts.
+	Period   RejectionCount `json:"period"`
+	Previous RejectionCount `json:"previous"`
+	// Change is (period − previous) ÷ previous of the totals; null when
+	// either is not measured or the previous period had none.
+	Change *float64 `json:"change"`
+	// PeakHour is the start of the period's hour with the most
+	// rejections, PeakHourRejections their number; null without any.
+	PeakHour           *time.Time `json:"peak_hour"`
+	PeakHourRejections *int64     `json:"peak_hour_rejections"`
+	Method             string     `json:"method"`
+}
+
+// RejectionCount is a span's rejections, in all and by cause; null when
+// the history holds no rejection series for the span (before they were
+// kept, or nothing stored).
+type RejectionCount struct {
+	From      time.Time `json:"from"`
+	To        time.Time `json:"to"`
+	Total     *int64    `json:"total"`
+	RateLimit *int64    `json:"rate_limit"`
+	Queue     *int64    `json:"queue"`
+	Shed      *int64    `json:"shed"`
+	// PerDay is Total ÷ the span's length in days.
+	PerDay *float64 `json:"per_day"`
+	// Coverage is the share of the span with a measured rejection rate (0..1).
+	Coverage float64 `json:"coverage"`
+}
+
+// cause is the count of a rejectionCauses name.
+func (rc RejectionCount) cause(name string) *int64 {
+	switch name {
+	case "rate_limit":
+		return rc.RateLimit
+	case "queue":
+		return rc.Queue
+	case "shed":
+		return rc.Shed
+	}
+	return nil
+}
+
+// rejectionCount counts w's rejections from the points.
+func rejectionCount(p *points, w Window) RejectionCount {
+	rc := RejectionCount{From: w.From, To: w.To}
+	lo, hi := p.slice(w.From, w.To)
+	step := p.Step.Seconds()
+	count := func(name string) (*int64, int) {
+		col := p.col(name)
+		var n float64
+		measured := 0
+		for i := lo; i < hi; i++ {
+			if !math.IsNaN(col[i]) {
+				n += col[i] * step
+				measured++
+			}
+		}
+		if measured == 0 {
+			return nil, 0
+		}
+		c := int64(math.Round(n))
+		return &c, measured
+	}
+	var measured int
+	rc.Total, measured = count("rejections_rps")
+	rc.RateLimit, _ = count("rejections_rate_limit_rps")
+	rc.Queue, _ = count("rejections_queue_rps")
+	rc.Shed, _ = count("rejections_shed_rps")
+	if rc.Total != nil {
+		rc.PerDay = num(float64(*rc.Total) / w.To.Sub(w.From).Hours() * 24)
+	}
+	if want := w.To.Sub(w.From) / p.Step; want > 0 {
+		rc.Coverage = round6(math.Min(1, float64(measured)/float64(want)))
+	}
+	return rc
+}
+
+func buildRejections(p *points, period, previous Window) Rejections {
+	r := Rejections{Days: []RejectionCount{}, Method: RejectionsMethod,
+		Period: rejectionCount(p, period), Previous: rejectionCount(p, previous)}
+	for _, d := range days(period) {
+		r.Days = append(r.Days, rejectionCount(p, d))
+	}
+	if c, pv := r.Period.Total, r.Previous.Total; c != nil && pv != nil && *pv > 0 {
+		r.Change = num(float64(*c-*pv) / float64(*pv))
+	}
+	lo, hi := p.slice(period.From, period.To)
+	col := p.col("rejections_rps")
+	hours := map[int64]float64{}
+	for i := lo; i < hi; i++ {
+		if !math.IsNaN(col[i]) {
+			hours[p.Time[i]-p.Time[i]%3600] += col[i] * p.Step.Seconds()
+		}
+	}
+	var peak float64
+	for h, n := range hours {
+		n = math.Round(n)
+		if n >= 1 && (n > peak || n == peak && r.PeakHour != nil && h < r.PeakHour.Unix()) {
+			at, c := time.Unix(h, 0).UTC(), int64(n)
+			peak, r.PeakHour, r.PeakHourRejections = n, &at, &c
+		}
+	}
+	return r
 }
 
 // Resource is one resource figure's trend over the period.
@@ -100,8 +228,8 @@ type Projection struct {
 	Message string `json:"message"`
 }
 
-func buildCapacity(cfg *config.Config, bp *backpressure.State, p *points, as []store.AlertRecord, w Window, now time.Time) Capacity {
-	c := Capacity{MaxConcurrency: cfg.Backpressure.MaxConcurrency, CapacityMethod: CapacityMethod, ProjectionCriterion: ProjectionCriterion, Resources: []Resource{}}
+func buildCapacity(cfg *config.Config, bp *backpressure.State, p *points, as []store.AlertRecord, w, prev Window, now time.Time) Capacity {
+	c := Capacity{Rejections: buildRejections(p, w, prev), MaxConcurrency: cfg.Backpressure.MaxConcurrency, CapacityMethod: CapacityMethod, ProjectionCriterion: ProjectionCriterion, Resources: []Resource{}}
 	lo, hi := p.slice(w.From, w.To)
 	rps, inFlight, queue := p.col("throughput_rps"), p.col("in_flight"), p.col("queue_depth")
 	peak, peakIF, capRPS, saturated := math.NaN(), math.NaN(), math.NaN(), 0.0

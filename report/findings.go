@@ -3,6 +3,7 @@ package report
 import (
 	"fmt"
 	"slices"
+	"strings"
 )
 
 // findings collects what the review should act on, from the sections.
@@ -43,10 +44,43 @@ func findings(r *Report) []Finding {
 				Message: fmt.Sprintf("%d of %d %s alerts were never acknowledged: the threshold may be too tight, or nobody watches it", th.Ignored, th.Alerts, th.Figure)})
 		}
 	}
+	if f, ok := rejectionsFinding(r.Capacity.Rejections); ok {
+		out = append(out, f)
+	}
 	for _, res := range r.Capacity.Resources {
 		if p := res.Projection; p != nil && p.FullInDays <= FillingHorizonDays {
 			out = append(out, Finding{Kind: FindingResourceFilling, Subject: res.Figure, Message: p.Message})
 		}
 	}
 	return out
+}
+
+// rejectionsFinding names the period's rejections, if there were any:
+// how many, by cause, the worst hour and the previous period's.
+func rejectionsFinding(rj Rejections) (Finding, bool) {
+	p := rj.Period
+	if p.Total == nil || *p.Total < 1 {
+		return Finding{}, false
+	}
+	f := Finding{Kind: FindingRejections, Subject: "rejections_rps"}
+	var causes []string
+	for _, c := range rejectionCauses {
+		if n := p.cause(c.name); n != nil && *n > 0 {
+			causes = append(causes, fmt.Sprintf("%s %d", c.name, *n))
+			f.ConfigKeys = append(f.ConfigKeys, c.keys...)
+		}
+	}
+	msg := fmt.Sprintf("pulsegate rejected %d requests in the period (%.1f a day", *p.Total, *p.PerDay)
+	if len(causes) > 0 {
+		msg += "; " + strings.Join(causes, ", ")
+	}
+	msg += ")"
+	if rj.PeakHour != nil {
+		msg += fmt.Sprintf(", most in the hour from %s (%d)", rj.PeakHour.Format("2006-01-02 15:04Z"), *rj.PeakHourRejections)
+	}
+	if pv := rj.Previous.Total; pv != nil {
+		msg += fmt.Sprintf("; %d in the previous period", *pv)
+	}
+	f.Message = msg
+	return f, true
 }

@@ -132,6 +132,13 @@ func durp(p *float64) string {
 	return dur(*p)
 }
 
+func count(p *int64) string {
+	if p == nil {
+		return "–"
+	}
+	return fmt.Sprintf("%d", *p)
+}
+
 func reqs(p *uint64) string {
 	if p == nil {
 		return "–"
@@ -316,6 +323,25 @@ func renderDoc(w io.Writer, r *Report, md bool) error {
 		rej = fmt.Sprint(n)
 	}
 	d.item("rejections: %d backpressure_rejections alerts (%s firing) in the period; %s rejected since the sidecar started", cp.RejectionAlerts, dur(cp.RejectionAlertSeconds), rej)
+	rj := cp.Rejections
+	if p := rj.Period; p.Total == nil {
+		d.item("rejected in the period: not measured (the history holds no rejection series for it)")
+	} else {
+		line := fmt.Sprintf("rejected in the period: %d (%s a day; rate limit %s, queue %s, shed %s; history coverage %s); previous period %s (%s)",
+			*p.Total, fl(p.PerDay, "%.1f"), count(p.RateLimit), count(p.Queue), count(p.Shed), coverage(p.Coverage), count(rj.Previous.Total), change(rj.Change))
+		if rj.PeakHour != nil {
+			line += fmt.Sprintf("; most in the hour from %s (%d)", rj.PeakHour.Format("2006-01-02 15:04Z"), *rj.PeakHourRejections)
+		}
+		d.item("%s", line)
+		if *p.Total > 0 {
+			d.p("")
+			rows = nil
+			for _, day := range rj.Days {
+				rows = append(rows, []string{day.From.Format("2006-01-02"), count(day.Total), count(day.RateLimit), count(day.Queue), count(day.Shed)})
+			}
+			d.table([]string{"day", "rejected", "rate limit", "queue", "shed"}, rows)
+		}
+	}
 	d.p("")
 	rows = nil
 	for _, res := range cp.Resources {

@@ -144,18 +144,21 @@ const (
 	FindingFlappingRule      = "flapping_rule"
 	FindingIgnoredAlerts     = "ignored_alerts"
 	FindingResourceFilling   = "resource_filling"
+	FindingRejections        = "rejections"
 )
 
 // Finding is one thing the review should act on.
 type Finding struct {
 	// Kind is release_regression, route_regression, flapping_rule,
-	// ignored_alerts or resource_filling.
+	// ignored_alerts, resource_filling or rejections.
 	Kind string `json:"kind"`
-	// Subject is what it is about: a route, an alert rule, a figure.
+	// Subject is what it is about: a route, an alert rule, a figure (for
+	// rejections: rejections_rps).
 	Subject string `json:"subject"`
 	// Release is the app version a regression came with.
 	Release string `json:"release,omitempty"`
-	// ConfigKeys are the thresholds concerned (flapping or ignored alerts).
+	// ConfigKeys are the thresholds concerned (flapping or ignored
+	// alerts), or the limits behind the rejections' causes.
 	ConfigKeys []string `json:"config_keys,omitempty"`
 	// Message says it in one sentence with the numbers.
 	Message string `json:"message"`
@@ -237,7 +240,7 @@ func Build(in Inputs) (*Report, error) {
 	}
 	r.Alerts = buildAlerts(alerts, alertInstances, audit, r.Period, in.Now)
 	r.Thresholds = buildThresholds(in.Config, pts, kept, alerts, r.Alerts, r.Period, in.Now)
-	r.Capacity = buildCapacity(in.Config, in.Backpressure, pts, alerts, r.Period, in.Now)
+	r.Capacity = buildCapacity(in.Config, in.Backpressure, pts, alerts, r.Period, r.Previous, in.Now)
 	if fleet {
 		fleetCapacity(&r.Capacity)
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/pulsegate/pulsegate/config"
 	"github.com/pulsegate/pulsegate/report"
@@ -152,6 +153,16 @@ func TestReportSteadyWeekNamesNothing(t *testing.T) {
 				t.Errorf("throughput change between two steady weeks: %v", c)
 			}
 		}
+		// Measured, and none: 0 (not null) in each period and day.
+		rj := r.Capacity.Rejections
+		if p := rj.Period.Total; p == nil || *p != 0 || rj.Previous.Total == nil || *rj.Previous.Total != 0 || rj.PeakHour != nil || rj.Change != nil {
+			t.Errorf("since %s: rejections on a steady week: %s", since, asJSON(rj))
+		}
+		for _, d := range rj.Days {
+			if d.Total == nil || *d.Total != 0 {
+				t.Errorf("since %s: day %s: %s", since, d.From, asJSON(d))
+			}
+		}
 	}
 }
 
@@ -206,4 +217,71 @@ func TestReportTierFollowsRetention(t *testing.T) {
 	if f := findingsOf(r); len(f) != 1 || f["resource_filling disk_usage"].Kind == "" {
 		t.Errorf("findings: %+v", r.Findings)
 	}
+}
+
+// TestReportNamesRejectionBurst: a week with a planted 45-minute burst of
+// rejections: the capacity section counts every one of them on its day,
+// by cause, against a previous week without any, names the hour most fell
+// in, and a rejections finding names the burst with the limits behind
+// its causes. The steady weeks (TestReportSteadyWeekNamesNothing) count
+// zero and name nothing.
+func TestReportNamesRejectionBurst(t *testing.T) {
+	sim := reporttest.Simulate(t, t.TempDir(), reporttest.Plant{RejectionBurst: true})
+	r := build(t, sim, "7d")
+	rj := r.Capacity.Rejections
+	is := func(p *int64, want int64) bool { return p != nil && *p == want }
+	if p := rj.Period; !is(p.Total, 17100) || !is(p.RateLimit, 13500) || !is(p.Queue, 2700) || !is(p.Shed, 900) || p.Coverage < 0.99 {
+		t.Errorf("period: %s", asJSON(p))
+	}
+	if !is(rj.Previous.Total, 0) || rj.Change != nil {
+		t.Errorf("previous %s, change %v", asJSON(rj.Previous), rj.Change)
+	}
+	for _, d := range rj.Days {
+		want := int64(0)
+		if at := reporttest.RejectionBurstAt; !at.Before(d.From) && at.Before(d.To) {
+			want = 17100 // the whole burst lies in one of the report's days
+		}
+		if !is(d.Total, want) {
+			t.Errorf("day from %s: %s, want %d", d.From, asJSON(d), want)
+		}
+	}
+	if h := reporttest.RejectionBurstAt.Truncate(time.Hour); rj.PeakHour == nil || !rj.PeakHour.Equal(h) || !is(rj.PeakHourRejections, 15200) {
+		t.Errorf("peak hour %v (%v), want %s (15200)", rj.PeakHour, rj.PeakHourRejections, h)
+	}
+	f, ok := findingsOf(r)["rejections rejections_rps"]
+	if !ok {
+		t.Fatalf("the burst is not named: %+v", r.Findings)
+	}
+	keys := strings.Join(f.ConfigKeys, ",")
+	for _, want := range []string{"17100", "rate_limit 13500", "queue 2700", "shed 900", "15200", "0 in the previous period"} {
+		if !strings.Contains(f.Message, want) {
+			t.Errorf("finding message lacks %q: %s", want, f.Message)
+		}
+	}
+	for _, k := range []string{"backpressure.rate_limit_rps", "backpressure.max_concurrency", "backpressure.shed_signals"} {
+		if !strings.Contains(keys, k) {
+			t.Errorf("finding keys lack %s: %v", k, f.ConfigKeys)
+		}
+	}
+	if len(r.Findings) != 1 {
+		t.Errorf("findings besides the rejections: %+v", r.Findings)
+	}
+	// The day before: nothing rejected, nothing named.
+	r24 := build(t, sim, "24h")
+	if !is(r24.Capacity.Rejections.Period.Total, 0) || r24.Capacity.Rejections.PeakHour != nil || len(r24.Findings) != 0 {
+		t.Errorf("24h after the burst day: %s, findings %+v", asJSON(r24.Capacity.Rejections.Period), r24.Findings)
+	}
+	var buf bytes.Buffer
+	if err := report.Render(&buf, r, "text"); err != nil {
+		t.Fatal(err)
+	}
+	if out := buf.String(); !strings.Contains(out, "rejected in the period: 17100") || !strings.Contains(out, "most in the hour from 2026-11-28 14:00Z (15200)") {
+		t.Errorf("text report lacks the rejections:\n%s", out)
+	}
+	t.Logf("finding: %s", f.Message)
+}
+
+func asJSON(v any) string {
+	b, _ := json.Marshal(v)
+	return string(b)
 }

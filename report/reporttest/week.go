@@ -38,7 +38,19 @@ type Plant struct {
 	// ReleaseAt) makes SlowRoute's requests 60 % slower; without it the
 	// release changes nothing.
 	SlowRelease bool
+	// RejectionBurst: for 45 minutes from RejectionBurstAt pulsegate
+	// rejects 380 requests a minute (300 rate, 60 queue_full, 20
+	// overload:cpu): 15 200 in the hour from 14:00, 1900 in the next,
+	// 17 100 in all. Without it nothing is ever rejected.
+	RejectionBurst bool
 }
+
+// RejectionBurstAt is when the planted burst of rejections begins: two
+// days before Now, at 14:20.
+var RejectionBurstAt = Now.Add(-2 * 24 * time.Hour).Truncate(24 * time.Hour).Add(14*time.Hour + 20*time.Minute)
+
+// The planted burst's rejections per minute, by backpressure reason.
+var burstPerMinute = map[string]uint64{"rate": 300, "queue_full": 60, "overload:cpu": 20}
 
 // The routes of the simulated app and their requests per hour; SlowRoute
 // is the one the planted release slows down.
@@ -131,6 +143,12 @@ func Simulate(t testing.TB, dir string, p Plant) *Sim {
 	}
 	start := Now.Add(-Days * 24 * time.Hour)
 	flapEnd := FlapStart.Add(2 * time.Hour)
+	// backpressure's cumulative rejection counters, as State reports them.
+	rejections := map[string]uint64{}
+	for _, r := range backpressure.Reasons {
+		rejections[r] = 0
+	}
+	burstEnd := RejectionBurstAt.Add(45 * time.Minute)
 	for at := start; at.Before(Now); at = at.Add(time.Minute) {
 		day := at.Sub(start).Hours() / 24
 		cycle := math.Sin(2 * math.Pi * float64(at.Unix()%86400) / 86400)
@@ -145,11 +163,20 @@ func Simulate(t testing.TB, dir string, p Plant) *Sim {
 		if p.FlappingCPU && !at.Before(FlapStart) && at.Before(flapEnd) && int(at.Sub(FlapStart).Minutes())%10 < 5 {
 			cpu = 0.85 + noise(0.005)
 		}
+		if p.RejectionBurst && !at.Before(RejectionBurstAt) && at.Before(burstEnd) {
+			for r, n := range burstPerMinute {
+				rejections[r] += n // rejected in the minute up to this tick
+			}
+		}
+		bp := &backpressure.State{InFlight: int64(2 + rps/10), Rejections: map[string]uint64{}}
+		for r, n := range rejections {
+			bp.Rejections[r] = n
+		}
 		tick := &monitor.Tick{Time: at,
 			Figures: map[string]float64{"cpu_usage": cpu, "memory_usage": 0.5 + 0.05*cycle + noise(0.005), "disk_usage": disk},
 			Requests: proxy.WindowStats{Window: "1m", Seconds: 60, Requests: uint64(rps * 60), ThroughputRPS: rps,
 				ErrorRate: math.Max(0, 0.004+noise(0.001)), P50: &p50, P95: &p95, P99: &p99, Apdex: ptr(0.97 + noise(0.005))},
-			Backpressure: &backpressure.State{InFlight: int64(2 + rps/10)},
+			Backpressure: bp,
 		}
 		ring.Record(tick)
 		if at.Sub(start)%time.Hour == time.Hour-time.Minute {
