@@ -569,6 +569,47 @@ fetch(${JSON.stringify(ackURL)}, {method: 'POST', mode: 'no-cors', credentials: 
     await page.close();
   });
 
+  it('graphs pulsegate\'s rejections from the history, by cause, at 1366 and 390 px', async () => {
+    // The history's rejections_rps: rejected requests per second over each
+    // 10 s step, from backpressure's counters at the monitor tick.
+    const rejectedIn = async () => {
+      const { body } = await api('/admin/responsiveness/api/history?range=15m');
+      const col = (body.series && body.series.rejections_rps) || [];
+      return col.some((v) => v > 0) ? body : null;
+    };
+    let hist = await rejectedIn();
+    if (!hist) {
+      await flood();
+      hist = await waitFor('rejections in the history', rejectedIn);
+    }
+    for (const k of ['rejections_rate_limit_rps', 'rejections_queue_rps', 'rejections_shed_rps']) {
+      assert.ok(Array.isArray(hist.series[k]), `the history answer has ${k}`);
+    }
+    for (const vp of WIDTHS) {
+      const page = await newPage();
+      await ensureSignedIn(page);
+      await page.setViewportSize(vp);
+      await page.goto(adminURL + '/admin/responsiveness/performance');
+      const chart = page.locator('figure.chart[data-chart="Rejected by pulsegate"]');
+      await chart.waitFor({ timeout: WAIT });
+      await waitFor('the rejections graph drawn', async () => (await chart.getAttribute('data-ready')) === '1');
+      const caption = await chart.locator('figcaption').textContent();
+      assert.match(caption, /last 15 min/, 'the graph names its window: ' + caption);
+      assert.match(caption, /one point per 10 s/, 'and its step: ' + caption);
+      assert.match(caption, /requests answered 429\/503 per second/, 'and its unit: ' + caption);
+      assert.notEqual(await chart.getAttribute('data-empty'), '1', 'the graph has data');
+      const legend = await chart.locator('.u-legend').textContent();
+      for (const label of ['all', 'rate limit', 'queue full or timed out', 'shed']) assert.ok(legend.includes(label), `legend names ${label}: ${legend}`);
+      // The throughput graph shows the rejected requests beside the answered ones.
+      const thr = await page.locator('figure.chart[data-chart="Throughput"] .u-legend').textContent();
+      assert.match(thr, /rejected by pulsegate/, thr);
+      await chart.scrollIntoViewIfNeeded();
+      await page.waitForTimeout(500);
+      await chart.screenshot({ path: path.join(SHOTS, `performance-rejections-graph-${vp.width}.png`) });
+      await page.close();
+    }
+  });
+
   it('the page and the API agree on every figure of the same window, and levels come from the judgements', async () => {
     const page = await newPage();
     await page.goto(adminURL + '/admin/responsiveness/performance');

@@ -730,15 +730,19 @@ const count = (v) => fmtNum(v, v < 10 && !Number.isInteger(v) ? 1 : 0);
 const chartSets = {
   overview: [
     { title: 'Response time', series: [['avg_response_time', 'avg'], ['p95_response_time', 'p95'], ['p99_response_time', 'p99']], fmt: fmtSeconds, axis: secondsAxis, unit: 'seconds', thr: 'avg_response_time' },
-    { title: 'Throughput', series: [['throughput_rps', 'requests/s']], fmt: fmtRate, axis: numAxis, unit: 'requests per second' },
+    { title: 'Throughput', series: [['throughput_rps', 'requests/s'], ['rejections_rps', 'rejected by pulsegate']], fmt: fmtRate, axis: numAxis, unit: 'requests per second' },
     { title: 'Failed for clients', series: [['error_rate', 'failed for clients'], ['app_error_rate', 'app errors']], fmt: (v) => fmtPct(v, 1), axis: pctAxis, thr: 'error_rate', unit: '% of requests' },
     { title: 'CPU and memory', series: [['cpu_usage', 'CPU'], ['memory_usage', 'memory']], fmt: pct0, axis: pctAxis, unit: '% used', thr: 'cpu_usage', yMax: 1 },
   ],
   performance: [
     { title: 'Response time', series: [['avg_response_time', 'avg'], ['p50_response_time', 'p50'], ['p95_response_time', 'p95'], ['p99_response_time', 'p99']], fmt: fmtSeconds, axis: secondsAxis, unit: 'seconds', thr: 'avg_response_time' },
-    { title: 'Throughput', series: [['throughput_rps', 'requests/s']], fmt: fmtRate, axis: numAxis, unit: 'requests per second' },
+    { title: 'Throughput', series: [['throughput_rps', 'requests/s'], ['rejections_rps', 'rejected by pulsegate']], fmt: fmtRate, axis: numAxis, unit: 'requests per second' },
     { title: 'Failed for clients', series: [['error_rate', 'failed for clients'], ['app_error_rate', 'app errors']], fmt: (v) => fmtPct(v, 1), axis: pctAxis, thr: 'error_rate', unit: '% of requests' },
     { title: 'Queue and in flight', series: [['queue_depth', 'queued'], ['in_flight', 'in flight']], fmt: count, axis: numAxis, thr: 'queue_depth', unit: 'requests' },
+    // pulsegate's own 429/503s by cause (the history's rejection series;
+    // not in the fleet's series, so the graph is left out in fleet scope).
+    { title: 'Rejected by pulsegate', series: [['rejections_rps', 'all'], ['rejections_rate_limit_rps', 'rate limit'], ['rejections_queue_rps', 'queue full or timed out'], ['rejections_shed_rps', 'shed']],
+      fmt: fmtRate, axis: numAxis, unit: 'requests answered 429/503 per second', onlyWith: 'rejections_rps' },
     { title: 'Apdex', series: [['apdex', 'Apdex']], fmt: fmtApdex, axis: (t) => t.map((v) => String(Number(v.toFixed(2)))), thr: 'apdex', yMax: 1, unit: 'score 0–1 (1 = all satisfied)' },
     { title: 'Slow requests', series: [['slow_requests', 'slow']], fmt: count, axis: numAxis, unit: 'requests per minute' },
   ],
@@ -811,7 +815,7 @@ function trendsWidget(options) {
     clear();
     const have = (key) => !view || !view.series || key in view.series;
     const shownRange = viewRange || range;
-    charts = set.map((c) => lineChart({
+    charts = set.filter((c) => !c.onlyWith || (view && view.series && c.onlyWith in view.series)).map((c) => lineChart({
       title: c.title,
       window: RANGE_WORDS[shownRange],
       unit: c.unit,
