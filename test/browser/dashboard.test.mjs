@@ -603,9 +603,14 @@ fetch(${JSON.stringify(ackURL)}, {method: 'POST', mode: 'no-cors', credentials: 
       // The throughput graph shows the rejected requests beside the answered ones.
       const thr = await page.locator('figure.chart[data-chart="Throughput"] .u-legend').textContent();
       assert.match(thr, /rejected by pulsegate/, thr);
-      await chart.scrollIntoViewIfNeeded();
-      await page.waitForTimeout(500);
-      await chart.screenshot({ path: path.join(SHOTS, `performance-rejections-graph-${vp.width}.png`) });
+      // The graphs are redrawn as new history arrives: retry a screenshot
+      // that caught the old graph leaving the page.
+      await waitFor('a screenshot of the rejections graph', async () => {
+        await chart.scrollIntoViewIfNeeded({ timeout: 5_000 });
+        await page.waitForTimeout(300);
+        await chart.screenshot({ path: path.join(SHOTS, `performance-rejections-graph-${vp.width}.png`), timeout: 5_000 });
+        return true;
+      });
       await page.close();
     }
   });
