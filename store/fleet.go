@@ -387,6 +387,8 @@ type PruneResult struct {
 	// Heartbeats and Instances count rows deleted for their age.
 	Heartbeats int64 `json:"heartbeats"`
 	Instances  int64 `json:"instances"`
+	// RouteRows counts route rows and history points deleted for their age.
+	RouteRows int64 `json:"route_rows"`
 }
 
 // mergeInto adds hb, a later row of the same instance, to acc: counts and

@@ -167,7 +167,9 @@ const (
 // DefaultRetention's): heartbeat rows older than KeepFine are merged into
 // one row per instance and Window (counts summed, buckets merged, so the
 // trend graphs keep their percentiles), rows older than KeepHeartbeats are
-// deleted, and instances silent for KeepStale are deleted. One sidecar
+// deleted, instances silent for KeepStale are deleted, and the instances'
+// route rows and history points past KeepMinutes (1 min) and KeepHours
+// (1 h) are deleted. One sidecar
 // prunes at a time (a try-lock: the others skip the round).
 func (s *SQL) PruneFleet(ctx context.Context, fleet string, now time.Time, r Retention) (PruneResult, error) {
 	var res PruneResult
@@ -229,6 +231,9 @@ func (s *SQL) PruneFleet(ctx context.Context, fleet string, now time.Time, r Ret
 		return res, s.classify("deleting from", tableInstances, err)
 	}
 	res.Instances, _ = q.RowsAffected()
+	if res.RouteRows, err = s.pruneRoutes(ctx, conn, fleet, now, r.KeepMinutes, r.KeepHours); err != nil {
+		return res, err
+	}
 	written, err := s.rollupFleetMinutes(ctx, conn, fleet, now, r, touched)
 	if err != nil {
 		return res, err

@@ -24,12 +24,14 @@ const (
 	tableFleetAlertInst = "pulsegate_fleet_alert_instances"
 	tableFleetMinutes   = "pulsegate_fleet_minutes"
 	tableFleetHours     = "pulsegate_fleet_hours"
+	tableRouteRollups   = "pulsegate_route_rollups"
+	tableInstHistory    = "pulsegate_instance_history"
 )
 
 // dataTables are the tables the running store reads and writes (schema
 // version excepted), in creation order.
 var dataTables = []string{tableAlerts, tableAcks, tableAudit, tableHeartbeats, tableInstances,
-	tableFleetConfig, tableFleetAlerts, tableFleetAlertInst, tableFleetMinutes, tableFleetHours}
+	tableFleetConfig, tableFleetAlerts, tableFleetAlertInst, tableFleetMinutes, tableFleetHours, tableRouteRollups, tableInstHistory}
 
 // migration is one schema version: the statements that create it, per
 // dialect, each creating one table (named for the privilege error).
@@ -149,6 +151,38 @@ var migrations = []migration{{
 		{tableFleetHours, `CREATE TABLE IF NOT EXISTS pulsegate_fleet_hours (
   fleet VARCHAR(128) NOT NULL, hour_us BIGINT NOT NULL, rows_merged BIGINT NOT NULL, requests BIGINT NOT NULL,
   errors BIGINT NOT NULL, doc TEXT NOT NULL, insts TEXT NOT NULL, PRIMARY KEY (fleet, hour_us))`},
+	},
+}, {
+	// Version 4: each instance's per-route rollups (the history archive's
+	// 1 min and 1 h route rows, step_s 60 or 3600) and its long history
+	// (the archive's 1 min and 1 h points, encoded by the history
+	// package), see sql_routes.go. Every sidecar writes only its own rows
+	// (instance in the key) and rewrites a row whole, so a replay is an
+	// idempotent upsert. The start index serves the volumes and the prune.
+	version: 4,
+	mysql: []ddl{
+		{tableRouteRollups, `CREATE TABLE IF NOT EXISTS pulsegate_route_rollups (
+  fleet VARCHAR(128) NOT NULL, step_s INT NOT NULL, route VARCHAR(255) NOT NULL, start_us BIGINT NOT NULL,
+  instance VARCHAR(128) NOT NULL, version VARCHAR(64) NOT NULL, requests BIGINT NOT NULL, errors BIGINT NOT NULL,
+  app_errors BIGINT NOT NULL, sum_us BIGINT NOT NULL, buckets BLOB NOT NULL,
+  PRIMARY KEY (fleet, step_s, route, start_us, instance, version),
+  INDEX pulsegate_route_rollups_start (fleet, step_s, start_us))` + mysqlTableOpts},
+		{tableInstHistory, `CREATE TABLE IF NOT EXISTS pulsegate_instance_history (
+  fleet VARCHAR(128) NOT NULL, instance VARCHAR(128) NOT NULL, step_s INT NOT NULL, start_us BIGINT NOT NULL,
+  point BLOB NOT NULL, PRIMARY KEY (fleet, instance, step_s, start_us),
+  INDEX pulsegate_instance_history_start (fleet, step_s, start_us))` + mysqlTableOpts},
+	},
+	pg: []ddl{
+		{tableRouteRollups, `CREATE TABLE IF NOT EXISTS pulsegate_route_rollups (
+  fleet VARCHAR(128) NOT NULL, step_s INT NOT NULL, route VARCHAR(255) NOT NULL, start_us BIGINT NOT NULL,
+  instance VARCHAR(128) NOT NULL, version VARCHAR(64) NOT NULL, requests BIGINT NOT NULL, errors BIGINT NOT NULL,
+  app_errors BIGINT NOT NULL, sum_us BIGINT NOT NULL, buckets BYTEA NOT NULL,
+  PRIMARY KEY (fleet, step_s, route, start_us, instance, version))`},
+		{tableRouteRollups, `CREATE INDEX IF NOT EXISTS pulsegate_route_rollups_start ON pulsegate_route_rollups (fleet, step_s, start_us)`},
+		{tableInstHistory, `CREATE TABLE IF NOT EXISTS pulsegate_instance_history (
+  fleet VARCHAR(128) NOT NULL, instance VARCHAR(128) NOT NULL, step_s INT NOT NULL, start_us BIGINT NOT NULL,
+  point BYTEA NOT NULL, PRIMARY KEY (fleet, instance, step_s, start_us))`},
+		{tableInstHistory, `CREATE INDEX IF NOT EXISTS pulsegate_instance_history_start ON pulsegate_instance_history (fleet, step_s, start_us)`},
 	},
 }}
 

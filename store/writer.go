@@ -41,6 +41,11 @@ type Health struct {
 	QueuedWrites      int    `json:"queued_writes"`
 	DroppedHeartbeats uint64 `json:"dropped_heartbeats"`
 	DroppedWrites     uint64 `json:"dropped_writes"`
+	// QueuedRouteRows are route rows and history points waiting (rewrites
+	// of one row coalesced); DroppedRouteRows those dropped, oldest first,
+	// because the buffer was full.
+	QueuedRouteRows  int    `json:"queued_route_rows"`
+	DroppedRouteRows uint64 `json:"dropped_route_rows"`
 }
 
 // WriterOptions bound a Writer. Zero values take the defaults.
@@ -54,6 +59,10 @@ type WriterOptions struct {
 	MaxWrites int
 	// BatchSize is the most heartbeats written in one transaction (default 100).
 	BatchSize int
+	// MaxRouteRows bounds the route rows and history points waiting
+	// (default 50 000: over a day of one sidecar's 1 min rows at 30
+	// routes); past it the oldest rows are dropped and counted.
+	MaxRouteRows int
 	// FlushInterval is the longest a queued row waits while the store is up (default 1 s).
 	FlushInterval time.Duration
 	// RetryMin and RetryMax bound the backoff while the store is down (1 s, 30 s).
@@ -74,6 +83,9 @@ func (o *WriterOptions) defaults() {
 	}
 	if o.MaxWrites <= 0 {
 		o.MaxWrites = 100000
+	}
+	if o.MaxRouteRows <= 0 {
+		o.MaxRouteRows = 50000
 	}
 	if o.BatchSize <= 0 {
 		o.BatchSize = 100
@@ -106,6 +118,13 @@ type AlertSink interface {
 }
 
 var _ AlertSink = (*SQL)(nil)
+
+// RouteSink is what a Writer needs for route rows (Writer.Routes): *SQL.
+type RouteSink interface {
+	WriteRouteBatch(ctx context.Context, b RouteBatch) error
+}
+
+var _ RouteSink = (*SQL)(nil)
 
 // ErrQueueFull is returned (wrapped) by Writer.Alerts when the bounded
 // buffer of waiting writes is full: the caller must say so (an
@@ -184,6 +203,7 @@ type Writer struct {
 	health      Health
 	droppedHB   uint64
 	droppedW    uint64
+	routes      routeQueue
 	wake        chan struct{}
 	metricQueue *prometheus.GaugeVec
 	metricDrop  *prometheus.CounterVec
@@ -207,7 +227,7 @@ func NewWriter(sink Sink, log *zap.Logger, reg prometheus.Registerer, opt Writer
 		sink: sink, log: log, opt: opt, wake: make(chan struct{}, 1),
 		health: Health{State: HealthOK, Since: opt.Now()},
 		metricQueue: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "pulsegate_store_queued",
-			Help: "Rows waiting for the shared store, by kind (heartbeat, audit, acknowledgement, alert)."}, []string{"kind"}),
+			Help: "Rows waiting for the shared store, by kind (heartbeat, audit, acknowledgement, alert, route)."}, []string{"kind"}),
 		metricDrop: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "pulsegate_store_dropped_total",
 			Help: "Rows dropped because the shared store's buffer was full, by kind (oldest heartbeats first)."}, []string{"kind"}),
 		metricDone: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "pulsegate_store_writes_total",
@@ -220,7 +240,8 @@ func NewWriter(sink Sink, log *zap.Logger, reg prometheus.Registerer, opt Writer
 			Help: "Time of one flush to the shared store.", Buckets: prometheus.ExponentialBuckets(0.001, 2, 14)}),
 	}
 	w.metricUp.Set(1)
-	for _, k := range []string{"heartbeat", "audit", "acknowledgement", "alert"} {
+	w.routes = newRouteQueue()
+	for _, k := range []string{"heartbeat", "audit", "acknowledgement", "alert", "route"} {
 		w.metricQueue.WithLabelValues(k)
 		w.metricDrop.WithLabelValues(k)
 		w.metricDone.WithLabelValues(k)
@@ -344,6 +365,7 @@ func (w *Writer) Health() Health {
 	h := w.health
 	h.QueuedHeartbeats, h.QueuedWrites = len(w.heartbeats), len(w.writes)
 	h.DroppedHeartbeats, h.DroppedWrites = w.droppedHB, w.droppedW
+	h.QueuedRouteRows, h.DroppedRouteRows = w.routes.len(), w.routes.dropped
 	return h
 }
 
@@ -370,8 +392,9 @@ func (w *Writer) Run(ctx context.Context) error {
 			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), w.opt.FinalFlush)
 			_ = w.Flush(fctx)
 			cancel()
-			if h := w.Health(); h.QueuedHeartbeats > 0 || h.QueuedWrites > 0 {
-				w.log.Warn("store_writer_stopped_with_rows", zap.Int("heartbeats", h.QueuedHeartbeats), zap.Int("writes", h.QueuedWrites))
+			if h := w.Health(); h.QueuedHeartbeats > 0 || h.QueuedWrites > 0 || h.QueuedRouteRows > 0 {
+				w.log.Warn("store_writer_stopped_with_rows", zap.Int("heartbeats", h.QueuedHeartbeats), zap.Int("writes", h.QueuedWrites),
+					zap.Int("route_rows", h.QueuedRouteRows))
 			}
 			return nil
 		case <-w.wake:
@@ -401,7 +424,7 @@ func (w *Writer) prune(ctx context.Context) {
 		return
 	}
 	if r != (PruneResult{}) {
-		w.log.Info("store_pruned", zap.Int64("compacted", r.Compacted), zap.Int64("heartbeats", r.Heartbeats), zap.Int64("instances", r.Instances))
+		w.log.Info("store_pruned", zap.Int64("compacted", r.Compacted), zap.Int64("heartbeats", r.Heartbeats), zap.Int64("instances", r.Instances), zap.Int64("route_rows", r.RouteRows))
 	}
 }
 
@@ -472,6 +495,9 @@ func (w *Writer) Flush(ctx context.Context) error {
 		w.metricQueue.WithLabelValues("heartbeat").Set(float64(len(w.heartbeats)))
 		w.mu.Unlock()
 		w.metricDone.WithLabelValues("heartbeat").Add(float64(n))
+	}
+	if err := w.flushRoutes(ctx); err != nil {
+		return w.failed(ctx, err)
 	}
 	w.recovered()
 	return nil

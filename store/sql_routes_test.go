@@ -1,0 +1,298 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"reflect"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/pulsegate/pulsegate/latency"
+)
+
+// routeRow makes one instance's row with n requests of random latencies.
+func routeRow(rng *rand.Rand, route, version string, step time.Duration, start time.Time, n int) RouteRow {
+	r := RouteRow{Route: route, Version: version, Step: step, Start: start, Requests: uint64(n)}
+	b := make([]uint64, latency.Buckets)
+	last := 0
+	for range n {
+		d := time.Duration((5 + rng.ExpFloat64()*40) * float64(time.Millisecond))
+		i := latency.Index(d)
+		b[i]++
+		last = max(last, i)
+		r.SumUS += uint64(d / time.Microsecond)
+	}
+	r.Errors = uint64(rng.IntN(n/10 + 1))
+	r.AppErrors = r.Errors / 2
+	r.Buckets = b[:last+1]
+	return r
+}
+
+// mergedWant merges rows per (start, version) as a fleet read must.
+func mergedWant(rows []RouteRow, step time.Duration, route string, from, to time.Time) []RouteRow {
+	type k struct {
+		start   int64
+		version string
+	}
+	m := map[k]*RouteRow{}
+	var keys []k
+	for _, r := range rows {
+		if r.Step != step || r.Route != route || r.Start.Before(from) || !r.Start.Before(to) {
+			continue
+		}
+		key := k{r.Start.UnixMicro(), r.Version}
+		e := m[key]
+		if e == nil {
+			e = &RouteRow{Route: route, Version: r.Version, Step: r.Step, Start: r.Start.UTC()}
+			m[key] = e
+			keys = append(keys, key)
+		}
+		e.Requests += r.Requests
+		e.Errors += r.Errors
+		e.AppErrors += r.AppErrors
+		e.SumUS += r.SumUS
+		if len(r.Buckets) > len(e.Buckets) {
+			e.Buckets = append(e.Buckets, make([]uint64, len(r.Buckets)-len(e.Buckets))...)
+		}
+		for i, v := range r.Buckets {
+			e.Buckets[i] += v
+		}
+	}
+	slices.SortFunc(keys, func(a, b k) int {
+		if a.start != b.start {
+			return int(a.start - b.start)
+		}
+		if a.version < b.version {
+			return -1
+		}
+		if a.version > b.version {
+			return 1
+		}
+		return 0
+	})
+	out := make([]RouteRow, len(keys))
+	for i, key := range keys {
+		out[i] = *m[key]
+	}
+	return out
+}
+
+func scanAll(t *testing.T, s *SQL, instance string, step time.Duration, route string, from, to time.Time) []RouteRow {
+	t.Helper()
+	var out []RouteRow
+	err := s.ScanRouteRows(context.Background(), s.fleet, instance, step, route, from, to, func(r *RouteRow) {
+		c := *r
+		c.Instance = ""
+		c.Buckets = slices.Clone(r.Buckets)
+		out = append(out, c)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// TestRouteRowsWriteReplaceMergePrune: two instances write their route
+// rows (1 min and 1 h) and history points; a rewrite of the same rows
+// (the archive's current minute and hour) replaces them, never adds; the
+// fleet read merges both instances per (start, version) — counts summed,
+// buckets added — and one instance's read is its rows alone; volumes sum
+// per route; each tier's rows past its retention are pruned, the rest kept.
+func TestRouteRowsWriteReplaceMergePrune(t *testing.T) {
+	sqlStores(t, func(t *testing.T, s *SQL) {
+		ctx := context.Background()
+		rng := rand.New(rand.NewPCG(4, 12))
+		start := time.Date(2026, 5, 1, 10, 0, 0, 0, time.UTC)
+		var all []RouteRow
+		byInst := map[string][]RouteRow{}
+		for _, inst := range []string{"web-a", "web-b"} {
+			var rows []RouteRow
+			for m := range 90 {
+				at := start.Add(time.Duration(m) * time.Minute)
+				for _, route := range []string{"/users/:id", "/orders", "*"} {
+					ver := "v1"
+					if m >= 45 {
+						ver = "v2"
+					}
+					rows = append(rows, routeRow(rng, route, ver, StepMinute, at, 1+rng.IntN(200)))
+				}
+			}
+			for h := range 2 {
+				rows = append(rows, routeRow(rng, "/users/:id", "v1", StepHour, start.Add(time.Duration(h)*time.Hour), 500))
+			}
+			// A first write, then the same rows again with the last minute grown (the archive's rewrite).
+			if err := s.WriteRouteBatch(ctx, RouteBatch{Fleet: s.fleet, Instance: inst, Routes: rows[:len(rows)-10],
+				Points: []HistoryPoint{{Step: StepMinute, Start: start, Data: []byte("first " + inst)}}}); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.WriteRouteBatch(ctx, RouteBatch{Fleet: s.fleet, Instance: inst, Routes: rows,
+				Points: []HistoryPoint{{Step: StepMinute, Start: start, Data: []byte("point " + inst)},
+					{Step: StepHour, Start: start, Data: []byte("hour " + inst)}}}); err != nil {
+				t.Fatal(err)
+			}
+			all = append(all, rows...)
+			byInst[inst] = rows
+		}
+		from, to := start.Add(10*time.Minute), start.Add(80*time.Minute)
+		for _, route := range []string{"/users/:id", "*"} {
+			got := scanAll(t, s, "", StepMinute, route, from, to)
+			want := mergedWant(all, StepMinute, route, from, to)
+			if len(got) != 70*1 || !reflect.DeepEqual(got, want) {
+				t.Fatalf("fleet rows of %s: %d rows, want %d merged rows equal to the sums of both instances\ngot[0]  %+v\nwant[0] %+v", route, len(got), len(want), got[0], want[0])
+			}
+			one := scanAll(t, s, "web-b", StepMinute, route, from, to)
+			if !reflect.DeepEqual(one, mergedWant(byInst["web-b"], StepMinute, route, from, to)) {
+				t.Errorf("web-b's rows of %s differ from what it wrote", route)
+			}
+		}
+		hours := scanAll(t, s, "", StepHour, "/users/:id", start, start.Add(2*time.Hour))
+		if !reflect.DeepEqual(hours, mergedWant(all, StepHour, "/users/:id", start, start.Add(2*time.Hour))) || len(hours) != 2 {
+			t.Errorf("fleet hour rows = %+v", hours)
+		}
+		vol, err := s.RouteVolumes(ctx, s.fleet, "", StepMinute, start, start.Add(90*time.Minute))
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantVol := map[string]uint64{}
+		for _, r := range all {
+			if r.Step == StepMinute {
+				wantVol[r.Route] += r.Requests
+			}
+		}
+		if !reflect.DeepEqual(vol, wantVol) {
+			t.Errorf("volumes = %v; want %v", vol, wantVol)
+		}
+		pts, err := s.HistoryPoints(ctx, s.fleet, "web-a", StepMinute, start, start.Add(time.Hour))
+		if err != nil || len(pts) != 1 || string(pts[0].Data) != "point web-a" || !pts[0].Start.Equal(start) {
+			t.Errorf("web-a's points = %+v, %v; want the rewritten one", pts, err)
+		}
+		if _, err := s.HistoryPoints(ctx, s.fleet, "web-gone", StepMinute, start, start.Add(time.Hour)); !errors.Is(err, ErrNotFound) {
+			t.Errorf("an unknown instance's points: %v; want ErrNotFound", err)
+		}
+
+		// Prune at start+14d+30m with 14 days of minutes and 400 of hours:
+		// the first 30 minutes of minute rows go, the hour rows stay.
+		now := start.Add(14*24*time.Hour + 30*time.Minute)
+		res, err := s.PruneFleet(ctx, s.fleet, now, Retention{KeepMinutes: 14 * 24 * time.Hour, KeepHours: 400 * 24 * time.Hour})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// 2 instances × 30 minutes × 3 routes, plus each instance's first-minute point.
+		if res.RouteRows != 2*30*3+2 {
+			t.Errorf("pruned %d route rows and points; want %d", res.RouteRows, 2*30*3+2)
+		}
+		if got := scanAll(t, s, "", StepMinute, "*", start, start.Add(90*time.Minute)); len(got) != 60 || !got[0].Start.Equal(start.Add(30*time.Minute)) {
+			t.Errorf("after the prune %d minute rows of * from %v; want 60 from +30m", len(got), got[0].Start)
+		}
+		if got := scanAll(t, s, "", StepHour, "/users/:id", start, start.Add(2*time.Hour)); len(got) != 2 {
+			t.Errorf("after the prune %d hour rows; want 2 kept", len(got))
+		}
+	})
+}
+
+// TestBucketEncodingRoundTrips: histograms of every shape come back equal
+// (trimmed after the last non-empty bucket); damaged bytes are an error.
+func TestBucketEncodingRoundTrips(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	for i := range 500 {
+		b := make([]uint64, 1+rng.IntN(latency.Buckets))
+		for j := range b {
+			if rng.IntN(3) == 0 {
+				b[j] = rng.Uint64N(1 << uint(rng.IntN(40)))
+			}
+		}
+		last := len(b) - 1
+		for last >= 0 && b[last] == 0 {
+			last--
+		}
+		got, err := decodeBuckets(encodeBuckets(b), nil)
+		if err != nil || !slices.Equal(got, b[:last+1]) {
+			t.Fatalf("case %d: round trip gave %v, %v", i, got, err)
+		}
+	}
+	for _, bad := range [][]byte{{}, {1}, {1, 0, 0}, {1, 0, 2, 5}, {0xff, 0xff, 0xff}} {
+		if _, err := decodeBuckets(bad, nil); err == nil {
+			t.Errorf("decodeBuckets(%v) succeeded", bad)
+		}
+	}
+}
+
+// TestWriterRoutesCoalesceAndSurviveAnOutage: with the store cut, route
+// rows queue without blocking, a rewrite of a waiting row replaces it
+// (the queue holds one entry per stored row), the health says how many
+// wait; past the bound the oldest are dropped, counted and logged once;
+// once the store is back the newest version of every row is written.
+func TestWriterRoutesCoalesceAndSurviveAnOutage(t *testing.T) {
+	sqlServers(t, func(t *testing.T, sv *server) {
+		s, p := proxiedStore(t, sv)
+		ctx := context.Background()
+		core, logs := observer.New(zapcore.InfoLevel)
+		w, err := NewWriter(s, zap.New(core), prometheus.NewRegistry(), WriterOptions{MaxRouteRows: 100})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rng := rand.New(rand.NewPCG(7, 7))
+		start := time.Date(2026, 5, 2, 0, 0, 0, 0, time.UTC)
+		p.down()
+		var last []RouteRow
+		for m := range 60 { // an hour of flushes: each writes its minute row and rewrites the hour row
+			at := start.Add(time.Duration(m) * time.Minute)
+			minute := routeRow(rng, "/a", "v1", StepMinute, at, 10)
+			hour := routeRow(rng, "/a", "v1", StepHour, start, 10*(m+1))
+			if err := w.Routes(RouteBatch{Fleet: s.fleet, Instance: "web-1", Routes: []RouteRow{minute, hour},
+				Points: []HistoryPoint{{Step: StepHour, Start: start, Data: []byte(fmt.Sprint("hour after ", m))}}}); err != nil {
+				t.Fatal(err)
+			}
+			last = []RouteRow{minute, hour}
+		}
+		if err := w.Flush(ctx); err == nil {
+			t.Fatal("Flush with the store cut succeeded")
+		}
+		if h := w.Health(); h.QueuedRouteRows != 62 || h.DroppedRouteRows != 0 || h.State != HealthDegraded {
+			t.Errorf("health while down = %+v; want 62 rows waiting (60 minutes, 1 hour row, 1 point), none dropped", h)
+		}
+		for m := 60; m < 100; m++ { // 40 more minute rows: 102 > 100, the two queued first (minutes 0 and 1) go
+			if err := w.Routes(RouteBatch{Fleet: s.fleet, Instance: "web-1",
+				Routes: []RouteRow{routeRow(rng, "/a", "v1", StepMinute, start.Add(time.Duration(m)*time.Minute), 10)}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if h := w.Health(); h.QueuedRouteRows != 100 || h.DroppedRouteRows != 2 {
+			t.Errorf("health past the bound = %+v; want 100 waiting, 2 dropped", h)
+		}
+		if got := testutil.ToFloat64(w.metricDrop.WithLabelValues("route")); got != 2 {
+			t.Errorf("pulsegate_store_dropped_total{kind=route} = %g; want 2", got)
+		}
+		if logs.FilterMessage("store_route_rows_dropped").Len() != 1 {
+			t.Errorf("want one store_route_rows_dropped line, got %d", logs.FilterMessage("store_route_rows_dropped").Len())
+		}
+		p.up(t)
+		if err := w.Flush(ctx); err != nil {
+			t.Fatalf("Flush after the store came back: %v", err)
+		}
+		if h := w.Health(); h.QueuedRouteRows != 0 || h.State != HealthOK {
+			t.Errorf("health after recovery = %+v", h)
+		}
+		hours := scanAll(t, s, "web-1", StepHour, "/a", start, start.Add(time.Hour))
+		if len(hours) != 1 || !reflect.DeepEqual(hours[0], mergedWant(last[1:], StepHour, "/a", start, start.Add(time.Hour))[0]) {
+			t.Errorf("hour row = %+v; want the last rewrite %+v", hours, last[1])
+		}
+		minutes := scanAll(t, s, "web-1", StepMinute, "/a", start, start.Add(100*time.Minute))
+		if len(minutes) != 98 || !minutes[0].Start.Equal(start.Add(2*time.Minute)) {
+			t.Errorf("%d minute rows from %v; want 98 from +2m (the two oldest dropped)", len(minutes), minutes[0].Start)
+		}
+		pts, err := s.HistoryPoints(ctx, s.fleet, "web-1", StepHour, start, start.Add(time.Hour))
+		if err != nil || len(pts) != 1 || string(pts[0].Data) != "hour after 59" {
+			t.Errorf("hour point = %+v, %v; want the last rewrite", pts, err)
+		}
+	})
+}

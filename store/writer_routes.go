@@ -1,0 +1,189 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"sort"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// routeQueue holds the route rows and history points waiting for the
+// store, keyed by the stored row's key: a later rewrite of a row (the
+// archive rewrites the current minute's and hour's rows at every flush)
+// replaces the waiting one, so the queue holds at most one entry per
+// stored row. w.mu guards it.
+type routeQueue struct {
+	fleet, instance string
+	rows            map[routeRowKey]queuedRoute
+	points          map[pointKey]queuedPoint
+	seq             uint64 // stamps each entry; a flush removes only what it wrote
+	dropped         uint64
+	loggedDrop      bool
+}
+
+type routeRowKey struct {
+	step           time.Duration
+	route, version string
+	start          int64
+}
+
+type pointKey struct {
+	step  time.Duration
+	start int64
+}
+
+type queuedRoute struct {
+	row RouteRow
+	seq uint64
+}
+
+type queuedPoint struct {
+	p   HistoryPoint
+	seq uint64
+}
+
+func newRouteQueue() routeQueue {
+	return routeQueue{rows: map[routeRowKey]queuedRoute{}, points: map[pointKey]queuedPoint{}}
+}
+
+func (q *routeQueue) len() int { return len(q.rows) + len(q.points) }
+
+// Routes queues the rows one archive flush wrote (b.Fleet and
+// b.Instance: this sidecar's; a later batch under other names replaces
+// them for everything waiting). It never blocks on the store; a waiting
+// row with the same key is replaced. Past MaxRouteRows the rows queued
+// longest ago are dropped, counted, and the first drop logged. The sink
+// must store route rows (RouteSink).
+func (w *Writer) Routes(b RouteBatch) error {
+	if len(b.Routes) == 0 && len(b.Points) == 0 {
+		return nil
+	}
+	if _, ok := w.sink.(RouteSink); !ok {
+		return errors.New("queueing route rows: the shared store link cannot store route rows")
+	}
+	if b.Fleet == "" || b.Instance == "" {
+		return errors.New("queueing route rows: fleet and instance are required")
+	}
+	w.mu.Lock()
+	q := &w.routes
+	q.fleet, q.instance = b.Fleet, b.Instance
+	for _, r := range b.Routes {
+		q.seq++
+		r.Instance = b.Instance
+		r.Buckets = append([]uint64(nil), r.Buckets...)
+		q.rows[routeRowKey{r.Step, r.Route, r.Version, r.Start.UnixMicro()}] = queuedRoute{r, q.seq}
+	}
+	for _, p := range b.Points {
+		q.seq++
+		p.Data = append([]byte(nil), p.Data...)
+		q.points[pointKey{p.Step, p.Start.UnixMicro()}] = queuedPoint{p, q.seq}
+	}
+	dropped := q.trim(w.opt.MaxRouteRows)
+	first := dropped > 0 && !q.loggedDrop
+	if first {
+		q.loggedDrop = true
+	}
+	n := q.len()
+	w.mu.Unlock()
+	w.metricQueue.WithLabelValues("route").Set(float64(n))
+	if dropped > 0 {
+		w.metricDrop.WithLabelValues("route").Add(float64(dropped))
+	}
+	if first {
+		w.log.Warn("store_route_rows_dropped", zap.Int("queued", w.opt.MaxRouteRows), zap.Int("dropped", dropped),
+			zap.String("why", "the shared store has been unreachable too long; the oldest route rows are dropped (the local history keeps them)"))
+	}
+	w.signal()
+	return nil
+}
+
+// trim drops the entries queued longest ago (the lowest seq: a row
+// rewritten since, like the current hour's, counts from its rewrite) past
+// limit; it returns how many.
+func (q *routeQueue) trim(limit int) int {
+	over := q.len() - limit
+	if over <= 0 {
+		return 0
+	}
+	type ent struct {
+		seq   uint64
+		route *routeRowKey
+		point *pointKey
+	}
+	all := make([]ent, 0, q.len())
+	for k, e := range q.rows {
+		all = append(all, ent{seq: e.seq, route: &k})
+	}
+	for k, e := range q.points {
+		all = append(all, ent{seq: e.seq, point: &k})
+	}
+	sort.Slice(all, func(i, j int) bool { return all[i].seq < all[j].seq })
+	for _, e := range all[:over] {
+		if e.route != nil {
+			delete(q.rows, *e.route)
+		} else {
+			delete(q.points, *e.point)
+		}
+	}
+	q.dropped += uint64(over)
+	return over
+}
+
+// routeBatchSize is the most rows one flush's transaction writes.
+const routeBatchSize = 500
+
+// flushRoutes writes the waiting route rows and points in batches of
+// routeBatchSize (points first); an entry rewritten while its batch was
+// being written stays queued (the newer row is written next).
+func (w *Writer) flushRoutes(ctx context.Context) error {
+	sink, ok := w.sink.(RouteSink)
+	if !ok {
+		return nil
+	}
+	for {
+		w.mu.Lock()
+		q := &w.routes
+		if q.len() == 0 {
+			w.mu.Unlock()
+			return nil
+		}
+		b := RouteBatch{Fleet: q.fleet, Instance: q.instance}
+		rseq := map[routeRowKey]uint64{}
+		pseq := map[pointKey]uint64{}
+		for k, e := range q.points {
+			if len(pseq) >= routeBatchSize {
+				break
+			}
+			b.Points = append(b.Points, e.p)
+			pseq[k] = e.seq
+		}
+		for k, e := range q.rows {
+			if len(rseq)+len(pseq) >= routeBatchSize {
+				break
+			}
+			b.Routes = append(b.Routes, e.row)
+			rseq[k] = e.seq
+		}
+		w.mu.Unlock()
+		if err := sink.WriteRouteBatch(ctx, b); err != nil {
+			return err
+		}
+		w.mu.Lock()
+		for k, s := range rseq {
+			if e, ok := q.rows[k]; ok && e.seq == s {
+				delete(q.rows, k)
+			}
+		}
+		for k, s := range pseq {
+			if e, ok := q.points[k]; ok && e.seq == s {
+				delete(q.points, k)
+			}
+		}
+		n := q.len()
+		w.mu.Unlock()
+		w.metricQueue.WithLabelValues("route").Set(float64(n))
+		w.metricDone.WithLabelValues("route").Add(float64(len(b.Routes) + len(b.Points)))
+	}
+}
