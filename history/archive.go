@@ -186,6 +186,33 @@ type Archive struct {
 	flushed int64      // start of the newest 10 s point written (rewritten next flush)
 	failing bool       // a write failed and was logged; the next success logs recovery
 	routes  *routeSource
+	onFlush func(Flushed)
+}
+
+// StoredPoint is one point of the 1 min or 1 h tier as the archive stores
+// it (Data: its encoding); the shared store keeps a copy of each
+// instance's, which QueryStored reads back.
+type StoredPoint struct {
+	Tier  int // Tier1m or Tier1h
+	Start time.Time
+	Data  []byte
+}
+
+// Flushed is what one Flush wrote to the 1 min and 1 h tiers, each row
+// whole as now stored: the route rows it added to and the points it
+// recomputed. Rewriting a row with it is idempotent.
+type Flushed struct {
+	Routes []RouteRollup
+	Points []StoredPoint
+}
+
+// OnFlush makes every later successful Flush call f with what it wrote
+// (not called when nothing was); f must not block (it runs under the
+// archive's flush lock): the shared store's Writer queues the rows.
+func (a *Archive) OnFlush(f func(Flushed)) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.onFlush = f
 }
 
 // OpenArchive opens (creating if needed) dir/history.db. A corrupt file
@@ -342,9 +369,16 @@ func (a *Archive) Flush(h *History, now time.Time) error {
 		routes = *a.routes // restored when the write fails, so the next flush counts these requests
 		deltas, deltaAt = a.routes.sample(now)
 	}
+	var out *Flushed
+	if a.onFlush != nil {
+		out = &Flushed{}
+	}
 	err := a.db.Update(func(tx *bbolt.Tx) error {
+		if out != nil {
+			*out = Flushed{} // a retried transaction starts over
+		}
 		if len(deltas) > 0 {
-			if err := writeRoutes(tx, deltas, deltaAt); err != nil {
+			if err := writeRoutes(tx, deltas, deltaAt, out); err != nil {
 				return err
 			}
 		}
@@ -367,13 +401,13 @@ func (a *Archive) Flush(h *History, now time.Time) error {
 		}
 		hours := map[int64]bool{}
 		for m := range minutes {
-			if err := rollup(tx, Tier1m, m); err != nil {
+			if err := rollup(tx, Tier1m, m, out); err != nil {
 				return err
 			}
 			hours[floorDiv(m, 3600)*3600] = true
 		}
 		for hr := range hours {
-			if err := rollup(tx, Tier1h, hr); err != nil {
+			if err := rollup(tx, Tier1h, hr, out); err != nil {
 				return err
 			}
 		}
@@ -403,6 +437,9 @@ func (a *Archive) Flush(h *History, now time.Time) error {
 		a.log.Info("history_write_recovered", zap.String("path", a.path))
 	}
 	a.flushed = newest
+	if out != nil && (len(out.Routes) > 0 || len(out.Points) > 0) {
+		a.onFlush(*out)
+	}
 	return nil
 }
 
@@ -415,8 +452,9 @@ func bucket(tx *bbolt.Tx, tier int) (*bbolt.Bucket, error) {
 	return b, nil
 }
 
-// rollup recomputes the tier's point starting at start from the tier below.
-func rollup(tx *bbolt.Tx, tier int, start int64) error {
+// rollup recomputes the tier's point starting at start from the tier
+// below, adding it to out when out is not nil.
+func rollup(tx *bbolt.Tx, tier int, start int64, out *Flushed) error {
 	src, err := bucket(tx, tier-1)
 	if err != nil {
 		return err
@@ -439,7 +477,11 @@ func rollup(tx *bbolt.Tx, tier int, start int64) error {
 		return nil
 	}
 	dst.FillPercent = 0.95
-	return dst.Put(key(start), aggregate(start, rows).encode())
+	enc := aggregate(start, rows).encode()
+	if out != nil {
+		out.Points = append(out.Points, StoredPoint{Tier: tier, Start: time.Unix(start, 0).UTC(), Data: enc})
+	}
+	return dst.Put(key(start), enc)
 }
 
 // prune deletes the bucket's points that start before cutoff.
@@ -482,6 +524,35 @@ func (a *Archive) rows(tier int, from, to int64) ([]row, error) {
 // Query answers [from, to) from a tier, merged (as aggregate merges the
 // tier's rollups) into steps so that at most MaxPoints are returned.
 func (a *Archive) Query(name string, tier int, from, to time.Time) (View, error) {
+	return queryTier(name, tier, from, to, func(from, to int64) ([]row, error) { return a.rows(tier, from, to) })
+}
+
+// QueryStored answers req from stored points (the shared store's copy of
+// an instance's archive) as the archive answers from its own tiers: the
+// tier Tier picks for the span, at least the 1 min tier (10 s points are
+// not copied). read returns the tier's points starting in [from, to);
+// points that do not decode are left out.
+func QueryStored(req Request, read func(tier int, from, to time.Time) ([]StoredPoint, error)) (View, error) {
+	tier := max(Tier(req.To.Sub(req.From)), Tier1m)
+	return queryTier(req.Name, tier, req.From, req.To, func(from, to int64) ([]row, error) {
+		ps, err := read(tier, time.Unix(from, 0), time.Unix(to, 0))
+		if err != nil {
+			return nil, err
+		}
+		rows := make([]row, 0, len(ps))
+		for _, p := range ps {
+			if r, err := decodeRow(key(p.Start.Unix()), p.Data); err == nil {
+				rows = append(rows, r)
+			}
+		}
+		return rows, nil
+	})
+}
+
+// queryTier answers [from, to) of tier from the rows read returns
+// (oldest first, starting in [from, to) in unix seconds), merged into
+// steps so that at most MaxPoints are returned.
+func queryTier(name string, tier int, from, to time.Time, read func(from, to int64) ([]row, error)) (View, error) {
 	step := tierSteps[tier]
 	fromS := ceilDiv(from.Unix(), step) * step
 	toS := ceilDiv(to.Unix(), step) * step
@@ -492,7 +563,7 @@ func (a *Archive) Query(name string, tier int, from, to time.Time) (View, error)
 	stepSec := step * per
 	out := View{Range: name, Tier: tierNames[tier], StepSeconds: stepSec, ResolutionSeconds: step,
 		From: fromS, To: toS, Series: make(map[string][]*float64, numSeries)}
-	rows, err := a.rows(tier, fromS, toS)
+	rows, err := read(fromS, toS)
 	if err != nil {
 		return out, err
 	}

@@ -204,8 +204,9 @@ func compareAccs(route string, accs map[string]*versionAcc, o releases.Options) 
 func (r Reader) routeReleases(route string, from, to time.Time) (map[string]*versionAcc, error) {
 	accs := map[string]*versionAcc{}
 	tier := r.routeTier(from)
-	err := r.Archive.scanRoute(tier, route, from, to, func(start int64, version string, d *routeDelta) {
-		accumulate(accs, start, tierSteps[tier], version, d)
+	err := r.routeStore().ScanRoute(tier, route, from, to, func(row *RouteRollup) {
+		d := deltaOf(row)
+		accumulate(accs, row.Start.Unix(), tierSteps[tier], row.Version, &d)
 	})
 	return accs, err
 }

@@ -91,14 +91,31 @@ type Reader struct {
 	// HourlyRoutes makes the route methods read the 1 h tier whatever the
 	// span (a report merges days: 1 min rows would cost 60 times the reading).
 	HourlyRoutes bool
+	// Routes, when set, is where the route methods (RouteRollups,
+	// RouteNames, RouteView, Releases) read instead of Archive: the shared
+	// store's rows of the fleet or of one instance.
+	Routes RouteStore
 }
 
-// routeTier is the tier the route methods read for a span starting at from.
+// routeStore is where the route methods read: Routes, else the archive;
+// nil when neither is there.
+func (r Reader) routeStore() RouteStore {
+	if r.Routes != nil {
+		return r.Routes
+	}
+	if r.Archive != nil {
+		return r.Archive
+	}
+	return nil
+}
+
+// routeTier is the tier the route methods read for a span starting at
+// from (routeStore is not nil).
 func (r Reader) routeTier(from time.Time) int {
 	if r.HourlyRoutes {
 		return Tier1h
 	}
-	return r.Archive.routeTier(from, r.now())
+	return r.routeStore().RouteTier(from, r.now())
 }
 
 // View answers req. The named ranges 15m, 1h and 24h are answered from

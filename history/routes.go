@@ -439,8 +439,9 @@ func addCounter(a, b RouteCounter) RouteCounter {
 	return a
 }
 
-// writeRoutes adds the deltas to the 1 min and 1 h rows holding at, in tx.
-func writeRoutes(tx *bbolt.Tx, deltas map[string]map[string]*routeDelta, at time.Time) error {
+// writeRoutes adds the deltas to the 1 min and 1 h rows holding at, in
+// tx, adding each row written, whole, to out when out is not nil.
+func writeRoutes(tx *bbolt.Tx, deltas map[string]map[string]*routeDelta, at time.Time, out *Flushed) error {
 	for _, tier := range []int{Tier1m, Tier1h} {
 		top, err := tx.CreateBucketIfNotExists(routeBuckets[tier])
 		if err != nil {
@@ -464,6 +465,11 @@ func writeRoutes(tx *bbolt.Tx, deltas map[string]map[string]*routeDelta, at time
 				}
 				if err := b.Put(k, row.encode()); err != nil {
 					return err
+				}
+				if out != nil {
+					out.Routes = append(out.Routes, RouteRollup{Route: route, Version: v, Start: time.Unix(start, 0).UTC(),
+						Step: TierStep(tier), Requests: row.requests, Errors: row.errors, AppErrors: row.appErrors,
+						Buckets: slices.Clone(row.buckets), SumSeconds: float64(row.sumUS) / 1e6})
 				}
 			}
 		}
@@ -506,13 +512,58 @@ func pruneRoutes(tx *bbolt.Tx, ret Retention, now time.Time) error {
 	return nil
 }
 
-// routeTier picks the tier for route rows starting at from: the 1 min
+// RouteStore is where a Reader's route methods read per-route rollups:
+// the archive (this instance's), or the shared store's rows of the fleet
+// (every instance merged) or of one instance. ScanRoute's row, and its
+// Buckets, are only valid during the call.
+type RouteStore interface {
+	// RouteTier is the tier (Tier1m or Tier1h) rows starting at from are
+	// read from: 1 min while its retention reaches back to from.
+	RouteTier(from, now time.Time) int
+	// ScanRoute calls fn with route's rows of tier starting in [from,
+	// to), oldest first, one per (start, version); damaged rows are left out.
+	ScanRoute(tier int, route string, from, to time.Time, fn func(r *RouteRollup)) error
+	// RouteVolumes sums each route's requests of tier in [from, to).
+	RouteVolumes(tier int, from, to time.Time) (map[string]uint64, error)
+}
+
+var _ RouteStore = (*Archive)(nil)
+
+// RouteTier picks the tier for route rows starting at from: the 1 min
 // tier when its retention reaches back to from, else the 1 h tier.
-func (a *Archive) routeTier(from, now time.Time) int {
-	if !from.Before(now.Add(-a.retention()[Tier1m])) {
+func (a *Archive) RouteTier(from, now time.Time) int {
+	return TierFor(from, now, a.retention())
+}
+
+// TierFor is the route tier for rows starting at from under retention
+// ret: Tier1m when ret's 1 min retention reaches back to from, else Tier1h.
+func TierFor(from, now time.Time, ret Retention) int {
+	if !from.Before(now.Add(-ret[Tier1m])) {
 		return Tier1m
 	}
 	return Tier1h
+}
+
+// ScanRoute is RouteStore's scan of the archive's rows.
+func (a *Archive) ScanRoute(tier int, route string, from, to time.Time, fn func(r *RouteRollup)) error {
+	rr := RouteRollup{Route: route, Step: TierStep(tier)}
+	return a.scanRoute(tier, route, from, to, func(start int64, version string, d *routeDelta) {
+		rr.Version, rr.Start = version, time.Unix(start, 0).UTC()
+		rr.Requests, rr.Errors, rr.AppErrors = d.requests, d.errors, d.appErrors
+		rr.Buckets, rr.SumSeconds = d.buckets, float64(d.sumUS)/1e6
+		fn(&rr)
+	})
+}
+
+// RouteVolumes is RouteStore's volumes of the archive's rows.
+func (a *Archive) RouteVolumes(tier int, from, to time.Time) (map[string]uint64, error) {
+	return a.routeVolumes(tier, from, to)
+}
+
+// deltaOf views a rollup as the accumulators' delta (buckets shared).
+func deltaOf(r *RouteRollup) routeDelta {
+	return routeDelta{requests: r.Requests, errors: r.Errors, appErrors: r.AppErrors,
+		sumUS: uint64(r.SumSeconds*1e6 + 0.5), buckets: r.Buckets}
 }
 
 // scanRoute calls fn with each of route's rows of tier starting in
@@ -549,13 +600,12 @@ func (a *Archive) scanRoute(tier int, route string, from, to time.Time, fn func(
 }
 
 // routeRows reads route's rows of tier starting in [from, to), oldest first.
-func (a *Archive) routeRows(tier int, route string, from, to time.Time) ([]RouteRollup, error) {
+func routeRows(rs RouteStore, tier int, route string, from, to time.Time) ([]RouteRollup, error) {
 	var out []RouteRollup
-	step := TierStep(tier)
-	err := a.scanRoute(tier, route, from, to, func(start int64, version string, d *routeDelta) {
-		out = append(out, RouteRollup{Route: route, Version: version, Start: time.Unix(start, 0).UTC(), Step: step,
-			Requests: d.requests, Errors: d.errors, AppErrors: d.appErrors,
-			Buckets: slices.Clone(d.buckets), SumSeconds: float64(d.sumUS) / 1e6})
+	err := rs.ScanRoute(tier, route, from, to, func(r *RouteRollup) {
+		c := *r
+		c.Buckets = slices.Clone(r.Buckets)
+		out = append(out, c)
 	})
 	if err != nil {
 		return nil, err
@@ -605,13 +655,14 @@ func (r Reader) now() time.Time {
 
 // RouteRollups returns route's rollups (AllRoutes for the whole app) in
 // [from, to), from the 1 min tier when it covers from, else the 1 h tier,
-// oldest first; one row per (step, version). Without an archive it
-// returns none.
+// oldest first; one row per (step, version). Without an archive (or
+// Routes) it returns none.
 func (r Reader) RouteRollups(route string, from, to time.Time) ([]RouteRollup, error) {
-	if r.Archive == nil {
+	rs := r.routeStore()
+	if rs == nil {
 		return nil, nil
 	}
-	return r.Archive.routeRows(r.routeTier(from), route, from, to)
+	return routeRows(rs, r.routeTier(from), route, from, to)
 }
 
 // RouteNames returns the routes with rollups in [from, to), busiest
@@ -619,10 +670,11 @@ func (r Reader) RouteRollups(route string, from, to time.Time) ([]RouteRollup, e
 // is not listed (it has rows whenever any route has); OtherRoute is,
 // when it has rows.
 func (r Reader) RouteNames(from, to time.Time) ([]string, error) {
-	if r.Archive == nil {
+	rs := r.routeStore()
+	if rs == nil {
 		return nil, nil
 	}
-	vol, err := r.Archive.routeVolumes(r.routeTier(from), from, to)
+	vol, err := rs.RouteVolumes(r.routeTier(from), from, to)
 	if err != nil {
 		return nil, err
 	}

@@ -121,7 +121,7 @@ func TestRouteRollupsSevenDays(t *testing.T) {
 
 	r := Reader{Archive: a, Now: func() time.Time { return end }}
 	for _, tier := range []int{Tier1m, Tier1h} {
-		rows, err := a.routeRows(tier, watched, start, end.Add(time.Hour))
+		rows, err := routeRows(a, tier, watched, start, end.Add(time.Hour))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -277,10 +277,10 @@ func TestRouteRollupsPruned(t *testing.T) {
 	if err := a.Flush(ring, t0.Add(150*time.Minute)); err != nil {
 		t.Fatal(err)
 	}
-	if rows, _ := a.routeRows(Tier1m, "/old", t0.Add(-time.Hour), t0.Add(5*time.Hour)); len(rows) != 0 {
+	if rows, _ := routeRows(a, Tier1m, "/old", t0.Add(-time.Hour), t0.Add(5*time.Hour)); len(rows) != 0 {
 		t.Errorf("/old's 1 min rows kept past 2 h: %+v", rows)
 	}
-	if rows, _ := a.routeRows(Tier1h, "/old", t0.Add(-time.Hour), t0.Add(5*time.Hour)); len(rows) != 1 {
+	if rows, _ := routeRows(a, Tier1h, "/old", t0.Add(-time.Hour), t0.Add(5*time.Hour)); len(rows) != 1 {
 		t.Errorf("/old's 1 h row: %d rows, want 1 (3 h retention)", len(rows))
 	}
 	if err := a.Flush(ring, t0.Add(5*time.Hour)); err != nil {

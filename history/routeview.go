@@ -49,7 +49,8 @@ type RouteView struct {
 // the last two. Rows are added up as they are read, never all held.
 func (r Reader) RouteView(route string, req Request) (RouteView, error) {
 	tier := Tier1m
-	if r.Archive != nil {
+	rs := r.routeStore()
+	if rs != nil {
 		tier = r.routeTier(req.From)
 	}
 	step := tierSteps[tier]
@@ -71,7 +72,7 @@ func (r Reader) RouteView(route string, req Request) (RouteView, error) {
 			v.Series[name] = cols[k]
 		}
 	}()
-	if r.Archive == nil {
+	if rs == nil {
 		return v, nil
 	}
 	cur := RouteRollup{Buckets: make([]uint64, latency.Buckets)}
@@ -104,7 +105,9 @@ func (r Reader) RouteView(route string, req Request) (RouteView, error) {
 		}
 	}
 	accs := map[string]*versionAcc{}
-	err := r.Archive.scanRoute(tier, route, time.Unix(fromS, 0), time.Unix(toS, 0), func(start int64, version string, d *routeDelta) {
+	err := rs.ScanRoute(tier, route, time.Unix(fromS, 0), time.Unix(toS, 0), func(row *RouteRollup) {
+		start, version, delta := row.Start.Unix(), row.Version, deltaOf(row)
+		d := &delta
 		accumulate(accs, start, step, version, d)
 		if b := fromS + floorDiv(start-fromS, stepSec)*stepSec; b != curStep {
 			emit()
