@@ -39,6 +39,9 @@ func (a *app) openHistory(cfg *config.Config, ring *history.History) *history.Re
 	}
 	log.Info("history_opened", zap.String("path", ar.Path()), zap.Int64("bytes", ar.Size()))
 	ar.SetRouteSourceLive(a.routeCounters, func() int { c, _ := a.holder.Get(); return c.History.MaxRoutes })
+	if a.writer != nil {
+		ar.OnFlush(a.queueFlushed) // the shared store keeps a copy (fleet_routes_wire.go)
+	}
 	a.archive = ar
 	return &history.Reader{Ring: ring, Archive: ar}
 }

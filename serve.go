@@ -234,6 +234,7 @@ func build(cfg *config.Config, log *zap.Logger, level zap.AtomicLevel, dash *das
 		Dashboard:    dashHandler,
 		// The trend history (ring and archive) and its events.
 		History: hist, HistoryEvents: a.st,
+		FleetRoutes: a.fleetRoutes(), InstanceHistory: a.instanceHistoryAPI(),
 	})
 
 	// Live configuration: every part takes the new config after a

@@ -142,6 +142,9 @@ type Deps struct {
 	History       *history.Reader
 	FleetRoutes   report.RouteSource // the fleet's per-route rollups from the shared store; nil without one
 	HistoryEvents HistoryEvents
+	// InstanceHistory reads one instance's long history from the shared
+	// store (?scope=instance&instance= on the history endpoint); nil without one.
+	InstanceHistory InstanceHistory
 
 	// FleetConfig keeps the live configuration in the shared store for the
 	// whole fleet (config GET and POST); nil without a shared store.

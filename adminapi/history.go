@@ -70,6 +70,10 @@ func (a *API) history(w http.ResponseWriter, r *http.Request, p principal) {
 		a.fleetHistory(w, r, sc) // fleet_history.go
 		return
 	}
+	if _, ok := r.URL.Query()["instance"]; ok {
+		a.instanceHistory(w, r) // instance_history.go
+		return
+	}
 	if a.d.History == nil {
 		a.dashboard(w, r, p)
 		return

@@ -1,6 +1,7 @@
 package adminapi
 
 import (
+	"fmt"
 	"net/http"
 	"time"
 	"unicode/utf8"
@@ -14,8 +15,8 @@ import (
 
 // The per-route history and the release comparison (contract R1):
 //
-//	GET /admin/responsiveness/api/history/route?route=<template>&range=<15m..365d> (or from/to)
-//	GET /admin/api/releases/responsiveness?since=24h|7d|30d
+//	GET /admin/responsiveness/api/history/route?route=<template>&range=<15m..365d> (or from/to)[&scope=instance|fleet]
+//	GET /admin/api/releases/responsiveness?since=24h|7d|30d[&scope=instance|fleet]
 
 // maxRouteParam bounds the route parameter (route templates are at most
 // 128 bytes).
@@ -24,14 +25,47 @@ const maxRouteParam = 256
 // routeHistoryAnswer is the route endpoint's JSON.
 type routeHistoryAnswer struct {
 	history.RouteView
+	// Scope is "fleet" when the rows of every instance were merged
+	// (?scope=fleet); absent for this instance's own.
+	Scope           string         `json:"scope,omitempty"`
 	Events          []HistoryEvent `json:"events"`
 	EventsTruncated bool           `json:"events_truncated,omitempty"`
 	EventsError     string         `json:"events_error,omitempty"`
 }
 
-// historyReader is the configured reader on the API's clock, or nil with
-// an answer written when there is no persisted history.
-func (a *API) routeHistoryReader(w http.ResponseWriter) *history.Reader {
+// ErrFleetRoutesNeedStore is the 400 of ?scope=fleet on the route
+// history and releases endpoints without a shared store.
+const ErrFleetRoutesNeedStore = "scope=fleet needs a shared store (store.dsn): set RESPONSIVENESS_STORE_DSN on every sidecar of the fleet; this sidecar answers for itself only"
+
+// routeHistoryReader is the reader ?scope= asks for on the API's clock:
+// this instance's archive ("" or instance), or the fleet's per-route rows
+// in the shared store (fleet: Deps.FleetRoutes, a history.Reader over
+// them). It returns nil with an answer written when there is none: 400
+// for a bad scope or fleet without a shared store, 501 when the fleet
+// view cannot read per-route rows, 503 without a persisted history.
+func (a *API) routeHistoryReader(w http.ResponseWriter, r *http.Request) *history.Reader {
+	switch sc := r.URL.Query().Get("scope"); sc {
+	case "", "instance":
+	case "fleet":
+		if a.d.FleetRoutes == nil {
+			if a.d.Fleet == nil {
+				writeError(w, http.StatusBadRequest, ErrFleetRoutesNeedStore)
+			} else {
+				writeError(w, http.StatusNotImplemented, "scope=fleet: this sidecar's fleet view cannot read per-route rollups")
+			}
+			return nil
+		}
+		rd, ok := a.d.FleetRoutes.(history.Reader)
+		if !ok {
+			writeError(w, http.StatusNotImplemented, "scope=fleet: this sidecar's fleet view cannot read per-route rollups")
+			return nil
+		}
+		rd.Now = a.d.Now
+		return &rd
+	default:
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("scope: want instance or fleet, got %s", quote(sc)))
+		return nil
+	}
 	if a.d.History == nil || a.d.History.Archive == nil {
 		writeError(w, http.StatusServiceUnavailable, "route history needs the persisted history (<data_dir>/history.db), which is not open")
 		return nil
@@ -63,7 +97,7 @@ func (a *API) routeHistory(w http.ResponseWriter, r *http.Request, _ principal) 
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	rd := a.routeHistoryReader(w)
+	rd := a.routeHistoryReader(w, r)
 	if rd == nil {
 		return
 	}
@@ -73,7 +107,7 @@ func (a *API) routeHistory(w http.ResponseWriter, r *http.Request, _ principal) 
 		writeError(w, http.StatusServiceUnavailable, "route history could not be read")
 		return
 	}
-	out := routeHistoryAnswer{RouteView: v, Events: []HistoryEvent{}}
+	out := routeHistoryAnswer{RouteView: v, Scope: scopeName(r), Events: []HistoryEvent{}}
 	if a.d.HistoryEvents != nil {
 		if out.Events, out.EventsTruncated, err = historyEvents(a.d.HistoryEvents, time.Unix(v.From, 0), time.Unix(v.To, 0)); err != nil {
 			a.d.Log.Warn("history_events_failed", zap.Error(err))
@@ -86,6 +120,8 @@ func (a *API) routeHistory(w http.ResponseWriter, r *http.Request, _ principal) 
 // releasesAnswer is the releases endpoint's JSON.
 type releasesAnswer struct {
 	Since string `json:"since"`
+	// Scope is "fleet" when the rows of every instance were merged; absent otherwise.
+	Scope string `json:"scope,omitempty"`
 	// From and To bound the rollups compared.
 	From time.Time `json:"from"`
 	To   time.Time `json:"to"`
@@ -110,7 +146,7 @@ func (a *API) releasesList(w http.ResponseWriter, r *http.Request, _ principal) 
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	rd := a.routeHistoryReader(w)
+	rd := a.routeHistoryReader(w, r)
 	if rd == nil {
 		return
 	}
@@ -121,7 +157,7 @@ func (a *API) releasesList(w http.ResponseWriter, r *http.Request, _ principal) 
 		writeError(w, http.StatusServiceUnavailable, "route history could not be read")
 		return
 	}
-	writeJSON(w, http.StatusOK, releasesAnswer{Since: since, From: now.Add(-d).UTC(), To: now.UTC(), Routes: rels,
+	writeJSON(w, http.StatusOK, releasesAnswer{Since: since, Scope: scopeName(r), From: now.Add(-d).UTC(), To: now.UTC(), Routes: rels,
 		Test: releases.TestDescription, Alpha: history.ReleaseOptions().Alpha})
 }
 
@@ -140,4 +176,12 @@ func quote(s string) string {
 		b = append(b, c)
 	}
 	return string(append(b, '"'))
+}
+
+// scopeName is "fleet" for ?scope=fleet, else "" (this instance).
+func scopeName(r *http.Request) string {
+	if r.URL.Query().Get("scope") == "fleet" {
+		return "fleet"
+	}
+	return ""
 }
