@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"reflect"
 	"slices"
 	"testing"
@@ -293,6 +294,101 @@ func TestWriterRoutesCoalesceAndSurviveAnOutage(t *testing.T) {
 		pts, err := s.HistoryPoints(ctx, s.fleet, "web-1", StepHour, start, start.Add(time.Hour))
 		if err != nil || len(pts) != 1 || string(pts[0].Data) != "hour after 59" {
 			t.Errorf("hour point = %+v, %v; want the last rewrite", pts, err)
+		}
+	})
+}
+
+// TestMeasureRouteRowsDiskUse measures the shared store's disk use of one
+// instance's day of route rows and history points at 20 routes (plus the
+// whole app's "*" row), 50–300 requests per route and minute, one app
+// version: it writes measureDays days of one instance as the Writer
+// would (batches of routeBatchSize) into a private database and reports
+// the tables' rows and bytes per instance and day, from the server's own
+// table sizes. Run with PULSEGATE_MEASURE_ROUTES=1 (docs/store.md quotes it).
+func TestMeasureRouteRowsDiskUse(t *testing.T) {
+	if os.Getenv("PULSEGATE_MEASURE_ROUTES") == "" {
+		t.Skip("set PULSEGATE_MEASURE_ROUTES=1 to measure the route tables' disk use")
+	}
+	const measureDB, routes, measureDays = "pulsegate_sqlroutes_measure", 20, 3
+	sqlServers(t, func(t *testing.T, sv *server) {
+		if err := sv.createDB(measureDB); err != nil {
+			t.Fatal(err)
+		}
+		s := openSQLTest(t, sv.storeDSN(sv.adminUser(), "", measureDB), WithInstance("measure", "web-1"))
+		ctx := context.Background()
+		rng := rand.New(rand.NewPCG(20, 26))
+		start := time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC)
+		point := make([]byte, 11+4*17+6) // the archive's row: header, 17 series, a version "1.4.2"
+		var batch RouteBatch
+		write := func(force bool) {
+			if len(batch.Routes)+len(batch.Points) >= routeBatchSize || force {
+				if err := s.WriteRouteBatch(ctx, batch); err != nil {
+					t.Fatal(err)
+				}
+				batch = RouteBatch{Fleet: "measure", Instance: "web-1"}
+			}
+		}
+		batch = RouteBatch{Fleet: "measure", Instance: "web-1"}
+		for m := range measureDays * 24 * 60 {
+			at := start.Add(time.Duration(m) * time.Minute)
+			all := RouteRow{Route: "*", Version: "1.4.2", Step: StepMinute, Start: at}
+			for r := range routes {
+				row := routeRow(rng, fmt.Sprintf("/api/v1/resource%02d/<id>", r), "1.4.2", StepMinute, at, 50+rng.IntN(250))
+				batch.Routes = append(batch.Routes, row)
+				all.Requests += row.Requests
+				all.Errors += row.Errors
+				if len(row.Buckets) > len(all.Buckets) {
+					all.Buckets = append(all.Buckets, make([]uint64, len(row.Buckets)-len(all.Buckets))...)
+				}
+				for i, v := range row.Buckets {
+					all.Buckets[i] += v
+				}
+				if m%60 == 59 { // the hour's row, whole
+					h := routeRow(rng, row.Route, "1.4.2", StepHour, at.Truncate(time.Hour), 60*175)
+					batch.Routes = append(batch.Routes, h)
+				}
+			}
+			batch.Routes = append(batch.Routes, all)
+			for i := range point {
+				point[i] = byte(rng.Uint32())
+			}
+			batch.Points = append(batch.Points, HistoryPoint{Step: StepMinute, Start: at, Data: slices.Clone(point)})
+			if m%60 == 59 {
+				batch.Routes = append(batch.Routes, routeRow(rng, "*", "1.4.2", StepHour, at.Truncate(time.Hour), 60*175*routes))
+				batch.Points = append(batch.Points, HistoryPoint{Step: StepHour, Start: at.Truncate(time.Hour), Data: slices.Clone(point)})
+			}
+			write(false)
+		}
+		write(true)
+		for _, table := range []string{tableRouteRollups, tableInstHistory} {
+			var rows, bytes, index int64
+			if err := s.db.QueryRow(`SELECT COUNT(*) FROM ` + table).Scan(&rows); err != nil {
+				t.Fatal(err)
+			}
+			if sv.driver == "mysql" {
+				if _, err := s.db.Exec(`ANALYZE TABLE ` + table); err != nil {
+					t.Fatal(err)
+				}
+				if err := s.db.QueryRow(`SELECT data_length + index_length, index_length FROM information_schema.TABLES WHERE table_schema = ? AND table_name = ?`,
+					measureDB, table).Scan(&bytes, &index); err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				if _, err := s.db.Exec(`VACUUM ANALYZE ` + table); err != nil {
+					t.Fatal(err)
+				}
+				if err := s.db.QueryRow(`SELECT pg_total_relation_size($1), pg_indexes_size($1)`, table).Scan(&bytes, &index); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var blob float64
+			col := map[string]string{tableRouteRollups: "buckets", tableInstHistory: "point"}[table]
+			lenFn := map[string]string{"mysql": "LENGTH", "pgx": "OCTET_LENGTH"}[sv.driver]
+			if err := s.db.QueryRow(`SELECT AVG(` + lenFn + `(` + col + `)) FROM ` + table).Scan(&blob); err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("%s %s: %d rows/day, %.1f MB/day (%.1f MB of it indexes), %.0f bytes/row of which %.0f the %s column (per instance, %d routes + *)",
+				sv.name, table, rows/measureDays, float64(bytes)/measureDays/1e6, float64(index)/measureDays/1e6, float64(bytes)/float64(rows), blob, col, routes)
 		}
 	})
 }
