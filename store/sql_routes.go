@@ -49,6 +49,7 @@ type RouteRow struct {
 	// histogram (latency package geometry, trimmed after the last non-empty bucket).
 	SumUS   uint64
 	Buckets []uint64
+	enc     []byte // Buckets encoded (encodeBuckets), set by the Writer's queue instead of Buckets
 }
 
 // HistoryPoint is one instance's long-history point (the archive's 1 min
@@ -64,6 +65,14 @@ type RouteBatch struct {
 	Fleet, Instance string
 	Routes          []RouteRow
 	Points          []HistoryPoint
+}
+
+// encoded is the row's buckets column.
+func (r *RouteRow) encoded() []byte {
+	if r.enc != nil {
+		return r.enc
+	}
+	return encodeBuckets(r.Buckets)
 }
 
 func stepSeconds(step time.Duration) (int, error) {
@@ -112,7 +121,7 @@ func (s *SQL) WriteRouteBatch(ctx context.Context, b RouteBatch) error {
 				}
 				if _, err := st.ExecContext(ctx, b.Fleet, sec, cut(r.Route, MaxRouteLen), r.Start.UnixMicro(), b.Instance,
 					cut(r.Version, MaxVersionLen), i64(r.Requests), i64(r.Errors), i64(r.AppErrors), i64(r.SumUS),
-					encodeBuckets(r.Buckets)); err != nil {
+					r.encoded()); err != nil {
 					return s.classify("writing to", tableRouteRollups, err)
 				}
 			}

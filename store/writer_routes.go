@@ -69,10 +69,11 @@ func (w *Writer) Routes(b RouteBatch) error {
 	w.mu.Lock()
 	q := &w.routes
 	q.fleet, q.instance = b.Fleet, b.Instance
-	for _, r := range b.Routes {
+	for i := range b.Routes {
+		r := b.Routes[i]
 		q.seq++
 		r.Instance = b.Instance
-		r.Buckets = append([]uint64(nil), r.Buckets...)
+		r.enc, r.Buckets = encodeBuckets(r.Buckets), nil // about 150 bytes instead of up to 7 KB
 		q.rows[routeRowKey{r.Step, r.Route, r.Version, r.Start.UnixMicro()}] = queuedRoute{r, q.seq}
 	}
 	for _, p := range b.Points {
