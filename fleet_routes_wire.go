@@ -113,13 +113,15 @@ func (s sqlRoutes) RouteVolumes(tier int, from, to time.Time) (map[string]uint64
 }
 
 // fleetRoutes is the admin API's Deps.FleetRoutes: a history.Reader
-// (a value: the route endpoints read it as one) over the fleet's route
-// rows in the shared store; nil without one.
+// (a value: the route endpoints read it as one, with HourlyRoutes off)
+// over the fleet's route rows in the shared store, reading the 1 h rows
+// whatever the span as report.HourlyRoutes does (the fleet report merges
+// days); nil without a shared store.
 func (a *app) fleetRoutes() report.RouteSource {
 	if a.link == nil {
 		return nil
 	}
-	return history.Reader{Routes: sqlRoutes{a: a}}
+	return history.Reader{Routes: sqlRoutes{a: a}, HourlyRoutes: true}
 }
 
 // instanceHistory reads a named instance's long history from the shared store.

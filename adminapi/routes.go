@@ -61,6 +61,7 @@ func (a *API) routeHistoryReader(w http.ResponseWriter, r *http.Request) *histor
 			return nil
 		}
 		rd.Now = a.d.Now
+		rd.HourlyRoutes = false // the route endpoints pick the tier by the span (the report reads 1 h rows)
 		return &rd
 	default:
 		writeError(w, http.StatusBadRequest, fmt.Sprintf("scope: want instance or fleet, got %s", quote(sc)))
