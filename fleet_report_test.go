@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/pulsegate/pulsegate/config"
+	"github.com/pulsegate/pulsegate/latency"
 	"github.com/pulsegate/pulsegate/report"
 	"github.com/pulsegate/pulsegate/report/reporttest"
 	"github.com/pulsegate/pulsegate/store"
@@ -23,7 +24,7 @@ import (
 // (minute and hour rows), with a slow period and a flapping rule planted on
 // every instance; a third sidecar of the fleet, running serve, answers
 // the fleet report (API and `pulsegate report --fleet`): it names the
-// instances, the slow period (the mean response time's warning trips for
+// instances, the route from both instances' merged rollups, the slow period (the mean response time's warning trips for
 // the whole fleet), the flapping rule with the instances it fired on, the
 // acknowledged alert's time to acknowledge and the configuration change.
 func TestFleetReport(t *testing.T) {
@@ -47,6 +48,28 @@ func testFleetReport(t *testing.T, d fleetDB) {
 		t.Fatal(err)
 	}
 	reporttest.SimulateFleet(t, sim, fleet, instances, now, reporttest.FleetPlant{SlowPeriod: true, FlappingRule: true})
+	// Each instance's hour rows of one route, as its archive copies them
+	// to the shared store: 600 requests an hour, the second instance's
+	// slower (the fleet's p95 is the merged buckets').
+	routeRequests := uint64(0)
+	for i, in := range instances {
+		var rows []store.RouteRow
+		for h := now.Truncate(time.Hour).Add(-26 * time.Hour); h.Before(now); h = h.Add(time.Hour) {
+			b := make([]uint64, latency.Buckets)
+			b[latency.Index(time.Duration(20*(i+1))*time.Millisecond)] = 570
+			b[latency.Index(time.Duration(200*(i+1))*time.Millisecond)] = 30
+			for _, route := range []string{"/reports/<id>", "*"} {
+				rows = append(rows, store.RouteRow{Route: route, Version: "1.0.0", Step: store.StepHour, Start: h,
+					Requests: 600, Errors: 6, SumUS: 600 * 30000, Buckets: b})
+			}
+			if !h.Before(now.Add(-24 * time.Hour)) {
+				routeRequests += 600
+			}
+		}
+		if err := sim.WriteRouteBatch(context.Background(), store.RouteBatch{Fleet: fleet, Instance: in, Routes: rows}); err != nil {
+			t.Fatal(err)
+		}
+	}
 	// As the sidecars prune: heartbeat rows older than an hour merged per
 	// 5 minutes, older than a day deleted, the minute and hour rows written.
 	for range 5 {
@@ -99,9 +122,13 @@ func testFleetReport(t *testing.T, d fleetDB) {
 			t.Errorf("instances %v: %s missing", r.Instances, in)
 		}
 	}
-	// The one problem: no per-route rollups in the shared store.
-	if len(r.Problems) != 1 || !strings.HasPrefix(r.Problems[0], "routes: ") {
+	// No problem: the per-route rollups come from the shared store,
+	// every instance's merged.
+	if len(r.Problems) != 0 {
 		t.Errorf("problems: %q", r.Problems)
+	}
+	if len(r.Routes.Slowest) != 1 || r.Routes.Slowest[0].Route != "/reports/<id>" || r.Routes.Slowest[0].Requests != routeRequests {
+		t.Errorf("slowest routes %+v; want /reports/<id> with both instances' %d requests", r.Routes.Slowest, routeRequests)
 	}
 	if c := r.Trends.Period.Coverage; c < 0.9 {
 		t.Errorf("the fleet's rows cover %.2f of the day", c)
