@@ -28,3 +28,25 @@ func connAlive(c net.Conn) bool {
 	})
 	return err == nil && alive
 }
+
+// waitReadable blocks until c has something to read — data, EOF or an
+// error — or its read deadline passes (the response-header timeout, or the
+// client going away). It holds no buffer while it waits: a 1-byte peek
+// that does not block, then the runtime's poller.
+func waitReadable(c net.Conn) error {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return nil
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var buf [1]byte
+	return raw.Read(func(fd uintptr) bool {
+		_, _, err := syscall.Recvfrom(int(fd), buf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		// EAGAIN: nothing yet, wait. Anything else (data, EOF, a reset,
+		// EINTR) is for the buffered read that follows to report.
+		return err != syscall.EAGAIN && err != syscall.EWOULDBLOCK
+	})
+}

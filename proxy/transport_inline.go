@@ -56,7 +56,8 @@ type inlineTransport struct {
 	// readers recycles the connections' 4 KiB read buffers: with an app
 	// that closes every connection (gunicorn's sync workers) each request
 	// dials, and a fresh buffer per dial was a quarter of the bytes
-	// allocated per request.
+	// allocated per request. A connection holds one only while an answer
+	// is read from it (exchange, putIdle).
 	readers sync.Pool
 }
 
@@ -170,6 +171,15 @@ func (t *inlineTransport) exchange(c *inlineConn, req *http.Request, reused bool
 			return fail(ctx.Err())
 		}
 	}
+	// The read buffer is taken once the answer (or EOF, or a reset) is
+	// there to read, not while the app works on the request: at high
+	// concurrency most upstream connections wait for the app, and 4 KiB
+	// each was the proxy's largest allocation per connection after
+	// net/http's own (docs/performance.md).
+	if err := waitReadable(c.Conn); err != nil {
+		return fail(err)
+	}
+	c.br = t.reader(c.Conn)
 	if _, err := c.br.Peek(1); err != nil {
 		if reused && !isTimeout(err) && ctx.Err() == nil {
 			err = fmt.Errorf("%w: %w", errStaleConn, err)
@@ -279,13 +289,7 @@ func (t *inlineTransport) getConn(req *http.Request) (*inlineConn, bool, error) 
 				release()
 				return nil, false, err
 			}
-			br, _ := t.readers.Get().(*bufio.Reader)
-			if br == nil {
-				br = bufio.NewReaderSize(nc, 4<<10)
-			} else {
-				br.Reset(nc)
-			}
-			return &inlineConn{Conn: nc, br: br, release: release, readers: &t.readers}, false, nil
+			return &inlineConn{Conn: nc, release: release, readers: &t.readers}, false, nil
 		}
 		// Every slot is taken and no inline connection is idle: idle
 		// connections of the fallback Transport may hold slots.
@@ -298,6 +302,16 @@ func (t *inlineTransport) getConn(req *http.Request) (*inlineConn, bool, error) 
 			return nil, false, ctx.Err()
 		}
 	}
+}
+
+// reader takes a read buffer for nc from the pool.
+func (t *inlineTransport) reader(nc net.Conn) *bufio.Reader {
+	br, _ := t.readers.Get().(*bufio.Reader)
+	if br == nil {
+		return bufio.NewReaderSize(nc, 4<<10)
+	}
+	br.Reset(nc)
+	return br
 }
 
 // popIdle takes the most recently used idle connection that is still
@@ -330,6 +344,12 @@ func canonicalAddr(r *http.Request) string {
 // or the transport was replaced.
 func (t *inlineTransport) putIdle(c *inlineConn) {
 	c.idleSince = time.Now()
+	// An idle connection holds no read buffer (finish checked that nothing
+	// is buffered): the 4 KiB go back to the pool until the next answer
+	// arrives on it (exchange).
+	c.br.Reset(nil)
+	t.readers.Put(c.br)
+	c.br = nil
 	t.mu.Lock()
 	if t.closed.Load() || len(t.idle) >= t.maxIdle {
 		t.mu.Unlock()
