@@ -231,3 +231,34 @@ func TestMaxConnsPerHostCoversUploads(t *testing.T) {
 		t.Fatalf("the app saw %d requests at once; want ≤ 3 (max_conns_per_host)", p)
 	}
 }
+
+// TestInlineIdleConnectionsHoldNoBuffer: connections kept for the next
+// request hold no read buffer (4 KiB each, times every connection the pool
+// keeps), and a connection taken again still reads its answer.
+func TestInlineIdleConnectionsHoldNoBuffer(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok "+r.URL.Path) }))
+	defer up.Close()
+	f := newFixture(t, up.URL, nil)
+	for i := range 3 {
+		resp := f.get(t, "/x", nil)
+		if body := readAll(t, resp); resp.StatusCode != 200 || body != "ok /x" {
+			t.Fatalf("request %d: %d %q", i, resp.StatusCode, body)
+		}
+		in := f.p.rt.cur.Load().inline
+		in.mu.Lock()
+		idle := len(in.idle)
+		var held int
+		for _, c := range in.idle {
+			if c.br != nil {
+				held++
+			}
+		}
+		in.mu.Unlock()
+		if idle != 1 || held != 0 {
+			t.Fatalf("after request %d: %d idle connections, %d holding a read buffer; want 1 and 0", i, idle, held)
+		}
+	}
+	if d := f.p.UpstreamDials(); d != 1 {
+		t.Fatalf("%d dials; want 1 (the idle connection reused)", d)
+	}
+}
