@@ -43,7 +43,15 @@ func waitReadable(c net.Conn) error {
 		return err
 	}
 	var buf [1]byte
+	peeked := false
 	return raw.Read(func(fd uintptr) bool {
+		if peeked {
+			// The poller says readable: no second peek (the read that
+			// follows would repeat it). Were it a stale wake-up, that
+			// read finds EAGAIN and waits as any read does.
+			return true
+		}
+		peeked = true
 		_, _, err := syscall.Recvfrom(int(fd), buf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
 		// EAGAIN: nothing yet, wait. Anything else (data, EOF, a reset,
 		// EINTR) is for the buffered read that follows to report.

@@ -17,6 +17,10 @@ type scaleRow struct {
 	Fig     figures `json:"figures"`
 	PeakMiB float64 `json:"peak_mib"`
 	NowMiB  float64 `json:"now_mib"`
+	// AnonMiB is RssAnon at the end: private memory (heap, stacks, the
+	// runtime's), without the binary's file-backed pages, which are clean
+	// and which the kernel can drop under memory pressure.
+	AnonMiB float64 `json:"anon_mib"`
 	// RoutesTracked is pulsegate's routes_tracked after the run (NaN for others).
 	RoutesTracked float64 `json:"-"`
 }
@@ -70,6 +74,12 @@ func scale(ctx context.Context, o options, e env, m *meter, rep *report) error {
 				if row.PeakMiB, row.NowMiB, err = m.rss(r); err != nil {
 					rep.note("scale round %d %s RSS: %v", round+1, t, err)
 				}
+				row.AnonMiB = math.NaN()
+				if pid := r.pid(); pid != 0 {
+					if kb, err := m.proc.treeKB(pid, "RssAnon"); err == nil {
+						row.AnonMiB = float64(kb) / 1024
+					}
+				}
 				if r.adminURL != "" {
 					if doc, err := fetchJSON(ctx, r.adminURL+responsivenessPath); err == nil {
 						if v, ok := findNumber(doc, "routes_tracked"); ok {
@@ -78,8 +88,8 @@ func scale(ctx context.Context, o options, e env, m *meter, rep *report) error {
 					}
 				}
 				rep.Scale = append(rep.Scale, row)
-				fmt.Fprintf(os.Stderr, "scale round %d/%d %-16s conns %5d paths %6d: %8.0f req/s  p99 %7.3f ms  proxy %6s µs/req  peak RSS %6.1f MiB\n",
-					round+1, o.rounds, t, p.conns, p.routes, f.RPS, f.P99, fmtNum(f.ProxyCPU), row.PeakMiB)
+				fmt.Fprintf(os.Stderr, "scale round %d/%d %-16s conns %5d paths %6d: %8.0f req/s  p99 %7.3f ms  proxy %6s µs/req  peak RSS %6.1f MiB (anon at end %6.1f)\n",
+					round+1, o.rounds, t, p.conns, p.routes, f.RPS, f.P99, fmtNum(f.ProxyCPU), row.PeakMiB, row.AnonMiB)
 				r.stop()
 			}
 		}
@@ -89,7 +99,7 @@ func scale(ctx context.Context, o options, e env, m *meter, rep *report) error {
 	var rows [][]string
 	for _, t := range targets {
 		for _, p := range points {
-			var rps, p99, cpu, peak, now, tracked, errs, reqs []float64
+			var rps, p99, cpu, peak, now, anon, tracked, errs, reqs []float64
 			n := 0
 			for _, s := range rep.Scale {
 				if s.Target != t || s.Conns != p.conns || s.Routes != p.routes {
@@ -101,6 +111,7 @@ func scale(ctx context.Context, o options, e env, m *meter, rep *report) error {
 				cpu = append(cpu, s.Fig.ProxyCPU)
 				peak = append(peak, s.PeakMiB)
 				now = append(now, s.NowMiB)
+				anon = append(anon, s.AnonMiB)
 				tracked = append(tracked, s.RoutesTracked)
 				errs = append(errs, float64(s.Fig.Errors))
 				reqs = append(reqs, float64(s.Fig.Requests))
@@ -114,11 +125,11 @@ func scale(ctx context.Context, o options, e env, m *meter, rep *report) error {
 			}
 			rows = append(rows, []string{label(t), fmt.Sprintf("%d", p.conns), paths,
 				fmtNum(median(rps)), fmtNum(median(p99)), fmtNum(median(cpu)),
-				fmtNum(median(peak)), fmtNum(median(now)), fmtNum(median(tracked)),
+				fmtNum(median(peak)), fmtNum(median(now)), fmtNum(median(anon)), fmtNum(median(tracked)),
 				fmt.Sprintf("%.0f / %.0f", median(errs), median(reqs))})
 		}
 	}
-	rep.printf("%s", mdTable([]string{"target", "connections", "distinct paths", "req/s", "p99 ms", "proxy CPU µs/req", "peak RSS MiB", "RSS at end MiB", "routes tracked (API)", "errors / requests"}, rows))
+	rep.printf("%s", mdTable([]string{"target", "connections", "distinct paths", "req/s", "p99 ms", "proxy CPU µs/req", "peak RSS MiB", "RSS at end MiB", "of it anon MiB", "routes tracked (API)", "errors / requests"}, rows))
 	rep.printf("\nDistinct paths are /bench/<letters>: no digits, so route templating cannot fold them; with wrk -t1 they are sent in turn, so a run shorter than the path count sends each at most once.\n")
 
 	if o.idle > 0 {
