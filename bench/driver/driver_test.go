@@ -139,6 +139,7 @@ func TestWrkScriptsAgainstARealServer(t *testing.T) {
 			t.Fatalf("wrk summary %+v", w)
 		}
 	}
+	srv.Close() // waits for the handlers: none sends on seen after this
 	close(seen)
 	distinct := map[string]bool{}
 	for p := range seen {
