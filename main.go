@@ -18,6 +18,7 @@ import (
 	"io"
 	"os"
 	"runtime/metrics"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
@@ -132,8 +133,28 @@ func registerRuntimeMetrics(reg prometheus.Registerer, b membudget.Budget, conns
 	return nil
 }
 
-// runtimeSection is the performance JSON's "runtime" object.
-func runtimeSection(b membudget.Budget) map[string]any {
+// tuneGC starts the GC tuner (runtime.gc_headroom_mib) unless GOGC is
+// set in the environment or the collector is off; it runs with the app's
+// other loops and stops with them.
+func tuneGC(a *app, cfg *config.Config, environ []string, b membudget.Budget) {
+	if cfg.Runtime.GCHeadroomMiB <= 0 || lookup(environ, "GOGC") != "" || b.GOGC <= 0 {
+		return
+	}
+	a.gcTuner = membudget.NewGCTuner(int64(cfg.Runtime.GCHeadroomMiB)<<20, b.GOGC)
+	a.loops = append(a.loops, func(ctx context.Context) error { return a.gcTuner.Run(ctx, gcTuneInterval) })
+}
+
+// gcTuneInterval: connection counts change over seconds; a collection
+// cycle at 512 busy connections is a fraction of one.
+const gcTuneInterval = time.Second
+
+// runtimeSection is the performance JSON's "runtime" object; gogc is the
+// tuner's current value when it runs.
+func runtimeSection(b membudget.Budget, tuner *membudget.GCTuner) map[string]any {
+	gogc := b.GOGC
+	if tuner != nil {
+		gogc = tuner.GOGC()
+	}
 	heap := heapBytes()
 	out := map[string]any{
 		"memory_budget_bytes":          b.LimitBytes,
@@ -142,7 +163,7 @@ func runtimeSection(b membudget.Budget) map[string]any {
 		"memory_limit_share":           b.Share,
 		"heap_bytes":                   heap,
 		"heap_share_of_budget":         nil,
-		"gogc":                         b.GOGC,
+		"gogc":                         gogc,
 		"gomaxprocs":                   b.GOMAXPROCS,
 		"gomaxprocs_source":            b.GOMAXPROCSSource,
 		"max_client_connections":       b.MaxClientConnections,

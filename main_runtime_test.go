@@ -100,6 +100,11 @@ func TestServeAppliesTheMemoryBudget(t *testing.T) {
 	if r["memory_budget_bytes"] != float64(48<<20) || r["memory_budget_source"] != "default" || r["gomaxprocs"] == nil {
 		t.Errorf("runtime section %v", r)
 	}
+	// The GC tuner runs (runtime.gc_headroom_mib 8 by default) and leaves
+	// GOGC alone while the heap and stacks are small.
+	if r["gogc"] != float64(prevGC) {
+		t.Errorf("gogc %v with no traffic; want %d", r["gogc"], prevGC)
+	}
 	if h, _ := r["heap_bytes"].(float64); h <= 0 {
 		t.Errorf("heap_bytes %v; want the measured heap", r["heap_bytes"])
 	}

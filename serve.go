@@ -57,6 +57,7 @@ func cmdServe(ctx context.Context, args, environ []string, stdout, stderr io.Wri
 	if err == nil {
 		a.runtime = &budget
 		err = registerRuntimeMetrics(a.reg, budget, limitClientConns(a, cfg, budget))
+		tuneGC(a, cfg, environ, budget)
 	}
 	if err != nil {
 		log.Error("startup_failed", zap.Error(err))
@@ -130,6 +131,8 @@ type app struct {
 	historyReader *history.Reader
 	// runtime is the memory budget and GOMAXPROCS applied at start (serve only).
 	runtime *membudget.Budget
+	// gcTuner lowers GOGC with many busy connections (nil: GOGC fixed).
+	gcTuner *membudget.GCTuner
 }
 
 // build wires every component for cfg. dash may be nil.
@@ -349,7 +352,7 @@ func (a *app) extraSections() map[string]any {
 		"actions":          a.actions.Snapshot(),
 	}
 	if a.runtime != nil {
-		out["runtime"] = runtimeSection(*a.runtime)
+		out["runtime"] = runtimeSection(*a.runtime, a.gcTuner)
 	}
 	return out
 }

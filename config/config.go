@@ -446,6 +446,12 @@ type Runtime struct {
 	// from the container memory limit (what fits in the memory budget; no
 	// cap outside containers); -1 = no cap.
 	MaxClientConnections int `koanf:"max_client_connections" json:"max_client_connections"`
+	// GCHeadroomMiB bounds how far the heap grows between collections, in
+	// MiB: GOGC is lowered (to 50 at most) while the live heap plus the
+	// goroutine stacks exceed it, i.e. with many busy connections, and
+	// stays at 100 below it (an everyday rate pays no GC CPU for it).
+	// 0 = GOGC fixed. Default 8. A GOGC in the environment wins.
+	GCHeadroomMiB int `koanf:"gc_headroom_mib" json:"gc_headroom_mib"`
 }
 
 type Log struct {

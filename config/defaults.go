@@ -21,7 +21,7 @@ func Defaults() *Config {
 			TaskMonitoringEnabled:         true,
 			TaskHealthCheckInterval:       60,
 		},
-		Runtime: Runtime{MemoryLimitShare: 0.8, MemoryLimitDefaultMiB: 256, MaxProcs: 1},
+		Runtime: Runtime{MemoryLimitShare: 0.8, MemoryLimitDefaultMiB: 256, MaxProcs: 1, GCHeadroomMiB: 8},
 		Proxy: Proxy{
 			UpstreamURL:         "http://127.0.0.1:5000",
 			ListenAddr:          ":8080",

@@ -183,6 +183,7 @@ var envTable = []envEntry{
 	{"RESPONSIVENESS_RUNTIME_MEMORY_LIMIT_DEFAULT_MIB", "runtime.memory_limit_default_mib", "Go's soft memory limit outside a memory-limited container, MiB; 0 = none. Read at start."},
 	{"RESPONSIVENESS_RUNTIME_MAX_PROCS", "runtime.max_procs", "GOMAXPROCS when no CPU limit is set (GOMAXPROCS in the environment wins; with a CPU limit Go follows it); 0 = every CPU. Read at start."},
 	{"RESPONSIVENESS_RUNTIME_MAX_CLIENT_CONNECTIONS", "runtime.max_client_connections", "Cap on open client connections (the longest-idle keep-alive one is closed to make room); 0 = what fits in the container's memory budget (none outside containers); -1 = none. Read at start."},
+	{"RESPONSIVENESS_RUNTIME_GC_HEADROOM_MIB", "runtime.gc_headroom_mib", "MiB the heap may grow between collections before GOGC is lowered (to 50 at most): with many busy connections the live heap plus stacks exceed it; below it GOGC stays 100. 0 = GOGC fixed; a GOGC in the environment wins. Read at start."},
 
 	{"RESPONSIVENESS_DATA_DIR", "data_dir", "Directory of the embedded store (alert history, acknowledgements, audit log)."},
 	{"RESPONSIVENESS_STORE_DSN", "store.dsn", "Shared store for several replicas: mysql://user:pass@host:3306/db or postgres://user:pass@host:5432/db (percent-encode @ # % : in the password). Unset = the embedded store in data_dir."},

@@ -608,6 +608,7 @@ func (c *Config) validate() []FieldError {
 	v.intRange("runtime.memory_limit_default_mib", c.Runtime.MemoryLimitDefaultMiB, 0, 1<<20)
 	v.intRange("runtime.max_procs", c.Runtime.MaxProcs, 0, 1024)
 	v.intRange("runtime.max_client_connections", c.Runtime.MaxClientConnections, -1, maxSize)
+	v.intRange("runtime.gc_headroom_mib", c.Runtime.GCHeadroomMiB, 0, 1<<20)
 
 	v.oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
 	v.oneOf("log.format", c.Log.Format, "json", "console")

@@ -9,7 +9,9 @@
 // grow at the default GOGC=100 while there is room and makes the collector
 // work harder only near the budget; the budget is a share of the container
 // limit (the rest is headroom for stacks, OS buffers and the runtime's own
-// overhead, which the limit counts only in part).
+// overhead, which the limit counts only in part). GCTuner (gctune.go)
+// lowers GOGC only while the live heap and stacks are large, i.e. with
+// many busy connections.
 package membudget
 
 import (
