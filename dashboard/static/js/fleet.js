@@ -4,7 +4,7 @@
 // The choice is remembered per browser (web storage, one key) and offered only when
 // whoami says a shared store is set. In fleet scope every API call that has
 // a fleet answer carries scope=fleet (health, performance, alerts, trend
-// history); widgets whose data exists only per instance (windows, routes,
+// history, the route page's history and releases); widgets whose data exists only per instance (windows, routes,
 // slow requests, backpressure, tasks) say so in their header. The fleet's
 // figures are not judged per figure by the API (the fleet verdict is the
 // worst fresh instance's), so their tiles stay neutral: this page never
@@ -36,9 +36,24 @@ export function fleetAvailable() {
   return !!(viewer && viewer.shared_store);
 }
 
+// linked is the scope the page's address asks for (?scope=fleet or
+// ?scope=instance: a route link from a page in fleet scope carries it, so
+// the route page opens in the scope it was opened from); it wins over the
+// remembered choice on that page.
+function linked() {
+  const s = new URLSearchParams(location.search).get('scope');
+  return s === 'fleet' || s === 'instance' ? s : null;
+}
+
 // fleetOn: the page shows the whole fleet.
 export function fleetOn() {
-  return fleetAvailable() && stored() === 'fleet';
+  return fleetAvailable() && (linked() || stored()) === 'fleet';
+}
+
+// withScope adds the page's scope to a dashboard link (route links): in
+// fleet scope the linked page opens in fleet scope too.
+export function withScope(href) {
+  return fleetOn() ? href + (href.includes('?') ? '&' : '?') + 'scope=fleet' : href;
 }
 
 // The API paths with a fleet answer (?scope=fleet).
@@ -47,6 +62,8 @@ const FLEET_PATHS = [
   '/admin/api/performance/responsiveness',
   '/admin/api/alerts/responsiveness',
   '/admin/responsiveness/api/history',
+  '/admin/responsiveness/api/history/route',
+  '/admin/api/releases/responsiveness',
 ];
 
 function pathOf(url) {
@@ -154,6 +171,8 @@ const FLEET_KINDS = {
   trends: '/admin/responsiveness/api/history',
   instances: '/admin/api/performance/responsiveness',
   'alert-history': '/admin/api/alerts/responsiveness',
+  'route-trends': '/admin/responsiveness/api/history/route', // route.js
+  'route-releases': '/admin/responsiveness/api/history/route',
 };
 
 // reporting: "3 of 3 instances reporting" from the fleet answer.
@@ -209,6 +228,12 @@ export function mountSwitch(el) {
       localStorage.setItem(KEY, s);
     } catch {
       return;
+    }
+    // The address's ?scope= (a route link's) gives way to the choice.
+    const u = new URL(location.href);
+    if (u.searchParams.has('scope')) {
+      u.searchParams.delete('scope');
+      history.replaceState(null, '', u.pathname + u.search + u.hash);
     }
     location.reload();
   };

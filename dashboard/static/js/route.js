@@ -7,7 +7,9 @@
 // regression beyond the noise, in words).
 //
 // Everything comes from GET /admin/responsiveness/api/history/route
-// (contract R1 in the pulsegate sources). A pulsegate without that
+// (contract R1 in the pulsegate sources), in the page's scope (fleet.js):
+// with &scope=fleet every instance's route rows merged from the shared
+// store, the releases and their comparison over every instance's requests. A pulsegate without that
 // endpoint answers the dashboard's HTML 404: the page then says that route
 // history is not available here, instead of failing.
 
@@ -15,6 +17,7 @@ import { h, replace, isNum, fmtSeconds, fmtPct, fmtRate, fmtNum, secondsAxis, pc
 import { getJSON, AuthError, PREFIX } from './live.js';
 import { lineChart, RANGES, RANGE_WORDS, fmtWhen, fmtSpan, GLYPH } from './chart.js';
 import { registerWidget, runbookOf, routeHref } from './widgets.js';
+import { getScoped } from './fleet.js';
 
 const params = new URLSearchParams(location.search);
 const ROUTE = params.get('route') || '';
@@ -48,7 +51,7 @@ function load(range) {
   const seq = ++data.seq;
   data.range = range;
   const url = `${ENDPOINT}?route=${encodeURIComponent(ROUTE)}&range=${encodeURIComponent(range)}`;
-  data.loading = getJSON(url).then((a) => {
+  data.loading = getScoped(getJSON, url).then((a) => {
     if (seq !== data.seq) return;
     data.answer = a;
     data.error = null;
@@ -149,11 +152,13 @@ function routeTrends() {
       why: 'no request to this route in this range (pulsegate keeps per-route history at 1 min and 1 h steps for the busiest routes)',
     }));
     const reqs = (a.series && a.series.requests) || [];
+    const where = a.scope === 'fleet' ? 'on every instance of the fleet' : 'on this instance';
     const total = reqs.reduce((n, v) => n + (isNum(v) ? v : 0), 0);
     body.dataset.range = a.range || data.range;
     body.dataset.route = a.route || ROUTE;
+    body.dataset.scope = a.scope === 'fleet' ? 'fleet' : 'instance';
     replace(body,
-      h('p', { class: 'muted small route-summary' }, `${RANGE_WORDS[a.range] || data.range}: ${fmtNum(total)} requests to this route, one point per ${fmtSpan(a.step_seconds || 60)}. ` +
+      h('p', { class: 'muted small route-summary' }, `${RANGE_WORDS[a.range] || data.range}: ${fmtNum(total)} requests to this route ${where}, one point per ${fmtSpan(a.step_seconds || 60)}. ` +
         `Alerts (shaded, ${GLYPH.fired} fired, ${GLYPH.resolved} resolved), configuration changes (${GLYPH.config}) and releases (${GLYPH.release}) are marked on every graph: point at or tap a mark for what changed and who.`),
       h('div', { class: 'charts' }, drawn.map((c) => c.fig)));
   };
@@ -230,12 +235,13 @@ function verdict(c) {
     `of ${fmtNum(c.before_requests)} and ${fmtNum(c.after_requests)} requests, or too small to matter.`);
 }
 
-function comparison(c) {
+function comparison(c, win, fleet) {
   if (!c) {
     return h('p', { class: 'muted comparison-none' }, 'No comparison: in this range the route answered with fewer than two releases. ' +
       'pulsegate learns the app\u2019s version from RESPONSIVENESS_APP_VERSION, or per response from the header named by RESPONSIVENESS_APP_VERSION_HEADER (e.g. X-App-Version).');
   }
-  const head = h('p', null, 'Last release ', h('b', null, c.after_release || '(unknown)'), ' against the one before, ', h('b', null, c.before_release || '(unknown)'), ':');
+  const head = h('p', null, 'Last release ', h('b', null, c.after_release || '(unknown)'), ' against the one before, ', h('b', null, c.before_release || '(unknown)'),
+    `, over their requests ${fleet ? 'on every instance' : 'on this instance'} in the ${win}:`);
   if (!c.compared) {
     return h('div', { class: 'comparison', dataset: { compared: '0' } }, head,
       h('p', { class: 'muted' }, 'Not compared: ', c.why || 'too few requests', '.'),
@@ -280,19 +286,23 @@ function routeReleases() {
     if (!a) return replace(body, h('p', { class: 'muted' }, 'loading…'));
     const rel = (a.releases || []).slice().sort((x, y) => new Date(y.last_seen) - new Date(x.last_seen));
     const step = a.step_seconds || 60;
+    const win = RANGE_WORDS[a.range] || RANGE_WORDS[data.range] || data.range;
+    const fleet = a.scope === 'fleet';
     replace(body,
       rel.length === 0
         ? h('p', { class: 'muted releases-none' }, 'No release recorded for this route in this range.')
-        : h('div', { class: 'scroll' }, h('table', { class: 'table releases' },
+        : [h('p', { class: 'small muted releases-window' }, `${win}: each version\u2019s first and last request to this route, and its requests ${fleet ? 'summed over every instance of the fleet' : 'on this instance'}.`),
+          h('div', { class: 'scroll' }, h('table', { class: 'table releases' },
           h('thead', null, h('tr', null, ['Version', 'First request', 'Last request', 'Requests'].map((c, i) => h('th', { scope: 'col', class: i === 3 ? 'num' : undefined }, c)))),
           h('tbody', null, rel.map((r, i) => h('tr', { dataset: { version: r.version ?? '' } },
             h('th', { scope: 'row' }, h('code', null, r.version || '(unknown)'), i === 0 ? h('span', { class: 'small muted' }, ' latest') : null),
             h('td', null, r.first_seen ? fmtWhen(new Date(r.first_seen).getTime() / 1000, step) : '–'),
             h('td', null, r.last_seen ? fmtWhen(new Date(r.last_seen).getTime() / 1000, step) : '–'),
-            h('td', { class: 'num' }, fmtNum(r.requests))))))),
+            h('td', { class: 'num' }, fmtNum(r.requests)))))))],
       h('h3', null, 'Last release against the one before'),
-      comparison(a.comparison));
+      comparison(a.comparison, win, fleet));
     body.dataset.range = a.range || data.range;
+    body.dataset.scope = fleet ? 'fleet' : 'instance';
   };
   const onData = () => draw();
   data.listeners.add(onData);

@@ -20,7 +20,7 @@ import {
 } from './util.js';
 import { state, subscribe, acknowledge, getHistory, AuthError, PREFIX } from './live.js';
 import { lineChart, RANGES, RANGE_WORDS } from './chart.js';
-import { instancesWidget } from './fleet.js';
+import { instancesWidget, withScope } from './fleet.js';
 
 // kinds maps a widget name to its factory; the embeddable element accepts
 // the product's five kinds (resources, performance, health, tasks,
@@ -467,9 +467,10 @@ const routeCols = [
   { key: 'p99', label: 'p99', fmt: fmtSeconds },
 ];
 
-// routeHref is a route's own page (route.html, route.js).
+// routeHref is a route's own page (route.html, route.js), in the page's
+// scope: from a page in fleet scope it opens with ?scope=fleet.
 export function routeHref(route) {
-  return PREFIX + 'route?route=' + encodeURIComponent(route);
+  return withScope(PREFIX + 'route?route=' + encodeURIComponent(route));
 }
 
 function routesWidget() {
