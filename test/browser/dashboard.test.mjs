@@ -1237,3 +1237,215 @@ describe('fleet scope', () => {
     }
   });
 });
+
+// ---------------------------------------------------------------- route page in fleet scope
+
+// ROUTE_DB is the route-page fleet test's own MariaDB database (the shared
+// store of its two demo sidecars), created and dropped by the test.
+const ROUTE_DB = 'pulsegate_routepage_browser';
+const ROUTE_FLEET = 'routepage_browser';
+const SEARCH = '/api/search';
+
+// spawnRouteFleetDemo runs `pulsegate demo` as instance name of the
+// ROUTE_DB fleet; it resolves with the process and its addresses.
+function spawnRouteFleetDemo(name) {
+  const proc = spawn(BIN, ['demo', '--no-services', '--rps', '4'], {
+    env: {
+      ...process.env,
+      RESPONSIVENESS_LISTEN_ADDR: '127.0.0.1:0',
+      RESPONSIVENESS_ADMIN_ADDR: '127.0.0.1:0',
+      RESPONSIVENESS_ADMIN_TOKEN: TOKEN,
+      RESPONSIVENESS_STORE_DSN: `mysql://root@127.0.0.1:3306/${ROUTE_DB}`,
+      RESPONSIVENESS_INSTANCE: name,
+      RESPONSIVENESS_FLEET: ROUTE_FLEET,
+    },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  const log = fs.createWriteStream(path.join(ROOT, `test/artifacts/browser-routefleet-${name}.log`));
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`route fleet demo ${name} did not log "listening"`)), WAIT);
+    proc.once('exit', (code) => reject(new Error(`route fleet demo ${name} exited with ${code}`)));
+    readline.createInterface({ input: proc.stderr }).on('line', (line) => {
+      log.write(line + '\n');
+      try {
+        const ev = JSON.parse(line);
+        if (ev.msg === 'listening') {
+          clearTimeout(timer);
+          resolve({ proc, log, admin: 'http://' + ev.admin_addr, proxy: 'http://' + ev.proxy_addr });
+        }
+      } catch {
+        // not JSON
+      }
+    });
+  });
+}
+
+// requestsOf sums a route answer's requests series.
+function requestsOf(a) {
+  return ((a.series && a.series.requests) || []).reduce((n, v) => n + (typeof v === 'number' ? v : 0), 0);
+}
+
+// routeSummaryCount reads "N requests to this route" from the route page.
+async function routeSummaryCount(page) {
+  const text = await page.textContent('section[data-widget=route-trends] .route-summary');
+  const m = /: ([\d,]+) requests to this route/.exec(text);
+  assert.ok(m, `route summary: ${text}`);
+  return Number(m[1].replace(/,/g, ''));
+}
+
+// noSideScroll: the page itself never scrolls sideways.
+async function noSideScroll(page) {
+  return page.evaluate(() => document.documentElement.scrollWidth <= document.documentElement.clientWidth + 1);
+}
+
+describe('route page in fleet scope', () => {
+  it('route page fleet scope: without a shared store the route page reads this instance, the switch disabled with its reason', async () => {
+    const r = await api('/admin/responsiveness/api/history/route?route=%2Fapi%2Fsearch&range=1h&scope=fleet');
+    assert.equal(r.status, 400);
+    assert.match(r.body.error, /store\.dsn/);
+    const page = await newPage();
+    await ensureSignedIn(page);
+    // Even a link asking for the fleet opens this instance's route history.
+    const routeReads = [];
+    page.on('request', (q) => /api\/history\/route\?/.test(q.url()) && routeReads.push(q.url()));
+    await page.goto(adminURL + '/admin/responsiveness/route?route=%2Fapi%2Fsearch&range=1h&scope=fleet');
+    await page.waitForSelector('section[data-widget=route-trends] .route-summary', { timeout: WAIT });
+    await page.waitForSelector('#scope:not([hidden])', { timeout: WAIT });
+    assert.equal(await page.locator('#scope button[data-scope=fleet]').isDisabled(), true);
+    assert.match(await page.getAttribute('#scope button[data-scope=fleet]', 'title'), /RESPONSIVENESS_STORE_DSN \(store\.dsn\)/);
+    assert.match(await page.textContent('#scope .scope-why'), /needs a shared store/);
+    assert.equal(await page.getAttribute('#scope button[data-scope=instance]', 'aria-pressed'), 'true');
+    assert.ok(routeReads.length > 0 && routeReads.every((u) => !/scope=fleet/.test(u)), `route reads without scope=fleet: ${routeReads}`);
+    assert.match(await page.textContent('section[data-widget=route-trends] .route-summary'), /requests to this route on this instance/);
+    assert.equal(await page.locator('.scope-tag').count(), 0, 'no scope tags without a fleet');
+    await page.close();
+  });
+
+  it('route page fleet scope: two sidecars on MariaDB, the route page and its releases follow the switch, route links keep the fleet', async (t) => {
+    try {
+      mysqlExec(`DROP DATABASE IF EXISTS ${ROUTE_DB}; CREATE DATABASE ${ROUTE_DB} CHARACTER SET utf8mb4`);
+    } catch (e) {
+      t.skip(`MariaDB at 127.0.0.1:3306 (root, no password) is not usable: ${e.message}`);
+      return;
+    }
+    let a;
+    let b;
+    let browser;
+    try {
+      [a, b] = await Promise.all([spawnRouteFleetDemo('route-a'), spawnRouteFleetDemo('route-b')]);
+      const get = async (base, p) => (await fetch(base + p, { headers: { Authorization: 'Bearer ' + TOKEN } })).json();
+      const q = `/admin/responsiveness/api/history/route?route=${encodeURIComponent(SEARCH)}&range=1h`;
+      // The archive flushes its route rows to the store once a minute: wait
+      // until the fleet's route history holds both instances' requests.
+      const merged = await waitFor('the fleet route history with both instances\' requests', async () => {
+        const [fa, ia, ib] = await Promise.all([get(a.admin, q + '&scope=fleet'), get(a.admin, q), get(b.admin, q)]);
+        // Equal once no flush falls between the three reads.
+        return fa.scope === 'fleet' && requestsOf(ia) > 0 && requestsOf(ib) > 0 && requestsOf(fa) === requestsOf(ia) + requestsOf(ib) && { fa, ia, ib };
+      }, 300_000);
+      console.log(`route ${SEARCH} last hour: fleet ${requestsOf(merged.fa)} requests, route-a ${requestsOf(merged.ia)}, route-b ${requestsOf(merged.ib)}`);
+      const rel = await get(a.admin, '/admin/api/releases/responsiveness?since=24h&scope=fleet');
+      assert.equal(rel.scope, 'fleet');
+
+      browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ['--no-sandbox', '--disable-gpu'] });
+      const ctx = await browser.newContext({ viewport: WIDTHS[0] });
+      const page = await ctx.newPage();
+      const errs = [];
+      page.on('pageerror', (e) => errs.push(e.message));
+      page.on('console', (m) => m.type() === 'error' && errs.push(m.text()));
+      const failed = [];
+      page.on('response', (r) => r.status() >= 400 && failed.push(`${r.status()} ${r.url()}`));
+      await page.goto(a.admin + '/admin/responsiveness/login');
+      await page.waitForSelector('#login-fields:not([hidden])');
+      await page.fill('#name', NAME);
+      await page.fill('#token', TOKEN);
+      await Promise.all([page.waitForURL(a.admin + '/admin/responsiveness/'), page.click('button[type=submit]')]);
+
+      // This instance (the default): the route page reads route-a's own rows.
+      const mineAnswer = page.waitForResponse((r) => /api\/history\/route\?/.test(r.url()) && !/scope=fleet/.test(r.url()) && r.status() === 200, { timeout: WAIT });
+      await page.goto(a.admin + `/admin/responsiveness/route?route=${encodeURIComponent(SEARCH)}&range=1h`);
+      const mine = await (await mineAnswer).json();
+      assert.equal(mine.scope, undefined);
+      await page.waitForSelector('section[data-widget=route-trends] .charts', { timeout: WAIT });
+      await page.waitForSelector('section[data-widget=route-trends] .scope-tag.instance', { timeout: WAIT });
+      assert.match(await page.textContent('section[data-widget=route-trends] .scope-tag'), /^this instance · route-a$/);
+      assert.match(await page.textContent('section[data-widget=route-releases] .scope-tag'), /^this instance · route-a$/);
+      assert.equal(await routeSummaryCount(page), requestsOf(mine));
+
+      // Whole fleet on the performance page: its route links carry the fleet scope.
+      await page.goto(a.admin + '/admin/responsiveness/performance');
+      await page.waitForSelector('#scope:not([hidden])', { timeout: WAIT });
+      assert.equal(await page.locator('#scope button[data-scope=fleet]').isDisabled(), false);
+      await page.click('#scope button[data-scope=fleet]');
+      await page.waitForSelector('section[data-widget=figures] .scope-tag.fleet', { timeout: WAIT });
+      const link = page.locator('section[data-widget=routes] a[data-route-link]', { hasText: SEARCH }).first();
+      await link.waitFor({ timeout: WAIT });
+      const href = await link.getAttribute('href');
+      assert.match(href, /^\/admin\/responsiveness\/route\?route=%2Fapi%2Fsearch&scope=fleet$/);
+
+      // The link opens the route page in fleet scope: the merged rows.
+      const fleetAnswer = page.waitForResponse((r) => /api\/history\/route\?.*scope=fleet/.test(r.url()) && r.status() === 200, { timeout: WAIT });
+      await link.click();
+      const fleet = await (await fleetAnswer).json();
+      assert.equal(fleet.scope, 'fleet');
+      assert.equal(new URL(page.url()).searchParams.get('scope'), 'fleet');
+      await page.waitForSelector('section[data-widget=route-trends] .charts', { timeout: WAIT });
+      await waitFor('the route cards labelled with the fleet', async () =>
+        /^whole fleet · 2 of 2 instances reporting$/.test(await page.textContent('section[data-widget=route-trends] .scope-tag')) &&
+        /^whole fleet · 2 of 2 instances reporting$/.test(await page.textContent('section[data-widget=route-releases] .scope-tag')));
+      assert.equal(await page.getAttribute('#scope button[data-scope=fleet]', 'aria-pressed'), 'true');
+      assert.match(await page.textContent('section[data-widget=route-trends] .route-summary'), /^last 24 h: [\d,]+ requests to this route on every instance of the fleet, one point per/);
+      assert.equal(await routeSummaryCount(page), requestsOf(fleet));
+      // Every graph names its window and unit.
+      const captions = await page.$$eval('section[data-widget=route-trends] figure figcaption', (cs) => cs.map((c) => c.textContent));
+      assert.equal(captions.length, 3, JSON.stringify(captions));
+      for (const [c, unit] of captions.map((c, i) => [c, ['seconds', 'requests per second', '% of requests'][i]])) {
+        assert.ok(c.includes('last 24 h') && c.includes(unit), `caption names window and unit: ${c}`);
+      }
+      // The releases table: the fleet's releases, its window and scope said above it.
+      await page.waitForSelector('section[data-widget=route-releases] table.releases tbody tr', { timeout: WAIT });
+      assert.equal(await page.textContent('section[data-widget=route-releases] .releases-window'),
+        'last 24 h: each version\u2019s first and last request to this route, and its requests summed over every instance of the fleet.');
+      const rows = await page.$$eval('section[data-widget=route-releases] table.releases tbody tr', (rs) => rs.map((r) => ({ version: r.dataset.version, requests: r.querySelector('td.num').textContent })));
+      const want = fleet.releases.slice().sort((x, y) => new Date(y.last_seen) - new Date(x.last_seen)).map((r) => ({ version: r.version ?? '', requests: r.requests.toLocaleString('en-US') }));
+      assert.deepEqual(rows, want);
+      const apiSum = fleet.releases.reduce((n, r) => n + r.requests, 0);
+      assert.equal(apiSum, requestsOf(fleet), 'the fleet releases count every merged request');
+      assert.ok(await noSideScroll(page), 'no sideways scroll at 1366');
+      assert.deepEqual(await brokenWords(page), []);
+      await page.waitForTimeout(1000);
+      await docShot(page, 'route-fleet-1366');
+      await page.setViewportSize(WIDTHS[1]);
+      await page.waitForTimeout(800);
+      assert.ok(await noSideScroll(page), 'no sideways scroll at 390');
+      assert.ok(await page.$eval('section[data-widget=route-releases] .scroll', (el) => el.scrollWidth <= el.clientWidth + 1), 'the releases table fits at 390 px');
+      assert.deepEqual(await brokenWords(page), []);
+      await docShot(page, 'route-fleet-390');
+      await page.setViewportSize(WIDTHS[0]);
+
+      // Back to this instance: the address drops ?scope=, the cards say this instance.
+      const backAnswer = page.waitForResponse((r) => /api\/history\/route\?/.test(r.url()) && !/scope=fleet/.test(r.url()) && r.status() === 200, { timeout: WAIT });
+      await page.click('#scope button[data-scope=instance]');
+      const back = await (await backAnswer).json();
+      assert.equal(back.scope, undefined);
+      assert.equal(new URL(page.url()).searchParams.get('scope'), null);
+      await page.waitForSelector('section[data-widget=route-releases] .scope-tag.instance', { timeout: WAIT });
+      await page.waitForSelector('section[data-widget=route-trends] .route-summary', { timeout: WAIT });
+      assert.match(await page.textContent('section[data-widget=route-trends] .route-summary'), /requests to this route on this instance/);
+      assert.match(await page.textContent('section[data-widget=route-releases] .releases-window'), /its requests on this instance\.$/);
+      assert.equal(await page.locator('#scope button[data-scope=instance]').getAttribute('aria-pressed'), 'true');
+
+      assert.deepEqual(failed, [], 'failed requests on the route page');
+      assert.deepEqual(errs, []);
+      await ctx.close();
+    } finally {
+      if (browser) await browser.close();
+      await Promise.all([stopProc(a && a.proc), stopProc(b && b.proc)]);
+      for (const x of [a, b]) if (x) x.log.end();
+      try {
+        mysqlExec(`DROP DATABASE IF EXISTS ${ROUTE_DB}`);
+      } catch {
+        // best effort
+      }
+    }
+  });
+});
