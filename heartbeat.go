@@ -1,11 +1,13 @@
 package main
 
 import (
+	"maps"
 	"sort"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/pulsegate/pulsegate/backpressure"
 	"github.com/pulsegate/pulsegate/figures"
 	"github.com/pulsegate/pulsegate/health"
 	"github.com/pulsegate/pulsegate/monitor"
@@ -21,6 +23,8 @@ type heartbeats struct {
 	mu   sync.Mutex
 	prev proxy.Counters
 	at   time.Time
+	// rej is backpressure's rejection counters at the previous heartbeat.
+	rej map[string]uint64
 }
 
 // heartbeat is the monitor's tick hook: it builds one heartbeat and hands
@@ -65,6 +69,9 @@ func (a *app) buildHeartbeat(t *monitor.Tick) store.Heartbeat {
 	r.InFlight = int(a.proxy.Stats().InFlight())
 	if bp := t.Backpressure; bp != nil {
 		r.Queued, r.BackpressureMode = int(bp.Queued), bp.Mode
+		if bp.Rejections != nil && a.chain != nil {
+			r.Capacity = a.capacity(bp)
+		}
 	}
 	fig := func(n figures.Name) *float64 {
 		if v, ok := t.Figures[string(n)]; ok {
@@ -93,6 +100,36 @@ func (a *app) buildHeartbeat(t *monitor.Tick) store.Heartbeat {
 		r.Redis = rf
 	}
 	return hb
+}
+
+// capacity is backpressure's figures over the heartbeat's span: the
+// growth of the rejection counters since the previous heartbeat (since
+// start for the first; a counter lower than before, a restarted limiter,
+// counts from zero), the peaks the limiter saw since then and the limit
+// in force now.
+func (a *app) capacity(bp *backpressure.State) *store.CapacityFigures {
+	c := &store.CapacityFigures{ConcurrencyLimit: int64(bp.Limit)}
+	c.PeakInFlight, c.PeakQueued = a.chain.TakePeaks()
+	a.hb.mu.Lock()
+	prev := a.hb.rej
+	a.hb.rej = maps.Clone(bp.Rejections)
+	a.hb.mu.Unlock()
+	for reason, n := range bp.Rejections {
+		if p := prev[reason]; n >= p {
+			n -= p
+		}
+		c.Rejections += n
+		// The causes of the history's rejection series (docs/history.md).
+		switch {
+		case reason == "rate" || reason == "rate_client":
+			c.RejectedRateLimit += n
+		case reason == "queue_full" || reason == "queue_timeout":
+			c.RejectedQueue += n
+		case strings.HasPrefix(reason, "overload:"):
+			c.RejectedShed += n
+		}
+	}
+	return c
 }
 
 // components are the verdict's components with their reasons (a reason

@@ -42,6 +42,10 @@ type limiter struct {
 	waiting  atomic.Int64 // queue length
 	releases atomic.Uint64
 	bound    atomic.Int64 // most requests allowed to wait
+	// peakInFlight and peakWaiting are the highest inFlight and waiting
+	// since TakePeaks last read them.
+	peakInFlight atomic.Int64
+	peakWaiting  atomic.Int64
 
 	mu         sync.Mutex
 	head, tail *waiter
@@ -64,13 +68,16 @@ func (l *limiter) tryFast() int64 {
 	for {
 		lim := l.limit.Load()
 		if lim <= 0 {
-			return l.inFlight.Add(1)
+			n := l.inFlight.Add(1)
+			raise(&l.peakInFlight, n)
+			return n
 		}
 		n := l.inFlight.Load()
 		if n >= lim {
 			return 0
 		}
 		if l.inFlight.CompareAndSwap(n, n+1) {
+			raise(&l.peakInFlight, n+1)
 			return n + 1
 		}
 	}
@@ -157,6 +164,7 @@ func (l *limiter) dispatchLocked() {
 		if !l.inFlight.CompareAndSwap(n, n+1) {
 			continue
 		}
+		raise(&l.peakInFlight, n+1)
 		w := l.head
 		l.removeLocked(w)
 		w.granted = true
@@ -173,7 +181,25 @@ func (l *limiter) pushLocked(w *waiter) {
 	}
 	l.tail = w
 	w.queued = true
-	l.waiting.Add(1)
+	raise(&l.peakWaiting, l.waiting.Add(1))
+}
+
+// raise sets *a to v when v is higher.
+func raise(a *atomic.Int64, v int64) {
+	for {
+		p := a.Load()
+		if v <= p || a.CompareAndSwap(p, v) {
+			return
+		}
+	}
+}
+
+// takePeaks returns the highest in flight and waiting since the previous
+// call (or start) and restarts both from the current levels.
+func (l *limiter) takePeaks() (inFlight, waiting int64) {
+	inFlight = max(l.peakInFlight.Swap(l.inFlight.Load()), l.inFlight.Load())
+	waiting = max(l.peakWaiting.Swap(l.waiting.Load()), l.waiting.Load())
+	return inFlight, waiting
 }
 
 func (l *limiter) removeLocked(w *waiter) {

@@ -107,6 +107,14 @@ func TestOverloadBoundedQueue(t *testing.T) {
 	if got := metricValue(t, reg, "pulsegate_backpressure_rejections_total", "queue_full"); got != n-58 {
 		t.Errorf("rejections_total{queue_full} = %v", got)
 	}
+	// The heartbeat's peaks: the burst's 8 in flight and 50 queued, then,
+	// read again once it is over, the idle levels.
+	if f, q := c.TakePeaks(); f != 8 || q != 50 {
+		t.Errorf("TakePeaks after the burst = %d in flight, %d queued; want 8, 50", f, q)
+	}
+	if f, q := c.TakePeaks(); f != 0 || q != 0 {
+		t.Errorf("TakePeaks once idle = %d, %d; want 0, 0", f, q)
+	}
 }
 
 func TestQueueTimeout(t *testing.T) {

@@ -66,6 +66,11 @@ type RateLimitState struct {
 	MaxClients int `json:"max_clients"`
 }
 
+// TakePeaks returns the most requests in flight (holding a slot) and
+// queued at any moment since the previous call (or start), and restarts
+// both from the current levels: one caller (the heartbeat) owns the span.
+func (c *Chain) TakePeaks() (inFlight, queued int64) { return c.lim.takePeaks() }
+
 // State returns a snapshot of the limiters.
 func (c *Chain) State() State {
 	s := c.cfg.Load()

@@ -354,17 +354,40 @@ func resource(cfg *config.Config, p *points, name figures.Name, w Window) Resour
 func round1(x float64) float64 { return math.Round(x*10) / 10 }
 
 // FleetCapacityWhy is a fleet report's capacity_why.
-const FleetCapacityWhy = "the fleet rows carry no queue depth, in-flight count or concurrency limit: the measured capacity, the peak in flight, " +
-	"the time saturated and the limits are per instance (`pulsegate report` against each sidecar); peak_throughput_rps is the fleet's " +
-	"(the sum of the instances' throughput)"
+const FleetCapacityWhy = "the fleet's rows sum the instances: peak_in_flight is the highest per-minute sum of the instances' peaks (an upper bound, " +
+	"their peaks need not coincide), concurrency_limit the sum of the instances' limits at that point, saturated_seconds the time some instance " +
+	"queued; the measured capacity, the drain rate and the rejections since start are per instance (`pulsegate report` against each sidecar); " +
+	"peak_throughput_rps is the fleet's (the sum of the instances' throughput)"
 
-// fleetCapacity leaves a fleet's capacity with what the fleet rows
-// measure: the peak fleet throughput and the rejection alerts.
-func fleetCapacity(c *Capacity) {
-	c.PeakInFlight, c.ConcurrencyLimit, c.PeakInFlightShareOfLimit = nil, nil, nil
+// fleetCapacity keeps what the fleet rows measure (the fleet's
+// throughput, rejections, peak in flight and time queued, see
+// FleetAggregation) and sets the concurrency limit from them: the fleet's
+// limit at the point of the peak in flight. Figures only an instance has
+// are null.
+func fleetCapacity(c *Capacity, p *points, w Window) {
+	c.ConcurrencyLimit, c.PeakInFlightShareOfLimit = nil, nil
 	c.MeasuredCapacityRPS, c.PeakShareOfCapacity, c.DrainPerSecondNow, c.RejectionsSinceStart = nil, nil, nil, nil
-	c.SaturatedSeconds = nil
 	c.CapacityWhy = FleetCapacityWhy
+	lo, hi := p.slice(w.From, w.To)
+	inFlight, limit, queue := p.col("in_flight"), p.col("concurrency_limit"), p.col("queue_depth")
+	peak := -1
+	measured := false
+	for i := lo; i < hi; i++ {
+		measured = measured || !math.IsNaN(queue[i])
+		if !math.IsNaN(inFlight[i]) && (peak < 0 || inFlight[i] > inFlight[peak]) {
+			peak = i
+		}
+	}
+	if !measured {
+		c.SaturatedSeconds = nil
+	}
+	if peak >= 0 && !math.IsNaN(limit[peak]) {
+		l := int(limit[peak])
+		c.ConcurrencyLimit = &l
+		if l > 0 {
+			c.PeakInFlightShareOfLimit = num(inFlight[peak] / float64(l))
+		}
+	}
 	for i, r := range c.Resources {
 		if _, ok := FleetAggregation[r.Figure]; !ok {
 			c.Resources[i].Why = "not in the fleet rows: each instance's report has it"

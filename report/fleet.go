@@ -24,6 +24,15 @@ var FleetAggregation = map[string]string{
 	"requests":          "sum of the instances, per step",
 	"errors":            "sum of the instances, per step",
 	"instances":         "instances with a heartbeat in the step",
+	// Backpressure's figures (store.CapacityFigures), from heartbeats of
+	// schema version 5 on; null before.
+	"rejections_rps":            "sum of the instances' rejections in the step ÷ the step's seconds",
+	"rejections_rate_limit_rps": "sum of the instances' rate-limit rejections (rate, rate_client) ÷ the step's seconds",
+	"rejections_queue_rps":      "sum of the instances' queue rejections (queue_full, queue_timeout) ÷ the step's seconds",
+	"rejections_shed_rps":       "sum of the instances' shed rejections (overload:<signal>) ÷ the step's seconds",
+	"in_flight":                 "highest, over the step's minutes, sum of the instances' peak in flight in the minute (an upper bound: their peaks need not coincide)",
+	"queue_depth":               "highest, over the step's minutes, sum of the instances' peak queued in the minute (an upper bound)",
+	"concurrency_limit":         "highest, over the step's minutes, sum of the concurrency limits of the instances reporting one (the fleet's capacity; 0 = no limit set)",
 }
 
 // FleetView lays the fleet's merged steps out as the history's columns
@@ -66,6 +75,16 @@ func FleetView(fs store.FleetSeries, rangeName string, from, to time.Time) histo
 		}
 		if st.Memory != nil {
 			set("memory_usage", i, *st.Memory)
+		}
+		if c := st.Capacity; c != nil {
+			secs := fs.Step.Seconds()
+			set("rejections_rps", i, float64(c.Rejections)/secs)
+			set("rejections_rate_limit_rps", i, float64(c.RejectedRateLimit)/secs)
+			set("rejections_queue_rps", i, float64(c.RejectedQueue)/secs)
+			set("rejections_shed_rps", i, float64(c.RejectedShed)/secs)
+			set("in_flight", i, float64(c.PeakInFlight))
+			set("queue_depth", i, float64(c.PeakQueued))
+			set("concurrency_limit", i, float64(c.ConcurrencyLimit))
 		}
 	}
 	return v

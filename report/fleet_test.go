@@ -22,7 +22,18 @@ type fakeFleetRows struct {
 	slowFrom, silentUntil time.Time
 	raise                 time.Duration
 	asked                 []time.Duration
+	// burstFrom, when set, plants a rejection burst: for 30 minutes from
+	// it the fleet rejects 120 requests a minute (100 rate, 20
+	// queue_full) with 64 in flight against its limit of 80 (two
+	// instances of 40); otherwise 6 in flight, nothing rejected.
+	burstFrom time.Time
 }
+
+// The planted burst's figures.
+const (
+	burstRatePerMin, burstQueuePerMin = 100, 20
+	burstInFlight, fleetLimit         = 64, 80
+)
 
 func (f *fakeFleetRows) read(_ context.Context, from, to time.Time, step time.Duration) (store.FleetSeries, error) {
 	f.asked = append(f.asked, step)
@@ -42,9 +53,19 @@ func (f *fakeFleetRows) read(_ context.Context, from, to time.Time, step time.Du
 		}
 		n := uint64(10 * step.Seconds() * float64(len(insts)))
 		cpu := 0.4
-		fs.Steps = append(fs.Steps, store.FleetStep{Start: t, ThroughputRPS: 10 * float64(len(insts)), CPU: &cpu, Status: "ok",
+		st := store.FleetStep{Start: t, ThroughputRPS: 10 * float64(len(insts)), CPU: &cpu, Status: "ok",
 			Merged: store.MergedRollup{Answered: n, Instances: insts, Latency: store.Hist{latency.Index(time.Duration(avg * float64(time.Second))): n},
-				P50: avg, P95: avg, P99: avg, Timing: map[string]float64{"count": float64(n), "total": avg * float64(n)}}})
+				P50: avg, P95: avg, P99: avg, Timing: map[string]float64{"count": float64(n), "total": avg * float64(n)}}}
+		if !f.burstFrom.IsZero() {
+			st.Capacity = &store.CapacityFigures{PeakInFlight: 6, ConcurrencyLimit: fleetLimit}
+			if !t.Before(f.burstFrom) && t.Before(f.burstFrom.Add(30*time.Minute)) {
+				mins := uint64(step / time.Minute)
+				st.Capacity = &store.CapacityFigures{Rejections: (burstRatePerMin + burstQueuePerMin) * mins,
+					RejectedRateLimit: burstRatePerMin * mins, RejectedQueue: burstQueuePerMin * mins,
+					PeakInFlight: burstInFlight, PeakQueued: 12, ConcurrencyLimit: fleetLimit}
+			}
+		}
+		fs.Steps = append(fs.Steps, st)
 	}
 	return fs, nil
 }
@@ -173,5 +194,55 @@ func TestFleetReportFromFleetRows(t *testing.T) {
 			c.MeasuredCapacityRPS != nil || c.SaturatedSeconds != nil || c.CapacityWhy != report.FleetCapacityWhy {
 			t.Errorf("capacity %+v", c)
 		}
+	}
+}
+
+// TestFleetReportRejectionBurst: a fleet whose rows carry backpressure's
+// figures gets its capacity from them: the planted 30-minute burst's
+// 3,600 rejections (3,000 rate limit, 600 queue) on its day and in its
+// hour, the rejections finding, and the peak in flight (64) against the
+// fleet's concurrency limit (80).
+func TestFleetReportRejectionBurst(t *testing.T) {
+	now := time.Date(2026, 11, 30, 12, 30, 0, 0, time.UTC)
+	burst := now.Add(-30 * time.Hour).Truncate(time.Hour).Add(10 * time.Minute)
+	f := &fakeFleetRows{burstFrom: burst}
+	r, err := report.Build(report.Inputs{Since: "7d", Now: now, Config: config.Defaults(), Fleet: "shop",
+		Series: report.NewFleetSeries(context.Background(), f.read, 5*time.Minute), Alerts: fleetAlerts(burst)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := r.Capacity
+	rj := c.Rejections
+	if p := rj.Period; p.Total == nil || *p.Total != 3600 || *p.RateLimit != 3000 || *p.Queue != 600 || *p.Shed != 0 {
+		t.Fatalf("period rejections %+v", p)
+	}
+	var perDay []int64
+	for _, d := range rj.Days {
+		if d.Total != nil && *d.Total > 0 {
+			perDay = append(perDay, *d.Total)
+			if !(d.From.Compare(burst) <= 0 && burst.Before(d.To)) {
+				t.Errorf("rejections on %s, the burst was at %s", d.From, burst)
+			}
+		}
+	}
+	if !slices.Equal(perDay, []int64{3600}) {
+		t.Errorf("days with rejections: %v", perDay)
+	}
+	if rj.PeakHour == nil || !rj.PeakHour.Equal(burst.Truncate(time.Hour)) || *rj.PeakHourRejections != 3600 {
+		t.Errorf("peak hour %v %v", rj.PeakHour, rj.PeakHourRejections)
+	}
+	var found bool
+	for _, fd := range r.Findings {
+		found = found || fd.Kind == report.FindingRejections
+	}
+	if !found {
+		t.Errorf("no rejections finding in %+v", r.Findings)
+	}
+	if c.PeakInFlight == nil || *c.PeakInFlight != burstInFlight || c.ConcurrencyLimit == nil || *c.ConcurrencyLimit != fleetLimit ||
+		c.PeakInFlightShareOfLimit == nil || *c.PeakInFlightShareOfLimit != 0.8 || c.SaturatedSeconds == nil || *c.SaturatedSeconds != 1800 {
+		t.Errorf("capacity %+v", c)
+	}
+	if c.RejectionsSinceStart != nil || c.MeasuredCapacityRPS != nil || c.CapacityWhy != report.FleetCapacityWhy {
+		t.Errorf("capacity %+v", c)
 	}
 }

@@ -242,7 +242,7 @@ func Build(in Inputs) (*Report, error) {
 	r.Thresholds = buildThresholds(in.Config, pts, kept, alerts, r.Alerts, r.Period, in.Now)
 	r.Capacity = buildCapacity(in.Config, in.Backpressure, pts, alerts, r.Period, r.Previous, in.Now)
 	if fleet {
-		fleetCapacity(&r.Capacity)
+		fleetCapacity(&r.Capacity, pts, r.Period)
 	}
 	// A rising resource's history chases its trend: no threshold is
 	// suggested from it.

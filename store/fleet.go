@@ -92,6 +92,10 @@ type Rollup struct {
 
 	DB    *DBFigures    `json:"db,omitempty"`
 	Redis *RedisFigures `json:"redis,omitempty"`
+
+	// Capacity is backpressure's rejections, peaks and limit over the
+	// interval (nil: not measured, e.g. a row from before schema 5).
+	Capacity *CapacityFigures `json:"capacity,omitempty"`
 }
 
 // DBFigures are the database probe's figures at the end of the interval.
@@ -393,7 +397,7 @@ type PruneResult struct {
 
 // mergeInto adds hb, a later row of the same instance, to acc: counts and
 // sums added, buckets merged; the verdict, components, version and gauges
-// are hb's. The caller sets the merged row's time.
+// are hb's; capacity figures as mergeSpans. The caller sets the merged row's time.
 func mergeInto(acc *Heartbeat, hb Heartbeat) {
 	a := acc.Rollup
 	sum := hb.Rollup
@@ -409,6 +413,7 @@ func mergeInto(acc *Heartbeat, hb Heartbeat) {
 	sum.Latency = Hist{}
 	sum.Latency.Merge(a.Latency)
 	sum.Latency.Merge(hb.Rollup.Latency)
+	sum.Capacity = mergeSpans(a.Capacity, hb.Rollup.Capacity)
 	*acc = hb
 	acc.Rollup = sum
 }

@@ -63,8 +63,9 @@ func (s *SQL) WriteHeartbeats(ctx context.Context, hbs []Heartbeat) error {
 			}
 			us := hb.Time.UnixMicro()
 			table = tableHeartbeats
-			if _, err := tx.ExecContext(ctx, hbQ, hb.Fleet, us, hb.Instance, hb.Status, hb.ConfigVersion,
-				int64(hb.Rollup.Answered()), int64(hb.Rollup.Failed()), hb.Interval.Microseconds(), string(doc)); err != nil {
+			args := append([]any{hb.Fleet, us, hb.Instance, hb.Status, hb.ConfigVersion,
+				int64(hb.Rollup.Answered()), int64(hb.Rollup.Failed()), hb.Interval.Microseconds(), string(doc)}, capacityArgs(hb.Rollup.Capacity)...)
+			if _, err := tx.ExecContext(ctx, hbQ, args...); err != nil {
 				return err
 			}
 			table = tableInstances
@@ -152,7 +153,7 @@ func (s *SQL) MergedRollup(ctx context.Context, fleet string, from, to time.Time
 }
 
 func (s *SQL) heartbeatUpsert() string {
-	return s.upsert(tableHeartbeats, []string{"fleet", "ts_us", "instance", "status", "config_version", "requests", "errors", "span_us", "doc"},
+	return s.upsert(tableHeartbeats, append([]string{"fleet", "ts_us", "instance", "status", "config_version", "requests", "errors", "span_us", "doc"}, capacityColumns...),
 		[]string{"fleet", "ts_us", "instance"})
 }
 
@@ -330,8 +331,9 @@ func (s *SQL) compact(ctx context.Context, conn *sql.Conn, fleet string, before,
 			if err != nil {
 				return err
 			}
-			if _, err := tx.ExecContext(ctx, up, fleet, k.end, k.instance, acc.Status, acc.ConfigVersion,
-				int64(acc.Rollup.Answered()), int64(acc.Rollup.Failed()), window, string(b)); err != nil {
+			args = append([]any{fleet, k.end, k.instance, acc.Status, acc.ConfigVersion,
+				int64(acc.Rollup.Answered()), int64(acc.Rollup.Failed()), window, string(b)}, capacityArgs(acc.Rollup.Capacity)...)
+			if _, err := tx.ExecContext(ctx, up, args...); err != nil {
 				return err
 			}
 			merged += int64(len(ts))

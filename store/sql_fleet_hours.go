@@ -44,6 +44,7 @@ func (m *fleetMinuteRow) addMinute(o *fleetMinuteRow) {
 		m.doc.Timing[k] += v
 	}
 	m.doc.Latency.Merge(o.doc.Latency)
+	foldFleet(&m.doc.Capacity, o.doc.Capacity)
 	if seriesRank(o.doc.Status) > seriesRank(m.doc.Status) {
 		m.doc.Status = o.doc.Status
 	}
@@ -156,7 +157,7 @@ func (s *SQL) rollupHours(ctx context.Context, conn *sql.Conn, fleet string, hs 
 			return err
 		}
 		defer tx.Rollback() //nolint:errcheck // after Commit it is a no-op
-		up := s.upsert(tableFleetHours, []string{"fleet", "hour_us", "rows_merged", "requests", "errors", "doc", "insts"}, []string{"fleet", "hour_us"})
+		up := s.upsert(tableFleetHours, append([]string{"fleet", "hour_us", "rows_merged", "requests", "errors", "doc", "insts"}, capacityColumns...), []string{"fleet", "hour_us"})
 		for _, h := range hs {
 			mins, err := s.readMergedRows(ctx, tx, tableFleetMinutes, fleet, h, h+hourUS)
 			if err != nil {
@@ -171,7 +172,8 @@ func (s *SQL) rollupHours(ctx context.Context, conn *sql.Conn, fleet string, hs 
 				return err
 			}
 			fp := row.fingerprint()
-			if _, err := tx.ExecContext(ctx, up, fleet, h, fp.rows, fp.requests, fp.errors, string(doc), row.encodeInsts()); err != nil {
+			args := append([]any{fleet, h, fp.rows, fp.requests, fp.errors, string(doc), row.encodeInsts()}, capacityArgs(row.doc.Capacity)...)
+			if _, err := tx.ExecContext(ctx, up, args...); err != nil {
 				return err
 			}
 		}

@@ -12,7 +12,7 @@ import (
 )
 
 // hoursDB is the long-history test's private database on each server.
-const hoursDB = "pulsegate_i12fleethist_hours"
+var hoursDB = testDB + "_hours"
 
 // hoursRetention keeps heartbeat rows a day, the last 4 h compared by each
 // pass (where a late row lands); 60 s rows are one
@@ -43,6 +43,7 @@ func hoursRows(fleet string, rng *rand.Rand, from, to time.Time, insts []string)
 			if rng.IntN(4) > 0 {
 				r.Memory = fp(rng.Float64())
 			}
+			r.Capacity = randCapacity(rng)
 			row := hb(fleet, name, at, statuses[rng.IntN(len(statuses))], r)
 			row.Interval = time.Minute
 			out = append(out, row)

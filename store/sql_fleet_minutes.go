@@ -51,6 +51,9 @@ type fleetMinuteRow struct {
 	insts map[string]*minuteInst
 	// order is insts' names as first seen (row order).
 	order []string
+	// unit gathers the capacity figures of the heartbeat rows added (nil
+	// for a row read back: its doc holds them).
+	unit *capUnit
 }
 
 // minuteDoc is a minute row's doc column: the merge across instances.
@@ -66,6 +69,9 @@ type minuteDoc struct {
 	// in row order (only those can raise a series' step; applying them in
 	// order raises it as the rows would).
 	Intervals []time.Duration `json:"intervals_ns,omitempty"`
+	// Capacity is the fleet's backpressure figures in the minute (or
+	// hour): see CapacityFigures; absent when no row measured them.
+	Capacity *CapacityFigures `json:"capacity,omitempty"`
 }
 
 // newMinuteRow starts an empty minute.
@@ -94,6 +100,11 @@ func (m *fleetMinuteRow) add(hb Heartbeat) {
 	if n := len(m.doc.Intervals); n == 0 || hb.Interval > m.doc.Intervals[n-1] {
 		m.doc.Intervals = append(m.doc.Intervals, hb.Interval)
 	}
+	if m.unit == nil {
+		m.unit = newCapUnit(m.start.UnixMicro())
+	}
+	m.unit.add(hb.Instance, r.Capacity)
+	m.doc.Capacity = m.unit.sum
 	in := m.insts[hb.Instance]
 	if in == nil {
 		in = &minuteInst{}
@@ -424,7 +435,7 @@ func (s *SQL) rollupMinutes(ctx context.Context, conn *sql.Conn, fleet string, m
 				m.add(hb)
 			}
 		}
-		up := s.upsert(tableFleetMinutes, []string{"fleet", "minute_us", "rows_merged", "requests", "errors", "doc", "insts"}, []string{"fleet", "minute_us"})
+		up := s.upsert(tableFleetMinutes, append([]string{"fleet", "minute_us", "rows_merged", "requests", "errors", "doc", "insts"}, capacityColumns...), []string{"fleet", "minute_us"})
 		for _, m := range ms {
 			row := byMin[m]
 			doc, err := json.Marshal(row.doc)
@@ -432,7 +443,8 @@ func (s *SQL) rollupMinutes(ctx context.Context, conn *sql.Conn, fleet string, m
 				return err
 			}
 			fp := row.fingerprint()
-			if _, err := tx.ExecContext(ctx, up, fleet, m, fp.rows, fp.requests, fp.errors, string(doc), row.encodeInsts()); err != nil {
+			args := append([]any{fleet, m, fp.rows, fp.requests, fp.errors, string(doc), row.encodeInsts()}, capacityArgs(row.doc.Capacity)...)
+			if _, err := tx.ExecContext(ctx, up, args...); err != nil {
 				return err
 			}
 		}

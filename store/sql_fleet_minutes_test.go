@@ -43,6 +43,7 @@ func minutesFleet(t *testing.T, s *SQL, rng *rand.Rand, from, to time.Time, inst
 			if rng.IntN(5) > 0 {
 				r.Memory = fp(rng.Float64())
 			}
+			r.Capacity = randCapacity(rng)
 			row := hb(s.fleet, name, at, statuses[rng.IntN(len(statuses))], r)
 			row.Interval = iv
 			batch = append(batch, row)
@@ -93,7 +94,22 @@ func sameSeries(t *testing.T, what string, got, want FleetSeries) {
 				t.Errorf("%s: step %d timing %s %g; want %g", what, i, k, gm.Timing[k], v)
 			}
 		}
+		if !reflect.DeepEqual(g.Capacity, w.Capacity) {
+			t.Errorf("%s: step %d capacity %+v; from the heartbeat rows %+v", what, i, g.Capacity, w.Capacity)
+		}
 	}
+}
+
+// randCapacity is a heartbeat's backpressure figures, or (one in five)
+// none: a row from before schema version 5.
+func randCapacity(rng *rand.Rand) *CapacityFigures {
+	if rng.IntN(5) == 0 {
+		return nil
+	}
+	c := &CapacityFigures{RejectedRateLimit: uint64(rng.IntN(3)), RejectedQueue: uint64(rng.IntN(3)), RejectedShed: uint64(rng.IntN(2)),
+		PeakInFlight: int64(rng.IntN(30)), PeakQueued: int64(rng.IntN(5)), ConcurrencyLimit: int64(20 + 10*rng.IntN(2))}
+	c.Rejections = c.RejectedRateLimit + c.RejectedQueue + c.RejectedShed + uint64(rng.IntN(2))
+	return c
 }
 
 // TestFleetSeriesFromMinuteRowsEqualsHeartbeats: a fleet of six

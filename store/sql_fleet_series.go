@@ -24,6 +24,11 @@ type FleetStep struct {
 	CPU, Memory *float64
 	// Status is the worst instance verdict in the step (ok, warning, critical).
 	Status string
+	// Capacity is the fleet's backpressure figures in the step (the
+	// fleet rules of CapacityFigures; minutes are the step itself when
+	// it is shorter than a minute); nil when no row in the step measured
+	// them (rows from before schema version 5).
+	Capacity *CapacityFigures
 }
 
 // FleetSeries is the fleet's trend series over a range: one FleetStep per
@@ -166,11 +171,25 @@ func seriesOfParts(parts []seriesPart, from, to time.Time, step time.Duration) F
 		perInst  map[string]*minuteInst
 		inStep   map[string]bool
 		everyone = map[string]bool{}
+		// unit gathers the capacity figures of the heartbeat rows of one
+		// minute (or one step, when shorter), folded into the step whole.
+		unit   *capUnit
+		unitUS = fleetMinute.Microseconds()
 	)
+	if step%fleetMinute != 0 && step < fleetMinute {
+		unitUS = step.Microseconds()
+	}
+	foldUnit := func() {
+		if unit != nil && cur != nil {
+			foldFleet(&cur.Capacity, unit.sum)
+		}
+		unit = nil
+	}
 	flush := func() {
 		if cur == nil {
 			return
 		}
+		foldUnit()
 		cur.Merged.finish(inStep)
 		for _, in := range perInst {
 			if in.seconds > 0 {
@@ -210,6 +229,11 @@ func seriesOfParts(parts []seriesPart, from, to time.Time, step time.Duration) F
 	addRow := func(hb Heartbeat) {
 		into(hb.Time.UnixMicro() - 1)
 		cur.Merged.add(hb)
+		if u := seriesFloorDiv(hb.Time.UnixMicro()-1, unitUS) * unitUS; unit == nil || unit.start != u {
+			foldUnit()
+			unit = newCapUnit(u)
+		}
+		unit.add(hb.Instance, hb.Rollup.Capacity)
 		in := instance(hb.Instance)
 		in.answered += hb.Rollup.Answered()
 		in.seconds += hb.Rollup.Seconds
@@ -227,6 +251,8 @@ func seriesOfParts(parts []seriesPart, from, to time.Time, step time.Duration) F
 			return
 		}
 		into(m.start.UnixMicro())
+		foldUnit()
+		foldFleet(&cur.Capacity, m.doc.Capacity)
 		mg := &cur.Merged
 		mg.Rows += m.rows
 		for k, v := range m.doc.Requests {

@@ -13,7 +13,7 @@ import (
 
 // seriesDB is this file's private database on each server (created once,
 // dropped when the package's tests end).
-const seriesDB = "pulsegate_i11series_series"
+var seriesDB = testDB + "_series"
 
 var seriesDBOnce = map[string]*sync.Once{"mariadb": {}, "postgres": {}}
 

@@ -8,6 +8,8 @@ import (
 	"hash/fnv"
 	"strings"
 	"time"
+
+	"github.com/go-sql-driver/mysql"
 )
 
 // The shared store's tables. Every name starts with pulsegate_ so the
@@ -184,7 +186,42 @@ var migrations = []migration{{
   point BYTEA NOT NULL, PRIMARY KEY (fleet, instance, step_s, start_us))`},
 		{tableInstHistory, `CREATE INDEX IF NOT EXISTS pulsegate_instance_history_start ON pulsegate_instance_history (fleet, step_s, start_us)`},
 	},
+}, {
+	// Version 5: backpressure's figures on the heartbeat, minute and hour
+	// rows (capacityColumns: rejections in all and by cause, peak in
+	// flight and queued, the concurrency limit), repeating the doc's
+	// CapacityFigures for queries. Rows written before read NULL, and
+	// their docs have no capacity: not measured. One ALTER per table, so
+	// on MySQL a re-run after a crash finds all of a table's columns or
+	// none (duplicateColumn skips it); PostgreSQL has ADD COLUMN IF NOT EXISTS.
+	version: 5,
+	mysql:   addCapacityColumns(dialectMySQL),
+	pg:      addCapacityColumns(dialectPostgres),
 }}
+
+// addCapacityColumns are version 5's statements.
+func addCapacityColumns(d dialect) []ddl {
+	var out []ddl
+	for _, t := range []string{tableHeartbeats, tableFleetMinutes, tableFleetHours} {
+		adds := make([]string, len(capacityColumns))
+		for i, c := range capacityColumns {
+			if d == dialectPostgres {
+				adds[i] = "ADD COLUMN IF NOT EXISTS " + c + " BIGINT NULL"
+			} else {
+				adds[i] = "ADD COLUMN " + c + " BIGINT NULL"
+			}
+		}
+		out = append(out, ddl{t, "ALTER TABLE " + t + " " + strings.Join(adds, ", ")})
+	}
+	return out
+}
+
+// duplicateColumn is MySQL's "Duplicate column name" (1060): a version 5
+// ALTER that already ran.
+func duplicateColumn(err error) bool {
+	var me *mysql.MySQLError
+	return errors.As(err, &me) && me.Number == 1060
+}
 
 // SchemaVersion is the newest schema this pulsegate creates.
 func SchemaVersion() int { return migrations[len(migrations)-1].version }
@@ -237,7 +274,7 @@ func (s *SQL) migrate(ctx context.Context) error {
 			continue
 		}
 		for _, st := range m.stmts(s.dialect) {
-			if _, err := conn.ExecContext(ctx, st.stmt); err != nil {
+			if _, err := conn.ExecContext(ctx, st.stmt); err != nil && !duplicateColumn(err) {
 				return s.classify("creating", st.table, err)
 			}
 		}

@@ -22,7 +22,9 @@ import (
 // first use and dropped when the package's tests end; each test writes
 // under its own fleet name.
 
-const testDB = "pulsegate_i11_test"
+// PULSEGATE_TEST_DB names another database, so parallel runs (other
+// checkouts) do not drop each other's.
+var testDB = envOr("PULSEGATE_TEST_DB", "pulsegate_i11_test")
 
 func envOr(k, def string) string {
 	if v := os.Getenv(k); v != "" {
