@@ -26,7 +26,9 @@ import (
 // the fleet report (API and `pulsegate report --fleet`): it names the
 // instances, the route from both instances' merged rollups, the slow period (the mean response time's warning trips for
 // the whole fleet), the flapping rule with the instances it fired on, the
-// acknowledged alert's time to acknowledge and the configuration change.
+// acknowledged alert's time to acknowledge, the configuration change, and
+// the planted rejection burst (its count by cause, day and hour, and the
+// fleet's peak in flight against the fleet's concurrency limit).
 func TestFleetReport(t *testing.T) {
 	if testing.Short() {
 		t.Skip("real databases")
@@ -47,7 +49,7 @@ func testFleetReport(t *testing.T, d fleetDB) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	reporttest.SimulateFleet(t, sim, fleet, instances, now, reporttest.FleetPlant{SlowPeriod: true, FlappingRule: true})
+	reporttest.SimulateFleet(t, sim, fleet, instances, now, reporttest.FleetPlant{SlowPeriod: true, FlappingRule: true, RejectionBurst: true})
 	// Each instance's hour rows of one route, as its archive copies them
 	// to the shared store: 600 requests an hour, the second instance's
 	// slower (the fleet's p95 is the merged buckets').
@@ -178,9 +180,34 @@ func testFleetReport(t *testing.T, d fleetDB) {
 	if len(r.Alerts.ConfigChanges) != 1 || r.Alerts.ConfigChanges[0].Changes[0].Key != "thresholds.response_time_warning" {
 		t.Errorf("config changes: %+v", r.Alerts.ConfigChanges)
 	}
-	// Capacity: the fleet's peak throughput; the limits are per instance.
-	if c := r.Capacity; c.PeakThroughputRPS == nil || *c.PeakThroughputRPS < 20 || c.ConcurrencyLimit != nil || c.CapacityWhy != report.FleetCapacityWhy {
+	// Capacity: the fleet's peak throughput, the burst's rejections (both
+	// instances'), its peak in flight (the instances' peaks summed)
+	// against the fleet's limit (theirs summed).
+	n := int64(len(instances) * reporttest.FleetBurstMinutes)
+	c := r.Capacity
+	if c.PeakThroughputRPS == nil || *c.PeakThroughputRPS < 20 || c.CapacityWhy != report.FleetCapacityWhy {
 		t.Errorf("capacity: %+v", c)
+	}
+	if p := c.Rejections.Period; p.Total == nil || *p.Total != n*(reporttest.FleetBurstRatePerMin+reporttest.FleetBurstQueuePerMin) ||
+		*p.RateLimit != n*reporttest.FleetBurstRatePerMin || *p.Queue != n*reporttest.FleetBurstQueuePerMin || *p.Shed != 0 {
+		t.Errorf("the fleet's rejections in the period: %+v", p)
+	}
+	burst := reporttest.FleetBurstFrom(now.Truncate(time.Minute))
+	if h := c.Rejections.PeakHour; h == nil || !h.Equal(burst.Truncate(time.Hour)) {
+		t.Errorf("the rejections' peak hour %v; the burst began %s", h, burst)
+	}
+	found := false
+	for _, f := range r.Findings {
+		found = found || f.Kind == report.FindingRejections
+	}
+	if !found {
+		t.Errorf("the rejection burst is not a finding: %+v", r.Findings)
+	}
+	if want := int64(len(instances) * reporttest.FleetBurstInFlight); c.PeakInFlight == nil || int64(*c.PeakInFlight) != want {
+		t.Errorf("peak in flight %v, want %d", c.PeakInFlight, want)
+	}
+	if want := len(instances) * reporttest.FleetLimitPerInstance; c.ConcurrencyLimit == nil || *c.ConcurrencyLimit != want {
+		t.Errorf("the fleet's concurrency limit %v, want %d", c.ConcurrencyLimit, want)
 	}
 
 	// A 30 d report reads the hour rows.

@@ -33,6 +33,29 @@ type FleetPlant struct {
 	// avg_response_time rule fires on every instance and resolves, six
 	// times (one fleet alert each, never acknowledged).
 	FlappingRule bool
+	// RejectionBurst: every row carries backpressure's figures (schema
+	// version 5): a concurrency limit of FleetLimitPerInstance and a few
+	// requests in flight; for FleetBurstMinutes from FleetBurstFrom(end)
+	// each instance rejects FleetBurstRatePerMin (rate) and
+	// FleetBurstQueuePerMin (queue_full) requests a minute with
+	// FleetBurstInFlight in flight and 8 queued. Without it the rows carry
+	// none (rows written before schema version 5).
+	RejectionBurst bool
+}
+
+// The planted rejection burst, per instance.
+const (
+	FleetBurstMinutes     = 30
+	FleetBurstRatePerMin  = 50
+	FleetBurstQueuePerMin = 10
+	FleetBurstInFlight    = 30
+	FleetLimitPerInstance = 32
+)
+
+// FleetBurstFrom is when the planted rejection burst begins in a
+// simulation ending at end (on a 5-minute boundary).
+func FleetBurstFrom(end time.Time) time.Time {
+	return end.Add(-6 * time.Hour).Truncate(time.Hour).Add(10 * time.Minute)
 }
 
 // SlowFrom is when the planted slow period begins in a simulation ending at end.
@@ -61,6 +84,8 @@ func SimulateFleet(t testing.TB, st FleetStore, fleet string, instances []string
 	start := end.Add(-FleetHours * time.Hour)
 	slowFrom := SlowFrom(end)
 	slowTo := slowFrom.Add(SlowHours * time.Hour)
+	burstFrom := FleetBurstFrom(end)
+	burstTo := burstFrom.Add(FleetBurstMinutes * time.Minute)
 	rng := rand.New(rand.NewPCG(7, 2026))
 	var batch []store.Heartbeat
 	flush := func() {
@@ -99,6 +124,14 @@ func SimulateFleet(t testing.TB, st FleetStore, fleet string, instances []string
 			status := "ok"
 			if slow {
 				status = "warning"
+			}
+			if p.RejectionBurst {
+				r.Capacity = &store.CapacityFigures{PeakInFlight: 3, ConcurrencyLimit: FleetLimitPerInstance}
+				if at.After(burstFrom) && !at.After(burstTo) {
+					r.Capacity = &store.CapacityFigures{Rejections: FleetBurstRatePerMin + FleetBurstQueuePerMin,
+						RejectedRateLimit: FleetBurstRatePerMin, RejectedQueue: FleetBurstQueuePerMin,
+						PeakInFlight: FleetBurstInFlight, PeakQueued: 8, ConcurrencyLimit: FleetLimitPerInstance}
+				}
 			}
 			batch = append(batch, store.Heartbeat{Fleet: fleet, Instance: in, Time: at, Interval: time.Minute, Status: status, Rollup: r})
 		}
