@@ -42,7 +42,8 @@ func TestFleetHistoryAnswer(t *testing.T) {
 		Latency: store.Hist{100: 300}, Timing: map[string]float64{"count": 300, "total": 6}, Instances: []string{"web-a", "web-b"}}
 	m2 := store.MergedRollup{Instances: []string{"web-a"}}
 	f := &seriesFleet{series: store.FleetSeries{Step: 30 * time.Second, Instances: []string{"web-a", "web-b"}, Steps: []store.FleetStep{
-		{Start: t0, Merged: m1, ThroughputRPS: 10, CPU: &cpu, Status: "ok"},
+		{Start: t0, Merged: m1, ThroughputRPS: 10, CPU: &cpu, Status: "ok", Capacity: &store.CapacityFigures{Rejections: 60,
+			RejectedRateLimit: 45, RejectedQueue: 15, PeakInFlight: 12, PeakQueued: 2, ConcurrencyLimit: 40}},
 		{Start: t0.Add(30 * time.Second), Merged: m2, Status: "warning"},
 	}}}
 	e := newEnv(t, "")
@@ -95,6 +96,10 @@ func TestFleetHistoryAnswer(t *testing.T) {
 		{"p99_response_time", 0, 0.2}, {"p50_response_time", 0, 0.01}, {"throughput_rps", 0, 10.0}, {"error_rate", 0, 0.01},
 		{"avg_response_time", 0, 0.02}, {"cpu_usage", 0, 0.7}, {"memory_usage", 0, nil}, {"requests", 0, 300.0}, {"instances", 0, 2.0},
 		{"p99_response_time", 1, nil}, {"error_rate", 1, nil}, {"throughput_rps", 1, 0.0}, {"instances", 1, 1.0},
+		// Backpressure's figures: 60 rejections in the 30 s step; the
+		// second step's rows carry none (before schema version 5).
+		{"rejections_rps", 0, 2.0}, {"rejections_rate_limit_rps", 0, 1.5}, {"rejections_queue_rps", 0, 0.5}, {"rejections_shed_rps", 0, 0.0},
+		{"in_flight", 0, 12.0}, {"queue_depth", 0, 2.0}, {"concurrency_limit", 0, 40.0}, {"rejections_rps", 1, nil}, {"in_flight", 1, nil},
 	} {
 		if g := val(c.name, c.i); g != c.want {
 			t.Errorf("%s[%d] = %v; want %v", c.name, c.i, g, c.want)
