@@ -35,6 +35,11 @@ var FleetAggregation = map[string]string{
 	"concurrency_limit":         "highest, over the step's minutes, sum of the concurrency limits of the instances reporting one (the fleet's capacity; 0 = no limit set)",
 }
 
+// fleetPeakSums are the fleet series that sum the instances' peaks: no
+// instance's value, so the thresholds (set per instance) are not judged
+// on them (capacity reads them).
+var fleetPeakSums = []string{"in_flight", "queue_depth"}
+
 // FleetView lays the fleet's merged steps out as the history's columns
 // (tier "fleet"): one point per step that holds a heartbeat row, the
 // series of FleetAggregation. rangeName, from and to describe the asked

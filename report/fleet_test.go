@@ -245,4 +245,11 @@ func TestFleetReportRejectionBurst(t *testing.T) {
 	if c.RejectionsSinceStart != nil || c.MeasuredCapacityRPS != nil || c.CapacityWhy != report.FleetCapacityWhy {
 		t.Errorf("capacity %+v", c)
 	}
+	// The queue's thresholds are per instance: not judged on the fleet's
+	// sum of the instances' peaks.
+	for _, th := range r.Thresholds {
+		if th.Figure == "queue_depth" && (th.InHistory || th.Measured || th.Levels[0].Trips != 0) {
+			t.Errorf("queue_depth threshold judged on the fleet's summed peaks: %+v", th)
+		}
+	}
 }

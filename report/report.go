@@ -192,7 +192,7 @@ func Build(in Inputs) (*Report, error) {
 	kept := history.Series()
 	if fleet {
 		r.Scope, r.Instance, r.Fleet = "fleet", "", in.Fleet
-		kept = slices.Sorted(maps.Keys(FleetAggregation))
+		kept = slices.DeleteFunc(slices.Sorted(maps.Keys(FleetAggregation)), func(n string) bool { return slices.Contains(fleetPeakSums, n) })
 	}
 	tier := history.Tier1m
 	r.Tier = "1m"

@@ -107,6 +107,9 @@ func buildThresholds(cfg *config.Config, p *points, kept []string, as []store.Al
 			on   bool
 		}{{"warning", t.WarningKey, t.Warning, t.WarningOn}, {"critical", t.CriticalKey, t.Critical, t.CriticalOn}}
 		col := p.col(string(f.Name))
+		if !th.InHistory {
+			col = p.col("") // not measured: e.g. a fleet's sum of the instances' peaks (fleetPeakSums)
+		}
 		for i := lo; i < hi && !th.Measured; i++ {
 			th.Measured = !math.IsNaN(col[i])
 		}
