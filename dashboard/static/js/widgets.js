@@ -741,7 +741,8 @@ const chartSets = {
     { title: 'Failed for clients', series: [['error_rate', 'failed for clients'], ['app_error_rate', 'app errors']], fmt: (v) => fmtPct(v, 1), axis: pctAxis, thr: 'error_rate', unit: '% of requests' },
     { title: 'Queue and in flight', series: [['queue_depth', 'queued'], ['in_flight', 'in flight']], fmt: count, axis: numAxis, thr: 'queue_depth', unit: 'requests' },
     // pulsegate's own 429/503s by cause (the history's rejection series;
-    // not in the fleet's series, so the graph is left out in fleet scope).
+    // the fleet's history carries them from schema version 5 on: drawn only
+    // when the answer has them).
     { title: 'Rejected by pulsegate', series: [['rejections_rps', 'all'], ['rejections_rate_limit_rps', 'rate limit'], ['rejections_queue_rps', 'queue full or timed out'], ['rejections_shed_rps', 'shed']],
       fmt: fmtRate, axis: numAxis, unit: 'requests answered 429/503 per second', onlyWith: 'rejections_rps' },
     { title: 'Apdex', series: [['apdex', 'Apdex']], fmt: fmtApdex, axis: (t) => t.map((v) => String(Number(v.toFixed(2)))), thr: 'apdex', yMax: 1, unit: 'score 0–1 (1 = all satisfied)' },
