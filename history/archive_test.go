@@ -81,6 +81,7 @@ func TestArchiveSurvivesRestart(t *testing.T) {
 // 1 min tier, 720 steps of 14 min, with counts and weighted averages
 // aggregated correctly; range=30d from the 1 h tier.
 func TestArchiveSevenDays(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	a := openArchive(t, dir, DefaultRetention)
 	defer a.Close()
@@ -175,6 +176,7 @@ func TestArchiveDiskPerDay(t *testing.T) {
 	if testing.Short() {
 		t.Skip("simulates two days")
 	}
+	t.Parallel()
 	dir := t.TempDir()
 	a := openArchive(t, dir, DefaultRetention)
 	defer a.Close()

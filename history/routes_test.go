@@ -71,6 +71,7 @@ func TestRouteRollupsSevenDays(t *testing.T) {
 	if testing.Short() {
 		t.Skip("simulates a week")
 	}
+	t.Parallel() // a simulated week, CPU-bound: the longest test of the package
 	dir := t.TempDir()
 	a := openArchive(t, dir, DefaultRetention)
 	defer a.Close()
@@ -421,6 +422,7 @@ func releaseWeek(t *testing.T, seed uint64, slow bool) []RouteRelease {
 // the comparison of v2 against v1 flags that route (and the whole app,
 // which it dominates), with the sample counts, and no other route.
 func TestReleasesFlagPlantedSlowRelease(t *testing.T) {
+	t.Parallel()
 	rel := releaseWeek(t, 1, true)
 	if len(rel) != 4 || rel[0].Route != AllRoutes {
 		t.Fatalf("releases: %+v; want the app and 3 routes", rel)
@@ -447,6 +449,7 @@ func TestReleasesFlagPlantedSlowRelease(t *testing.T) {
 // TestReleasesIdenticalNotFlagged: two releases drawn from the same
 // distributions are not flagged, over several seeds.
 func TestReleasesIdenticalNotFlagged(t *testing.T) {
+	t.Parallel()
 	for seed := range uint64(5) {
 		for _, r := range releaseWeek(t, 100+seed, false) {
 			if r.Comparison == nil || !r.Comparison.Compared || r.Comparison.Regressed {
