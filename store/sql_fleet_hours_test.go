@@ -76,6 +76,7 @@ func writeRows(t *testing.T, s *SQL, rows []Heartbeat) {
 // deleted, and the series still answers from the hour rows meanwhile.
 func TestFleetHistoryLongRangesFromMinuteAndHourRows(t *testing.T) {
 	sqlServers(t, func(t *testing.T, sv *server) {
+		t.Parallel() // MariaDB and PostgreSQL side by side: the longest test of the package
 		if err := sv.createDB(hoursDB); err != nil {
 			t.Fatalf("creating %s on %s: %v", hoursDB, sv.name, err)
 		}

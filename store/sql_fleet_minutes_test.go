@@ -125,6 +125,7 @@ func randCapacity(rng *rand.Rand) *CapacityFigures {
 // rows. Minutes older than KeepHeartbeats are deleted.
 func TestFleetSeriesFromMinuteRowsEqualsHeartbeats(t *testing.T) {
 	sqlServers(t, func(t *testing.T, sv *server) {
+		t.Parallel() // MariaDB and PostgreSQL side by side
 		s := seriesStore(t, sv)
 		ctx := context.Background()
 		rng := rand.New(rand.NewPCG(17, 29))
