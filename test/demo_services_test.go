@@ -350,7 +350,10 @@ func demoDatabaseExists(t *testing.T, engine string) bool {
 	return n > 0
 }
 
+// Parallel: it uses no service, so it cannot meet the pulsegate_demo
+// database, user or keys of the tests that do.
 func TestDemoWithoutServices(t *testing.T) {
+	t.Parallel()
 	closed := freeAddr(t) // nothing listens there
 	d := startDemo(t, nil, "--mysql-addr", closed, "--postgres-addr", closed, "--redis-addr", closed, "--rps", "10")
 	out := d.waitOut(t, "Without them the dashboard shows", 10*time.Second)
@@ -395,6 +398,7 @@ func TestDemoWithoutServices(t *testing.T) {
 }
 
 func TestDemoNoServicesFlag(t *testing.T) {
+	t.Parallel() // no service either
 	d := startDemo(t, nil, "--no-services", "--rps", "5")
 	if out := d.waitOut(t, "health=", 30*time.Second); strings.Contains(out, "Services (") {
 		t.Errorf("--no-services still looks for services:\n%s", d.out.String())
