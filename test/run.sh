@@ -55,23 +55,38 @@ stop_jobs() {
 }
 trap 'stop_jobs; exit 130' INT TERM
 
-# start NAME CMD...: runs CMD in the background, its output prefixed with [NAME].
+# start NAME CMD...: runs CMD in the background, its output prefixed with
+# [NAME]; when it ends it writes its exit code and end time to .done-NAME.
 start() {
 	local name=$1
 	shift
-	START[$name]=$SECONDS
+	rm -f "$ART/.done-$name"
+	START[$name]=$(date +%s)
 	log "$name: started"
-	("$@" 2>&1 | sed -u "s/^/[$name] /") &
+	(
+		rc=0
+		"$@" 2>&1 | sed -u "s/^/[$name] /" || rc=$?
+		echo "$rc $(date +%s)" >"$ART/.done-$name"
+		exit "$rc"
+	) &
 	PID[$name]=$!
+}
+
+# ended NAME: true once NAME's job has ended.
+ended() {
+	[ -e "$ART/.done-$1" ] || ! kill -0 "${PID[$1]}" 2>/dev/null
 }
 
 # finish NAME: waits for NAME and records its exit code and duration.
 finish() {
-	local name=$1 rc=0
-	wait "${PID[$name]}" || rc=$?
+	local name=$1 rc end
+	wait "${PID[$name]}" 2>/dev/null || true
 	unset "PID[$name]"
+	if ! read -r rc end <"$ART/.done-$name" 2>/dev/null; then
+		rc=1 end=$(date +%s) # killed before it could say
+	fi
 	RC[$name]=$rc
-	TOOK[$name]=$((SECONDS - START[$name]))
+	TOOK[$name]=$((end - START[$name]))
 	if [ "$rc" -eq 0 ]; then
 		log "$name: passed (${TOOK[$name]} s)"
 	else
@@ -127,11 +142,9 @@ apt_install() {
 }
 
 # apt runs in the background: the Go suites' packages first, then the
-# browser's, in one job (dpkg takes one install at a time). Two marker files
-# tell the waiting steps where it is: .apt-go-done once the Go suites'
-# packages are in, .apt-status (its exit code) when the job ends.
+# browser's, in one job (dpkg takes one install at a time). .apt-go-done
+# marks the Go suites' packages in.
 apt_job() {
-	trap 'echo $? >"$ART/.apt-status"' EXIT
 	if [ "${#GO_MISSING[@]}" -gt 0 ]; then
 		log "installing: ${GO_MISSING[*]}"
 		apt_install "${GO_MISSING[@]}"
@@ -142,7 +155,7 @@ apt_job() {
 		apt_install "${BROWSER_MISSING[@]}"
 	fi
 }
-rm -f "$ART/.apt-go-done" "$ART/.apt-status"
+rm -f "$ART/.apt-go-done"
 APT=""
 if [ "${#GO_MISSING[@]}" -gt 0 ] || [ "${#BROWSER_MISSING[@]}" -gt 0 ]; then
 	APT=1
@@ -154,7 +167,7 @@ fi
 wait_go_packages() {
 	[ -n "$APT" ] || return 0
 	while [ ! -e "$ART/.apt-go-done" ]; do
-		if [ -e "$ART/.apt-status" ]; then
+		if ended apt; then
 			finish apt || true
 			log "apt failed: the Go suites cannot run"
 			stop_jobs
@@ -245,7 +258,7 @@ fi
 # still be installing.
 browser_job() {
 	if [ -n "$APT" ]; then
-		while [ ! -e "$ART/.apt-status" ]; do sleep 1; done
+		while [ ! -e "$ART/.done-apt" ]; do sleep 1; done
 	fi
 	bash "$ROOT/test/browser/run.sh"
 }
@@ -254,11 +267,15 @@ if [ -n "$BROWSER" ]; then
 fi
 
 # ---------------------------------------------------------------- results
+# Each suite is reported as soon as it ends.
 failed=()
-for name in apt unit e2e browser; do
-	if [ -n "${PID[$name]:-}" ]; then
-		finish "$name" || failed+=("$name")
-	fi
+while [ "${#PID[@]}" -gt 0 ]; do
+	for name in "${!PID[@]}"; do
+		if ended "$name"; then
+			finish "$name" || failed+=("$name")
+		fi
+	done
+	[ "${#PID[@]}" -eq 0 ] || sleep 1
 done
 summary="vet ${TOOK[vet]} s"
 [ -z "${TOOK[build]:-}" ] || summary+=", build ${TOOK[build]} s"
