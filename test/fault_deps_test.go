@@ -257,11 +257,17 @@ func TestCase49_RedisManyKeys(t *testing.T) {
 	}
 	// On a shared 2-core machine the scheduler alone can stretch one bounded
 	// command past 10 ms; what must never appear is an unbounded one (KEYS,
-	// SMEMBERS, a SCAN without a small COUNT).
+	// SMEMBERS, a SCAN without a small COUNT). A one-key TTL, PTTL, TYPE or
+	// EXISTS is constant time: in SLOWLOG it only shows the machine's load
+	// (seen with the suites running side by side at load average 19).
 	var bounded, unbounded []string
 	for _, e := range slow {
 		cmd := strings.ToLower(strings.Join(e.Args, " "))
 		if strings.HasPrefix(cmd, "scan ") && scanCount(e.Args) > 0 && scanCount(e.Args) <= 1000 {
+			bounded = append(bounded, cmd)
+			continue
+		}
+		if len(e.Args) == 2 && slices.Contains([]string{"ttl", "pttl", "type", "exists"}, strings.ToLower(e.Args[0])) {
 			bounded = append(bounded, cmd)
 			continue
 		}
@@ -270,7 +276,7 @@ func TestCase49_RedisManyKeys(t *testing.T) {
 	if len(unbounded) > 0 {
 		t.Errorf("SLOWLOG has unbounded commands while pulsegate probed: %q", unbounded)
 	}
-	report(t, "49", "SLOWLOG entries (≥ 10 ms) while probing", fmt.Sprintf("%d, all bounded SCAN … COUNT ≤ 1000: %q", len(bounded), bounded), "0")
+	report(t, "49", "SLOWLOG entries (≥ 10 ms) while probing", fmt.Sprintf("%d, all bounded (SCAN … COUNT ≤ 1000, one-key TTL/TYPE): %q", len(bounded), bounded), "0")
 	report(t, "49", fmt.Sprintf("Redis PING latency with %d keys, before → during probes (p99 / max)", keys+sessions),
 		fmt.Sprintf("%v / %v → %v / %v", pct(before, 0.99), slices.Max(before), pct(during, 0.99), slices.Max(during)), "added < 5 ms p99")
 	if d := pct(during, 0.99) - pct(before, 0.99); d > 5*time.Millisecond {
