@@ -813,7 +813,7 @@ fetch(${JSON.stringify(ackURL)}, {method: 'POST', mode: 'no-cors', credentials: 
       for (const f of figs) {
         assert.ok(f.caption.includes(' · ' + words + ' · '), `the ${range} graph names its window: ${f.caption}`);
         assert.ok(f.caption.includes('one point per ' + stepWords(hist.step_seconds)), `the ${range} graph names its step (${hist.step_seconds} s): ${f.caption}`);
-        assert.match(f.caption, / · (seconds|requests per second|% of requests|requests|score 0–1 \(1 = all satisfied\)|requests per minute)$/, 'and its unit: ' + f.caption);
+        assert.match(f.caption, / · (seconds|requests per second|% of requests|requests|score 0–1 \(1 = all satisfied\)|requests per minute|requests answered 429\/503 per second)$/, 'and its unit: ' + f.caption);
         assert.equal(f.step, hist.step_seconds);
       }
       const axis = figs[0].axis;
