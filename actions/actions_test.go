@@ -273,7 +273,11 @@ func TestCleanupDryRun(t *testing.T) {
 	cfg.Actions.DryRun = true
 	h := start(t, cfg, Deps{}, true)
 	h.a.Observe(map[string]float64{"memory_usage": 0.95}, nil)
-	waitFor(t, "dry-run cleanup", func() bool { return h.status(ActionCleanup).Count == 1 })
+	// The status counts the action before its audit line is logged: wait
+	// for both.
+	waitFor(t, "dry-run cleanup and its audit line", func() bool {
+		return h.status(ActionCleanup).Count == 1 && h.logs.FilterMessage("action").Len() == 1
+	})
 	if cs.posts.Load() != 0 {
 		t.Error("dry-run POSTed the hook")
 	}

@@ -142,18 +142,20 @@ func TestWrkScriptsAgainstARealServer(t *testing.T) {
 	srv.Close() // waits for the handlers: none sends on seen after this
 	close(seen)
 	distinct := map[string]bool{}
+	sent := 0 // the paths script's requests (on a loaded machine 1 s may hold fewer than 30)
 	for p := range seen {
 		if p == "/" {
 			continue
 		}
+		sent++
 		rest, ok := strings.CutPrefix(p, "/bench/")
 		if !ok || strings.ContainsAny(rest, "0123456789/") {
 			t.Fatalf("path %q: want /bench/<letters>", p)
 		}
 		distinct[p] = true
 	}
-	if len(distinct) != 30 {
-		t.Fatalf("%d distinct paths, want 30", len(distinct))
+	if want := min(sent, 30); len(distinct) != want {
+		t.Fatalf("%d distinct paths in %d requests, want %d (the script cycles through 30)", len(distinct), sent, want)
 	}
 }
 
