@@ -55,7 +55,7 @@ if [ -z "${PULSEGATE_BIN:-}" ]; then
 fi
 
 log "node --test dashboard.test.mjs"
-node --test --test-concurrency=1 --test-reporter=spec "$HERE/dashboard.test.mjs"
+node --test --test-concurrency=1 --test-reporter=spec ${BROWSER_TEST_PATTERN:+--test-name-pattern="$BROWSER_TEST_PATTERN"} "$HERE/dashboard.test.mjs"
 
 if [ "${UPDATE_DOCS_SCREENSHOTS:-}" = 1 ]; then
 	mkdir -p "$ROOT/docs/img"

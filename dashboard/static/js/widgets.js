@@ -274,6 +274,7 @@ function alertRow(a, options) {
     update(a, writer, st) {
       const f = (v) => fmtFig(a.metric, v, st);
       li.dataset.state = a.state;
+      li.dataset.rule = a.rule;
       replace(sev, pill(a.severity));
       replace(msg, a.message || a.rule);
       replace(meta, `rule ${a.rule}${a.subject ? ' · ' + a.subject : ''} · value ${f(a.value)} vs ${a.severity} threshold ${f(a.threshold)} · since ${fmtClock(a.first_seen)} (${fmtAgo(a.first_seen)})`);
