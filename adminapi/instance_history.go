@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"strings"
 
 	"go.uber.org/zap"
 
@@ -39,15 +38,11 @@ type instanceAnswer struct {
 
 // checkInstanceName checks ?instance= as config checks instance names.
 func checkInstanceName(s string) error {
-	switch {
-	case s == "":
+	if s == "" {
 		return errors.New("instance: must name an instance (letters, digits and . _ - :)")
-	case len(s) > config.MaxNameLen:
-		return fmt.Errorf("instance: must be at most %d bytes, got %d", config.MaxNameLen, len(s))
-	case strings.ContainsFunc(s, func(r rune) bool {
-		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-' || r == ':')
-	}):
-		return fmt.Errorf("instance: may hold only letters, digits and . _ - :, got %s", quote(s))
+	}
+	if p := config.NameProblem(s); p != "" {
+		return fmt.Errorf("instance: %s, got %s", p, quote(s))
 	}
 	return nil
 }

@@ -235,22 +235,34 @@ func (v *validator) dsn(key string, s Secret) {
 	}
 }
 
-// name checks an instance or fleet name: at most MaxNameLen bytes of
-// letters, digits and . _ - : (host names and pod names fit); empty only
-// when allowed (the instance then defaults to the host name).
+// name checks an instance or fleet name (NameProblem); empty only when
+// allowed (the instance then defaults to the host name).
 func (v *validator) name(key, s string, emptyOK bool) {
-	switch {
-	case s == "":
+	if s == "" {
 		if !emptyOK {
 			v.add(key, "must be set")
 		}
+		return
+	}
+	if p := NameProblem(s); p != "" {
+		v.add(key, "%s", p)
+	}
+}
+
+// NameProblem says what is wrong with a non-empty instance or fleet name
+// ("" when nothing): at most MaxNameLen bytes of letters, digits and
+// . _ - : (host names and pod names fit). The admin API checks names in
+// queries with it too.
+func NameProblem(s string) string {
+	switch {
 	case len(s) > MaxNameLen:
-		v.add(key, "must be at most %d bytes, got %d", MaxNameLen, len(s))
+		return fmt.Sprintf("must be at most %d bytes, got %d", MaxNameLen, len(s))
 	case strings.ContainsFunc(s, func(r rune) bool {
 		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-' || r == ':')
 	}):
-		v.add(key, "may hold only letters, digits and . _ - :")
+		return "may hold only letters, digits and . _ - :"
 	}
+	return ""
 }
 
 // MaxNameLen bounds instance and fleet names (they are keys in the shared store).
