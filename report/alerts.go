@@ -91,6 +91,21 @@ type occurrence struct {
 	end   time.Time // now when still active
 }
 
+// secondsIn is how long o fired inside w (0 when it did not).
+func (o occurrence) secondsIn(w Window) float64 {
+	st, en := o.start, o.end
+	if st.Before(w.From) {
+		st = w.From
+	}
+	if en.After(w.To) {
+		en = w.To
+	}
+	if !en.After(st) {
+		return 0
+	}
+	return en.Sub(st).Seconds()
+}
+
 // inPeriod returns the alerts active at some time in w, clipped, oldest first.
 func inPeriod(as []store.AlertRecord, w Window, now time.Time) []occurrence {
 	var out []occurrence
@@ -157,16 +172,7 @@ func ruleStats(rule string, os []occurrence, w Window) RuleStats {
 		if o.a.Active() {
 			s.Active++
 		}
-		st, en := o.start, o.end
-		if st.Before(w.From) {
-			st = w.From
-		}
-		if en.After(w.To) {
-			en = w.To
-		}
-		if en.After(st) {
-			s.FiringSeconds += en.Sub(st).Seconds()
-		}
+		s.FiringSeconds += o.secondsIn(w)
 		if o.a.AcknowledgedAt != nil {
 			s.Acknowledged++
 			toAck = append(toAck, o.a.AcknowledgedAt.Sub(o.a.FirstSeen).Seconds())

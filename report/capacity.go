@@ -275,16 +275,7 @@ func buildCapacity(cfg *config.Config, bp *backpressure.State, p *points, as []s
 			continue
 		}
 		c.RejectionAlerts++
-		st, en := o.start, o.end
-		if st.Before(w.From) {
-			st = w.From
-		}
-		if en.After(w.To) {
-			en = w.To
-		}
-		if en.After(st) {
-			c.RejectionAlertSeconds += math.Round(en.Sub(st).Seconds())
-		}
+		c.RejectionAlertSeconds += math.Round(o.secondsIn(w))
 	}
 	for _, name := range resourceFigures {
 		c.Resources = append(c.Resources, resource(cfg, p, name, w))
