@@ -67,7 +67,7 @@ func (a *API) fleetHistory(w http.ResponseWriter, r *http.Request, scope string)
 	out := fleetHistoryAnswer{
 		historyAnswer: historyAnswer{View: report.FleetView(fs, req.Name, req.From, req.To), Events: []HistoryEvent{}},
 		Scope:         "fleet", Fleet: a.d.Fleet.Name(), Instances: len(fs.Instances), InstanceNames: fs.Instances,
-		Aggregation: report.FleetAggregation,
+		Aggregation: report.FleetAggregation(),
 	}
 	if a.d.HistoryEvents != nil {
 		if out.Events, out.EventsTruncated, err = historyEvents(a.d.HistoryEvents, req.From, req.To); err != nil {

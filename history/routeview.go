@@ -8,8 +8,8 @@ import (
 	"github.com/pulsegate/pulsegate/releases"
 )
 
-// RouteSeries names the route view's series, in JSON order.
-var RouteSeries = []string{"p50_response_time", "p95_response_time", "p99_response_time", "throughput_rps", "error_rate", "requests"}
+// routeSeries names the route view's series, in JSON order.
+var routeSeries = []string{"p50_response_time", "p95_response_time", "p99_response_time", "throughput_rps", "error_rate", "requests"}
 
 // RouteView is one route's history over a range: the route endpoint's
 // JSON (GET /admin/responsiveness/api/history/route), events aside.
@@ -62,13 +62,13 @@ func (r Reader) RouteView(route string, req Request) (RouteView, error) {
 	}
 	stepSec := step * per
 	v := RouteView{Route: route, Range: req.Name, From: fromS, To: toS, Tier: tierNames[tier], StepSeconds: stepSec,
-		Timestamps: []int64{}, Series: make(map[string][]*float64, len(RouteSeries)), Versions: []*string{}, Releases: []Release{}}
-	cols := make([][]*float64, len(RouteSeries))
+		Timestamps: []int64{}, Series: make(map[string][]*float64, len(routeSeries)), Versions: []*string{}, Releases: []Release{}}
+	cols := make([][]*float64, len(routeSeries))
 	for k := range cols {
 		cols[k] = []*float64{}
 	}
 	defer func() {
-		for k, name := range RouteSeries {
+		for k, name := range routeSeries {
 			v.Series[name] = cols[k]
 		}
 	}()

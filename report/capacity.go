@@ -352,7 +352,7 @@ const FleetCapacityWhy = "the fleet's rows sum the instances: peak_in_flight is 
 
 // fleetCapacity keeps what the fleet rows measure (the fleet's
 // throughput, rejections, peak in flight and time queued, see
-// FleetAggregation) and sets the concurrency limit from them: the fleet's
+// fleetAggregation) and sets the concurrency limit from them: the fleet's
 // limit at the point of the peak in flight. Figures only an instance has
 // are null.
 func fleetCapacity(c *Capacity, p *points, w Window) {
@@ -380,7 +380,7 @@ func fleetCapacity(c *Capacity, p *points, w Window) {
 		}
 	}
 	for i, r := range c.Resources {
-		if _, ok := FleetAggregation[r.Figure]; !ok {
+		if _, ok := fleetAggregation[r.Figure]; !ok {
 			c.Resources[i].Why = "not in the fleet rows: each instance's report has it"
 		}
 	}

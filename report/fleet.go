@@ -2,6 +2,7 @@ package report
 
 import (
 	"context"
+	"maps"
 	"sort"
 	"time"
 
@@ -9,10 +10,11 @@ import (
 	"github.com/pulsegate/pulsegate/store"
 )
 
-// FleetAggregation says how each fleet series merges the instances (the
+// fleetAggregation says how each fleet series merges the instances (the
 // history endpoint's "aggregation" for ?scope=fleet, and docs/report.md's
 // fleet section): the series of a history.View made by FleetView.
-var FleetAggregation = map[string]string{
+// FleetAggregation hands out copies.
+var fleetAggregation = map[string]string{
 	"p50_response_time": "from the instances' merged latency buckets",
 	"p95_response_time": "from the instances' merged latency buckets",
 	"p99_response_time": "from the instances' merged latency buckets",
@@ -40,16 +42,19 @@ var FleetAggregation = map[string]string{
 // on them (capacity reads them).
 var fleetPeakSums = []string{"in_flight", "queue_depth"}
 
+// FleetAggregation is how each fleet series merges the instances (a copy).
+func FleetAggregation() map[string]string { return maps.Clone(fleetAggregation) }
+
 // FleetView lays the fleet's merged steps out as the history's columns
 // (tier "fleet"): one point per step that holds a heartbeat row, the
-// series of FleetAggregation. rangeName, from and to describe the asked
+// series of fleetAggregation. rangeName, from and to describe the asked
 // range (history.Request).
 func FleetView(fs store.FleetSeries, rangeName string, from, to time.Time) history.View {
 	n := len(fs.Steps)
 	v := history.View{Range: rangeName, Tier: "fleet", StepSeconds: int64(fs.Step / time.Second),
 		ResolutionSeconds: int64(fs.Step / time.Second), From: from.Unix(), To: to.Unix(),
 		Time: make([]int64, n), Health: make([]string, n), Series: map[string][]*float64{}}
-	for name := range FleetAggregation {
+	for name := range fleetAggregation {
 		v.Series[name] = make([]*float64, n)
 	}
 	set := func(name string, i int, x float64) { v.Series[name][i] = &x }

@@ -30,14 +30,17 @@ import (
 // field changes meaning or goes away.
 const SchemaVersion = 1
 
-// Ranges are the periods a report covers.
-var Ranges = map[string]time.Duration{"24h": 24 * time.Hour, "7d": 7 * 24 * time.Hour, "30d": 30 * 24 * time.Hour}
+// ranges are the periods a report covers.
+var ranges = map[string]time.Duration{"24h": 24 * time.Hour, "7d": 7 * 24 * time.Hour, "30d": 30 * 24 * time.Hour}
 
-// RangeNames lists Ranges for error messages.
+// RangeNames lists the periods for error messages.
 const RangeNames = "24h, 7d or 30d"
 
-// Formats are the renderings of a report.
-var Formats = []string{"text", "markdown", "json"}
+// formats are the renderings of a report.
+var formats = []string{"text", "markdown", "json"}
+
+// Formats lists the renderings of a report (a copy).
+func Formats() []string { return append([]string(nil), formats...) }
 
 // ParamError is a bad parameter (since, format, scope); Param names it.
 type ParamError struct{ Param, Problem string }
@@ -46,7 +49,7 @@ func (e *ParamError) Error() string { return e.Param + ": " + e.Problem }
 
 // ParseSince checks a --since / ?since= value.
 func ParseSince(s string) (time.Duration, error) {
-	d, ok := Ranges[s]
+	d, ok := ranges[s]
 	if !ok {
 		return 0, &ParamError{"since", fmt.Sprintf("want %s, got %q", RangeNames, truncate(s, 32))}
 	}
@@ -58,7 +61,7 @@ func ParseFormat(s string) (string, error) {
 	if s == "" {
 		return "json", nil
 	}
-	for _, f := range Formats {
+	for _, f := range formats {
 		if s == f {
 			return s, nil
 		}
@@ -192,7 +195,7 @@ func Build(in Inputs) (*Report, error) {
 	kept := history.Series()
 	if fleet {
 		r.Scope, r.Instance, r.Fleet = "fleet", "", in.Fleet
-		kept = slices.DeleteFunc(slices.Sorted(maps.Keys(FleetAggregation)), func(n string) bool { return slices.Contains(fleetPeakSums, n) })
+		kept = slices.DeleteFunc(slices.Sorted(maps.Keys(fleetAggregation)), func(n string) bool { return slices.Contains(fleetPeakSums, n) })
 	}
 	tier := history.Tier1m
 	r.Tier = "1m"

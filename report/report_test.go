@@ -193,7 +193,7 @@ func TestReportWithoutSources(t *testing.T) {
 	if r.Routes.Why == "" || r.Capacity.PeakThroughputRPS != nil || r.Capacity.ConcurrencyLimit != nil {
 		t.Errorf("routes %+v capacity %+v", r.Routes, r.Capacity)
 	}
-	for _, f := range report.Formats {
+	for _, f := range report.Formats() {
 		if err := report.Render(&bytes.Buffer{}, r, f); err != nil {
 			t.Errorf("%s: %v", f, err)
 		}

@@ -38,7 +38,7 @@ func readPoints(src Series, tier int, from, to time.Time) (*points, error) {
 	for _, n := range history.Series() {
 		out.Cols[n] = nil
 	}
-	for n := range FleetAggregation { // a fleet's series (concurrency_limit)
+	for n := range fleetAggregation { // a fleet's series (concurrency_limit)
 		out.Cols[n] = nil
 	}
 	if src == nil {

@@ -87,7 +87,7 @@ type Suggestion struct {
 }
 
 // buildThresholds judges every figure with thresholds; kept are the
-// series the points hold (history.Series, or a fleet's FleetAggregation).
+// series the points hold (history.Series, or a fleet's fleetAggregation).
 func buildThresholds(cfg *config.Config, p *points, kept []string, as []store.AlertRecord, al Alerts, w Window, now time.Time) []Threshold {
 	occ := inPeriod(as, w, now)
 	lo, hi := p.slice(w.From, w.To)
