@@ -220,7 +220,7 @@ func (d *Dashboard) serveHistory(w http.ResponseWriter, r *http.Request) {
 	if name == "" {
 		name = "15m"
 	}
-	dur, ok := history.Ranges[name]
+	dur, ok := history.RingRange(name)
 	if !ok {
 		writeError(w, http.StatusBadRequest, "range: want 15m, 1h or 24h")
 		return

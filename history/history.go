@@ -330,8 +330,14 @@ func worst(i int, a, b float32) float32 {
 	return max(a, b)
 }
 
-// Ranges are the time ranges the history endpoint serves.
-var Ranges = map[string]time.Duration{"15m": 15 * time.Minute, "1h": time.Hour, "24h": 24 * time.Hour}
+// ringRanges are the time ranges the in-memory ring serves (RingRange).
+var ringRanges = map[string]time.Duration{"15m": 15 * time.Minute, "1h": time.Hour, "24h": 24 * time.Hour}
+
+// RingRange is the length of a range the in-memory ring serves (15m, 1h, 24h).
+func RingRange(name string) (time.Duration, bool) {
+	d, ok := ringRanges[name]
+	return d, ok
+}
 
 // MaxPoints bounds the points of one answer: longer ranges are merged into
 // coarser steps (the worst value per step, as the ring itself keeps).

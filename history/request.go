@@ -7,14 +7,14 @@ import (
 	"time"
 )
 
-// LongRanges are every range the history endpoint serves: the ring's
-// (Ranges) and the archive's.
-var LongRanges = map[string]time.Duration{
+// longRanges are every range the history endpoint serves: the ring's
+// (ringRanges) and the archive's.
+var longRanges = map[string]time.Duration{
 	"15m": 15 * time.Minute, "1h": time.Hour, "24h": 24 * time.Hour,
 	"7d": 7 * 24 * time.Hour, "30d": 30 * 24 * time.Hour, "90d": 90 * 24 * time.Hour, "365d": 365 * 24 * time.Hour,
 }
 
-// RangeNames lists LongRanges in order, for error messages and docs.
+// RangeNames lists longRanges in order, for error messages and docs.
 const RangeNames = "15m, 1h, 24h, 7d, 30d, 90d or 365d"
 
 // Request is one history query: a named range ending now, or from/to.
@@ -36,7 +36,7 @@ func ParseRequest(q url.Values, now time.Time) (Request, error) {
 		if name == "" {
 			name = "15m"
 		}
-		d, ok := LongRanges[name]
+		d, ok := longRanges[name]
 		if !ok {
 			return Request{}, &ParamError{"range", fmt.Sprintf("want %s (or from and to), got %q", RangeNames, name)}
 		}
@@ -127,7 +127,7 @@ func (r Reader) View(req Request, now time.Time) (View, error) {
 	span := req.To.Sub(req.From)
 	tier := Tier(span)
 	if tier == Tier10s {
-		if _, ok := Ranges[req.Name]; ok {
+		if _, ok := ringRanges[req.Name]; ok {
 			return r.Ring.Query(req.Name, span, now), nil
 		}
 		ringFrom := now.Add(-time.Duration(r.Ring.Capacity()) * r.Ring.Resolution())
