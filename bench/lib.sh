@@ -30,7 +30,9 @@ install_tools() {
 		as_root apt-get update -qq && updated=1
 		local installable=()
 		for pkg in "${missing[@]}"; do
-			if [ "$updated" = 1 ] && apt-cache policy "$pkg" 2>/dev/null | grep -q 'Candidate: [0-9]'; then
+			# Not `apt-cache policy | grep -q`: under pipefail grep's early exit
+			# fails the pipeline (SIGPIPE) and every package looked missing.
+			if [ "$updated" = 1 ] && [[ "$(apt-cache policy "$pkg" 2>/dev/null)" == *"Candidate: "[0-9]* ]]; then
 				installable+=("$pkg")
 			else
 				echo "bench: note: Debian package '$pkg' is not available here; its target is skipped" >&2
