@@ -700,16 +700,24 @@ fetch(${JSON.stringify(ackURL)}, {method: 'POST', mode: 'no-cors', credentials: 
 
   it('reads out every series of a graph on hover', async () => {
     const page = await newPage();
+    await ensureSignedIn(page);
     await page.goto(adminURL + '/admin/responsiveness/performance');
     await waitFor('drawn graphs', () => page.evaluate(() => document.querySelectorAll('figure.chart[data-ready="1"]').length >= 4));
     const chart = page.locator('figure.chart[data-ready="1"]').first();
-    const idle = await chart.locator('.u-legend').textContent();
+    // Run alone, the demo has just started: wait for its first points.
+    const idle = await waitFor('a graph with data', async () => {
+      const t = await chart.locator('.u-legend').textContent();
+      return /latest/.test(t) ? t : null;
+    });
     assert.match(idle, /latest 10 s point/, 'off the graph the legend says it shows the latest point: ' + idle);
-    await chart.scrollIntoViewIfNeeded();
-    const box = await chart.locator('.u-over').boundingBox();
     // Move along the graph from its right edge until the cursor is over a
     // point with data (the demo's history may cover only the last minutes).
+    // The box is read on every try: a live update may redraw the graph
+    // (a new plot area) between two tries on a loaded machine.
     const read = async () => {
+      await chart.scrollIntoViewIfNeeded();
+      const box = await chart.locator('.u-over').boundingBox();
+      if (!box) return null;
       for (let dx = 4; dx < box.width; dx += 6) {
         await page.mouse.move(box.x + box.width - dx, box.y + box.height / 2);
         const vals = await chart.locator('.u-legend .u-series .u-value').allTextContents();
