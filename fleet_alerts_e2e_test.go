@@ -4,11 +4,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"sync"
 	"testing"
 	"time"
@@ -81,8 +79,7 @@ func TestFleetAlertsAcrossSidecars(t *testing.T) {
 
 func testFleetAlertsAcross(t *testing.T, d fleettest.DB) {
 	leaks := goleak.IgnoreCurrent()
-	dbName := fmt.Sprintf("pulsegate_i11alerts_%d", os.Getpid())
-	d.Private(t, dbName)
+	dbName := d.Private(t, "pulsegate_i11alerts")
 	// The app's database, probed by both sidecars through a switch: reset
 	// (down) first, passed through later.
 	appDB, err := chaos.New("127.0.0.1:3306")

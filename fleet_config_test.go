@@ -4,11 +4,9 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
-	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -114,8 +112,7 @@ func TestFleetConfigLive(t *testing.T) {
 
 func testFleetConfig(t *testing.T, d fleettest.DB) {
 	leaks := goleak.IgnoreCurrent()
-	dbName := fmt.Sprintf("pulsegate_i11cfg_%d", os.Getpid())
-	d.Private(t, dbName)
+	dbName := d.Private(t, "pulsegate_i11cfg")
 	// sw carries #1 and #2 to the store; sw3 carries #3, cut at its start.
 	sw, err := chaos.New(d.Addr)
 	if err != nil {

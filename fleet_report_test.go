@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"fmt"
-	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -39,8 +37,7 @@ func TestFleetReport(t *testing.T) {
 
 func testFleetReport(t *testing.T, d fleettest.DB) {
 	leaks := goleak.IgnoreCurrent()
-	dbName := fmt.Sprintf("pulsegate_frep_%d", os.Getpid())
-	d.Private(t, dbName)
+	dbName := d.Private(t, "pulsegate_frep")
 	fleet := "frep-" + d.Name
 	instances := []string{"frep-a", "frep-b"}
 	now := time.Now().UTC()

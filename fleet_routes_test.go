@@ -6,7 +6,6 @@ import (
 	"math"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -35,8 +34,7 @@ import (
 // an unknown instance is 404 naming it, a bad name 400.
 func TestFleetRoutesFromTheSharedStore(t *testing.T) {
 	eachFleetDB(t, func(t *testing.T, d fleettest.DB) {
-		dbName := fmt.Sprintf("pulsegate_sqlroutes_%d", os.Getpid())
-		d.Private(t, dbName)
+		dbName := d.Private(t, "pulsegate_sqlroutes")
 		storeSw, err := chaos.New(d.Addr)
 		if err != nil {
 			t.Fatal(err)

@@ -135,9 +135,8 @@ func TestFleetProcesses(t *testing.T) {
 }
 
 func testFleetProcesses(t *testing.T, d fleettest.DB) {
-	f := &fleetRun{d: d, dbName: fmt.Sprintf("pulsegate_i11e2e_%d", os.Getpid()), fleet: "i11e2e-" + d.Name,
+	f := &fleetRun{d: d, dbName: d.Private(t, "pulsegate_i11e2e"), fleet: "i11e2e-" + d.Name,
 		token: randomToken(t), names: []string{"i11e2e-1", "i11e2e-2", "i11e2e-3"}}
-	d.Private(t, f.dbName)
 	sw, err := chaos.New(d.Addr)
 	if err != nil {
 		t.Fatal(err)
@@ -174,21 +173,14 @@ func testFleetProcesses(t *testing.T, d fleettest.DB) {
 			"RESPONSIVENESS_LOG_LEVEL":                        "info",
 		}))
 	}
-	start := time.Now()
-	t.Run("latency", f.latency)
-	t.Logf("latency: %s", time.Since(start).Round(time.Millisecond))
-	start = time.Now()
-	t.Run("config", f.config)
-	t.Logf("config: %s", time.Since(start).Round(time.Millisecond))
-	start = time.Now()
-	t.Run("ack", f.ack)
-	t.Logf("ack: %s", time.Since(start).Round(time.Millisecond))
-	start = time.Now()
-	t.Run("store_down", f.storeDown)
-	t.Logf("store_down: %s", time.Since(start).Round(time.Millisecond))
-	start = time.Now()
-	t.Run("sigkill", f.sigkill)
-	t.Logf("sigkill: %s", time.Since(start).Round(time.Millisecond))
+	for _, step := range []struct {
+		name string
+		fn   func(t *testing.T)
+	}{{"latency", f.latency}, {"config", f.config}, {"ack", f.ack}, {"store_down", f.storeDown}, {"sigkill", f.sigkill}} {
+		start := time.Now()
+		t.Run(step.name, step.fn)
+		t.Logf("%s: %s", step.name, time.Since(start).Round(time.Millisecond))
+	}
 }
 
 // get GETs an admin path on sidecar i; the status and the decoded object.

@@ -11,7 +11,9 @@ package fleettest
 import (
 	"context"
 	"database/sql"
+	"fmt"
 	"net"
+	"os"
 	"testing"
 	"time"
 )
@@ -59,10 +61,13 @@ func Each(t *testing.T, unreachable func(t *testing.T, d DB, err error), fn func
 	}
 }
 
-// Private creates the database name on d (dropping a leftover of that
-// name first) and drops it when the test ends.
-func (d DB) Private(t testing.TB, name string) {
+// Private creates a database of its own for the test on d, named prefix
+// and this process's id (so that runs at the same time do not share one;
+// a leftover of that name is dropped first), drops it when the test ends
+// and returns its name.
+func (d DB) Private(t testing.TB, prefix string) string {
 	t.Helper()
+	name := fmt.Sprintf("%s_%d", prefix, os.Getpid())
 	d.Exec(t, "DROP DATABASE IF EXISTS "+name)
 	d.Exec(t, "CREATE DATABASE "+name)
 	t.Cleanup(func() {
@@ -72,6 +77,7 @@ func (d DB) Private(t testing.TB, name string) {
 		}
 		d.Exec(t, stmt)
 	})
+	return name
 }
 
 // Exec runs stmt on d's admin connection, failing the test on an error.
