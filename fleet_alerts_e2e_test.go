@@ -4,11 +4,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"sync"
 	"testing"
 	"time"
@@ -18,6 +16,7 @@ import (
 
 	"github.com/pulsegate/pulsegate/alerts"
 	"github.com/pulsegate/pulsegate/config"
+	"github.com/pulsegate/pulsegate/internal/fleettest"
 	"github.com/pulsegate/pulsegate/test/chaos"
 )
 
@@ -78,10 +77,9 @@ func TestFleetAlertsAcrossSidecars(t *testing.T) {
 	eachFleetDB(t, testFleetAlertsAcross)
 }
 
-func testFleetAlertsAcross(t *testing.T, d fleetDB) {
+func testFleetAlertsAcross(t *testing.T, d fleettest.DB) {
 	leaks := goleak.IgnoreCurrent()
-	dbName := fmt.Sprintf("pulsegate_i11alerts_%d", os.Getpid())
-	d.private(t, dbName)
+	dbName := d.Private(t, "pulsegate_i11alerts")
 	// The app's database, probed by both sidecars through a switch: reset
 	// (down) first, passed through later.
 	appDB, err := chaos.New("127.0.0.1:3306")
@@ -91,7 +89,7 @@ func testFleetAlertsAcross(t *testing.T, d fleetDB) {
 	defer appDB.Close()
 	appDB.Set(chaos.Fault{Mode: chaos.Reset, Bytes: 0})
 	// The shared store, behind a switch of its own (cut later).
-	storeSw, err := chaos.New(d.addr)
+	storeSw, err := chaos.New(d.Addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -119,7 +117,7 @@ func testFleetAlertsAcross(t *testing.T, d fleetDB) {
 		return false
 	}
 
-	fleet := "i11alerts-" + d.name
+	fleet := "i11alerts-" + d.Name
 	var members []*fleetMember
 	for _, name := range []string{"i11alerts-a", "i11alerts-b"} {
 		cfg := config.Defaults()
@@ -129,7 +127,7 @@ func testFleetAlertsAcross(t *testing.T, d fleetDB) {
 		cfg.Admin.Token = config.Secret(fleetToken)
 		cfg.DataDir = t.TempDir()
 		cfg.Responsiveness.MonitoringInterval = 1
-		cfg.Store.DSN = config.Secret(d.dsn(storeSw.Addr(), dbName))
+		cfg.Store.DSN = config.Secret(d.DSN(storeSw.Addr(), dbName))
 		cfg.Instance, cfg.Fleet = name, fleet
 		cfg.Database.DSN = config.Secret("mysql://root@" + appDB.Addr() + "/test")
 		cfg.Alerts.AlertmanagerURL = config.Secret(am.URL)

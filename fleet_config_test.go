@@ -4,11 +4,9 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
-	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -20,6 +18,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/pulsegate/pulsegate/config"
+	"github.com/pulsegate/pulsegate/internal/fleettest"
 	"github.com/pulsegate/pulsegate/test/chaos"
 )
 
@@ -111,17 +110,16 @@ func TestFleetConfigLive(t *testing.T) {
 	eachFleetDB(t, testFleetConfig)
 }
 
-func testFleetConfig(t *testing.T, d fleetDB) {
+func testFleetConfig(t *testing.T, d fleettest.DB) {
 	leaks := goleak.IgnoreCurrent()
-	dbName := fmt.Sprintf("pulsegate_i11cfg_%d", os.Getpid())
-	d.private(t, dbName)
+	dbName := d.Private(t, "pulsegate_i11cfg")
 	// sw carries #1 and #2 to the store; sw3 carries #3, cut at its start.
-	sw, err := chaos.New(d.addr)
+	sw, err := chaos.New(d.Addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer sw.Close()
-	sw3, err := chaos.New(d.addr)
+	sw3, err := chaos.New(d.Addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,7 +128,7 @@ func testFleetConfig(t *testing.T, d fleetDB) {
 	defer upstream.Close()
 
 	const interval = time.Second
-	fleet := "i11cfg-" + d.name
+	fleet := "i11cfg-" + d.Name
 	start := func(name, storeAddr string) *cfgMember {
 		t.Helper()
 		cfg := config.Defaults()
@@ -140,7 +138,7 @@ func testFleetConfig(t *testing.T, d fleetDB) {
 		cfg.Admin.Token = config.Secret(fleetToken)
 		cfg.DataDir = t.TempDir()
 		cfg.Responsiveness.MonitoringInterval = config.Seconds(interval.Seconds())
-		cfg.Store.DSN = config.Secret(d.dsn(storeAddr, dbName))
+		cfg.Store.DSN = config.Secret(d.DSN(storeAddr, dbName))
 		cfg.Instance, cfg.Fleet = name, fleet
 		if err := cfg.Validate(); err != nil {
 			t.Fatal(err)
@@ -218,7 +216,7 @@ func testFleetConfig(t *testing.T, d fleetDB) {
 	doc, took := waitFor(m2, interval, "version 1", func(d cfgDoc) bool {
 		return d.Version == 1 && d.Responsiveness.SlowRequestThreshold == 0.3
 	})
-	t.Logf("%s: #2 ran the version posted on #1 after %s (interval %s)", d.name, took.Round(time.Millisecond), interval)
+	t.Logf("%s: #2 ran the version posted on #1 after %s (interval %s)", d.Name, took.Round(time.Millisecond), interval)
 	if f := doc.Fleet; f.UpdatedByInstance != "i11cfg-a" || !strings.HasPrefix(f.Actor, "token:") || f.UpdatedAt == nil || f.RunningVersion != 1 {
 		t.Errorf("#2 fleet object %+v", f)
 	}
@@ -307,17 +305,13 @@ func testFleetConfig(t *testing.T, d fleetDB) {
 
 	// An invalid stored version (written by hand): refused and logged on
 	// every sidecar, each keeps running version 3.
-	direct := "root@tcp(" + d.addr + ")/" + dbName
-	if d.driver == "pgx" {
-		direct = "postgres://postgres@" + d.addr + "/" + dbName + "?sslmode=disable"
-	}
-	db, err := sql.Open(d.driver, direct)
+	db, err := sql.Open(d.Driver, d.Open(dbName))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer db.Close()
 	q := func(s string) string {
-		if d.driver == "pgx" {
+		if d.Driver == "pgx" {
 			return strings.NewReplacer("?1", "$1", "?2", "$2").Replace(s)
 		}
 		return strings.NewReplacer("?1", "?", "?2", "?").Replace(s)
@@ -378,5 +372,5 @@ func testFleetConfig(t *testing.T, d fleetDB) {
 	waitFor(m3, 10*time.Second, "the fleet's version once the store is back", func(d cfgDoc) bool {
 		return d.Version == 1 && d.Fleet.RunningVersion == 1 && d.Responsiveness.SlowRequestThreshold == 0.9
 	})
-	t.Logf("%s: #3 ran the fleet's version %s after its store came back", d.name, time.Since(back).Round(time.Millisecond))
+	t.Logf("%s: #3 ran the fleet's version %s after its store came back", d.Name, time.Since(back).Round(time.Millisecond))
 }

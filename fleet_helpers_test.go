@@ -7,76 +7,25 @@ package main
 
 import (
 	"context"
-	"database/sql"
 	"encoding/json"
 	"io"
-	"net"
 	"net/http"
 	"testing"
 	"time"
 
 	_ "github.com/go-sql-driver/mysql"
 	_ "github.com/jackc/pgx/v5/stdlib"
+
+	"github.com/pulsegate/pulsegate/internal/fleettest"
 )
 
 const fleetToken = "i11w-fleet-token"
 
-// fleetDB is one real database server for the fleet test: a private
-// database created for the test and dropped after it.
-type fleetDB struct {
-	name, driver, admin, addr string
-	dsn                       func(addr, db string) string
-}
-
-var fleetDBs = []fleetDB{
-	{name: "mariadb", driver: "mysql", admin: "root@tcp(127.0.0.1:3306)/", addr: "127.0.0.1:3306",
-		dsn: func(addr, db string) string { return "mysql://root@" + addr + "/" + db }},
-	{name: "postgres", driver: "pgx", admin: "postgres://postgres@127.0.0.1:5432/test?sslmode=disable", addr: "127.0.0.1:5432",
-		dsn: func(addr, db string) string { return "postgres://postgres@" + addr + "/" + db + "?sslmode=disable" }},
-}
-
-// eachFleetDB runs fn as a subtest per database server, skipping a
-// server that is not reachable.
-func eachFleetDB(t *testing.T, fn func(t *testing.T, d fleetDB)) {
+// eachFleetDB runs fn as a subtest per real database server
+// (fleettest.DBs), skipping a server that is not reachable.
+func eachFleetDB(t *testing.T, fn func(t *testing.T, d fleettest.DB)) {
 	t.Helper()
-	for _, d := range fleetDBs {
-		t.Run(d.name, func(t *testing.T) {
-			c, err := net.DialTimeout("tcp", d.addr, time.Second)
-			if err != nil {
-				t.Skipf("needs %s: %v", d.addr, err)
-			}
-			c.Close()
-			fn(t, d)
-		})
-	}
-}
-
-// private creates the database name on d, dropped when the test ends.
-func (d fleetDB) private(t *testing.T, name string) {
-	t.Helper()
-	d.exec(t, "DROP DATABASE IF EXISTS "+name)
-	d.exec(t, "CREATE DATABASE "+name)
-	t.Cleanup(func() {
-		stmt := "DROP DATABASE IF EXISTS " + name
-		if d.driver == "pgx" {
-			stmt += " WITH (FORCE)"
-		}
-		d.exec(t, stmt)
-	})
-}
-
-func (d fleetDB) exec(t *testing.T, stmt string) {
-	t.Helper()
-	db, err := sql.Open(d.driver, d.admin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if _, err := db.ExecContext(ctx, stmt); err != nil {
-		t.Fatalf("%s: %v", stmt, err)
-	}
+	fleettest.Each(t, func(t *testing.T, d fleettest.DB, err error) { t.Skipf("needs %s: %v", d.Addr, err) }, fn)
 }
 
 // fleetMember is one in-process sidecar running serve.

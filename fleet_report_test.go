@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"fmt"
-	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -13,6 +11,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/pulsegate/pulsegate/config"
+	"github.com/pulsegate/pulsegate/internal/fleettest"
 	"github.com/pulsegate/pulsegate/latency"
 	"github.com/pulsegate/pulsegate/report"
 	"github.com/pulsegate/pulsegate/report/reporttest"
@@ -36,16 +35,15 @@ func TestFleetReport(t *testing.T) {
 	eachFleetDB(t, testFleetReport)
 }
 
-func testFleetReport(t *testing.T, d fleetDB) {
+func testFleetReport(t *testing.T, d fleettest.DB) {
 	leaks := goleak.IgnoreCurrent()
-	dbName := fmt.Sprintf("pulsegate_frep_%d", os.Getpid())
-	d.private(t, dbName)
-	fleet := "frep-" + d.name
+	dbName := d.Private(t, "pulsegate_frep")
+	fleet := "frep-" + d.Name
 	instances := []string{"frep-a", "frep-b"}
 	now := time.Now().UTC()
 
 	cfg := config.Defaults()
-	sim, err := store.OpenSQL(context.Background(), d.dsn(d.addr, dbName), nil, store.WithInstance(fleet, instances[0]))
+	sim, err := store.OpenSQL(context.Background(), d.DSN(d.Addr, dbName), nil, store.WithInstance(fleet, instances[0]))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,7 +84,7 @@ func testFleetReport(t *testing.T, d fleetDB) {
 	cfg.Proxy.DrainDelay = 0
 	cfg.Admin.Token = config.Secret(fleetToken)
 	cfg.DataDir = t.TempDir()
-	cfg.Store.DSN = config.Secret(d.dsn(d.addr, dbName))
+	cfg.Store.DSN = config.Secret(d.DSN(d.Addr, dbName))
 	cfg.Instance, cfg.Fleet = "frep-live", fleet
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)

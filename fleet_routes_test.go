@@ -6,7 +6,6 @@ import (
 	"math"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/pulsegate/pulsegate/config"
 	"github.com/pulsegate/pulsegate/history"
+	"github.com/pulsegate/pulsegate/internal/fleettest"
 	"github.com/pulsegate/pulsegate/monitor"
 	"github.com/pulsegate/pulsegate/proxy"
 	"github.com/pulsegate/pulsegate/store"
@@ -33,10 +33,9 @@ import (
 // instances' requests. ?instance= reads the other sidecar's long history;
 // an unknown instance is 404 naming it, a bad name 400.
 func TestFleetRoutesFromTheSharedStore(t *testing.T) {
-	eachFleetDB(t, func(t *testing.T, d fleetDB) {
-		dbName := fmt.Sprintf("pulsegate_sqlroutes_%d", os.Getpid())
-		d.private(t, dbName)
-		storeSw, err := chaos.New(d.addr)
+	eachFleetDB(t, func(t *testing.T, d fleettest.DB) {
+		dbName := d.Private(t, "pulsegate_sqlroutes")
+		storeSw, err := chaos.New(d.Addr)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -44,7 +43,7 @@ func TestFleetRoutesFromTheSharedStore(t *testing.T) {
 
 		var version atomic.Value
 		version.Store("1.0.0")
-		fleet := "sqlroutes-" + d.name
+		fleet := "sqlroutes-" + d.Name
 		names := []string{"sqlroutes-a", "sqlroutes-b"}
 		var apps []*app
 		for i, name := range names {
@@ -57,7 +56,7 @@ func TestFleetRoutesFromTheSharedStore(t *testing.T) {
 			cfg := historyConfig(t, t.TempDir(), up.URL)
 			cfg.App.VersionHeader = "X-App-Version"
 			cfg.Proxy.RoutePatterns = []string{"/reports/<id>"}
-			cfg.Store.DSN = config.Secret(d.dsn(storeSw.Addr(), dbName))
+			cfg.Store.DSN = config.Secret(d.DSN(storeSw.Addr(), dbName))
 			cfg.Instance, cfg.Fleet = name, fleet
 			if err := cfg.Validate(); err != nil {
 				t.Fatal(err)

@@ -21,28 +21,36 @@ import (
 
 var workerKinds = []string{"sync", "gthread"}
 
-// TestDataPath runs the transparency, streaming, upload and timing-split
-// checks against one gunicorn and one pulsegate per worker kind.
-func TestDataPath(t *testing.T) {
+// eachWorkerKind runs fn as a parallel subtest per worker kind, with the
+// app under a gunicorn of that kind (skipping when the binary is missing).
+func eachWorkerKind(t *testing.T, fn func(t *testing.T, g *Gunicorn)) {
+	t.Helper()
 	for _, kind := range workerKinds {
 		t.Run(kind, func(t *testing.T) {
 			t.Parallel()
 			needBinary(t)
-			g := StartGunicorn(t, kind)
-			p := StartPulsegate(t, map[string]string{
-				"RESPONSIVENESS_UPSTREAM_URL":                g.URL(),
-				"RESPONSIVENESS_SLOW_REQUEST_THRESHOLD":      "0.3",
-				"RESPONSIVENESS_REQUEST_TIMEOUT_THRESHOLD":   "10",
-				"RESPONSIVENESS_PROXY_UPSTREAM_IDLE_TIMEOUT": "1.5",
-			})
-			t.Run("Transparency", func(t *testing.T) { testTransparency(t, g, p) })
-			t.Run("Case08_HopByHop", func(t *testing.T) { testHopByHop(t, p) })
-			t.Run("Case09_XForwardedForSpoofing", func(t *testing.T) { testXFFSpoofing(t, p) })
-			t.Run("Case04_StreamsNotBuffered", func(t *testing.T) { testStreaming(t, g, p) })
-			t.Run("Upload50MiB", func(t *testing.T) { testUpload(t, p, 50<<20) })
-			t.Run("TimingSplit", func(t *testing.T) { testTimingSplit(t, p) })
+			fn(t, StartGunicorn(t, kind))
 		})
 	}
+}
+
+// TestDataPath runs the transparency, streaming, upload and timing-split
+// checks against one gunicorn and one pulsegate per worker kind.
+func TestDataPath(t *testing.T) {
+	eachWorkerKind(t, func(t *testing.T, g *Gunicorn) {
+		p := StartPulsegate(t, map[string]string{
+			"RESPONSIVENESS_UPSTREAM_URL":                g.URL(),
+			"RESPONSIVENESS_SLOW_REQUEST_THRESHOLD":      "0.3",
+			"RESPONSIVENESS_REQUEST_TIMEOUT_THRESHOLD":   "10",
+			"RESPONSIVENESS_PROXY_UPSTREAM_IDLE_TIMEOUT": "1.5",
+		})
+		t.Run("Transparency", func(t *testing.T) { testTransparency(t, g, p) })
+		t.Run("Case08_HopByHop", func(t *testing.T) { testHopByHop(t, p) })
+		t.Run("Case09_XForwardedForSpoofing", func(t *testing.T) { testXFFSpoofing(t, p) })
+		t.Run("Case04_StreamsNotBuffered", func(t *testing.T) { testStreaming(t, g, p) })
+		t.Run("Upload50MiB", func(t *testing.T) { testUpload(t, p, 50<<20) })
+		t.Run("TimingSplit", func(t *testing.T) { testTimingSplit(t, p) })
+	})
 }
 
 func testTransparency(t *testing.T, g *Gunicorn, p *Pulsegate) {
@@ -404,70 +412,65 @@ func testTimingSplit(t *testing.T, p *Pulsegate) {
 // timeout, and a client that leaves counted as client_closed, not as an app
 // error. Against both worker kinds.
 func TestErrorClasses(t *testing.T) {
-	for _, kind := range workerKinds {
-		t.Run(kind, func(t *testing.T) {
-			t.Parallel()
-			needBinary(t)
-			g := StartGunicorn(t, kind)
-			p := StartPulsegate(t, map[string]string{
-				"RESPONSIVENESS_UPSTREAM_URL":              g.URL(),
-				"RESPONSIVENESS_REQUEST_TIMEOUT_THRESHOLD": "1",
-			})
-			c := httpClient(t, 60*time.Second)
-
-			// 504: the app takes 4 s, the threshold is 1 s.
-			r := mustDo(t, c, "GET", p.ProxyURL()+"/sleep?ms=4000", nil, map[string]string{"Accept": "application/json"})
-			if r.Status != 504 {
-				t.Errorf("/sleep?ms=4000 with a 1 s timeout: %d, want 504", r.Status)
-			} else {
-				m := r.JSON(t)
-				if _, ok := m["error"]; !ok {
-					t.Errorf("504 JSON body has no error field: %s", r.Body)
-				}
-			}
-			r = mustDo(t, c, "GET", p.ProxyURL()+"/sleep?ms=4000", nil, nil)
-			if r.Status != 504 || len(r.Body) == 0 || len(r.Body) > 512 {
-				t.Errorf("504 text: %d %q, want a short clear body", r.Status, r.Body)
-			}
-
-			// Fast requests still pass.
-			if r := mustDo(t, c, "GET", p.ProxyURL()+"/ok", nil, nil); r.Status != 200 {
-				t.Errorf("/ok: %d", r.Status)
-			}
-
-			// 502: gunicorn stopped.
-			g.Stop()
-			r = mustDo(t, c, "GET", p.ProxyURL()+"/ok", nil, map[string]string{"Accept": "application/json"})
-			if r.Status != 502 {
-				t.Errorf("/ok with gunicorn stopped: %d, want 502", r.Status)
-			} else if m := r.JSON(t); m["error"] == nil {
-				t.Errorf("502 JSON body has no error field: %s", r.Body)
-			}
-			r = mustDo(t, c, "POST", p.ProxyURL()+"/upload", strings.NewReader("x"), nil)
-			if r.Status != 502 || !strings.Contains(strings.ToLower(string(r.Body)), "502") {
-				t.Errorf("POST with gunicorn stopped: %d %q, want 502 with a text body", r.Status, r.Body)
-			}
-			// The proxy's own endpoints stay up.
-			if r := mustDo(t, c, "GET", p.AdminURL()+"/healthz", nil, nil); r.Status != 200 {
-				t.Errorf("/healthz with the app down: %d", r.Status)
-			}
-
-			// Back up: traffic flows again.
-			g.Restart(t)
-			eventually(t, 30*time.Second, "proxy recovers after gunicorn restarts", func() bool {
-				r, err := do(t, c, "GET", p.ProxyURL()+"/ok", nil, nil)
-				return err == nil && r.Status == 200
-			})
-
-			m := p.Metrics(t)
-			if v := sumMetric(m, "pulsegate_request_errors_total", `class="upstream_timeout"`); v != 2 {
-				t.Errorf("upstream_timeout errors: %v, want 2", v)
-			}
-			if v := sumMetric(m, "pulsegate_request_errors_total", `class="upstream_refused"`); v != 2 {
-				t.Errorf("upstream_refused errors: %v, want 2", v)
-			}
+	eachWorkerKind(t, func(t *testing.T, g *Gunicorn) {
+		p := StartPulsegate(t, map[string]string{
+			"RESPONSIVENESS_UPSTREAM_URL":              g.URL(),
+			"RESPONSIVENESS_REQUEST_TIMEOUT_THRESHOLD": "1",
 		})
-	}
+		c := httpClient(t, 60*time.Second)
+
+		// 504: the app takes 4 s, the threshold is 1 s.
+		r := mustDo(t, c, "GET", p.ProxyURL()+"/sleep?ms=4000", nil, map[string]string{"Accept": "application/json"})
+		if r.Status != 504 {
+			t.Errorf("/sleep?ms=4000 with a 1 s timeout: %d, want 504", r.Status)
+		} else {
+			m := r.JSON(t)
+			if _, ok := m["error"]; !ok {
+				t.Errorf("504 JSON body has no error field: %s", r.Body)
+			}
+		}
+		r = mustDo(t, c, "GET", p.ProxyURL()+"/sleep?ms=4000", nil, nil)
+		if r.Status != 504 || len(r.Body) == 0 || len(r.Body) > 512 {
+			t.Errorf("504 text: %d %q, want a short clear body", r.Status, r.Body)
+		}
+
+		// Fast requests still pass.
+		if r := mustDo(t, c, "GET", p.ProxyURL()+"/ok", nil, nil); r.Status != 200 {
+			t.Errorf("/ok: %d", r.Status)
+		}
+
+		// 502: gunicorn stopped.
+		g.Stop()
+		r = mustDo(t, c, "GET", p.ProxyURL()+"/ok", nil, map[string]string{"Accept": "application/json"})
+		if r.Status != 502 {
+			t.Errorf("/ok with gunicorn stopped: %d, want 502", r.Status)
+		} else if m := r.JSON(t); m["error"] == nil {
+			t.Errorf("502 JSON body has no error field: %s", r.Body)
+		}
+		r = mustDo(t, c, "POST", p.ProxyURL()+"/upload", strings.NewReader("x"), nil)
+		if r.Status != 502 || !strings.Contains(strings.ToLower(string(r.Body)), "502") {
+			t.Errorf("POST with gunicorn stopped: %d %q, want 502 with a text body", r.Status, r.Body)
+		}
+		// The proxy's own endpoints stay up.
+		if r := mustDo(t, c, "GET", p.AdminURL()+"/healthz", nil, nil); r.Status != 200 {
+			t.Errorf("/healthz with the app down: %d", r.Status)
+		}
+
+		// Back up: traffic flows again.
+		g.Restart(t)
+		eventually(t, 30*time.Second, "proxy recovers after gunicorn restarts", func() bool {
+			r, err := do(t, c, "GET", p.ProxyURL()+"/ok", nil, nil)
+			return err == nil && r.Status == 200
+		})
+
+		m := p.Metrics(t)
+		if v := sumMetric(m, "pulsegate_request_errors_total", `class="upstream_timeout"`); v != 2 {
+			t.Errorf("upstream_timeout errors: %v, want 2", v)
+		}
+		if v := sumMetric(m, "pulsegate_request_errors_total", `class="upstream_refused"`); v != 2 {
+			t.Errorf("upstream_refused errors: %v, want 2", v)
+		}
+	})
 }
 
 // ---------------------------------------------------------------- performance JSON
@@ -476,111 +479,106 @@ func TestErrorClasses(t *testing.T) {
 // 40 × /ok + 10 × /status/500 → error_rate 0.2 and exact counts; then a
 // known number of slow requests → slow_request_count exact.
 func TestPerformanceJSON(t *testing.T) {
-	for _, kind := range workerKinds {
-		t.Run(kind, func(t *testing.T) {
-			t.Parallel()
-			needBinary(t)
-			g := StartGunicorn(t, kind)
-			p := StartPulsegate(t, map[string]string{
-				"RESPONSIVENESS_UPSTREAM_URL":           g.URL(),
-				"RESPONSIVENESS_SLOW_REQUEST_THRESHOLD": "0.2",
-			})
-			p.needEndpoint(t, "GET", "/admin/api/performance/responsiveness", "adminapi performance endpoint")
-			c := httpClient(t, 60*time.Second)
-			var wg sync.WaitGroup
-			errs := make(chan string, 50)
-			for i := range 50 {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					path, want := "/ok", 200
-					if i%5 == 4 {
-						path, want = "/status/500", 500
-					}
-					r, err := do(t, c, "GET", p.ProxyURL()+path, nil, nil)
-					if err != nil || r.Status != want {
-						errs <- fmt.Sprintf("%s: %v %v", path, r, err)
-					}
-				}()
-			}
-			wg.Wait()
-			close(errs)
-			for e := range errs {
-				t.Error(e)
-			}
-
-			perf := p.perf(t)
-			t.Logf("performance JSON: %.2000s", mustJSON(perf))
-			if v, ok := num(perf, "performance_metrics.error_rate"); !ok || !near(v, 0.2) {
-				t.Errorf("performance_metrics.error_rate = %v (present %v), want 0.2", v, ok)
-			}
-			for _, k := range []string{"avg_response_time", "slow_request_count", "throughput_rps"} {
-				if _, ok := lookup(perf, "performance_metrics."+k); !ok {
-					t.Errorf("performance_metrics.%s missing", k)
-				}
-			}
-			if v, ok := num(perf, "resource_metrics.active_threads"); !ok || v != 0 {
-				t.Errorf("resource_metrics.active_threads = %v (present %v), want 0 requests in flight", v, ok)
-			}
-			if _, ok := lookup(perf, "timestamp"); !ok {
-				t.Errorf("timestamp missing")
-			}
-			w1 := window1m(t, perf)
-			if v, _ := num(w1, "requests"); v != 50 {
-				t.Errorf("1m window requests = %v, want 50", v)
-			}
-			if v, _ := num(w1, "errors"); v != 10 {
-				t.Errorf("1m window errors = %v, want 10", v)
-			}
-			if v, _ := num(w1, "status_classes.2xx"); v != 40 {
-				t.Errorf("1m window 2xx = %v, want 40", v)
-			}
-			if v, _ := num(w1, "status_classes.5xx"); v != 10 {
-				t.Errorf("1m window 5xx = %v, want 10", v)
-			}
-			for _, k := range []string{"p50", "p95", "p99", "apdex", "avg_response_time"} {
-				if v, ok := num(w1, k); !ok || v < 0 {
-					t.Errorf("1m window %s = %v (present %v)", k, v, ok)
-				}
-			}
-
-			// Three known slow requests.
-			for range 3 {
-				if r := mustDo(t, c, "GET", p.ProxyURL()+"/sleep?ms=700", nil, nil); r.Status != 200 {
-					t.Fatalf("/sleep: %d", r.Status)
-				}
-			}
-			eventually(t, 10*time.Second, "3 slow_request lines for /sleep", func() bool {
-				n := 0
-				for _, l := range p.LogsWithMsg("slow_request") {
-					if l.Str("path") == "/sleep" {
-						n++
-					}
-				}
-				return n == 3
-			})
-			perf = p.perf(t)
-			// Any /ok that was itself slower than 0.2 s on a loaded machine is
-			// a slow request too: the count must equal the logged ones.
-			logged := len(p.LogsWithMsg("slow_request"))
-			if v, _ := num(perf, "performance_metrics.slow_request_count"); int(v) != logged || v < 3 {
-				t.Errorf("slow_request_count = %v, want %d (3 /sleep + %d others logged)", v, logged, logged-3)
-			}
-			if v, ok := num(perf, "performance_metrics.error_rate"); !ok || !near(v, 10.0/53) {
-				t.Errorf("error_rate after 53 requests = %v, want %.4f", v, 10.0/53)
-			}
-			if v, _ := num(window1m(t, perf), "requests"); v != 53 {
-				t.Errorf("1m window requests = %v, want 53", v)
-			}
-			m := p.Metrics(t)
-			if v := sumMetric(m, "pulsegate_slow_requests_total"); int(v) != logged {
-				t.Errorf("pulsegate_slow_requests_total = %v, want %d", v, logged)
-			}
-			if v := sumMetric(m, "pulsegate_requests_total"); v != 53 {
-				t.Errorf("pulsegate_requests_total = %v, want 53 (each request counted once)", v)
-			}
+	eachWorkerKind(t, func(t *testing.T, g *Gunicorn) {
+		p := StartPulsegate(t, map[string]string{
+			"RESPONSIVENESS_UPSTREAM_URL":           g.URL(),
+			"RESPONSIVENESS_SLOW_REQUEST_THRESHOLD": "0.2",
 		})
-	}
+		p.needEndpoint(t, "GET", "/admin/api/performance/responsiveness", "adminapi performance endpoint")
+		c := httpClient(t, 60*time.Second)
+		var wg sync.WaitGroup
+		errs := make(chan string, 50)
+		for i := range 50 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				path, want := "/ok", 200
+				if i%5 == 4 {
+					path, want = "/status/500", 500
+				}
+				r, err := do(t, c, "GET", p.ProxyURL()+path, nil, nil)
+				if err != nil || r.Status != want {
+					errs <- fmt.Sprintf("%s: %v %v", path, r, err)
+				}
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for e := range errs {
+			t.Error(e)
+		}
+
+		perf := p.perf(t)
+		t.Logf("performance JSON: %.2000s", mustJSON(perf))
+		if v, ok := num(perf, "performance_metrics.error_rate"); !ok || !near(v, 0.2) {
+			t.Errorf("performance_metrics.error_rate = %v (present %v), want 0.2", v, ok)
+		}
+		for _, k := range []string{"avg_response_time", "slow_request_count", "throughput_rps"} {
+			if _, ok := lookup(perf, "performance_metrics."+k); !ok {
+				t.Errorf("performance_metrics.%s missing", k)
+			}
+		}
+		if v, ok := num(perf, "resource_metrics.active_threads"); !ok || v != 0 {
+			t.Errorf("resource_metrics.active_threads = %v (present %v), want 0 requests in flight", v, ok)
+		}
+		if _, ok := lookup(perf, "timestamp"); !ok {
+			t.Errorf("timestamp missing")
+		}
+		w1 := window1m(t, perf)
+		if v, _ := num(w1, "requests"); v != 50 {
+			t.Errorf("1m window requests = %v, want 50", v)
+		}
+		if v, _ := num(w1, "errors"); v != 10 {
+			t.Errorf("1m window errors = %v, want 10", v)
+		}
+		if v, _ := num(w1, "status_classes.2xx"); v != 40 {
+			t.Errorf("1m window 2xx = %v, want 40", v)
+		}
+		if v, _ := num(w1, "status_classes.5xx"); v != 10 {
+			t.Errorf("1m window 5xx = %v, want 10", v)
+		}
+		for _, k := range []string{"p50", "p95", "p99", "apdex", "avg_response_time"} {
+			if v, ok := num(w1, k); !ok || v < 0 {
+				t.Errorf("1m window %s = %v (present %v)", k, v, ok)
+			}
+		}
+
+		// Three known slow requests.
+		for range 3 {
+			if r := mustDo(t, c, "GET", p.ProxyURL()+"/sleep?ms=700", nil, nil); r.Status != 200 {
+				t.Fatalf("/sleep: %d", r.Status)
+			}
+		}
+		eventually(t, 10*time.Second, "3 slow_request lines for /sleep", func() bool {
+			n := 0
+			for _, l := range p.LogsWithMsg("slow_request") {
+				if l.Str("path") == "/sleep" {
+					n++
+				}
+			}
+			return n == 3
+		})
+		perf = p.perf(t)
+		// Any /ok that was itself slower than 0.2 s on a loaded machine is
+		// a slow request too: the count must equal the logged ones.
+		logged := len(p.LogsWithMsg("slow_request"))
+		if v, _ := num(perf, "performance_metrics.slow_request_count"); int(v) != logged || v < 3 {
+			t.Errorf("slow_request_count = %v, want %d (3 /sleep + %d others logged)", v, logged, logged-3)
+		}
+		if v, ok := num(perf, "performance_metrics.error_rate"); !ok || !near(v, 10.0/53) {
+			t.Errorf("error_rate after 53 requests = %v, want %.4f", v, 10.0/53)
+		}
+		if v, _ := num(window1m(t, perf), "requests"); v != 53 {
+			t.Errorf("1m window requests = %v, want 53", v)
+		}
+		m := p.Metrics(t)
+		if v := sumMetric(m, "pulsegate_slow_requests_total"); int(v) != logged {
+			t.Errorf("pulsegate_slow_requests_total = %v, want %d", v, logged)
+		}
+		if v := sumMetric(m, "pulsegate_requests_total"); v != 53 {
+			t.Errorf("pulsegate_requests_total = %v, want 53 (each request counted once)", v)
+		}
+	})
 }
 
 // perf reads the performance JSON from the admin listener.

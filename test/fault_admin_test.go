@@ -44,6 +44,19 @@ func (p *Pulsegate) slowThreshold(t testing.TB) float64 {
 	return v
 }
 
+// startWithToken starts the app under gunicorn (worker kind) and a
+// pulsegate in front of it with a random admin token, skipping when the
+// binary or the config endpoint is missing.
+func startWithToken(t testing.TB, kind string) (*Gunicorn, *Pulsegate, string) {
+	t.Helper()
+	needBinary(t)
+	g := StartGunicorn(t, kind)
+	token := randomToken(t)
+	p := StartPulsegate(t, map[string]string{"RESPONSIVENESS_UPSTREAM_URL": g.URL(), "RESPONSIVENESS_ADMIN_TOKEN": token})
+	p.needEndpoint(t, "GET", configPath, "adminapi config endpoint")
+	return g, p, token
+}
+
 func jsonHdr(extra map[string]string) map[string]string {
 	h := map[string]string{"Content-Type": "application/json"}
 	for k, v := range extra {
@@ -58,11 +71,7 @@ func jsonHdr(extra map[string]string) map[string]string {
 // in logs; the admin listener defaults to loopback.
 func TestCase54_AuthBothListeners(t *testing.T) {
 	t.Parallel()
-	needBinary(t)
-	g := StartGunicorn(t, "gthread")
-	token := randomToken(t)
-	p := StartPulsegate(t, map[string]string{"RESPONSIVENESS_UPSTREAM_URL": g.URL(), "RESPONSIVENESS_ADMIN_TOKEN": token})
-	p.needEndpoint(t, "GET", configPath, "adminapi config endpoint")
+	g, p, token := startWithToken(t, "gthread")
 	c := httpClient(t, 30*time.Second)
 	body := `{"responsiveness":{"slow_request_threshold":0.3}}`
 	before := p.slowThreshold(t)
@@ -158,11 +167,7 @@ func TestCase54_AuthBothListeners(t *testing.T) {
 // (The headless-Chromium variant belongs to test/browser.)
 func TestCase55_CSRF(t *testing.T) {
 	t.Parallel()
-	needBinary(t)
-	up := StartGunicorn(t, "sync")
-	token := randomToken(t)
-	p := StartPulsegate(t, map[string]string{"RESPONSIVENESS_UPSTREAM_URL": up.URL(), "RESPONSIVENESS_ADMIN_TOKEN": token})
-	p.needEndpoint(t, "GET", configPath, "adminapi config endpoint")
+	_, p, token := startWithToken(t, "sync")
 	c := httpClient(t, 30*time.Second)
 	auth := "Bearer " + token
 	body := `{"responsiveness":{"slow_request_threshold":0.3}}`
@@ -239,11 +244,7 @@ func rawGet(t testing.TB, addr, target string, hdr string) (int, string) {
 // routing never disagree, and the app's own /admin pages are the app's.
 func TestCase22_AdminPathNormalisation(t *testing.T) {
 	t.Parallel()
-	needBinary(t)
-	g := StartGunicorn(t, "gthread")
-	token := randomToken(t)
-	p := StartPulsegate(t, map[string]string{"RESPONSIVENESS_UPSTREAM_URL": g.URL(), "RESPONSIVENESS_ADMIN_TOKEN": token})
-	p.needEndpoint(t, "GET", configPath, "adminapi config endpoint")
+	g, p, _ := startWithToken(t, "gthread")
 	for _, target := range []string{
 		"/admin/api/config/responsiveness",
 		"/admin/api/config/responsiveness/",

@@ -272,11 +272,7 @@ func TestCase13_UpstreamHangsOrRefuses(t *testing.T) {
 	t.Parallel()
 	needBinary(t)
 	g := StartGunicorn(t, "gthread")
-	ch, err := chaos.New(g.Addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ch.Close() })
+	ch := newChaos(t, g.Addr)
 	p := StartPulsegate(t, map[string]string{
 		"RESPONSIVENESS_UPSTREAM_URL":              "http://" + ch.Addr(),
 		"RESPONSIVENESS_REQUEST_TIMEOUT_THRESHOLD": "1",
@@ -392,11 +388,7 @@ func (z *zeros) Read(b []byte) (int, error) {
 func TestCase14_BackendDiesDuringUpload(t *testing.T) {
 	needBinary(t)
 	g := StartGunicorn(t, "gthread")
-	ch, err := chaos.New(g.Addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ch.Close() })
+	ch := newChaos(t, g.Addr)
 	p := StartPulsegate(t, map[string]string{"RESPONSIVENESS_UPSTREAM_URL": "http://" + ch.Addr()})
 	needGoCollector(t, p)
 	c := httpClient(t, 60*time.Second)
@@ -483,31 +475,16 @@ func TestCase23_OverloadBoundedQueue(t *testing.T) {
 	mustDo(t, c, "POST", g.URL()+"/internal/concurrency", nil, nil)
 
 	// Sample the queue gauge while the storm runs.
-	stop := make(chan struct{})
 	var maxQueue atomic.Int64
-	var sampler sync.WaitGroup
-	sampler.Add(1)
-	go func() {
-		defer sampler.Done()
+	stopSampler := sampleMetrics(t, c, p, func(m map[string]float64) {
+		q := int64(sumMetric(m, "pulsegate_backpressure_queue_depth"))
 		for {
-			select {
-			case <-stop:
-				return
-			case <-time.After(20 * time.Millisecond):
-			}
-			r, err := do(t, c, "GET", p.AdminURL()+"/metrics", nil, nil)
-			if err != nil {
-				continue
-			}
-			q := int64(sumMetric(parseMetrics(string(r.Body)), "pulsegate_backpressure_queue_depth"))
-			for {
-				cur := maxQueue.Load()
-				if q <= cur || maxQueue.CompareAndSwap(cur, q) {
-					break
-				}
+			cur := maxQueue.Load()
+			if q <= cur || maxQueue.CompareAndSwap(cur, q) {
+				break
 			}
 		}
-	}()
+	})
 
 	const n = 200
 	type outcome struct {
@@ -545,8 +522,7 @@ func TestCase23_OverloadBoundedQueue(t *testing.T) {
 	case <-time.After(150 * time.Second):
 		t.Fatal("requests still hanging 150 s after the storm started")
 	}
-	close(stop)
-	sampler.Wait()
+	stopSampler()
 
 	var ok200, rej503 int
 	var rejDur, okDur []time.Duration

@@ -79,11 +79,7 @@ func TestCase42_52_DependencyHangs(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			reachable(t, tc.target, tc.name)
-			ch, err := chaos.New(tc.target)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { ch.Close() })
+			ch := newChaos(t, tc.target)
 			up := StartGunicorn(t, "gthread")
 			p := StartPulsegate(t, map[string]string{
 				"RESPONSIVENESS_UPSTREAM_URL":           up.URL(),

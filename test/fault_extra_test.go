@@ -27,11 +27,7 @@ func TestCase03_UpstreamResetBeforeAfterHeaders(t *testing.T) {
 	t.Parallel()
 	needBinary(t)
 	g := StartGunicorn(t, "gthread")
-	ch, err := chaos.New(g.Addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ch.Close() })
+	ch := newChaos(t, g.Addr)
 	p := StartPulsegate(t, map[string]string{"RESPONSIVENESS_UPSTREAM_URL": "http://" + ch.Addr()})
 	c := httpClient(t, 30*time.Second)
 

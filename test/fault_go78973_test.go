@@ -80,11 +80,7 @@ func TestCase14_StalledUploadersBackendDied(t *testing.T) {
 	t.Parallel()
 	needBinary(t)
 	g := StartGunicorn(t, "gthread")
-	ch, err := chaos.New(g.Addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ch.Close() })
+	ch := newChaos(t, g.Addr)
 	p := StartPulsegate(t, map[string]string{"RESPONSIVENESS_UPSTREAM_URL": "http://" + ch.Addr(),
 		"RESPONSIVENESS_PROXY_CLIENT_BODY_TIMEOUT": "2"})
 	needGoCollector(t, p)
@@ -123,11 +119,7 @@ func TestCase14_BareReverseProxyControl(t *testing.T) {
 		io.Copy(io.Discard, r.Body)
 	}))
 	t.Cleanup(up.Close)
-	ch, err := chaos.New(up.Listener.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ch.Close() })
+	ch := newChaos(t, up.Listener.Addr().String())
 	target, _ := url.Parse("http://" + ch.Addr())
 	tr := &http.Transport{}
 	t.Cleanup(tr.CloseIdleConnections)

@@ -141,11 +141,7 @@ func TestCase34_SecondSignalShortensDrain(t *testing.T) {
 // valid changes applied, invalid ones 400 with the config kept.
 func TestCase35_ConfigChangesUnderLoad(t *testing.T) {
 	t.Parallel()
-	needBinary(t)
-	g := StartGunicorn(t, "gthread")
-	token := randomToken(t)
-	p := StartPulsegate(t, map[string]string{"RESPONSIVENESS_UPSTREAM_URL": g.URL(), "RESPONSIVENESS_ADMIN_TOKEN": token})
-	p.needEndpoint(t, "GET", configPath, "adminapi config endpoint")
+	_, p, token := startWithToken(t, "gthread")
 	c := httpClient(t, 30*time.Second)
 	var sent, failed atomic.Int64
 	stop := make(chan struct{})

@@ -14,7 +14,6 @@ import (
 	"io"
 	"math"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httptrace"
@@ -31,43 +30,10 @@ import (
 	_ "github.com/go-sql-driver/mysql"
 	_ "github.com/jackc/pgx/v5/stdlib"
 
+	"github.com/pulsegate/pulsegate/internal/fleettest"
 	"github.com/pulsegate/pulsegate/store"
 	"github.com/pulsegate/pulsegate/test/chaos"
 )
-
-// sharedDB is one real database server holding the fleet's store.
-type sharedDB struct {
-	name, driver, addr string
-	// admin is the DSN (database/sql form) that creates and drops the
-	// private database; open reaches it once created.
-	admin string
-	open  func(db string) string
-	// dsn is RESPONSIVENESS_STORE_DSN for the database db at addr.
-	dsn func(addr, db string) string
-}
-
-var sharedDBs = []sharedDB{
-	{name: "mariadb", driver: "mysql", addr: "127.0.0.1:3306", admin: "root@tcp(127.0.0.1:3306)/",
-		open: func(db string) string { return "root@tcp(127.0.0.1:3306)/" + db },
-		dsn:  func(addr, db string) string { return "mysql://root@" + addr + "/" + db }},
-	{name: "postgres", driver: "pgx", addr: "127.0.0.1:5432", admin: "postgres://postgres@127.0.0.1:5432/test?sslmode=disable",
-		open: func(db string) string { return "postgres://postgres@127.0.0.1:5432/" + db + "?sslmode=disable" },
-		dsn:  func(addr, db string) string { return "postgres://postgres@" + addr + "/" + db + "?sslmode=disable" }},
-}
-
-func (d sharedDB) exec(t testing.TB, stmt string) {
-	t.Helper()
-	db, err := sql.Open(d.driver, d.admin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if _, err := db.ExecContext(ctx, stmt); err != nil {
-		t.Fatalf("%s: %v", stmt, err)
-	}
-}
 
 // amPush is one POST an Alertmanager received.
 type amPush struct {
@@ -128,7 +94,7 @@ func (am *alertmanager) acknowledgedSince(who, rule string, since time.Time) boo
 
 // fleetRun is one database's fleet: the sidecars and what they share.
 type fleetRun struct {
-	d      sharedDB
+	d      fleettest.DB
 	dbName string
 	fleet  string
 	token  string
@@ -163,31 +129,15 @@ func TestFleetProcesses(t *testing.T) {
 	if testing.Short() {
 		t.Skip("real databases, three sidecars, a 30 s store outage: ~1.5 min per database")
 	}
-	for _, d := range sharedDBs {
-		t.Run(d.name, func(t *testing.T) {
-			c, err := net.DialTimeout("tcp", d.addr, time.Second)
-			if err != nil {
-				skipOrFail(t, fmt.Sprintf("needs %s at %s: %v", d.name, d.addr, err))
-			}
-			c.Close()
-			testFleetProcesses(t, d)
-		})
-	}
+	fleettest.Each(t, func(t *testing.T, d fleettest.DB, err error) {
+		skipOrFail(t, fmt.Sprintf("needs %s at %s: %v", d.Name, d.Addr, err))
+	}, testFleetProcesses)
 }
 
-func testFleetProcesses(t *testing.T, d sharedDB) {
-	f := &fleetRun{d: d, dbName: fmt.Sprintf("pulsegate_i11e2e_%d", os.Getpid()), fleet: "i11e2e-" + d.name,
+func testFleetProcesses(t *testing.T, d fleettest.DB) {
+	f := &fleetRun{d: d, dbName: d.Private(t, "pulsegate_i11e2e"), fleet: "i11e2e-" + d.Name,
 		token: randomToken(t), names: []string{"i11e2e-1", "i11e2e-2", "i11e2e-3"}}
-	d.exec(t, "DROP DATABASE IF EXISTS "+f.dbName)
-	d.exec(t, "CREATE DATABASE "+f.dbName)
-	t.Cleanup(func() {
-		stmt := "DROP DATABASE IF EXISTS " + f.dbName
-		if d.driver == "pgx" {
-			stmt += " WITH (FORCE)"
-		}
-		d.exec(t, stmt)
-	})
-	sw, err := chaos.New(d.addr)
+	sw, err := chaos.New(d.Addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -208,7 +158,7 @@ func testFleetProcesses(t *testing.T, d sharedDB) {
 			"RESPONSIVENESS_UPSTREAM_URL":            f.app.URL(),
 			"RESPONSIVENESS_ADMIN_TOKEN":             f.token,
 			"RESPONSIVENESS_MONITORING_INTERVAL":     "1",
-			"RESPONSIVENESS_STORE_DSN":               d.dsn(sw.Addr(), f.dbName),
+			"RESPONSIVENESS_STORE_DSN":               d.DSN(sw.Addr(), f.dbName),
 			"RESPONSIVENESS_INSTANCE":                name,
 			"RESPONSIVENESS_FLEET":                   f.fleet,
 			"RESPONSIVENESS_DB_DSN":                  "mysql://root@127.0.0.1:3306/test", // the app's database, probed
@@ -223,21 +173,14 @@ func testFleetProcesses(t *testing.T, d sharedDB) {
 			"RESPONSIVENESS_LOG_LEVEL":                        "info",
 		}))
 	}
-	start := time.Now()
-	t.Run("latency", f.latency)
-	t.Logf("latency: %s", time.Since(start).Round(time.Millisecond))
-	start = time.Now()
-	t.Run("config", f.config)
-	t.Logf("config: %s", time.Since(start).Round(time.Millisecond))
-	start = time.Now()
-	t.Run("ack", f.ack)
-	t.Logf("ack: %s", time.Since(start).Round(time.Millisecond))
-	start = time.Now()
-	t.Run("store_down", f.storeDown)
-	t.Logf("store_down: %s", time.Since(start).Round(time.Millisecond))
-	start = time.Now()
-	t.Run("sigkill", f.sigkill)
-	t.Logf("sigkill: %s", time.Since(start).Round(time.Millisecond))
+	for _, step := range []struct {
+		name string
+		fn   func(t *testing.T)
+	}{{"latency", f.latency}, {"config", f.config}, {"ack", f.ack}, {"store_down", f.storeDown}, {"sigkill", f.sigkill}} {
+		start := time.Now()
+		t.Run(step.name, step.fn)
+		t.Logf("%s: %s", step.name, time.Since(start).Round(time.Millisecond))
+	}
 }
 
 // get GETs an admin path on sidecar i; the status and the decoded object.
@@ -371,7 +314,7 @@ func (f *fleetRun) latency(t *testing.T) {
 		want := nearestRank(lat, q.q)
 		got, ok := num(perf, "performance_metrics."+q.name+"_response_time")
 		dev := (got - want) / want * 100
-		report(t, "i11 fleet", fmt.Sprintf("%s: fleet %s (3 processes, %d requests) vs every client-measured latency", f.d.name, q.name, n),
+		report(t, "i11 fleet", fmt.Sprintf("%s: fleet %s (3 processes, %d requests) vs every client-measured latency", f.d.Name, q.name, n),
 			fmt.Sprintf("%.4f s vs %.4f s (%+.2f %%)", got, want, dev), "within 2 %")
 		if !ok || math.Abs(dev) > 2 {
 			t.Errorf("fleet %s %v; client-measured %.4f s (2 %% allowed)", q.name, got, want)
@@ -418,7 +361,7 @@ func (f *fleetRun) latency(t *testing.T) {
 // openStore opens the fleet's database directly (not through the switch).
 func (f *fleetRun) openStore(t testing.TB) *sql.DB {
 	t.Helper()
-	db, err := sql.Open(f.d.driver, f.d.open(f.dbName))
+	db, err := sql.Open(f.d.Driver, f.d.Open(f.dbName))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -428,7 +371,7 @@ func (f *fleetRun) openStore(t testing.TB) *sql.DB {
 
 // ph is the i-th placeholder of the dialect.
 func (f *fleetRun) ph(i int) string {
-	if f.d.driver == "pgx" {
+	if f.d.Driver == "pgx" {
 		return fmt.Sprintf("$%d", i)
 	}
 	return "?"
@@ -467,7 +410,7 @@ func (f *fleetRun) config(t *testing.T) {
 			}
 			return false
 		})
-		report(t, "i11 fleet", fmt.Sprintf("%s: config POSTed on #1 applied on #%d", f.d.name, i+1), took.Round(time.Millisecond).String(), "within one interval (1 s)")
+		report(t, "i11 fleet", fmt.Sprintf("%s: config POSTed on #1 applied on #%d", f.d.Name, i+1), took.Round(time.Millisecond).String(), "within one interval (1 s)")
 		if took > time.Second+time.Second {
 			t.Errorf("#%d ran version %v %s after the POST; want within one interval (1 s, plus 1 s for the polls)", i+1, newVer, took)
 		}
@@ -566,7 +509,7 @@ func (f *fleetRun) ack(t *testing.T) {
 		eventually(t, 70*time.Second, fmt.Sprintf("#%d pushes %s to Alertmanager with the acknowledgement", i+1, id), func() bool {
 			return f.am.acknowledgedSince(fmt.Sprintf("s%d", i+1), "error_rate", acked)
 		})
-		report(t, "i11 fleet", fmt.Sprintf("%s: ack on #2 pushed to Alertmanager by #%d", f.d.name, i+1), time.Since(acked).Round(time.Millisecond).String(), "acknowledged in every sidecar's pushes")
+		report(t, "i11 fleet", fmt.Sprintf("%s: ack on #2 pushed to Alertmanager by #%d", f.d.Name, i+1), time.Since(acked).Round(time.Millisecond).String(), "acknowledged in every sidecar's pushes")
 	}
 }
 
@@ -644,10 +587,10 @@ func (f *fleetRun) storeDown(t *testing.T) {
 			time.Sleep(300 * time.Millisecond)
 		}
 	}
-	report(t, "i11 fleet", fmt.Sprintf("%s: store back after a 30 s cut: every sidecar's store component healthy", f.d.name), time.Since(back).Round(time.Millisecond).String(), "replayed, healthy")
+	report(t, "i11 fleet", fmt.Sprintf("%s: store back after a 30 s cut: every sidecar's store component healthy", f.d.Name), time.Since(back).Round(time.Millisecond).String(), "replayed, healthy")
 	close(stop)
 	res := <-done
-	report(t, "i11 fleet", fmt.Sprintf("%s: proxied requests failed during the 30 s store cut (3 sidecars)", f.d.name), fmt.Sprintf("%d of %d", res.failed, res.n+res.failed), "0")
+	report(t, "i11 fleet", fmt.Sprintf("%s: proxied requests failed during the 30 s store cut (3 sidecars)", f.d.Name), fmt.Sprintf("%d of %d", res.failed, res.n+res.failed), "0")
 	if res.failed != 0 {
 		t.Errorf("%d of %d proxied requests failed while the store was down: %q", res.failed, res.n+res.failed, res.failures[:min(len(res.failures), 5)])
 	}
@@ -729,7 +672,7 @@ func (f *fleetRun) sigkill(t *testing.T) {
 		return h["reporting"] == "2 of 3 instances reporting"
 	})
 	took := time.Since(killed)
-	report(t, "i11 fleet", fmt.Sprintf("%s: SIGKILLed sidecar stale (interval 1 s)", f.d.name), took.Round(time.Millisecond).String(), "within 3 intervals")
+	report(t, "i11 fleet", fmt.Sprintf("%s: SIGKILLed sidecar stale (interval 1 s)", f.d.Name), took.Round(time.Millisecond).String(), "within 3 intervals")
 	// 3 intervals after its last heartbeat, plus a poll's slack.
 	if took > 3*time.Second+1500*time.Millisecond {
 		t.Errorf("#3 turned stale %s after SIGKILL; want within 3 intervals (3 s)", took)

@@ -33,6 +33,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/pulsegate/pulsegate/test/chaos"
 )
 
 var longFlag = flag.Bool("long", false, "run the fault cases at the catalogue's full size (also PULSEGATE_LONG=1)")
@@ -190,6 +192,18 @@ func gunicornPath(t testing.TB) string {
 	}
 	t.Fatal("gunicorn not found: run `bash test/run.sh` (installs python3-flask gunicorn with apt)")
 	return ""
+}
+
+// newChaos starts a chaos proxy in front of target (passing traffic
+// through until a fault is set), closed when the test ends.
+func newChaos(t testing.TB, target string) *chaos.Proxy {
+	t.Helper()
+	ch, err := chaos.New(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ch.Close() })
+	return ch
 }
 
 // freeAddr returns a loopback address nothing listens on right now.
@@ -863,6 +877,34 @@ func (p *Pulsegate) Metrics(t testing.TB) map[string]float64 {
 		t.Fatalf("GET /metrics: %d", r.Status)
 	}
 	return parseMetrics(string(r.Body))
+}
+
+// sampleMetrics scrapes p's /metrics through c every 20 ms and hands each
+// scrape to fn (a failed scrape is passed over) until stop is called; stop
+// returns once the sampler has ended, so fn is not called after it.
+func sampleMetrics(t testing.TB, c *http.Client, p *Pulsegate, fn func(m map[string]float64)) (stop func()) {
+	done := make(chan struct{})
+	var sampler sync.WaitGroup
+	sampler.Add(1)
+	go func() {
+		defer sampler.Done()
+		for {
+			select {
+			case <-done:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+			r, err := do(t, c, "GET", p.AdminURL()+"/metrics", nil, nil)
+			if err != nil {
+				continue
+			}
+			fn(parseMetrics(string(r.Body)))
+		}
+	}()
+	return func() {
+		close(done)
+		sampler.Wait()
+	}
 }
 
 func parseMetrics(text string) map[string]float64 {

@@ -56,27 +56,11 @@ func TestCase24_QueuedClientsCancel(t *testing.T) {
 		return sumMetric(p.Metrics(t), "pulsegate_backpressure_in_flight") == 2
 	})
 
-	stop := make(chan struct{})
 	var minQ, minIn atomic.Int64
-	var sampler sync.WaitGroup
-	sampler.Add(1)
-	go func() {
-		defer sampler.Done()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-time.After(20 * time.Millisecond):
-			}
-			r, err := do(t, c, "GET", p.AdminURL()+"/metrics", nil, nil)
-			if err != nil {
-				continue
-			}
-			m := parseMetrics(string(r.Body))
-			minQ.Store(min(minQ.Load(), int64(sumMetric(m, "pulsegate_backpressure_queue_depth"))))
-			minIn.Store(min(minIn.Load(), int64(sumMetric(m, "pulsegate_requests_in_flight"))))
-		}
-	}()
+	stopSampler := sampleMetrics(t, c, p, func(m map[string]float64) {
+		minQ.Store(min(minQ.Load(), int64(sumMetric(m, "pulsegate_backpressure_queue_depth"))))
+		minIn.Store(min(minIn.Load(), int64(sumMetric(m, "pulsegate_requests_in_flight"))))
+	})
 
 	n := size(200, 10000)
 	var wg sync.WaitGroup
@@ -120,8 +104,7 @@ func TestCase24_QueuedClientsCancel(t *testing.T) {
 		return sumMetric(m, "pulsegate_requests_in_flight") == 0 && sumMetric(m, "pulsegate_backpressure_in_flight") == 0 &&
 			sumMetric(m, "pulsegate_backpressure_queue_depth") == 0
 	})
-	close(stop)
-	sampler.Wait()
+	stopSampler()
 	t.Logf("%d requests: %d cancelled while queued, %d rejected (queue full), %d other", n, cancelled.Load(), rejected.Load(), other.Load())
 	if other.Load() != 0 {
 		t.Errorf("%d queued requests were answered while both slots were held", other.Load())
