@@ -191,7 +191,7 @@ func serveBackground(t *testing.T, a *app) (stop func()) {
 
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(120 * time.Second)
+	deadline := time.Now().Add(10 * time.Minute)
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)
@@ -455,4 +455,32 @@ func counterValue(t *testing.T, a *app, name string) float64 {
 	}
 	t.Fatalf("no metric %s", name)
 	return 0
+}
+
+// TestMeasureHistoryBackfill measures how long the backfill of one
+// instance's 7 days takes (five routes: 1 min and 1 h points and route
+// rows, about 72 000 rows) through a running sidecar into MariaDB and
+// PostgreSQL, yields and pauses included. Run with
+// PULSEGATE_MEASURE_BACKFILL=1 (docs/store.md quotes it).
+func TestMeasureHistoryBackfill(t *testing.T) {
+	if os.Getenv("PULSEGATE_MEASURE_BACKFILL") == "" {
+		t.Skip("set PULSEGATE_MEASURE_BACKFILL=1 to measure the history backfill")
+	}
+	src := t.TempDir()
+	end := time.Now().Add(-5 * time.Minute).Truncate(time.Minute)
+	began := time.Now()
+	fillArchive(t, src, 7, end)
+	t.Logf("filled 7 days in %.1f s", time.Since(began).Seconds())
+	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	defer upstream.Close()
+	eachFleetDB(t, func(t *testing.T, d fleetDB) {
+		dbName := fmt.Sprintf("pulsegate_backfill_m%d", os.Getpid())
+		d.private(t, dbName)
+		a := backfillSidecar(t, copyArchive(t, src), upstream.URL, d.dsn(d.addr, dbName), "measure-"+d.name, "bf-week", zap.NewNop())
+		stop := serveBackground(t, a)
+		waitFor(t, "the backfill to finish", func() bool { return a.backfill.status().State == backfillDone })
+		stop()
+		st := a.backfill.status()
+		t.Logf("%s: %d rows in %.1f s: %.0f rows/s", d.name, st.RowsCopied, st.Seconds, float64(st.RowsCopied)/st.Seconds)
+	})
 }
