@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -460,7 +461,9 @@ func counterValue(t *testing.T, a *app, name string) float64 {
 // TestMeasureHistoryBackfill measures how long the backfill of one
 // instance's 7 days takes (five routes: 1 min and 1 h points and route
 // rows, about 72 000 rows) through a running sidecar into MariaDB and
-// PostgreSQL, yields and pauses included. Run with
+// PostgreSQL, yields and pauses included: alone, then while a loop sends
+// requests through the proxy one at a time, whose latency it reports
+// during the backfill and after it. Run with
 // PULSEGATE_MEASURE_BACKFILL=1 (docs/store.md quotes it).
 func TestMeasureHistoryBackfill(t *testing.T) {
 	if os.Getenv("PULSEGATE_MEASURE_BACKFILL") == "" {
@@ -476,11 +479,42 @@ func TestMeasureHistoryBackfill(t *testing.T) {
 	eachFleetDB(t, func(t *testing.T, d fleetDB) {
 		dbName := fmt.Sprintf("pulsegate_backfill_m%d", os.Getpid())
 		d.private(t, dbName)
-		a := backfillSidecar(t, copyArchive(t, src), upstream.URL, d.dsn(d.addr, dbName), "measure-"+d.name, "bf-week", zap.NewNop())
-		stop := serveBackground(t, a)
-		waitFor(t, "the backfill to finish", func() bool { return a.backfill.status().State == backfillDone })
-		stop()
-		st := a.backfill.status()
-		t.Logf("%s: %d rows in %.1f s: %.0f rows/s", d.name, st.RowsCopied, st.Seconds, float64(st.RowsCopied)/st.Seconds)
+		for _, busy := range []bool{false, true} {
+			instance := map[bool]string{false: "bf-week", true: "bf-week-busy"}[busy]
+			a := backfillSidecar(t, copyArchive(t, src), upstream.URL, d.dsn(d.addr, dbName), "measure-"+d.name, instance, zap.NewNop())
+			stop := serveBackground(t, a)
+			// With busy, requests through the proxy, one at a time, while the backfill runs and as many after it.
+			get := func() time.Duration {
+				t0 := time.Now()
+				resp, err := http.Get("http://" + a.proxyLn.Addr().String() + "/api/items")
+				if err != nil {
+					t.Fatal(err)
+				}
+				resp.Body.Close()
+				return time.Since(t0)
+			}
+			waitFor(t, "the backfill to start", func() bool { return a.backfill.status().State != backfillWaiting })
+			var during, after []time.Duration
+			for busy && a.backfill.status().State == backfillRunning {
+				during = append(during, get())
+			}
+			waitFor(t, "the backfill to finish", func() bool { return a.backfill.status().State == backfillDone })
+			for range len(during) {
+				after = append(after, get())
+			}
+			stop()
+			st := a.backfill.status()
+			t.Logf("%s, %s: %d rows in %.1f s: %.0f rows/s", d.name, map[bool]string{false: "alone", true: "under a request loop"}[busy],
+				st.RowsCopied, st.Seconds, float64(st.RowsCopied)/st.Seconds)
+			if busy {
+				q := func(ds []time.Duration, p float64) float64 {
+					s := slices.Clone(ds)
+					slices.Sort(s)
+					return s[min(len(s)-1, int(p*float64(len(s))))].Seconds() * 1000
+				}
+				t.Logf("%s: proxy p50/p99 %.2f/%.2f ms during the backfill, %.2f/%.2f ms after it (%d requests each)", d.name,
+					q(during, 0.5), q(during, 0.99), q(after, 0.5), q(after, 0.99), len(during))
+			}
+		}
 	})
 }
