@@ -47,6 +47,14 @@ func tierStep(tier int) time.Duration {
 // queueFlushed hands what one archive flush wrote to the Writer (never
 // blocking the flush: the Writer coalesces and bounds it).
 func (a *app) queueFlushed(f history.Flushed) {
+	if err := a.writer.Routes(a.routeBatch(f)); err != nil {
+		a.log.Named("store").Warn("store_routes_not_queued", zap.String("error", err.Error()))
+	}
+}
+
+// routeBatch is what an archive flush (or the backfill's read) wrote, as
+// this sidecar's rows for the shared store.
+func (a *app) routeBatch(f history.Flushed) store.RouteBatch {
 	b := store.RouteBatch{Fleet: a.fleetName, Instance: a.instance,
 		Routes: make([]store.RouteRow, 0, len(f.Routes)), Points: make([]store.HistoryPoint, 0, len(f.Points))}
 	for _, r := range f.Routes {
@@ -56,9 +64,7 @@ func (a *app) queueFlushed(f history.Flushed) {
 	for _, p := range f.Points {
 		b.Points = append(b.Points, store.HistoryPoint{Step: tierStep(p.Tier), Start: p.Start, Data: p.Data})
 	}
-	if err := a.writer.Routes(b); err != nil {
-		a.log.Named("store").Warn("store_routes_not_queued", zap.String("error", err.Error()))
-	}
+	return b
 }
 
 // openedSQL is the shared store once opened, or an error saying why not.
@@ -82,9 +88,7 @@ type sqlRoutes struct {
 
 // RouteTier picks the tier by history.retention_1m, as the archive does.
 func (s sqlRoutes) RouteTier(from, now time.Time) int {
-	c, _ := s.a.holder.Get()
-	h := c.History
-	return history.TierFor(from, now, history.Retention{h.Retention10s.Duration(), h.Retention1m.Duration(), h.Retention1h.Duration()})
+	return history.TierFor(from, now, s.a.historyRetention())
 }
 
 func (s sqlRoutes) ScanRoute(tier int, route string, from, to time.Time, fn func(r *history.RouteRollup)) error {

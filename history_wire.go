@@ -20,16 +20,11 @@ const historyFlushInterval = time.Minute
 func (a *app) openHistory(cfg *config.Config, ring *history.History) *history.Reader {
 	log := a.log.Named("history")
 	ring.SetVersion(a.proxy.Stats().Version) // history rows carry the app version
-	retention := func() history.Retention {
-		c, _ := a.holder.Get()
-		h := c.History
-		return history.Retention{h.Retention10s.Duration(), h.Retention1m.Duration(), h.Retention1h.Duration()}
-	}
 	if ring.Resolution() != 10*time.Second {
 		log.Error("history_unavailable", zap.String("reason", "the dashboard's history step is "+ring.Resolution().String()+"; the archive keeps 10s points"))
 		return &history.Reader{Ring: ring}
 	}
-	ar, err := history.OpenArchive(cfg.DataDir, log, retention)
+	ar, err := history.OpenArchive(cfg.DataDir, log, a.historyRetention)
 	if err != nil {
 		log.Error("history_unavailable", zap.Error(err))
 		return &history.Reader{Ring: ring}
@@ -44,6 +39,13 @@ func (a *app) openHistory(cfg *config.Config, ring *history.History) *history.Re
 	}
 	a.archive = ar
 	return &history.Reader{Ring: ring, Archive: ar}
+}
+
+// historyRetention is the live history.retention_* settings.
+func (a *app) historyRetention() history.Retention {
+	c, _ := a.holder.Get()
+	h := c.History
+	return history.Retention{h.Retention10s.Duration(), h.Retention1m.Duration(), h.Retention1h.Duration()}
 }
 
 // routeCounters hands the proxy's per-(route, version) totals to the

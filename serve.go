@@ -127,6 +127,9 @@ type app struct {
 	// archive is the persisted trend history (nil without the dashboard,
 	// or when <data_dir>/history.db cannot be used).
 	archive *history.Archive
+	// backfill copies the archive's rows from before store.dsn was set to
+	// the shared store (history_backfill.go); nil without both.
+	backfill *historyBackfill
 	// historyReader answers the history endpoint (nil without the dashboard).
 	historyReader *history.Reader
 	// runtime is the memory budget and GOMAXPROCS applied at start (serve only).
@@ -299,6 +302,12 @@ func build(cfg *config.Config, log *zap.Logger, level zap.AtomicLevel, dash *das
 	if a.writer != nil {
 		a.loops = append(a.loops, a.writer.Run)
 	}
+	if a.writer != nil && a.archive != nil {
+		if a.backfill, err = newHistoryBackfill(a, a.reg); err != nil {
+			return nil, fmt.Errorf("history backfill: %w", err)
+		}
+		a.loops = append(a.loops, a.backfill.run)
+	}
 	if a.fleetCfg != nil {
 		a.loops = append(a.loops, a.fleetCfg.run)
 	}
@@ -353,6 +362,9 @@ func (a *app) extraSections() map[string]any {
 	}
 	if a.runtime != nil {
 		out["runtime"] = runtimeSection(*a.runtime, a.gcTuner)
+	}
+	if a.writer != nil {
+		out["store"] = a.storeSection()
 	}
 	return out
 }

@@ -383,3 +383,24 @@ func decodeBuckets(b []byte, buf []uint64) ([]uint64, error) {
 	}
 	return out, nil
 }
+
+// OldestHistoryPoint is the start of instance's oldest long-history point
+// of step in fleet; ok is false when it has none (the primary key's
+// prefix answers it without a scan).
+func (s *SQL) OldestHistoryPoint(ctx context.Context, fleet, instance string, step time.Duration) (start time.Time, ok bool, err error) {
+	sec, err := stepSeconds(step)
+	if err != nil {
+		return time.Time{}, false, err
+	}
+	ctx, cancel := s.opCtx(ctx)
+	defer cancel()
+	var us sql.NullInt64
+	if err := s.db.QueryRowContext(ctx, s.rebind(`SELECT MIN(start_us) FROM pulsegate_instance_history WHERE fleet = ? AND instance = ? AND step_s = ?`),
+		fleet, instance, sec).Scan(&us); err != nil {
+		return time.Time{}, false, s.classify("reading", tableInstHistory, err)
+	}
+	if !us.Valid {
+		return time.Time{}, false, nil
+	}
+	return time.UnixMicro(us.Int64).UTC(), true, nil
+}

@@ -392,3 +392,98 @@ func TestMeasureRouteRowsDiskUse(t *testing.T) {
 		}
 	})
 }
+
+// TestWriterBackfillYieldsAndNeverDropsLiveRows: the history backfill's
+// batches (Writer.Backfill) never enter the live queue, so however many
+// rows it copies no live row is dropped; it yields while live rows wait
+// (ErrBackfillBusy) and while the store is degraded (ErrStoreDegraded,
+// nothing read); a row the archive rewrote while the batch was read (a
+// live flush queued it) is left out of the batch and the live, newer one
+// is what the store keeps; a batch written twice is stored once.
+func TestWriterBackfillYieldsAndNeverDropsLiveRows(t *testing.T) {
+	sqlServers(t, func(t *testing.T, sv *server) {
+		s, p := proxiedStore(t, sv)
+		ctx := context.Background()
+		w, err := NewWriter(s, zap.NewNop(), prometheus.NewRegistry(), WriterOptions{MaxRouteRows: 10})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rng := rand.New(rand.NewPCG(9, 9))
+		start := time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC)
+		var old RouteBatch // 600 minute rows of the archive's past: 60 times the queue's bound
+		old.Fleet, old.Instance = s.fleet, "web-1"
+		for m := range 300 {
+			at := start.Add(time.Duration(m) * time.Minute)
+			old.Routes = append(old.Routes, routeRow(rng, "/a", "v1", StepMinute, at, 10))
+			old.Points = append(old.Points, HistoryPoint{Step: StepMinute, Start: at, Data: []byte(fmt.Sprint("old ", m))})
+		}
+		reads := 0
+		read := func(b RouteBatch) func() (RouteBatch, error) {
+			return func() (RouteBatch, error) { reads++; return b, nil }
+		}
+
+		// Live rows wait: the backfill yields without reading.
+		live := RouteBatch{Fleet: s.fleet, Instance: "web-1", Routes: []RouteRow{routeRow(rng, "/a", "v1", StepMinute, start.Add(24*time.Hour), 5)}}
+		if err := w.Routes(live); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w.Backfill(ctx, read(old)); !errors.Is(err, ErrBackfillBusy) || reads != 0 {
+			t.Fatalf("Backfill with live rows waiting = %v after %d reads; want ErrBackfillBusy, no read", err, reads)
+		}
+		// The store is down: the live flush fails, the backfill waits for the writer.
+		p.down()
+		if err := w.Flush(ctx); err == nil {
+			t.Fatal("Flush with the store cut succeeded")
+		}
+		if _, err := w.Backfill(ctx, read(old)); !errors.Is(err, ErrStoreDegraded) || reads != 0 {
+			t.Fatalf("Backfill with the store degraded = %v after %d reads; want ErrStoreDegraded, no read", err, reads)
+		}
+		p.up(t)
+		if err := w.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+
+		// 600 rows in one batch, twice: written, stored once, nothing queued or dropped.
+		for range 2 {
+			n, err := w.Backfill(ctx, read(old))
+			if err != nil || n != 600 {
+				t.Fatalf("Backfill = %d, %v; want 600 rows", n, err)
+			}
+		}
+		if h := w.Health(); h.QueuedRouteRows != 0 || h.DroppedRouteRows != 0 {
+			t.Errorf("after backfilling 1200 rows with a queue of 10: %+v; want nothing queued or dropped", h)
+		}
+		got := scanAll(t, s, "web-1", StepMinute, "/a", start, start.Add(300*time.Minute))
+		if want := mergedWant(old.Routes, StepMinute, "/a", start, start.Add(300*time.Minute)); !reflect.DeepEqual(got, want) {
+			t.Errorf("stored %d rows after two backfills; want the 300 rows once", len(got))
+		}
+
+		// A live flush rewrites minute 299 while the backfill reads it: the live row wins.
+		newer := routeRow(rng, "/a", "v1", StepMinute, start.Add(299*time.Minute), 50)
+		newerPoint := HistoryPoint{Step: StepMinute, Start: newer.Start, Data: []byte("newer")}
+		n, err := w.Backfill(ctx, func() (RouteBatch, error) {
+			if err := w.Routes(RouteBatch{Fleet: s.fleet, Instance: "web-1", Routes: []RouteRow{newer}, Points: []HistoryPoint{newerPoint}}); err != nil {
+				return RouteBatch{}, err
+			}
+			return RouteBatch{Fleet: s.fleet, Instance: "web-1", Routes: old.Routes[298:], Points: old.Points[298:]}, nil
+		})
+		if err != nil || n != 2 {
+			t.Fatalf("Backfill with minute 299 queued meanwhile = %d, %v; want the 2 rows of minute 298", n, err)
+		}
+		if err := w.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+		last := scanAll(t, s, "web-1", StepMinute, "/a", newer.Start, newer.Start.Add(time.Minute))
+		pts, err := s.HistoryPoints(ctx, s.fleet, "web-1", StepMinute, newer.Start, newer.Start.Add(time.Minute))
+		if len(last) != 1 || last[0].Requests != 50 || err != nil || len(pts) != 1 || string(pts[0].Data) != "newer" {
+			t.Errorf("minute 299 = %+v, %+v (%v); want the live rewrite", last, pts, err)
+		}
+		oldest, ok, err := s.OldestHistoryPoint(ctx, s.fleet, "web-1", StepMinute)
+		if err != nil || !ok || !oldest.Equal(start) {
+			t.Errorf("OldestHistoryPoint = %v, %v, %v; want %v", oldest, ok, err, start)
+		}
+		if _, ok, err := s.OldestHistoryPoint(ctx, s.fleet, "web-2", StepMinute); ok || err != nil {
+			t.Errorf("OldestHistoryPoint of an instance without points = %v, %v; want none", ok, err)
+		}
+	})
+}

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sort"
 	"time"
 
@@ -187,4 +188,76 @@ func (w *Writer) flushRoutes(ctx context.Context) error {
 		w.metricQueue.WithLabelValues("route").Set(float64(n))
 		w.metricDone.WithLabelValues("route").Add(float64(len(b.Routes) + len(b.Points)))
 	}
+}
+
+// ErrBackfillBusy is returned (wrapped) by Writer.Backfill while live
+// rows wait or are being written: the backfill yields and tries again.
+var ErrBackfillBusy = errors.New("the shared store's writer is busy with live rows")
+
+// ErrStoreDegraded is returned (wrapped, with the reason) by
+// Writer.Backfill while the writer's last write failed: it retries its
+// live rows first.
+var ErrStoreDegraded = errors.New("the shared store is degraded")
+
+// Backfill writes one batch of rows the archive held before the live copy
+// began (the history backfill), between live flushes: it runs only when
+// no live flush is under way and nothing waits in the queue (else
+// ErrBackfillBusy), and only while the store is healthy (else an error
+// with the writer's reason). read is called with the writer's flush lock
+// held, so no live row is written between the read and the write; rows
+// whose key waits in the live queue by then are left out (the queued row
+// is the archive's newer or equal content and is written next). The batch
+// is one transaction of upserts keyed like the live rows, so a batch
+// written twice is stored once. It never adds to the live queue: it can
+// neither fill it nor cause a live row to be dropped. It returns how many
+// rows were written.
+func (w *Writer) Backfill(ctx context.Context, read func() (RouteBatch, error)) (int, error) {
+	sink, ok := w.sink.(RouteSink)
+	if !ok {
+		return 0, errors.New("backfilling route rows: the shared store link cannot store route rows")
+	}
+	if !w.flushMu.TryLock() {
+		return 0, ErrBackfillBusy
+	}
+	defer w.flushMu.Unlock()
+	w.mu.Lock()
+	busy := len(w.writes) > 0 || len(w.heartbeats) > 0 || w.routes.len() > 0
+	h := w.health
+	w.mu.Unlock()
+	if h.State != HealthOK {
+		return 0, fmt.Errorf("%w: %s", ErrStoreDegraded, h.Reason)
+	}
+	if busy {
+		return 0, ErrBackfillBusy
+	}
+	b, err := read()
+	if err != nil {
+		return 0, err
+	}
+	if b.Fleet == "" || b.Instance == "" {
+		return 0, errors.New("backfilling route rows: fleet and instance are required")
+	}
+	w.mu.Lock()
+	q := &w.routes
+	routes := b.Routes[:0:0]
+	for _, r := range b.Routes {
+		if _, queued := q.rows[routeRowKey{r.Step, r.Route, r.Version, r.Start.UnixMicro()}]; !queued {
+			routes = append(routes, r)
+		}
+	}
+	points := b.Points[:0:0]
+	for _, p := range b.Points {
+		if _, queued := q.points[pointKey{p.Step, p.Start.UnixMicro()}]; !queued {
+			points = append(points, p)
+		}
+	}
+	w.mu.Unlock()
+	b.Routes, b.Points = routes, points
+	if len(b.Routes) == 0 && len(b.Points) == 0 {
+		return 0, nil
+	}
+	if err := sink.WriteRouteBatch(ctx, b); err != nil {
+		return 0, err
+	}
+	return len(b.Routes) + len(b.Points), nil
 }
