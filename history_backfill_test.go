@@ -21,6 +21,7 @@ import (
 
 	"github.com/pulsegate/pulsegate/config"
 	"github.com/pulsegate/pulsegate/history"
+	"github.com/pulsegate/pulsegate/internal/fleettest"
 	"github.com/pulsegate/pulsegate/latency"
 	"github.com/pulsegate/pulsegate/monitor"
 	"github.com/pulsegate/pulsegate/proxy"
@@ -119,20 +120,16 @@ type storedCounts struct {
 	requests1m, requests1h int64
 }
 
-func countStored(t *testing.T, d fleetDB, dbName, fleet, instance string, end time.Time) storedCounts {
+func countStored(t *testing.T, d fleettest.DB, dbName, fleet, instance string, end time.Time) storedCounts {
 	t.Helper()
-	dsn := strings.Replace(d.admin, "/test?", "/"+dbName+"?", 1)
-	if d.driver == "mysql" {
-		dsn = d.admin + dbName
-	}
-	db, err := sql.Open(d.driver, dsn)
+	db, err := sql.Open(d.Driver, d.Open(dbName))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer db.Close()
 	q := func(query string, into any) {
 		t.Helper()
-		if d.driver == "pgx" {
+		if d.Driver == "pgx" {
 			for i := 1; strings.Contains(query, "?"); i++ {
 				query = strings.Replace(query, "?", fmt.Sprintf("$%d", i), 1)
 			}
@@ -225,18 +222,17 @@ func TestHistoryBackfill(t *testing.T) {
 	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
 	defer upstream.Close()
 
-	eachFleetDB(t, func(t *testing.T, d fleetDB) {
+	eachFleetDB(t, func(t *testing.T, d fleettest.DB) {
 		leaks := goleak.IgnoreCurrent()
 		defer goleak.VerifyNone(t, leaks, goleak.IgnoreTopFunction("database/sql.(*DB).connectionOpener"))
-		dbName := fmt.Sprintf("pulsegate_backfill_%d", os.Getpid())
-		d.private(t, dbName)
-		sw, err := chaos.New(d.addr)
+		dbName := d.Private(t, "pulsegate_backfill")
+		sw, err := chaos.New(d.Addr)
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer sw.Close()
-		dsn := d.dsn(sw.Addr(), dbName)
-		fleet := "backfill-" + d.name
+		dsn := d.DSN(sw.Addr(), dbName)
+		fleet := "backfill-" + d.Name
 
 		var want storedCounts
 		t.Run("complete", func(t *testing.T) {
@@ -476,12 +472,11 @@ func TestMeasureHistoryBackfill(t *testing.T) {
 	t.Logf("filled 7 days in %.1f s", time.Since(began).Seconds())
 	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
 	defer upstream.Close()
-	eachFleetDB(t, func(t *testing.T, d fleetDB) {
-		dbName := fmt.Sprintf("pulsegate_backfill_m%d", os.Getpid())
-		d.private(t, dbName)
+	eachFleetDB(t, func(t *testing.T, d fleettest.DB) {
+		dbName := d.Private(t, "pulsegate_backfill_m")
 		for _, busy := range []bool{false, true} {
 			instance := map[bool]string{false: "bf-week", true: "bf-week-busy"}[busy]
-			a := backfillSidecar(t, copyArchive(t, src), upstream.URL, d.dsn(d.addr, dbName), "measure-"+d.name, instance, zap.NewNop())
+			a := backfillSidecar(t, copyArchive(t, src), upstream.URL, d.DSN(d.Addr, dbName), "measure-"+d.Name, instance, zap.NewNop())
 			stop := serveBackground(t, a)
 			// With busy, requests through the proxy, one at a time, while the backfill runs and as many after it.
 			get := func() time.Duration {
@@ -504,7 +499,7 @@ func TestMeasureHistoryBackfill(t *testing.T) {
 			}
 			stop()
 			st := a.backfill.status()
-			t.Logf("%s, %s: %d rows in %.1f s: %.0f rows/s", d.name, map[bool]string{false: "alone", true: "under a request loop"}[busy],
+			t.Logf("%s, %s: %d rows in %.1f s: %.0f rows/s", d.Name, map[bool]string{false: "alone", true: "under a request loop"}[busy],
 				st.RowsCopied, st.Seconds, float64(st.RowsCopied)/st.Seconds)
 			if busy {
 				q := func(ds []time.Duration, p float64) float64 {
@@ -512,7 +507,7 @@ func TestMeasureHistoryBackfill(t *testing.T) {
 					slices.Sort(s)
 					return s[min(len(s)-1, int(p*float64(len(s))))].Seconds() * 1000
 				}
-				t.Logf("%s: proxy p50/p99 %.2f/%.2f ms during the backfill, %.2f/%.2f ms after it (%d requests each)", d.name,
+				t.Logf("%s: proxy p50/p99 %.2f/%.2f ms during the backfill, %.2f/%.2f ms after it (%d requests each)", d.Name,
 					q(during, 0.5), q(during, 0.99), q(after, 0.5), q(after, 0.99), len(during))
 			}
 		}
