@@ -1082,34 +1082,37 @@ fetch(${JSON.stringify(ackURL)}, {method: 'POST', mode: 'no-cors', credentials: 
 
 // ---------------------------------------------------------------- fleet scope
 
-// FLEET_DB is the fleet test's private MariaDB database (the shared store
-// of two demo sidecars), created and dropped by the test.
-const FLEET_DB = 'pulsegate_i11dash_browser';
+// FLEET is the fleet test's fleet, its shared store a private MariaDB
+// database of two demo sidecars, created and dropped by the test. Its
+// names carry this run's process id: runs of this file in other
+// checkouts on the same machine each have their own database.
+const FLEET = { db: `pulsegate_i11dash_browser_${process.pid}`, fleet: `i11dash_browser_${process.pid}`, rps: 3 };
 const MYSQL = process.env.MYSQL || 'mysql';
 
 function mysqlExec(sql) {
   return execFileSync(MYSQL, ['-h', '127.0.0.1', '-P', '3306', '-u', 'root', '-e', sql], { stdio: ['ignore', 'pipe', 'pipe'] });
 }
 
-// spawnFleetDemo runs `pulsegate demo` as instance name of a fleet whose
-// store is FLEET_DB; it resolves with the process and its addresses.
-function spawnFleetDemo(name) {
-  const proc = spawn(BIN, ['demo', '--no-services', '--rps', '3'], {
+// spawnFleetDemo runs `pulsegate demo` (--rps rps) as instance name of
+// fleet, whose shared store is the MariaDB database db; it resolves with
+// the process and its addresses.
+function spawnFleetDemo({ db, fleet, rps }, name) {
+  const proc = spawn(BIN, ['demo', '--no-services', '--rps', String(rps)], {
     env: {
       ...process.env,
       RESPONSIVENESS_LISTEN_ADDR: '127.0.0.1:0',
       RESPONSIVENESS_ADMIN_ADDR: '127.0.0.1:0',
       RESPONSIVENESS_ADMIN_TOKEN: TOKEN,
-      RESPONSIVENESS_STORE_DSN: `mysql://root@127.0.0.1:3306/${FLEET_DB}`,
+      RESPONSIVENESS_STORE_DSN: `mysql://root@127.0.0.1:3306/${db}`,
       RESPONSIVENESS_INSTANCE: name,
-      RESPONSIVENESS_FLEET: 'i11dash_browser',
+      RESPONSIVENESS_FLEET: fleet,
     },
     stdio: ['ignore', 'ignore', 'pipe'],
   });
-  const log = fs.createWriteStream(path.join(ROOT, `test/artifacts/browser-fleet-${name}.log`));
+  const log = fs.createWriteStream(path.join(ROOT, `test/artifacts/browser-${fleet}-${name}.log`));
   return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`fleet demo ${name} did not log "listening"`)), WAIT);
-    proc.once('exit', (code) => reject(new Error(`fleet demo ${name} exited with ${code}`)));
+    const timer = setTimeout(() => reject(new Error(`fleet ${fleet} demo ${name} did not log "listening"`)), WAIT);
+    proc.once('exit', (code) => reject(new Error(`fleet ${fleet} demo ${name} exited with ${code}`)));
     readline.createInterface({ input: proc.stderr }).on('line', (line) => {
       log.write(line + '\n');
       try {
@@ -1133,6 +1136,82 @@ async function stopProc(p) {
   if (p.exitCode === null && !p.signalCode) p.kill('SIGKILL');
 }
 
+// fleetNotes checks the trends card in fleet scope: its summary names the
+// fleet's shared store (and, given the answer the page read, that
+// answer's count of instances), and no graph's note speaks of one
+// sidecar's history. It returns each graph's note by its title.
+async function fleetNotes(page, view) {
+  await page.waitForSelector('section[data-widget=trends] .trends-summary[data-scope=fleet]', { timeout: WAIT });
+  const summary = await page.textContent('section[data-widget=trends] .trends-summary');
+  assert.match(summary, /^last 15 min of the whole fleet, merged from its shared store \(store\.dsn\)/);
+  if (view) assert.ok(summary.includes(`: ${view.instances}\u00a0instances reported in this range;`), summary);
+  const notes = Object.fromEntries(await page.$$eval('section[data-widget=trends] figure.chart', (fs) =>
+    fs.map((f) => [f.dataset.chart, f.querySelector('.chart-notes').textContent])));
+  for (const [title, n] of Object.entries(notes)) assert.ok(!/data_dir|pulsegate records|pulsegate was not/.test(n), `${title}: ${n}`);
+  return notes;
+}
+
+// chartNote draws view (a real history answer) with the page's own chart
+// code, off screen, and returns the note under the graph.
+async function chartNote(page, view) {
+  return page.evaluate(async (v) => {
+    const { lineChart } = await import('/admin/responsiveness/static/js/chart.js');
+    const c = lineChart({ title: 'Throughput', series: [{ key: 'throughput_rps', label: 'requests/s' }], fmt: String, view: v, events: [] });
+    const text = c.fig.querySelector('.chart-notes').textContent;
+    c.destroy();
+    return text;
+  }, view);
+}
+
+// withFleet runs body with two `pulsegate demo` sidecars (instances
+// names) of fleet opts.fleet sharing the MariaDB database opts.db, which
+// it creates first and drops after (the test is skipped when MariaDB is
+// unreachable). body gets {a, b, get, signIn}: get reads an admin API path
+// of a sidecar with the token; signIn launches chromium, signs in on a's
+// login page at 1366 px and returns {ctx, page, errs, failed}: the
+// page's console errors and its failed (>= 400) responses. The sidecars,
+// their logs and the browser are stopped whatever happens.
+async function withFleet(t, opts, names, body) {
+  try {
+    mysqlExec(`DROP DATABASE IF EXISTS ${opts.db}; CREATE DATABASE ${opts.db} CHARACTER SET utf8mb4`);
+  } catch (e) {
+    t.skip(`MariaDB at 127.0.0.1:3306 (root, no password) is not usable: ${e.message}`);
+    return;
+  }
+  const sidecars = [];
+  let browser;
+  try {
+    const [a, b] = await Promise.all(names.map(async (name, i) => (sidecars[i] = await spawnFleetDemo(opts, name))));
+    const get = async (base, p) => (await fetch(base + p, { headers: { Authorization: 'Bearer ' + TOKEN } })).json();
+    const signIn = async () => {
+      browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ['--no-sandbox', '--disable-gpu'] });
+      const ctx = await browser.newContext({ viewport: WIDTHS[0] });
+      const page = await ctx.newPage();
+      const errs = [];
+      page.on('pageerror', (e) => errs.push(e.message));
+      page.on('console', (m) => m.type() === 'error' && errs.push(m.text()));
+      const failed = [];
+      page.on('response', (r) => r.status() >= 400 && failed.push(`${r.status()} ${r.url()}`));
+      await page.goto(a.admin + '/admin/responsiveness/login');
+      await page.waitForSelector('#login-fields:not([hidden])');
+      await page.fill('#name', NAME);
+      await page.fill('#token', TOKEN);
+      await Promise.all([page.waitForURL(a.admin + '/admin/responsiveness/'), page.click('button[type=submit]')]);
+      return { ctx, page, errs, failed };
+    };
+    await body({ a, b, get, signIn });
+  } finally {
+    if (browser) await browser.close();
+    await Promise.all(sidecars.map((x) => stopProc(x && x.proc)));
+    for (const x of sidecars) if (x) x.log.end();
+    try {
+      mysqlExec(`DROP DATABASE IF EXISTS ${opts.db}`);
+    } catch {
+      // best effort
+    }
+  }
+}
+
 describe('fleet scope', () => {
   it('fleet scope: without a shared store the switch is offered disabled and says why', async () => {
     const { body } = await api('/admin/responsiveness/api/whoami');
@@ -1149,22 +1228,15 @@ describe('fleet scope', () => {
     assert.equal(await page.getAttribute('#scope button[data-scope=instance]', 'aria-pressed'), 'true');
     assert.equal(await page.locator('section[data-widget=instances]:visible').count(), 0, 'no instances table');
     assert.equal(await page.locator('.scope-tag').count(), 0, 'no scope tags without a fleet');
+    // One sidecar answers: the footer says so, the graphs' notes speak of its own history.
+    assert.equal(await page.textContent('footer.foot'), 'pulsegate · every figure is measured by the sidecar and names its window · live over Server-Sent Events');
+    await page.waitForSelector('section[data-widget=trends] .trends-summary[data-scope=instance]', { timeout: WAIT });
+    assert.ok((await page.$$eval('section[data-widget=trends] .chart-notes', (els) => els.map((e) => e.textContent))).every((n) => !/fleet/.test(n)));
     await page.close();
   });
 
   it('fleet scope: two sidecars sharing MariaDB, the switch, the instances table, a stale instance, fleet trends', async (t) => {
-    try {
-      mysqlExec(`DROP DATABASE IF EXISTS ${FLEET_DB}; CREATE DATABASE ${FLEET_DB} CHARACTER SET utf8mb4`);
-    } catch (e) {
-      t.skip(`MariaDB at 127.0.0.1:3306 (root, no password) is not usable: ${e.message}`);
-      return;
-    }
-    let a;
-    let b;
-    let browser;
-    try {
-      [a, b] = await Promise.all([spawnFleetDemo('demo-a'), spawnFleetDemo('demo-b')]);
-      const get = async (base, p) => (await fetch(base + p, { headers: { Authorization: 'Bearer ' + TOKEN } })).json();
+    await withFleet(t, FLEET, ['demo-a', 'demo-b'], async ({ a, b, get, signIn }) => {
       await waitFor('both instances reporting to the shared store', async () => {
         const f = await get(a.admin, '/admin/api/performance/responsiveness?scope=fleet');
         return f.instances && f.instances.filter((i) => !i.stale).length === 2 && f.performance_metrics.requests > 0;
@@ -1178,20 +1250,8 @@ describe('fleet scope', () => {
       assert.equal(hist.instances, 2);
       assert.equal(hist.aggregation.cpu_usage, 'highest instance');
 
-      browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ['--no-sandbox', '--disable-gpu'] });
-      const ctx = await browser.newContext({ viewport: WIDTHS[0] });
-      const page = await ctx.newPage();
-      const errs = [];
-      page.on('pageerror', (e) => errs.push(e.message));
-      page.on('console', (m) => m.type() === 'error' && errs.push(m.text()));
       // Every fleet read answers: health, performance, alerts and history.
-      const failed = [];
-      page.on('response', (r) => r.status() >= 400 && failed.push(`${r.status()} ${r.url()}`));
-      await page.goto(a.admin + '/admin/responsiveness/login');
-      await page.waitForSelector('#login-fields:not([hidden])');
-      await page.fill('#name', NAME);
-      await page.fill('#token', TOKEN);
-      await Promise.all([page.waitForURL(a.admin + '/admin/responsiveness/'), page.click('button[type=submit]')]);
+      const { ctx, page, errs, failed } = await signIn();
       await page.waitForSelector('#scope:not([hidden])', { timeout: WAIT });
       assert.equal(await page.locator('#scope button[data-scope=fleet]').isDisabled(), false);
       assert.equal(await page.locator('section[data-widget=instances]:visible').count(), 0, 'no instances table in instance scope');
@@ -1199,7 +1259,7 @@ describe('fleet scope', () => {
       // Whole fleet: the page reloads in fleet scope and reads the fleet's trends.
       const fleetHistory = page.waitForResponse((r) => /api\/history\?.*scope=fleet/.test(r.url()) && r.status() === 200, { timeout: WAIT });
       await page.click('#scope button[data-scope=fleet]');
-      await fleetHistory;
+      const fleetView = await (await fleetHistory).json();
       await page.waitForSelector('section[data-widget=instances]:not([hidden]) tr[data-instance]', { timeout: WAIT });
       assert.equal(await page.getAttribute('#scope button[data-scope=fleet]', 'aria-pressed'), 'true');
       assert.deepEqual(await page.$$eval('tr[data-instance]', (rs) => rs.map((r) => r.dataset.instance)), ['demo-a', 'demo-b']);
@@ -1215,22 +1275,45 @@ describe('fleet scope', () => {
       assert.match(tput, /\/s$/);
       // The CPU gauge names the instance it comes from.
       assert.match(await page.textContent('section[data-widget=resources] [data-figure=cpu_usage]'), /on the highest instance/);
+      // The graphs' notes name the fleet's shared store, never one sidecar's history.
+      const notes = await fleetNotes(page, fleetView);
+      assert.match(notes.Throughput, new RegExp(`^data since \\d\\d:\\d\\d:\\d\\d, when the first instance reported to the fleet's shared store in this range \\(instances record only while they run; ${fleetView.instances}.instances reported in this range\\)`));
+      // Cards that stay this instance's count from this sidecar's start.
+      assert.match(await page.textContent('section[data-widget=backpressure] h3'), /^Rejections since this sidecar started/);
+      assert.match(await page.textContent('footer.foot'), /each card’s tag says whose: the whole fleet \(merged in the shared store\) or this instance/);
       assert.deepEqual(await brokenWords(page, 'table.instances td, table.instances th'), []);
       await page.waitForTimeout(1500);
       await docShot(page, 'overview-fleet-1366');
       await page.setViewportSize(WIDTHS[1]);
       await page.waitForTimeout(500);
       assert.deepEqual(await brokenWords(page, 'table.instances td'), []);
+      assert.ok(await noSideScroll(page), 'no sideways scroll at 390');
       await docShot(page, 'overview-fleet-390');
       await page.setViewportSize(WIDTHS[0]);
+
+      // A range no instance reported in (before both started): the fleet's
+      // real answer, drawn by the page's own chart code, says so.
+      const hourAgo = new Date(Date.now() - 3600_000).toISOString();
+      const empty = await get(a.admin, `/admin/responsiveness/api/history?scope=fleet&from=${new Date(Date.now() - 7200_000).toISOString()}&to=${hourAgo}`);
+      assert.equal(empty.instances, 0);
+      assert.equal(await chartNote(page, empty), "no data in this range yet: no instance sent the fleet's shared store (store.dsn) a point in it; instances record only while they run");
+      const emptyMine = await get(a.admin, `/admin/responsiveness/api/history?from=${new Date(Date.now() - 7200_000).toISOString()}&to=${hourAgo}`);
+      assert.match(await chartNote(page, emptyMine), /^no data in this range yet: pulsegate records a point every \d+ s while it runs$/);
 
       // Remembered per browser: another page opens in fleet scope.
       await page.goto(a.admin + '/admin/responsiveness/performance');
       await page.waitForSelector('section[data-widget=figures] .scope-tag.fleet', { timeout: WAIT });
       assert.match(await page.textContent('section[data-widget=routes] .scope-tag'), /this instance/);
       await page.waitForSelector('section[data-widget=trends] .charts', { timeout: WAIT });
+      await fleetNotes(page);
+      assert.match(await page.textContent('section[data-widget=windows]'), /requests since this sidecar started/);
       await page.waitForTimeout(1500);
       await shot(page, 'performance-fleet-1366');
+      await page.setViewportSize(WIDTHS[1]);
+      await page.waitForTimeout(800);
+      assert.ok(await noSideScroll(page), 'no sideways scroll at 390');
+      await shot(page, 'performance-fleet-390');
+      await page.setViewportSize(WIDTHS[0]);
 
       // demo-b dies: within 3 monitoring intervals its row is stale, greyed,
       // and the fleet says 1 of 2 reporting.
@@ -1243,69 +1326,32 @@ describe('fleet scope', () => {
       await waitFor('1 of 2 reporting', async () => /1 of 2 instances reporting/.test(await page.textContent('section[data-widget=instances] .scope-tag')));
       await shot(page, 'overview-fleet-stale-1366');
 
-      // Back to this instance: no table, the cards say this instance.
+      // Back to this instance: no table, the cards say this instance, and
+      // the graphs' notes are this sidecar's history again.
       await page.click('#scope button[data-scope=instance]');
       await page.waitForSelector('#scope button[data-scope=instance][aria-pressed=true]', { timeout: WAIT });
       await page.waitForSelector('section[data-widget=figures] .scope-tag.instance', { timeout: WAIT });
       assert.equal(await page.locator('section[data-widget=instances]:visible').count(), 0);
+      await page.waitForSelector('section[data-widget=trends] .trends-summary[data-scope=instance]', { timeout: WAIT });
+      assert.match(await page.textContent('section[data-widget=trends] .trends-summary'), /^last 15 min; hover over/);
+      const mine = await page.$$eval('section[data-widget=trends] .chart-notes', (els) => els.map((e) => e.textContent));
+      assert.match(mine[1], /^data since \d\d:\d\d:\d\d \(pulsegate records history only while it runs; it is kept across restarts in data_dir\)/, `instance notes: ${mine}`);
+      assert.ok(mine.every((n) => !/fleet|instances/.test(n)), `instance notes name no fleet: ${mine}`);
+      assert.match(await page.textContent('section[data-widget=backpressure] h3'), /^Rejections since pulsegate started/);
 
       assert.deepEqual(failed, [], 'failed requests in fleet scope');
       assert.deepEqual(errs, []);
       await ctx.close();
-    } finally {
-      if (browser) await browser.close();
-      await Promise.all([stopProc(a && a.proc), stopProc(b && b.proc)]);
-      for (const x of [a, b]) if (x) x.log.end();
-      try {
-        mysqlExec(`DROP DATABASE IF EXISTS ${FLEET_DB}`);
-      } catch {
-        // best effort
-      }
-    }
+    });
   });
 });
 
 // ---------------------------------------------------------------- route page in fleet scope
 
-// ROUTE_DB is the route-page fleet test's own MariaDB database (the shared
-// store of its two demo sidecars), created and dropped by the test.
-const ROUTE_DB = 'pulsegate_routepage_browser';
-const ROUTE_FLEET = 'routepage_browser';
+// ROUTE_FLEET is the route-page fleet test's own fleet, its shared store
+// a MariaDB database created and dropped by the test (named per run, as FLEET).
+const ROUTE_FLEET = { db: `pulsegate_routepage_browser_${process.pid}`, fleet: `routepage_browser_${process.pid}`, rps: 4 };
 const SEARCH = '/api/search';
-
-// spawnRouteFleetDemo runs `pulsegate demo` as instance name of the
-// ROUTE_DB fleet; it resolves with the process and its addresses.
-function spawnRouteFleetDemo(name) {
-  const proc = spawn(BIN, ['demo', '--no-services', '--rps', '4'], {
-    env: {
-      ...process.env,
-      RESPONSIVENESS_LISTEN_ADDR: '127.0.0.1:0',
-      RESPONSIVENESS_ADMIN_ADDR: '127.0.0.1:0',
-      RESPONSIVENESS_ADMIN_TOKEN: TOKEN,
-      RESPONSIVENESS_STORE_DSN: `mysql://root@127.0.0.1:3306/${ROUTE_DB}`,
-      RESPONSIVENESS_INSTANCE: name,
-      RESPONSIVENESS_FLEET: ROUTE_FLEET,
-    },
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
-  const log = fs.createWriteStream(path.join(ROOT, `test/artifacts/browser-routefleet-${name}.log`));
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`route fleet demo ${name} did not log "listening"`)), WAIT);
-    proc.once('exit', (code) => reject(new Error(`route fleet demo ${name} exited with ${code}`)));
-    readline.createInterface({ input: proc.stderr }).on('line', (line) => {
-      log.write(line + '\n');
-      try {
-        const ev = JSON.parse(line);
-        if (ev.msg === 'listening') {
-          clearTimeout(timer);
-          resolve({ proc, log, admin: 'http://' + ev.admin_addr, proxy: 'http://' + ev.proxy_addr });
-        }
-      } catch {
-        // not JSON
-      }
-    });
-  });
-}
 
 // requestsOf sums a route answer's requests series.
 function requestsOf(a) {
@@ -1318,6 +1364,11 @@ async function routeSummaryCount(page) {
   const m = /: ([\d,]+) requests to this route/.exec(text);
   assert.ok(m, `route summary: ${text}`);
   return Number(m[1].replace(/,/g, ''));
+}
+
+// routeNotes are the notes under the route page's graphs.
+function routeNotes(page) {
+  return page.$$eval('section[data-widget=route-trends] figure.chart .chart-notes', (els) => els.map((e) => e.textContent));
 }
 
 // noSideScroll: the page itself never scrolls sideways.
@@ -1349,18 +1400,7 @@ describe('route page in fleet scope', () => {
   });
 
   it('route page fleet scope: two sidecars on MariaDB, the route page and its releases follow the switch, route links keep the fleet', async (t) => {
-    try {
-      mysqlExec(`DROP DATABASE IF EXISTS ${ROUTE_DB}; CREATE DATABASE ${ROUTE_DB} CHARACTER SET utf8mb4`);
-    } catch (e) {
-      t.skip(`MariaDB at 127.0.0.1:3306 (root, no password) is not usable: ${e.message}`);
-      return;
-    }
-    let a;
-    let b;
-    let browser;
-    try {
-      [a, b] = await Promise.all([spawnRouteFleetDemo('route-a'), spawnRouteFleetDemo('route-b')]);
-      const get = async (base, p) => (await fetch(base + p, { headers: { Authorization: 'Bearer ' + TOKEN } })).json();
+    await withFleet(t, ROUTE_FLEET, ['route-a', 'route-b'], async ({ a, b, get, signIn }) => {
       const q = `/admin/responsiveness/api/history/route?route=${encodeURIComponent(SEARCH)}&range=1h`;
       // The archive flushes its route rows to the store once a minute: wait
       // until the fleet's route history holds both instances' requests.
@@ -1370,22 +1410,13 @@ describe('route page in fleet scope', () => {
         return fa.scope === 'fleet' && requestsOf(ia) > 0 && requestsOf(ib) > 0 && requestsOf(fa) === requestsOf(ia) + requestsOf(ib) && { fa, ia, ib };
       }, 300_000);
       console.log(`route ${SEARCH} last hour: fleet ${requestsOf(merged.fa)} requests, route-a ${requestsOf(merged.ia)}, route-b ${requestsOf(merged.ib)}`);
+      // The page opens at 24 h, in 2 min steps: wait until they hold the rows too.
+      await waitFor('the fleet route history over 24 h with requests', async () =>
+        requestsOf(await get(a.admin, `/admin/responsiveness/api/history/route?route=${encodeURIComponent(SEARCH)}&range=24h&scope=fleet`)) > 0, 300_000);
       const rel = await get(a.admin, '/admin/api/releases/responsiveness?since=24h&scope=fleet');
       assert.equal(rel.scope, 'fleet');
 
-      browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ['--no-sandbox', '--disable-gpu'] });
-      const ctx = await browser.newContext({ viewport: WIDTHS[0] });
-      const page = await ctx.newPage();
-      const errs = [];
-      page.on('pageerror', (e) => errs.push(e.message));
-      page.on('console', (m) => m.type() === 'error' && errs.push(m.text()));
-      const failed = [];
-      page.on('response', (r) => r.status() >= 400 && failed.push(`${r.status()} ${r.url()}`));
-      await page.goto(a.admin + '/admin/responsiveness/login');
-      await page.waitForSelector('#login-fields:not([hidden])');
-      await page.fill('#name', NAME);
-      await page.fill('#token', TOKEN);
-      await Promise.all([page.waitForURL(a.admin + '/admin/responsiveness/'), page.click('button[type=submit]')]);
+      const { ctx, page, errs, failed } = await signIn();
 
       // This instance (the default): the route page reads route-a's own rows.
       const mineAnswer = page.waitForResponse((r) => /api\/history\/route\?/.test(r.url()) && !/scope=fleet/.test(r.url()) && r.status() === 200, { timeout: WAIT });
@@ -1421,7 +1452,12 @@ describe('route page in fleet scope', () => {
         /^whole fleet · 2 of 2 instances reporting$/.test(await page.textContent('section[data-widget=route-releases] .scope-tag')));
       assert.equal(await page.getAttribute('#scope button[data-scope=fleet]', 'aria-pressed'), 'true');
       assert.match(await page.textContent('section[data-widget=route-trends] .route-summary'), /^last 24 h: [\d,]+ requests to this route on every instance of the fleet, one point per/);
+      assert.ok(requestsOf(fleet) > 0, 'the page read the fleet\'s requests');
       assert.equal(await routeSummaryCount(page), requestsOf(fleet));
+      // Every graph's note says its data is the fleet's, from the shared store.
+      for (const n of await routeNotes(page)) {
+        assert.match(n, /^data since .+?: the step of the first request to this route on any instance of the fleet in this range \(from the fleet’s shared store; instances record only while they run\)/);
+      }
       // Every graph names its window and unit.
       const captions = await page.$$eval('section[data-widget=route-trends] figure figcaption', (cs) => cs.map((c) => c.textContent));
       assert.equal(captions.length, 3, JSON.stringify(captions));
@@ -1459,20 +1495,16 @@ describe('route page in fleet scope', () => {
       await page.waitForSelector('section[data-widget=route-trends] .route-summary', { timeout: WAIT });
       assert.match(await page.textContent('section[data-widget=route-trends] .route-summary'), /requests to this route on this instance/);
       assert.match(await page.textContent('section[data-widget=route-releases] .releases-window'), /its requests on this instance\.$/);
+      await page.waitForSelector('section[data-widget=route-trends] .body[data-scope=instance] .charts', { timeout: WAIT });
+      for (const n of await routeNotes(page)) {
+        assert.match(n, /^data since .+?: the step of the first request to this route in this range/);
+        assert.ok(!/fleet|instance/.test(n), `instance notes name no fleet: ${n}`);
+      }
       assert.equal(await page.locator('#scope button[data-scope=instance]').getAttribute('aria-pressed'), 'true');
 
       assert.deepEqual(failed, [], 'failed requests on the route page');
       assert.deepEqual(errs, []);
       await ctx.close();
-    } finally {
-      if (browser) await browser.close();
-      await Promise.all([stopProc(a && a.proc), stopProc(b && b.proc)]);
-      for (const x of [a, b]) if (x) x.log.end();
-      try {
-        mysqlExec(`DROP DATABASE IF EXISTS ${ROUTE_DB}`);
-      } catch {
-        // best effort
-      }
-    }
+    });
   });
 });

@@ -206,6 +206,66 @@ function eventDetail(m, step, runbook) {
     url ? h('div', { class: 'runbook small' }, h('a', { href: url, target: '_blank', rel: 'noopener noreferrer' }, `Runbook: what ${sp.rule} means and what to do`)) : null);
 }
 
+// withGaps breaks the lines where the answer has no step: a history answer
+// leaves out the steps nothing was recorded in (pulsegate, or in fleet
+// scope every instance, was not running; on the route page, no request to
+// the route), so a jump of more than two steps in time gets a null point
+// (uPlot draws no line through it). gaps counts them.
+function withGaps(times, cols, step) {
+  const t = [];
+  const c = cols.map(() => []);
+  let gaps = 0;
+  for (let j = 0; j < times.length; j++) {
+    if (j > 0 && times[j] - times[j - 1] > 2 * step) {
+      t.push(times[j - 1] + step);
+      c.forEach((col) => col.push(null));
+      gaps++;
+    }
+    t.push(times[j]);
+    c.forEach((col, i) => col.push(cols[i][j] ?? null));
+  }
+  return { times: t, cols: c, gaps };
+}
+
+// Who recorded a graph's data, for its notes. In instance scope it is
+// this pulsegate's own history (its ring, kept in data_dir); in fleet scope
+// (view.scope "fleet") the fleet's shared store, which holds what each
+// instance sent while it ran, with the number of instances that reported in
+// the range when the answer carries it (the trend history's "instances";
+// the route answer has none).
+const isFleet = (view) => !!view && view.scope === 'fleet';
+// plural: "2 instances", "1 instance" (the count kept with its noun on one line).
+export const plural = (n, one) => `${n}${NB}${one}${n === 1 ? '' : 's'}`;
+
+function reportedIn(view) {
+  return isNum(view.instances) ? `; ${plural(view.instances, 'instance')} reported in this range` : '';
+}
+
+// emptyNote says why a graph has no point at all.
+function emptyNote(view) {
+  if (!isFleet(view)) return 'no data in this range yet: pulsegate records a point every ' + fmtStep((view && view.resolution_seconds) || 10) + ' while it runs';
+  if (isNum(view.instances) && view.instances > 0) {
+    return `no data in this range: the ${view.instances === 1 ? 'one instance' : plural(view.instances, 'instance')} that reported to the fleet's shared store in it sent none of these figures`;
+  }
+  return "no data in this range yet: no instance sent the fleet's shared store (store.dsn) a point in it; instances record only while they run";
+}
+
+// sinceNote says where a graph's data starts when that is inside the
+// range. In fleet scope the trend history's steps each hold at least one
+// heartbeat (tier "fleet"), so its first step is the first report of any
+// instance in the range.
+function sinceNote(view, first, when) {
+  if (!isFleet(view)) return `data since ${when} (pulsegate records history only while it runs; it is kept across restarts in data_dir)`;
+  const firstReport = view.tier === 'fleet' && (view.time || [])[0] === first;
+  return `data since ${when}` + (firstReport ? `, when the first instance reported to the fleet's shared store in this range` : " in the fleet's shared store") +
+    ` (instances record only while they run${reportedIn(view)})`;
+}
+
+// gapNote says what a break in the lines of a trend graph is.
+function gapNote(view) {
+  return isFleet(view) ? "no instance reported to the fleet's shared store then" : 'pulsegate was not recording then';
+}
+
 // lineChart draws view (a history answer) into a new <figure> and returns
 // {fig, destroy}. Options:
 //   title      caption
@@ -216,13 +276,17 @@ function eventDetail(m, step, runbook) {
 //   axisFmt    (ticks) → labels for the y axis (one unit for all ticks)
 //   thresholds [{value, level: 'warning'|'critical'}]
 //   yMax       fixed top of the y axis (e.g. 1 for ratios), else from data
-//   why        when no series has data: why not (e.g. "set RESPONSIVENESS_DB_DSN …")
+//   why        when no series has data: why not (e.g. "set RESPONSIVENESS_DB_DSN …");
+//              else emptyNote's, in the view's scope
+//   since      when → the note of data starting inside the range; else sinceNote's
+//   gapWhy     what a break in the lines means (the steps the answer leaves
+//              out); else gapNote's
 //   events     the range's events (default view.events); [] draws none
 //   runbook    rule → runbook URL ('' for none)
 //   keep       an object kept by the caller across redraws of this graph:
 //              the event whose details are open (pointed at, focused or
 //              tapped) stays open when the graph is redrawn with fresh data
-export function lineChart({ title, window: win, unit, series, fmt, axisFmt, thresholds = [], yMax, view, why, events, runbook, keep = {} }) {
+export function lineChart({ title, window: win, unit, series, fmt, axisFmt, thresholds = [], yMax, view, why, since, gapWhy, events, runbook, keep = {} }) {
   const step = (view && view.step_seconds) || 10;
   const from = view ? view.from : 0;
   const to = view ? view.to : 1;
@@ -236,8 +300,8 @@ export function lineChart({ title, window: win, unit, series, fmt, axisFmt, thre
     h('span', { class: 'muted small chart-window' }, [winText && ` · ${winText}`, ` · one point per ${fmtStep(step)}`, unit ? ` · ${unit}` : ''].filter(Boolean).join(''))),
   plotBox, strip, detail, notes);
 
-  const times = (view && view.time) || [];
-  const cols = series.map((sr) => ((view && view.series && view.series[sr.key]) || []).map((v) => (isNum(v) ? v : null)));
+  const { times, cols, gaps } = withGaps((view && view.time) || [], series.map((sr) => ((view && view.series && view.series[sr.key]) || []).map((v) => (isNum(v) ? v : null))), step);
+  fig.dataset.gaps = String(gaps);
   let dataMax = 0;
   let firstData = null;
   for (const col of cols) {
@@ -267,11 +331,13 @@ export function lineChart({ title, window: win, unit, series, fmt, axisFmt, thre
 
   const noteParts = [];
   if (firstData === null) {
-    noteParts.push(why || 'no data in this range yet: pulsegate records a point every ' + fmtStep((view && view.resolution_seconds) || 10) + ' while it runs');
+    noteParts.push(why || emptyNote(view));
     fig.dataset.empty = '1';
   } else if (firstData > from + 2 * step) {
-    noteParts.push('data since ' + (to - from > DAY ? fmtWhen(firstData, step) : fmtClock(firstData * 1000)) + ' (pulsegate records history only while it runs; it is kept across restarts in data_dir)');
+    const when = to - from > DAY ? fmtWhen(firstData, step) : fmtClock(firstData * 1000);
+    noteParts.push(since ? since(when) : sinceNote(view, firstData, when));
   }
+  if (gaps) noteParts.push(`${gaps === 1 ? 'a break in the lines' : `${gaps} breaks in the lines`}: ${gapWhy || gapNote(view)}`);
   if (thr.length) {
     noteParts.push('dashed: ' + thr.map((t) => `${t.level} ${fmt(t.value)}${above.includes(t) ? ' (above the graph)' : ''}`).join(', '));
   }

@@ -187,10 +187,17 @@ function instanceName() {
   return (viewer && viewer.instance) || '';
 }
 
+const FOOT = 'pulsegate · every figure is measured by a sidecar and names its window; each card\u2019s tag says whose: ' +
+  'the whole fleet (merged in the shared store) or this instance (the sidecar serving this page) · live over Server-Sent Events';
+
 // labelWidgets puts the scope in every widget's header: "whole fleet · 3
 // of 3 instances reporting", or "this instance · web-1".
 export function labelWidgets(state) {
   if (!fleetAvailable()) return;
+  // The footer's "measured by the sidecar" is one sidecar's: with a shared
+  // store the cards say whose figures they show.
+  const foot = document.querySelector('footer.foot');
+  if (foot && foot.textContent !== FOOT) foot.textContent = FOOT;
   for (const card of document.querySelectorAll('.widget[data-kind]')) {
     const head = card.querySelector(':scope > header');
     if (!head) continue;

@@ -138,6 +138,8 @@ function routeTrends() {
     clear();
     const view = viewOf(a);
     const events = [...(a.events || []), ...releaseEvents(a)].sort((x, y) => new Date(x.time) - new Date(y.time));
+    const fleet = a.scope === 'fleet';
+    const onWhere = fleet ? ' on any instance of the fleet' : ''; // the summary says "on this instance"
     drawn = charts.map((c) => lineChart({
       title: c.title,
       window: RANGE_WORDS[a.range] || RANGE_WORDS[data.range],
@@ -149,14 +151,18 @@ function routeTrends() {
       events,
       runbook: (rule) => runbookOf(st, rule),
       keep: keepOf(c.title),
-      why: 'no request to this route in this range (pulsegate keeps per-route history at 1 min and 1 h steps for the busiest routes)',
+      why: `no request to this route${onWhere} in this range (` + (fleet
+        ? 'the fleet\u2019s shared store keeps each instance\u2019s per-route history at 1 min and 1 h steps for its busiest routes)'
+        : 'pulsegate keeps per-route history at 1 min and 1 h steps for the busiest routes)'),
+      since: (when) => `data since ${when}: the step of the first request to this route${onWhere} in this range` + (fleet ? ' (from the fleet\u2019s shared store; instances record only while they run)' : ''),
+      gapWhy: `no request to this route${onWhere} then`,
     }));
     const reqs = (a.series && a.series.requests) || [];
-    const where = a.scope === 'fleet' ? 'on every instance of the fleet' : 'on this instance';
+    const where = fleet ? 'on every instance of the fleet' : 'on this instance';
     const total = reqs.reduce((n, v) => n + (isNum(v) ? v : 0), 0);
     body.dataset.range = a.range || data.range;
     body.dataset.route = a.route || ROUTE;
-    body.dataset.scope = a.scope === 'fleet' ? 'fleet' : 'instance';
+    body.dataset.scope = fleet ? 'fleet' : 'instance';
     replace(body,
       h('p', { class: 'muted small route-summary' }, `${RANGE_WORDS[a.range] || data.range}: ${fmtNum(total)} requests to this route ${where}, one point per ${fmtSpan(a.step_seconds || 60)}. ` +
         `Alerts (shaded, ${GLYPH.fired} fired, ${GLYPH.resolved} resolved), configuration changes (${GLYPH.config}) and releases (${GLYPH.release}) are marked on every graph: point at or tap a mark for what changed and who.`),

@@ -19,8 +19,8 @@ import {
   levelClass, pill, humanize, judgement, measured, fmtUnit, windowText, secondsAxis, pctAxis, numAxis, NB,
 } from './util.js';
 import { state, subscribe, acknowledge, getHistory, AuthError, PREFIX } from './live.js';
-import { lineChart, RANGES, RANGE_WORDS } from './chart.js';
-import { instancesWidget, withScope } from './fleet.js';
+import { lineChart, RANGES, RANGE_WORDS, plural } from './chart.js';
+import { instancesWidget, withScope, fleetOn } from './fleet.js';
 
 // kinds maps a widget name to its factory; the embeddable element accepts
 // the product's five kinds (resources, performance, health, tasks,
@@ -440,10 +440,15 @@ function windowsWidget() {
           row('p99', 'p99', (w) => fmtSeconds(w.p99)),
           row('Apdex', 'apdex', (w) => fmtApdex(w.apdex)),
           row('Slow', 'slow_requests', (w) => fmtNum(w.slow_requests))))),
-      h('p', { class: 'muted small' }, `${fmtNum(st.perf.total_requests)} requests since pulsegate started ${fmtDuration(st.perf.uptime_seconds)} ago`));
+      h('p', { class: 'muted small' }, `${fmtNum(st.perf.total_requests)} requests since ${started()} ${fmtDuration(st.perf.uptime_seconds)} ago`));
     },
   };
 }
+
+// started names whose start a "since … started" total counts from: in
+// fleet scope such a card is this instance's (its tag says so), not the
+// fleet's.
+const started = () => (fleetOn() ? 'this sidecar started' : 'pulsegate started');
 
 // fmtDuration: 7384 s → "2 h 3 min".
 function fmtDuration(sec) {
@@ -534,7 +539,7 @@ function slowWidget() {
       const slowT = cfgOf(st, 'responsiveness.slow_request_threshold');
       const what = isNum(slowT) ? `slower than ${fmtSeconds(slowT)} (responsiveness.slow_request_threshold)` : 'slower than the slow-request threshold';
       if (list.length === 0) {
-        replace(body, h('p', { class: 'muted' }, `No request ${what} since pulsegate started.`));
+        replace(body, h('p', { class: 'muted' }, `No request ${what} since ${started()}.`));
         return;
       }
       const rows = list.slice().sort((a, b) => new Date(b.time) - new Date(a.time)).slice(0, 30);
@@ -668,7 +673,7 @@ function backpressureWidget() {
             : null,
           stat('Drain rate', fmtRate(b.drain_per_second), { figure: 'drain_per_second', sub: ['requests finishing per second; sets ', h('span', { class: 'nowrap' }, 'Retry-After')] }),
           stat('Left the queue', fmtNum(b.queue_abandoned), { figure: 'queue_abandoned', sub: 'clients that gave up while queued, since start' })),
-        h('h3', null, isNum(uptime) ? `Rejections since pulsegate started (${fmtDuration(uptime)} ago)` : 'Rejections since pulsegate started'),
+        h('h3', null, `Rejections since ${started()}` + (isNum(uptime) ? ` (${fmtDuration(uptime)} ago)` : '')),
         w1 && isNum(w1.rejections) ? h('p', { class: 'small' }, `last 1${NB}min: ${fmtNum(w1.rejections)} rejected`) : null,
         rej.length === 0 ? h('p', { class: 'muted' }, 'none') :
           h('ul', { class: 'rejections' }, rej.map(([k, n]) => h('li', { dataset: { reason: k } }, h('code', null, k), ' ', h('b', null, fmtNum(n)),
@@ -833,7 +838,12 @@ function trendsWidget(options) {
       why: whyEmpty(st, c.series.map(([key]) => key)),
     }));
     const evN = view && view.events ? view.events.length : 0;
-    replace(body, h('p', { class: 'muted small' }, `${RANGE_WORDS[shownRange]}; hover over (or tap) a graph to read every series at that moment.` +
+    // In fleet scope: where the graphs come from, and how many instances
+    // reported in the range (the answer's own count).
+    const fleet = view && view.scope === 'fleet'
+      ? ` of the whole fleet, merged from its shared store (store.dsn)${isNum(view.instances) ? `: ${plural(view.instances, 'instance')} reported in this range` : ''}`
+      : '';
+    replace(body, h('p', { class: 'muted small trends-summary', dataset: { scope: fleet ? 'fleet' : 'instance' } }, `${RANGE_WORDS[shownRange]}${fleet}; hover over (or tap) a graph to read every series at that moment.` +
       (evN ? ` Alerts (shaded, ▲ fired, ✓ resolved) and configuration changes (⚙, dotted line) of the range are marked on every graph: point at or tap a mark for what changed and who.` : ' No alert or configuration change in this range.')),
       h('div', { class: 'charts' }, charts.map((c) => c.fig)));
     body.dataset.range = viewRange || range; // the range the graphs show, for tests and tools
