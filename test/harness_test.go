@@ -19,6 +19,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -206,16 +207,44 @@ func newChaos(t testing.TB, target string) *chaos.Proxy {
 	return ch
 }
 
-// freeAddr returns a loopback address nothing listens on right now.
+// freeAddr returns a loopback address nothing listens on right now, for a
+// server a test starts (or restarts) later. The port comes from below the
+// kernel's ephemeral range (ip_local_port_range, 32768 on Linux by default):
+// a port from ":0" is an ephemeral one, which any outgoing connection on
+// the machine may take as its local port before the test binds it
+// ("address already in use"). Ports are never handed out twice in one run.
 func freeAddr(t testing.TB) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	freePorts.Lock()
+	defer freePorts.Unlock()
+	if freePorts.given == nil {
+		freePorts.given = map[int]bool{}
 	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
+	for range 1000 {
+		port := freePortLow + rand.IntN(freePortHigh-freePortLow)
+		if freePorts.given[port] {
+			continue
+		}
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			continue
+		}
+		ln.Close()
+		freePorts.given[port] = true
+		return addr
+	}
+	t.Fatalf("no free loopback port in [%d, %d)", freePortLow, freePortHigh)
+	return ""
+}
+
+// freePortLow and freePortHigh bound freeAddr's ports: above the
+// well-known services, below the ephemeral range.
+const freePortLow, freePortHigh = 20000, 32768
+
+var freePorts struct {
+	sync.Mutex
+	given map[int]bool
 }
 
 // StartGunicorn starts the fixture app with worker class kind ("sync": 4
