@@ -157,14 +157,8 @@ func (d *routeDelta) add(o *routeDelta) {
 }
 
 // Row encoding: version byte, then uvarints requests, errors, app errors,
-// sum (µs), the number of runs, and per run the gap from the end of the
-// previous run to its first bucket, its length and its counts. A run
-// takes in up to two empty buckets (a zero costs a byte, a new run two),
-// so a latency distribution's body is one run of one-byte counts.
+// sum (µs), then the buckets in latency's run encoding (latency.AppendRuns).
 const routeRowVersion = 2
-
-// maxZerosInRun is the longest stretch of empty buckets kept inside a run.
-const maxZerosInRun = 2
 
 func (d *routeDelta) encode() []byte {
 	b := make([]byte, 0, 24+2*len(d.buckets)/3)
@@ -173,29 +167,7 @@ func (d *routeDelta) encode() []byte {
 	b = binary.AppendUvarint(b, d.errors)
 	b = binary.AppendUvarint(b, d.appErrors)
 	b = binary.AppendUvarint(b, d.sumUS)
-	type run struct{ lo, hi int } // [lo, hi]
-	var runs []run
-	for i, v := range d.buckets {
-		if v == 0 {
-			continue
-		}
-		if n := len(runs); n > 0 && i-runs[n-1].hi-1 <= maxZerosInRun {
-			runs[n-1].hi = i
-		} else {
-			runs = append(runs, run{i, i})
-		}
-	}
-	b = binary.AppendUvarint(b, uint64(len(runs)))
-	prevEnd := 0
-	for _, r := range runs {
-		b = binary.AppendUvarint(b, uint64(r.lo-prevEnd))
-		b = binary.AppendUvarint(b, uint64(r.hi-r.lo+1))
-		for _, v := range d.buckets[r.lo : r.hi+1] {
-			b = binary.AppendUvarint(b, v)
-		}
-		prevEnd = r.hi + 1
-	}
-	return b
+	return latency.AppendRuns(b, d.buckets)
 }
 
 var errBadRouteRow = errors.New("malformed route rollup row")
@@ -223,53 +195,25 @@ func decodeRouteDeltaInto(b []byte, withBuckets bool, d *routeDelta) error {
 		b = b[n:]
 		return v, true
 	}
-	var ok [5]bool
-	var runs uint64
+	var ok [4]bool
 	d.requests, ok[0] = next()
 	d.errors, ok[1] = next()
 	d.appErrors, ok[2] = next()
 	d.sumUS, ok[3] = next()
-	runs, ok[4] = next()
-	if ok != [5]bool{true, true, true, true, true} {
+	if ok != [4]bool{true, true, true, true} {
 		return errBadRouteRow
 	}
 	if !withBuckets {
-		return nil
-	}
-	if runs > latency.Buckets {
-		return errBadRouteRow
-	}
-	body := b
-	end := 0
-	for i := uint64(0); i < runs; i++ { // validate, and find the last index
-		gap, ok1 := next()
-		n, ok2 := next()
-		if !ok1 || !ok2 || gap > latency.Buckets || n == 0 || n > latency.Buckets || end+int(gap)+int(n) > latency.Buckets {
+		if _, n := binary.Uvarint(b); n <= 0 { // the runs' count
 			return errBadRouteRow
 		}
-		for range n {
-			if _, ok := next(); !ok {
-				return errBadRouteRow
-			}
-		}
-		end += int(gap) + int(n)
+		return nil
 	}
-	if cap(buf) >= end {
-		d.buckets = buf[:end]
-		clear(d.buckets)
-	} else {
-		d.buckets = make([]uint64, end) // trimmed after the last bucket stored
+	bs, err := latency.ReadRuns(b, buf)
+	if err != nil {
+		return errBadRouteRow
 	}
-	b, end = body, 0
-	for i := uint64(0); i < runs; i++ {
-		gap, _ := next()
-		n, _ := next()
-		end += int(gap)
-		for range n {
-			d.buckets[end], _ = next()
-			end++
-		}
-	}
+	d.buckets = bs
 	return nil
 }
 

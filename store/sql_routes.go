@@ -3,7 +3,6 @@ package store
 import (
 	"context"
 	"database/sql"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"time"
@@ -200,7 +199,7 @@ func (s *SQL) ScanRouteRows(ctx context.Context, fleet, instance string, step ti
 		cur.Errors += uint64(errs)
 		cur.AppErrors += uint64(appErrs)
 		cur.SumUS += uint64(sumUS)
-		if b, err := decodeBuckets(enc, buf[:0]); err == nil {
+		if b, err := latency.ReadRuns(enc, buf); err == nil {
 			buf = b
 			if len(b) > len(cur.Buckets) {
 				cur.Buckets = append(cur.Buckets, make([]uint64, len(b)-len(cur.Buckets))...)
@@ -316,72 +315,9 @@ func (s *SQL) pruneRoutes(ctx context.Context, conn *sql.Conn, fleet string, now
 	return n, nil
 }
 
-// encodeBuckets stores a latency histogram as runs of non-empty buckets:
-// a uvarint count of runs, then per run the gap from the previous run's
-// end, its length and its counts (uvarints). A run takes in up to two
-// empty buckets, so a distribution's body is one run of one-byte counts.
+// encodeBuckets is the bucket column's form: latency's run encoding.
 func encodeBuckets(bs []uint64) []byte {
-	type run struct{ lo, hi int }
-	var runs []run
-	for i, v := range bs {
-		if v == 0 {
-			continue
-		}
-		if n := len(runs); n > 0 && i-runs[n-1].hi-1 <= 2 {
-			runs[n-1].hi = i
-		} else {
-			runs = append(runs, run{i, i})
-		}
-	}
-	b := binary.AppendUvarint(make([]byte, 0, 8+len(bs)/2), uint64(len(runs)))
-	prev := 0
-	for _, r := range runs {
-		b = binary.AppendUvarint(b, uint64(r.lo-prev))
-		b = binary.AppendUvarint(b, uint64(r.hi-r.lo+1))
-		for _, v := range bs[r.lo : r.hi+1] {
-			b = binary.AppendUvarint(b, v)
-		}
-		prev = r.hi + 1
-	}
-	return b
-}
-
-var errBadBuckets = errors.New("malformed latency buckets")
-
-// decodeBuckets reads encodeBuckets' form into buf (grown as needed),
-// trimmed after the last stored bucket.
-func decodeBuckets(b []byte, buf []uint64) ([]uint64, error) {
-	next := func() (uint64, bool) {
-		v, n := binary.Uvarint(b)
-		if n <= 0 {
-			return 0, false
-		}
-		b = b[n:]
-		return v, true
-	}
-	runs, ok := next()
-	if !ok || runs > latency.Buckets {
-		return nil, errBadBuckets
-	}
-	out := buf[:0]
-	for range runs {
-		gap, ok1 := next()
-		n, ok2 := next()
-		if !ok1 || !ok2 || n == 0 || gap > latency.Buckets || n > latency.Buckets || len(out)+int(gap)+int(n) > latency.Buckets {
-			return nil, errBadBuckets
-		}
-		for range gap {
-			out = append(out, 0)
-		}
-		for range n {
-			v, ok := next()
-			if !ok {
-				return nil, errBadBuckets
-			}
-			out = append(out, v)
-		}
-	}
-	return out, nil
+	return latency.AppendRuns(make([]byte, 0, 8+len(bs)/2), bs)
 }
 
 // OldestHistoryPoint is the start of instance's oldest long-history point

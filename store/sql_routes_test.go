@@ -200,33 +200,6 @@ func TestRouteRowsWriteReplaceMergePrune(t *testing.T) {
 	})
 }
 
-// TestBucketEncodingRoundTrips: histograms of every shape come back equal
-// (trimmed after the last non-empty bucket); damaged bytes are an error.
-func TestBucketEncodingRoundTrips(t *testing.T) {
-	rng := rand.New(rand.NewPCG(1, 2))
-	for i := range 500 {
-		b := make([]uint64, 1+rng.IntN(latency.Buckets))
-		for j := range b {
-			if rng.IntN(3) == 0 {
-				b[j] = rng.Uint64N(1 << uint(rng.IntN(40)))
-			}
-		}
-		last := len(b) - 1
-		for last >= 0 && b[last] == 0 {
-			last--
-		}
-		got, err := decodeBuckets(encodeBuckets(b), nil)
-		if err != nil || !slices.Equal(got, b[:last+1]) {
-			t.Fatalf("case %d: round trip gave %v, %v", i, got, err)
-		}
-	}
-	for _, bad := range [][]byte{{}, {1}, {1, 0, 0}, {1, 0, 2, 5}, {0xff, 0xff, 0xff}} {
-		if _, err := decodeBuckets(bad, nil); err == nil {
-			t.Errorf("decodeBuckets(%v) succeeded", bad)
-		}
-	}
-}
-
 // TestWriterRoutesCoalesceAndSurviveAnOutage: with the store cut, route
 // rows queue without blocking, a rewrite of a waiting row replaces it
 // (the queue holds one entry per stored row), the health says how many
