@@ -53,12 +53,17 @@ func mergeSpans(a, b *CapacityFigures) *CapacityFigures {
 		return a
 	}
 	out := *b
-	out.Rejections += a.Rejections
-	out.RejectedRateLimit += a.RejectedRateLimit
-	out.RejectedQueue += a.RejectedQueue
-	out.RejectedShed += a.RejectedShed
-	out.PeakInFlight, out.PeakQueued = max(a.PeakInFlight, b.PeakInFlight), max(a.PeakQueued, b.PeakQueued)
+	out.addCounts(a)
 	return &out
+}
+
+// addCounts adds o's rejections to c's and keeps the higher peaks.
+func (c *CapacityFigures) addCounts(o *CapacityFigures) {
+	c.Rejections += o.Rejections
+	c.RejectedRateLimit += o.RejectedRateLimit
+	c.RejectedQueue += o.RejectedQueue
+	c.RejectedShed += o.RejectedShed
+	c.PeakInFlight, c.PeakQueued = max(c.PeakInFlight, o.PeakInFlight), max(c.PeakQueued, o.PeakQueued)
 }
 
 // foldFleet merges o, the fleet's figures of a later minute or hour, into
@@ -74,11 +79,7 @@ func foldFleet(acc **CapacityFigures, o *CapacityFigures) {
 		return
 	}
 	a := *acc
-	a.Rejections += o.Rejections
-	a.RejectedRateLimit += o.RejectedRateLimit
-	a.RejectedQueue += o.RejectedQueue
-	a.RejectedShed += o.RejectedShed
-	a.PeakInFlight, a.PeakQueued = max(a.PeakInFlight, o.PeakInFlight), max(a.PeakQueued, o.PeakQueued)
+	a.addCounts(o)
 	a.ConcurrencyLimit = max(a.ConcurrencyLimit, o.ConcurrencyLimit)
 }
 
