@@ -113,7 +113,7 @@ func (b *historyBackfill) status() backfillStatus {
 	defer b.mu.Unlock()
 	st := b.st
 	if st.State == backfillRunning {
-		st.Seconds = time.Since(b.began).Seconds()
+		st.Seconds = b.now().Sub(b.began).Seconds()
 	}
 	return st
 }
@@ -153,9 +153,9 @@ func (b *historyBackfill) run(ctx context.Context) error {
 		wait = retry
 	}
 	if st := b.status(); ctx.Err() != nil && st.State == backfillRunning {
-		b.set(func(st *backfillStatus) { st.State, st.Seconds = backfillStopped, time.Since(b.began).Seconds() })
+		b.set(func(st *backfillStatus) { st.State, st.Seconds = backfillStopped, b.now().Sub(b.began).Seconds() })
 		b.log.Info("history_backfill_stopped", zap.Int("rows", st.RowsCopied), zap.Int("remaining", max(st.RowsTotal-st.RowsCopied, 0)),
-			zap.Float64("seconds", time.Since(b.began).Seconds()))
+			zap.Float64("seconds", b.now().Sub(b.began).Seconds()))
 	}
 	return nil
 }
@@ -254,17 +254,14 @@ func (b *historyBackfill) attempt(ctx context.Context) error {
 		return nil
 	}
 	if st.StartedAt == nil {
-		now := time.Now()
+		now := b.now()
 		b.set(func(st *backfillStatus) {
 			b.began = now
 			*st = backfillStatus{State: backfillRunning, RowsTotal: total, StartedAt: &now}
 		})
 		fields := []zap.Field{zap.Int("rows", total)}
 		for _, j := range jobs {
-			name := "1m"
-			if j.tier == history.Tier1h {
-				name = "1h"
-			}
+			name := history.TierName(j.tier)
 			fields = append(fields, zap.Time("from_"+name, j.from), zap.Time("to_"+name, j.to))
 		}
 		b.log.Info("history_backfill_started", fields...)
@@ -284,7 +281,7 @@ func (b *historyBackfill) attempt(ctx context.Context) error {
 
 func (b *historyBackfill) finish() {
 	b.pending.Set(0)
-	now := time.Now()
+	now := b.now()
 	var st backfillStatus
 	b.set(func(s *backfillStatus) {
 		s.State, s.Reason, s.FinishedAt, s.Seconds = backfillDone, "", &now, now.Sub(b.began).Seconds()

@@ -35,6 +35,9 @@ var tierNames = [numTiers]string{"10s", "1m", "1h"}
 var tierSteps = [numTiers]int64{10, 60, 3600}
 var tierBuckets = [numTiers][]byte{[]byte("points_10s"), []byte("points_1m"), []byte("points_1h")}
 
+// TierName is a tier's name as the history answers carry it ("10s", "1m", "1h").
+func TierName(tier int) string { return tierNames[tier] }
+
 // TierStep is a tier's step.
 func TierStep(tier int) time.Duration { return time.Duration(tierSteps[tier]) * time.Second }
 
