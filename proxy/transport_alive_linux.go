@@ -10,20 +10,13 @@ import (
 // it, and stray bytes mean it cannot be reused either. One syscall, in
 // place of the read loop goroutine http.Transport keeps per connection.
 func connAlive(c net.Conn) bool {
-	sc, ok := c.(syscall.Conn)
-	if !ok {
-		return true
-	}
-	raw, err := sc.SyscallConn()
-	if err != nil {
-		return false
+	raw, err := rawConn(c)
+	if raw == nil {
+		return err == nil
 	}
 	alive := false
-	var buf [1]byte
 	err = raw.Read(func(fd uintptr) bool {
-		n, _, err := syscall.Recvfrom(int(fd), buf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		_ = n
-		alive = err == syscall.EAGAIN || err == syscall.EWOULDBLOCK
+		alive = nothingToRead(fd)
 		return true
 	})
 	return err == nil && alive
@@ -34,15 +27,10 @@ func connAlive(c net.Conn) bool {
 // client going away). It holds no buffer while it waits: a 1-byte peek
 // that does not block, then the runtime's poller.
 func waitReadable(c net.Conn) error {
-	sc, ok := c.(syscall.Conn)
-	if !ok {
-		return nil
-	}
-	raw, err := sc.SyscallConn()
-	if err != nil {
+	raw, err := rawConn(c)
+	if raw == nil {
 		return err
 	}
-	var buf [1]byte
 	peeked := false
 	return raw.Read(func(fd uintptr) bool {
 		if peeked {
@@ -52,9 +40,25 @@ func waitReadable(c net.Conn) error {
 			return true
 		}
 		peeked = true
-		_, _, err := syscall.Recvfrom(int(fd), buf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		// EAGAIN: nothing yet, wait. Anything else (data, EOF, a reset,
-		// EINTR) is for the buffered read that follows to report.
-		return err != syscall.EAGAIN && err != syscall.EWOULDBLOCK
+		// Anything but EAGAIN (data, EOF, a reset, EINTR) is for the
+		// buffered read that follows to report.
+		return !nothingToRead(fd)
 	})
+}
+
+// rawConn is c's raw connection; nil (and no error) when c has none.
+func rawConn(c net.Conn) (syscall.RawConn, error) {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return nil, nil
+	}
+	return sc.SyscallConn()
+}
+
+// nothingToRead peeks one byte without blocking: true when the socket has
+// nothing to read yet (EAGAIN); data, EOF or an error are something.
+func nothingToRead(fd uintptr) bool {
+	var buf [1]byte
+	_, _, err := syscall.Recvfrom(int(fd), buf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+	return err == syscall.EAGAIN || err == syscall.EWOULDBLOCK
 }
