@@ -61,9 +61,9 @@ func FleetView(fs store.FleetSeries, rangeName string, from, to time.Time) histo
 	for i, st := range fs.Steps {
 		m := st.Merged
 		v.Time[i] = st.Start.Unix()
-		v.Health[i] = map[string]string{"ok": "healthy"}[st.Status]
-		if v.Health[i] == "" {
-			v.Health[i] = st.Status
+		v.Health[i] = st.Status
+		if st.Status == "ok" {
+			v.Health[i] = "healthy"
 		}
 		set("requests", i, float64(m.Answered))
 		set("errors", i, float64(m.Failed))
